@@ -1,0 +1,27 @@
+"""The one error type every refusal travels as, so each entry point can turn it into its own shape
+(a JSON error for the API, a message for the CLI, a failure reason on a check)."""
+
+from __future__ import annotations
+
+
+class FakewatchError(Exception):
+    """A refusal with a stable machine-readable ``code`` and a message a person can act on."""
+
+    status: int = 400
+
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        if status is not None:
+            self.status = status
+
+    def as_dict(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class NotFound(FakewatchError):
+    status = 404
+
+    def __init__(self, message: str) -> None:
+        super().__init__("not_found", message)

@@ -1,0 +1,118 @@
+"""The one settings object. Every value comes from a ``FAKEWATCH_*`` environment variable or ``.env``
+in the working directory; the defaults are the embedded default (SQLite database, SQLite-backed broker,
+everything under ``FAKEWATCH_DATA_DIR``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FAKEWATCH_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./var")
+    # Empty means "derive from data_dir": the embedded default.
+    database_url: str = ""
+    broker_url: str = ""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    admin_port: int = 8501
+    admin_password: str = ""
+
+    # Client commands (check, scan, retrain) talk to this server with this key.
+    api_url: str = ""
+    api_key: str = ""
+
+    # Hosts, IPs or CIDRs the URL fetcher may reach although they are not public.
+    fetch_allowlist: CommaList = []
+    fetch_connect_timeout_s: float = 5.0
+    fetch_timeout_s: float = 20.0
+    fetch_max_redirects: int = 3
+
+    max_image_bytes: int = 20 * 1024 * 1024
+    # Far below Pillow's own 89 MP warning: a decompression bomb is refused from its header alone.
+    max_image_pixels: int = 40_000_000
+
+    # Origins allowed to call the API from a browser, besides browser extensions.
+    cors_origins: CommaList = []
+    rate_limit: str = "600 per minute"
+    # Where Flask-Limiter keeps its counters; empty means Redis when the broker is Redis, memory otherwise.
+    rate_limit_storage_url: str = ""
+
+    # Longest ?wait= a client may ask for.
+    max_wait_s: float = 10.0
+
+    # Worker: processes per scoring worker, images per model call, time limits per task.
+    worker_concurrency: int = 1
+    score_batch_size: int = 32
+    task_soft_time_limit_s: int = 300
+    task_time_limit_s: int = 360
+    # Sweeper: checks left queued or running longer than this are re-queued (a lost message, a killed worker).
+    stuck_after_s: float = 120.0
+    sweep_interval_s: float = 15.0
+    max_attempts: int = 3
+    # How often the embedded broker (SQLite) is polled when idle.
+    broker_poll_interval_s: float = 0.02
+
+    @field_validator("fetch_allowlist", "cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.resolve()
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_path / "images"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_path / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_path / "logs"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'fakewatch.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_path / 'broker.db'}"
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return self.broker.startswith(("redis://", "rediss://"))
+
+    @property
+    def rate_limit_storage(self) -> str:
+        if self.rate_limit_storage_url:
+            return self.rate_limit_storage_url
+        return self.broker if self.broker_is_redis else "memory://"
+
+    @property
+    def api_base_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests that change the environment call ``get_settings.cache_clear()``."""
+    return Settings()
