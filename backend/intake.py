@@ -1,0 +1,201 @@
+"""Intake of untrusted image bytes: the checks every upload, fetched URL and scored file goes through.
+
+Order matters: the byte cap first (cheap), then the format is sniffed from the header with only the
+allow-listed Pillow plugins (so TIFF, PDF, SVG... never reach a parser), then the pixel cap is decided from
+the header (so a decompression bomb is refused before a single pixel is decoded), and only then is the first
+frame fully decoded (so truncated and corrupt files are refused here, not in a worker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import pillow_heif
+from PIL import Image, ImageOps
+
+from backend.errors import FakewatchError
+from backend.settings import Settings, get_settings
+
+# HEIC comes through pillow-heif; AVIF through Pillow's own plugin (this libheif build has no AV1 decoder).
+pillow_heif.register_heif_opener()
+
+# Pillow plugin names tried, in this order. AVIF before HEIF: Pillow's AVIF plugin declines HEIC files
+# (both can carry the "mif1" brand) and Pillow then moves on to the next plugin.
+ALLOWED_PLUGINS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "AVIF", "HEIF")
+# A multi-picture JPEG from a phone camera opens as "MPO": to a person it is a JPEG.
+FORMAT_NAMES = {"MPO": "JPEG"}
+EXIF_ORIENTATION = 0x0112
+# Orientations 5 to 8 rotate by a quarter turn, so width and height swap.
+SIDEWAYS_ORIENTATIONS = frozenset({5, 6, 7, 8})
+ALLOWED_LIST = "JPEG, PNG, WebP, GIF, BMP, HEIC or AVIF"
+
+# Magic numbers, only to tell "a broken image of an allowed kind" (invalid_image) from "not an allowed kind"
+# (unsupported_format), and to name the refused kind in the message.
+ALLOWED_MAGIC = (
+    (b"\xff\xd8\xff", 0),
+    (b"\x89PNG\r\n\x1a\n", 0),
+    (b"GIF87a", 0),
+    (b"GIF89a", 0),
+    (b"BM", 0),
+    (b"WEBP", 8),
+    (b"ftyp", 4),
+)
+REFUSED_MAGIC = (
+    (b"%PDF", "a PDF document"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"<svg", "an SVG drawing"),
+    (b"<?xml", "an XML document (SVG?)"),
+    (b"<!doctype html", "an HTML page"),
+    (b"<html", "an HTML page"),
+    (b"\x00\x00\x01\x00", "an ICO icon"),
+    (b"8BPS", "a Photoshop document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    sha256: str
+    byte_size: int
+    format: str  # "JPEG", "PNG", "WEBP", "GIF", "BMP", "HEIF", "AVIF"
+    width: int  # after EXIF orientation
+    height: int
+
+
+def inspect_image(data: bytes, settings: Settings | None = None) -> ImageInfo:
+    """Check untrusted bytes and describe them; raises FakewatchError with a stable code when refused."""
+    image, fmt = _open_checked(data, settings or get_settings())
+    with image:
+        width, height = image.size
+        if _orientation(image) in SIDEWAYS_ORIENTATIONS:
+            width, height = height, width
+    return ImageInfo(
+        sha256=hashlib.sha256(data).hexdigest(),
+        byte_size=len(data),
+        format=fmt,
+        width=width,
+        height=height,
+    )
+
+
+def decode_image(data: bytes, settings: Settings | None = None) -> Image.Image:
+    """The same checks as inspect_image, then the image as RGB (EXIF orientation applied, first frame)."""
+    image, _ = _open_checked(data, settings or get_settings())
+    with image:
+        return _to_rgb(_upright(image))
+
+
+def _open_checked(data: bytes, settings: Settings) -> tuple[Image.Image, str]:
+    """Open, check and fully decode the first frame; returns it with its format name."""
+    _check_byte_size(data, settings)
+    image = _open_header(data)
+    try:
+        _check_pixels(image.size, settings)
+        _load_first_frame(image)
+    except BaseException:
+        image.close()
+        raise
+    return image, FORMAT_NAMES.get(image.format or "", image.format or "")
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag, 1 (upright) when absent or unreadable: metadata never refuses an image."""
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - any broken EXIF block is simply ignored
+        return 1
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - as in _orientation, a broken EXIF block is ignored
+        return image.copy()
+
+
+def _check_byte_size(data: bytes, settings: Settings) -> None:
+    if len(data) > settings.max_image_bytes:
+        raise FakewatchError(
+            "too_large",
+            f"The image is {_megabytes(len(data))}; the limit is {_megabytes(settings.max_image_bytes)}. "
+            "Send a smaller or more compressed file.",
+            413,
+        )
+    if not data:
+        raise FakewatchError("invalid_image", "The file is empty; send the image's bytes.", 400)
+
+
+def _open_header(data: bytes) -> Image.Image:
+    """Read only the header, with only the allow-listed plugins."""
+    try:
+        return Image.open(io.BytesIO(data), formats=ALLOWED_PLUGINS)
+    except Image.DecompressionBombError as exc:
+        # Pillow's own bomb guard fires inside open() for headers above twice its limit.
+        raise FakewatchError(
+            "too_many_pixels", f"The image declares an absurd size and was refused unread ({exc}).", 413
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise _unreadable_error(data) from exc
+
+
+def _unreadable_error(data: bytes) -> FakewatchError:
+    """Name what the bytes are when no allowed plugin would read them."""
+    if any(data[offset : offset + len(magic)] == magic for magic, offset in ALLOWED_MAGIC):
+        return FakewatchError(
+            "invalid_image",
+            "The file starts like an image but its header is broken; it may be truncated or corrupt. "
+            "Send the original file again.",
+            400,
+        )
+    head = data[:512].lstrip().lower()
+    kind = next((name for magic, name in REFUSED_MAGIC if head.startswith(magic.lower())), None)
+    what = f"This is {kind}, not" if kind else "This is not"
+    return FakewatchError("unsupported_format", f"{what} a supported image: send a {ALLOWED_LIST} file.", 415)
+
+
+def _check_pixels(size: tuple[int, int], settings: Settings) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise FakewatchError("invalid_image", f"The image declares an empty size ({width}x{height}).", 400)
+    if width * height > settings.max_image_pixels:
+        raise FakewatchError(
+            "too_many_pixels",
+            f"The image is {width}x{height} pixels ({width * height / 1e6:.0f} MP); the limit is "
+            f"{settings.max_image_pixels / 1e6:.0f} MP. Resize it before sending.",
+            413,
+        )
+
+
+def _load_first_frame(image: Image.Image) -> None:
+    """Decode every pixel of the first frame, so a truncated or corrupt file fails here."""
+    try:
+        image.seek(0)
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise FakewatchError("too_many_pixels", f"The image was refused as too large to decode ({exc}).", 413) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise FakewatchError(
+            "invalid_image",
+            f"The {image.format} image could not be decoded ({exc}); it may be truncated or corrupt. "
+            "Send the original file again.",
+            400,
+        ) from exc
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, with transparent areas laid on white: what hides under alpha is not what a person sees."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return image.convert("RGB")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
