@@ -1,0 +1,112 @@
+"""Model architectures. Each takes uint8-range RGB pixels and does its own scaling (and residuals) in layers,
+so serving cannot forget a step.
+
+- ``seed``: the original CNN, kept exactly as described for comparison (never the default).
+- ``default``: a small fully-convolutional detector on native-resolution crops whose first layers compute the
+  NPR residual (the image minus its 2x nearest-neighbour down-up copy, Tan et al. CVPR 2024) beside the pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import keras
+from keras import layers
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How an architecture is built, fed and trained."""
+
+    name: str
+    build: Callable[[int], keras.Model]
+    preprocessing: dict[str, Any]
+    output: str  # "logit": one logit per row; "softmax2": [P(real), P(fake)] per row
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    augment: bool
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_seed(size: int = 150) -> keras.Model:
+    """The seed CNN: Conv 32/64/128 with max pooling, Flatten, Dense 1064, Dense 2 softmax."""
+    inputs = keras.Input((size, size, 3), name="pixels")
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    for filters in (32, 64, 128):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(1064, activation="relu")(x)
+    outputs = layers.Dense(2, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="seed")
+
+
+def _conv_block(x: Any, filters: int, strides: int, name: str) -> Any:
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def npr_residual(pixels: Any) -> Any:
+    """Image minus its 2x nearest-neighbour down-up copy, from standard layers only (no custom code to load).
+
+    A fixed 1x1 depthwise convolution with stride 2 keeps the top-left pixel of every 2x2 block; upsampling it
+    back with nearest neighbours and subtracting leaves the local residual that generator upsampling disturbs.
+    """
+    picked = layers.DepthwiseConv2D(
+        1, strides=2, use_bias=False, depthwise_initializer="ones", trainable=False, name="npr_pick"
+    )(pixels)
+    copy = layers.UpSampling2D(2, interpolation="nearest", name="npr_up")(picked)
+    return layers.Subtract(name="npr")([pixels, copy])
+
+
+def build_default(crop: int = 64) -> keras.Model:
+    """Residual + pixel input, five conv stages with global average pooling, one logit (about 0.3M params)."""
+    inputs = keras.Input((crop, crop, 3), name="pixels")
+    pixels = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
+    residual = layers.Rescaling(4.0, name="npr_gain")(npr_residual(pixels))
+    x = layers.Concatenate(name="pixels_and_npr")([pixels, residual])
+    x = _conv_block(x, 16, 1, "stem")
+    for index, (filters, strides) in enumerate([(32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1)]):
+        x = _conv_block(x, filters, strides, f"stage{index}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(0.2, name="dropout")(x)
+    outputs = layers.Dense(1, name="logit")(x)
+    return keras.Model(inputs, outputs, name="default")
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "seed": ArchSpec(
+        name="seed",
+        build=build_seed,
+        preprocessing={"kind": "resize", "size": 150, "interpolation": "nearest", "pool": "mean"},
+        output="softmax2",
+        epochs=10,
+        batch_size=100,
+        learning_rate=1e-3,
+        augment=False,
+        description="seed CNN: 150x150 whole image, Conv32/64/128+maxpool, Dense 1064, softmax 2, Adam",
+    ),
+    "default": ArchSpec(
+        name="default",
+        build=build_default,
+        preprocessing={"kind": "crops", "crop_size": 64, "grid": 3, "pool": "mean"},
+        output="logit",
+        epochs=30,
+        batch_size=64,
+        learning_rate=2e-3,
+        augment=True,
+        description="NPR-residual + RGB fully-convolutional CNN on native 64px crops, 3x3 crop grid, mean logit",
+    ),
+}
+
+
+def get_arch(name: str) -> ArchSpec:
+    """The spec of a named architecture."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; choose from {sorted(ARCHITECTURES)}") from None

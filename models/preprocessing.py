@@ -1,0 +1,111 @@
+"""The one preprocessing function shared by training, evaluation and serving.
+
+A model's metadata names its preprocessing (``metadata["preprocessing"]``); :func:`prepare` turns decoded RGB
+images into the model's input batch according to it. Pixel scaling and residuals live inside the model's own
+layers, so this module only decides *which pixels* the model sees:
+
+- ``{"kind": "crops", "crop_size": S, "grid": G}``: G x G native-resolution S x S crops spread evenly over the
+  image (no downscaling, which would erase generator traces); the model's per-crop logits are pooled.
+- ``{"kind": "resize", "size": S, "interpolation": "nearest"}``: the whole image resized to S x S (the seed CNN).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+_INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Decode an image file as the backend decodes uploads: EXIF orientation applied, RGB."""
+    data = Path(path).read_bytes()
+    try:
+        from backend.intake import decode_image
+    except ImportError:  # backend.intake is written in parallel; fall back to the same Pillow steps.
+        return _decode_with_pillow(data)
+    return decode_image(data)
+
+
+def _decode_with_pillow(data: bytes) -> Image.Image:
+    # TODO: drop once backend.intake.decode_image is always available.
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """An H x W x 3 uint8 array of an image, whatever its mode."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def ensure_min_side(image: Image.Image, size: int) -> Image.Image:
+    """Upscale an image whose shorter side is below ``size`` so at least one crop fits."""
+    width, height = image.size
+    short = min(width, height)
+    if short >= size:
+        return image
+    factor = size / short
+    new = (max(size, round(width * factor)), max(size, round(height * factor)))
+    return image.resize(new, Image.Resampling.BICUBIC)
+
+
+def grid_offsets(length: int, crop: int, grid: int) -> list[int]:
+    """``grid`` crop offsets spread evenly from one edge to the other (deduplicated for small images)."""
+    if grid <= 1 or length <= crop:
+        return [max(0, (length - crop) // 2)]
+    return sorted({round(i * (length - crop) / (grid - 1)) for i in range(grid)})
+
+
+def crop_grid(image: Image.Image, crop: int, grid: int) -> np.ndarray:
+    """Native-resolution crops of one image: an N x crop x crop x 3 uint8 array."""
+    array = to_rgb_array(ensure_min_side(image, crop))
+    height, width = array.shape[:2]
+    return np.stack(
+        [
+            array[top : top + crop, left : left + crop]
+            for top in grid_offsets(height, crop, grid)
+            for left in grid_offsets(width, crop, grid)
+        ]
+    )
+
+
+def resize_whole(image: Image.Image, size: int, interpolation: str = "nearest") -> np.ndarray:
+    """The whole image resized to size x size: a 1 x size x size x 3 uint8 array."""
+    resized = image.convert("RGB").resize((size, size), _INTERPOLATIONS[interpolation])
+    return to_rgb_array(resized)[None]
+
+
+def prepare_one(image: Image.Image, preprocessing: dict[str, Any]) -> np.ndarray:
+    """The model inputs for one image (one or more rows), as uint8."""
+    kind = preprocessing["kind"]
+    if kind == "crops":
+        return crop_grid(image, int(preprocessing["crop_size"]), int(preprocessing["grid"]))
+    if kind == "resize":
+        return resize_whole(image, int(preprocessing["size"]), preprocessing.get("interpolation", "nearest"))
+    raise ValueError(f"unknown preprocessing kind {kind!r}")
+
+
+def prepare(images: Sequence[Image.Image], preprocessing: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
+    """Stack the inputs of several images into one batch; also return how many rows each image got."""
+    parts = [prepare_one(image, preprocessing) for image in images]
+    counts = [len(part) for part in parts]
+    if not parts:
+        return np.zeros((0, 1, 1, 3), dtype=np.uint8), counts
+    return np.concatenate(parts), counts
+
+
+def input_size(preprocessing: dict[str, Any]) -> int:
+    """Side of one model input, in pixels."""
+    return int(preprocessing["crop_size"] if preprocessing["kind"] == "crops" else preprocessing["size"])

@@ -1,0 +1,112 @@
+"""Load a model version once and score decoded images in batches: the API the scoring worker uses.
+
+Importing this module does not import TensorFlow; :meth:`Detector.load` does. The metadata JSON beside each
+``.keras`` file is plain JSON so the backend can read it without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from models.preprocessing import input_size, prepare
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+# Rows (crops) per model call: large enough to amortise the call, small enough for a worker's memory.
+ROWS_PER_CALL = 512
+
+
+def default_model_path() -> Path:
+    """The shipped default model file."""
+    return SHIPPED_DIR / "default.keras"
+
+
+def metadata_path(model_path: str | Path) -> Path:
+    """The metadata JSON beside a model file: same stem, ``.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+def read_metadata(model_path: str | Path) -> dict[str, Any]:
+    """A model's metadata, without TensorFlow."""
+    return json.loads(metadata_path(model_path).read_text())
+
+
+def rows_to_logits(outputs: np.ndarray, output: str) -> np.ndarray:
+    """One logit of P(fake) per model row, whatever the head."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if output == "softmax2":
+        eps = 1e-7
+        return np.log(outputs[:, 1] + eps) - np.log(outputs[:, 0] + eps)
+    return outputs.reshape(-1)
+
+
+def pool_logits(logits: np.ndarray, counts: Sequence[int], pool: str = "mean") -> np.ndarray:
+    """Pool per-crop logits into one per image: the mean, or ``topK`` (mean of the K highest)."""
+    pooled = []
+    start = 0
+    for count in counts:
+        part = logits[start : start + count]
+        start += count
+        if pool.startswith("top"):
+            part = np.sort(part)[-int(pool[3:]) :]
+        pooled.append(float(np.mean(part)))
+    return np.asarray(pooled, dtype=np.float64)
+
+
+def calibrate(logits: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
+    """P(fake) from pooled logits with the Platt scaling fitted on validation data (identity if none)."""
+    a = float((calibration or {}).get("a", 1.0))
+    b = float((calibration or {}).get("b", 0.0))
+    return 1.0 / (1.0 + np.exp(-(a * logits + b)))
+
+
+class Detector:
+    """One loaded model version. ``score`` returns P(fake) per image."""
+
+    def __init__(self, model: Any, metadata: dict[str, Any]) -> None:
+        self.model = model
+        self.metadata = metadata
+        self.version: str = metadata["name"]
+        self.threshold: float = float(metadata["threshold"])
+        self.band: float = float(metadata["band"])
+        self.preprocessing: dict[str, Any] = metadata["preprocessing"]
+        self._predict = _compile_predict(model, input_size(self.preprocessing))
+
+    @classmethod
+    def load(cls, model_path: str | Path) -> "Detector":
+        """Read a model file and the metadata JSON beside it."""
+        import keras
+
+        model = keras.saving.load_model(Path(model_path), compile=False)
+        return cls(model, read_metadata(model_path))
+
+    def raw_logits(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Pooled, uncalibrated logits per image (what calibration is fitted on)."""
+        rows, counts = prepare(images, self.preprocessing)
+        if not counts:
+            return np.zeros(0)
+        outputs = np.concatenate(
+            [self._predict(rows[start : start + ROWS_PER_CALL]) for start in range(0, len(rows), ROWS_PER_CALL)]
+        )
+        logits = rows_to_logits(outputs, self.metadata.get("output", "logit"))
+        return pool_logits(logits, counts, self.preprocessing.get("pool", "mean"))
+
+    def score(self, images: Sequence[Image.Image]) -> list[float]:
+        """P(fake) for each decoded RGB image, batched internally."""
+        return [float(p) for p in calibrate(self.raw_logits(images), self.metadata.get("calibration"))]
+
+
+def _compile_predict(model: Any, size: int) -> Any:
+    """A traced inference function with a fixed signature, so every batch size reuses one graph."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True)
+    def predict(rows: tf.Tensor) -> tf.Tensor:
+        return model(rows, training=False)
+
+    return lambda rows: predict(tf.constant(rows, dtype=tf.float32)).numpy()
