@@ -239,7 +239,7 @@ class _PinnedHTTPSConnectionPool(HTTPSConnectionPool):
 def _connect_pinned(conn: HTTPConnection, ip: IPAddress) -> socket.socket:
     """urllib3's _new_conn, minus the name lookup; errors translated as urllib3 does."""
     try:
-        return open_socket(ip, conn.port, conn.timeout)  # type: ignore[arg-type]
+        return open_socket(ip, conn.port, conn.timeout)
     except TimeoutError as exc:
         raise ConnectTimeoutError(conn, f"Connection to {conn.host} ({ip}) timed out.") from exc
     except OSError as exc:
@@ -285,9 +285,7 @@ def _opened(url: str, settings: Settings, deadline: float) -> Iterator[BaseHTTPR
     raise _transport_error(last_error, url) from last_error
 
 
-def _pool(
-    scheme: str, host: str, port: int, ip: IPAddress, settings: Settings, deadline: float
-) -> HTTPConnectionPool:
+def _pool(scheme: str, host: str, port: int, ip: IPAddress, settings: Settings, deadline: float) -> HTTPConnectionPool:
     remaining = _remaining(deadline, host)
     timeout = Timeout(connect=min(settings.fetch_connect_timeout_s, remaining), read=remaining)
     pool_class = _PinnedHTTPSConnectionPool if scheme == "https" else _PinnedHTTPConnectionPool
@@ -349,8 +347,8 @@ def _raise_for_status(response: BaseHTTPResponse, url: str) -> None:
             retry_after=retry_after,
             http_status=status,
         )
-    raise FetchError("fetch_failed", f"{url} answered {status} {response.reason or ''}".rstrip() + ".", 400,
-                     http_status=status)  # fmt: skip
+    reason = f" {response.reason}" if response.reason else ""
+    raise FetchError("fetch_failed", f"{url} answered {status}{reason}.", 400, http_status=status)
 
 
 def _read_capped(response: BaseHTTPResponse, url: str, settings: Settings, deadline: float) -> bytes:

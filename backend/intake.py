@@ -105,14 +105,14 @@ def _orientation(image: Image.Image) -> int:
     """The EXIF orientation tag, 1 (upright) when absent or unreadable: metadata never refuses an image."""
     try:
         return int(image.getexif().get(EXIF_ORIENTATION, 1))
-    except Exception:  # noqa: BLE001 - any broken EXIF block is simply ignored
+    except Exception:
         return 1
 
 
 def _upright(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - as in _orientation, a broken EXIF block is ignored
+    except Exception:
         return image.copy()
 
 

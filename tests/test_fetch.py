@@ -136,7 +136,7 @@ def guard(monkeypatch: pytest.MonkeyPatch) -> ConnectGuard:
 class ImageHandler(http.server.BaseHTTPRequestHandler):
     server: ImageServer
 
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         self.server.seen.append((parts.path, self.headers.get("Host", "")))
         route = getattr(self, "route_" + parts.path.strip("/").split("/")[0].replace("-", "_").replace(".", "_"), None)
@@ -259,7 +259,6 @@ class ImageServer(http.server.ThreadingHTTPServer):
         return f"http://{host}:{self.port}{path}"
 
 
-
 def serve(server: http.server.HTTPServer) -> Iterator[None]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -368,7 +367,11 @@ ADDRESS_TABLE: list[tuple[str, list[str], bool]] = [
 ]
 
 
-@pytest.mark.parametrize(("ip", "allowlist", "allowed"), ADDRESS_TABLE, ids=[row[0] + (f" allow={row[1]}" if row[1] else "") for row in ADDRESS_TABLE])
+@pytest.mark.parametrize(
+    ("ip", "allowlist", "allowed"),
+    ADDRESS_TABLE,
+    ids=[row[0] + (f" allow={row[1]}" if row[1] else "") for row in ADDRESS_TABLE],
+)
 def test_address_table(ip: str, allowlist: list[str], allowed: bool) -> None:
     assert is_address_allowed(ipaddress.ip_address(ip), allowlist) is allowed
 
@@ -586,7 +589,9 @@ def test_dns_rebinding_connects_to_the_checked_address(
     assert server.seen[-1] == ("/photo.jpg", f"rebind.test:{server.port}")  # the Host header keeps the name
 
 
-def test_dns_rebinding_the_other_way_is_refused(strict_settings: Settings, resolver: FakeResolver, guard: ConnectGuard) -> None:
+def test_dns_rebinding_the_other_way_is_refused(
+    strict_settings: Settings, resolver: FakeResolver, guard: ConnectGuard
+) -> None:
     resolver.set("rebind.test", ["169.254.169.254"], [PUBLIC_A])
     assert fetch_error("http://rebind.test/", strict_settings).code == "blocked_address"
     assert guard.attempts == []

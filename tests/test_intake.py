@@ -100,7 +100,7 @@ def test_exif_orientation_is_applied(chelsea: Image.Image, settings: Settings) -
 def test_animated_gif_gives_its_first_frame(settings: Settings) -> None:
     frames = [Image.new("RGB", (64, 48), colour) for colour in ((200, 0, 0), (0, 200, 0), (0, 0, 200))]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    assert Image.open(io.BytesIO(data)).n_frames == 3
+    assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 3
 
     info = inspect_image(data, settings)
     first = np.asarray(decode_image(data, settings)).mean(axis=(0, 1))
