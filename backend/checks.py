@@ -70,8 +70,8 @@ def submit_image(session: Session, data: bytes, *, source: str = "upload", sourc
     The caller commits, then enqueues when ``needs_scoring`` (so a worker never sees an uncommitted row)."""
     if source not in SOURCES:
         raise FakewatchError("invalid_request", f"source must be one of {', '.join(SOURCES)}, not {source!r}.")
-    version = require_active_version(session)
     image = store_image(session, data, settings)
+    version = require_active_version(session)
     check = Check(image_id=image.id, image=image, source=source, source_url=source_url, page_url=page_url,
                   api_key_id=api_key_id)
     session.add(check)

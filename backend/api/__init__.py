@@ -1,0 +1,55 @@
+"""The Flask API: an application factory over the backend services (see backend/api/*.py for the routes)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from apiflask import APIFlask
+from flask_cors import CORS
+
+from backend.api import checks, errors, health, images
+from backend.api.auth import limiter
+from backend.api.session import close_session
+from backend.settings import Settings, get_settings
+
+EXTENSION_ORIGINS = [re.compile(r"^chrome-extension://[a-z]+$"), re.compile(r"^moz-extension://[0-9a-f-]+$"),
+                     re.compile(r"^safari-web-extension://[0-9A-Za-z-]+$")]
+# Multipart framing and form fields on top of the largest accepted image.
+REQUEST_OVERHEAD_BYTES = 64 * 1024
+
+
+def create_app(test_config: dict[str, Any] | None = None, settings: Settings | None = None) -> APIFlask:
+    settings = settings or get_settings()
+    app = APIFlask("fakewatch", title="fakewatch API", version="1.0",
+                   spec_path="/api/openapi.json", docs_path="/docs")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_image_bytes + REQUEST_OVERHEAD_BYTES,
+        RATELIMIT_STORAGE_URI=settings.rate_limit_storage,
+        RATELIMIT_DEFAULT=settings.rate_limit,
+        RATELIMIT_HEADERS_ENABLED=True,
+        FAKEWATCH_SETTINGS=settings,
+        JSON_SORT_KEYS=False,
+        INFO={"description": "Submit images or URLs and get a real / fake / uncertain verdict. "
+                             "Authenticate with `Authorization: Bearer <key>` (`fakewatch keys create NAME`)."},
+    )
+    if test_config:
+        app.config.update(test_config)
+    CORS(app, resources={r"/api/*": {"origins": EXTENSION_ORIGINS + list(settings.cors_origins)}},
+         allow_headers=["Authorization", "Content-Type"], max_age=600)
+    limiter.init_app(app)
+    errors.register(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(checks.bp)
+    app.register_blueprint(images.bp)
+    app.teardown_appcontext(close_session)
+
+    @app.spec_processor
+    def document_check_body(spec: dict[str, Any]) -> dict[str, Any]:
+        # The body is multipart *or* JSON, which a single input schema cannot say.
+        operation = spec.get("paths", {}).get("/api/v1/checks", {}).get("post")
+        if operation is not None:
+            operation.update(checks.CHECK_BODY_DOC)
+        return spec
+
+    return app

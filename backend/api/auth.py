@@ -1,0 +1,39 @@
+"""API-key authentication and per-key rate limits."""
+
+from __future__ import annotations
+
+from apiflask import HTTPTokenAuth
+from flask import g, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from backend.api.session import db
+from backend.errors import FakewatchError
+from backend.keys import authenticate
+
+auth = HTTPTokenAuth(scheme="Bearer", description="An API key from `fakewatch keys create NAME`.")
+
+
+@auth.verify_token
+def verify_token(token: str):  # type: ignore[no-untyped-def]
+    if not token:
+        return None
+    try:
+        key = authenticate(db(), token)
+    except FakewatchError:
+        return None
+    g.api_key_id = key.id
+    return key
+
+
+def rate_limit_key() -> str:
+    """Limit per API key (its hash prefix, never the key itself); anonymous requests by address."""
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer ") and len(header) > 20:
+        from backend.keys import hash_key
+
+        return "key:" + hash_key(header[7:].strip())[:16]
+    return "ip:" + get_remote_address()
+
+
+limiter = Limiter(key_func=rate_limit_key)

@@ -1,0 +1,75 @@
+"""Every error leaves the API as ``{"error": {"code", "message"}}``: never an HTML page, never a bare 500 for bad input."""
+
+from __future__ import annotations
+
+import logging
+
+from apiflask import APIFlask, HTTPError
+from flask import Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from backend.errors import FakewatchError
+
+log = logging.getLogger(__name__)
+
+# Codes for the errors Flask and its extensions raise themselves.
+HTTP_CODES = {
+    400: ("invalid_request", "The request could not be read."),
+    401: ("unauthorized", "Send an API key as `Authorization: Bearer <key>`; create one with `fakewatch keys create NAME`."),
+    403: ("forbidden", "This key may not do that."),
+    404: ("not_found", "There is nothing at this address."),
+    405: ("method_not_allowed", "This address does not accept that HTTP method."),
+    413: ("too_large", "The request is larger than the server accepts."),
+    415: ("unsupported_format", "This content type is not accepted here."),
+    422: ("invalid_request", "Some fields of the request are invalid."),
+    429: ("rate_limited", "Too many requests for this key; wait a little and try again."),
+}
+
+
+def _body(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> tuple[Response, int, dict[str, str]]:
+    return jsonify({"error": {"code": code, "message": message}}), status, headers or {}
+
+
+def register(app: APIFlask) -> None:
+    @app.error_processor
+    def apiflask_error(error: HTTPError):  # type: ignore[no-untyped-def]
+        code, default_message = HTTP_CODES.get(error.status_code, ("error", "The request failed."))
+        message = error.message if error.message and error.message not in ("Unauthorized", "Not Found") else default_message
+        if error.detail:
+            message = f"{message} {_describe_detail(error.detail)}"
+        return _body(code, message, error.status_code, dict(error.headers or {}))
+
+    @app.errorhandler(FakewatchError)
+    def fakewatch_error(error: FakewatchError):  # type: ignore[no-untyped-def]
+        return _body(error.code, error.message, error.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):  # type: ignore[no-untyped-def]
+        status = error.code or 500
+        code, message = HTTP_CODES.get(status, ("error", error.description or "The request failed."))
+        if status == 413:
+            message = "The request is larger than the server accepts: images may be at most " \
+                      f"{app.config['FAKEWATCH_SETTINGS'].max_image_bytes // (1024 * 1024)} MB."
+        if status == 429:
+            message = f"Too many requests for this key ({error.description}); wait a little and try again."
+        headers = dict(error.get_headers()) if status in (405, 429) else {}
+        headers.pop("Content-Type", None)
+        return _body(code, message, status, headers)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):  # type: ignore[no-untyped-def]
+        log.exception("unhandled error")
+        return _body("internal_error", "The server failed on this request; it has been logged. Try again, "
+                     "and report it if it repeats.", 500)
+
+
+def _describe_detail(detail: object) -> str:
+    """Flatten marshmallow's {location: {field: [messages]}} into one sentence."""
+    parts: list[str] = []
+    if isinstance(detail, dict):
+        for fields in detail.values():
+            if isinstance(fields, dict):
+                for field, messages in fields.items():
+                    text = "; ".join(messages) if isinstance(messages, list) else str(messages)
+                    parts.append(f"{field}: {text}")
+    return " ".join(parts)

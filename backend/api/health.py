@@ -1,0 +1,41 @@
+"""GET /healthz (the process is alive) and GET /readyz (database, broker and an active model)."""
+
+from __future__ import annotations
+
+from apiflask import APIBlueprint
+from sqlalchemy import text
+
+from backend.api.auth import limiter
+from backend.api.session import db
+from backend.model_versions import active_version
+from backend.queue import broker_reachable
+
+bp = APIBlueprint("health", __name__, tag="Health")
+
+
+@bp.get("/healthz")
+@limiter.exempt
+@bp.doc(summary="Liveness")
+def healthz():  # type: ignore[no-untyped-def]
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+@limiter.exempt
+@bp.doc(summary="Readiness: database and broker reachable, an active model exists")
+def readyz():  # type: ignore[no-untyped-def]
+    problems: dict[str, str] = {}
+    try:
+        db().execute(text("SELECT 1"))
+        version = active_version(db())
+        if version is None:
+            problems["model"] = "no active model version: run `fakewatch db upgrade` or promote one in the console"
+    except Exception as error:  # noqa: BLE001 - any failure is the reason it is not ready
+        problems["database"] = f"database unreachable: {error}"
+        version = None
+    broker_problem = broker_reachable()
+    if broker_problem:
+        problems["broker"] = broker_problem
+    body = {"status": "ready" if not problems else "not_ready", "problems": problems,
+            "model_version": version.name if version else None}
+    return body, (200 if not problems else 503)

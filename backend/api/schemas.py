@@ -1,0 +1,65 @@
+"""Request and response shapes for the OpenAPI spec (served at /api/openapi.json, browsable at /docs)."""
+
+from __future__ import annotations
+
+from apiflask import Schema
+from apiflask.fields import Boolean, DateTime, Dict, Float, Integer, Nested, String
+from apiflask.validators import OneOf, Range
+
+
+class WaitQuery(Schema):
+    wait = Float(load_default=0.0, validate=Range(min=0, max=10),
+                 metadata={"description": "Seconds (at most 10) to wait for the verdict before answering 202."})
+
+
+class ImageOut(Schema):
+    sha256 = String()
+    width = Integer()
+    height = Integer()
+    format = String()
+
+
+class ReviewOut(Schema):
+    label = String()
+    by = String()
+    at = String()
+
+
+class ErrorDetail(Schema):
+    code = String()
+    message = String()
+
+
+class CheckOut(Schema):
+    id = String()
+    status = String(validate=OneOf(["queued", "running", "done", "failed", "cancelled"]))
+    verdict = String(allow_none=True, metadata={"description": "real, fake or uncertain"})
+    score = Float(allow_none=True, metadata={"description": "Probability that the image is fake."})
+    confidence = Float(allow_none=True, metadata={"description": "Probability of the verdict's class."})
+    flagged = Boolean()
+    cached = Boolean()
+    model_version = String(allow_none=True)
+    image = Nested(ImageOut, allow_none=True)
+    source = String()
+    source_url = String(allow_none=True)
+    page_url = String(allow_none=True)
+    batch_id = String(allow_none=True)
+    review = Nested(ReviewOut, allow_none=True)
+    error = Nested(ErrorDetail, allow_none=True)
+    attempts = Integer()
+    created_at = String()
+    started_at = String(allow_none=True)
+    finished_at = String(allow_none=True)
+
+
+class CheckUrlIn(Schema):
+    url = String(required=True)
+    page_url = String(allow_none=True)
+
+
+class HealthOut(Schema):
+    status = String()
+    checks = Dict()
+
+
+__all__ = ["Boolean", "DateTime", "WaitQuery", "CheckOut", "CheckUrlIn", "HealthOut"]

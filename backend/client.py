@@ -1,0 +1,64 @@
+"""A small HTTP client for the fakewatch API, used by `fakewatch check` and other client commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from backend.settings import Settings, get_settings
+
+
+class ClientError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ApiClient:
+    def __init__(self, base_url: str, api_key: str, timeout_s: float = 60) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "ApiClient":
+        settings = settings or get_settings()
+        if not settings.api_key:
+            raise SystemExit("Set FAKEWATCH_API_KEY (printed by `fakewatch up`, or `fakewatch keys create NAME`).")
+        return cls(settings.api_base_url, settings.api_key)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self.session.request(method, self.base_url + path, timeout=self.timeout_s, **kwargs)
+        except requests.ConnectionError as error:
+            raise ClientError("unreachable", f"Cannot reach the fakewatch API at {self.base_url}: is it running "
+                                             "(`fakewatch up`) and is FAKEWATCH_API_URL right?") from error
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                raise ClientError(error["code"], error["message"])
+            except (ValueError, KeyError, TypeError):
+                raise ClientError("http_error", f"HTTP {response.status_code} from {path}") from None
+        return response
+
+    def check(self, target: str, wait_s: float = 10.0) -> dict[str, Any]:
+        """Submit a file path or an http(s) URL and return the check object."""
+        params = {"wait": min(wait_s, 10.0)}
+        if target.startswith(("http://", "https://")):
+            response = self.request("POST", "/api/v1/checks", params=params, json={"url": target})
+        else:
+            path = Path(target)
+            if not path.is_file():
+                raise ClientError("not_found", f"{target} is not a file or an http(s) URL.")
+            with path.open("rb") as handle:
+                response = self.request("POST", "/api/v1/checks", params=params, files={"image": (path.name, handle)})
+        result: dict[str, Any] = response.json()
+        return result
+
+    def get_json(self, path: str, **params: Any) -> Any:
+        return json.loads(self.request("GET", path, params=params).content)

@@ -1,0 +1,205 @@
+"""A running fakewatch for integration tests: a real API (gunicorn) and a real Celery worker as subprocesses,
+on either the embedded default (SQLite + SQLAlchemy broker) or production services (PostgreSQL + Redis).
+
+Started once per test session per backend (see the ``stack`` fixtures in conftest.py) because starting a
+worker costs seconds (TensorFlow and the model load)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import psycopg
+import redis
+import requests
+from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
+
+POSTGRES_ADMIN_URL = os.environ.get("FAKEWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("FAKEWATCH_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def create_postgres_database() -> str:
+    """A fresh PostgreSQL database for this test session; fails (never skips) when PostgreSQL is down."""
+    name = f"fakewatch_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def fresh_redis_url() -> str:
+    """A Redis database index of its own, emptied; fails (never skips) when Redis is down."""
+    index = 5 + (os.getpid() % 10)
+    url = f"{REDIS_URL}/{index}"
+    redis.Redis.from_url(url, socket_connect_timeout=5).flushdb()
+    return url
+
+
+def backend_env(kind: str, data_dir: Path) -> dict[str, str]:
+    env = {"FAKEWATCH_DATA_DIR": str(data_dir), "FAKEWATCH_FETCH_ALLOWLIST": "127.0.0.1",
+           # Short enough that tests see the sweeper work, long enough that slow CI never trips it needlessly.
+           "FAKEWATCH_STUCK_AFTER_S": "8", "FAKEWATCH_SWEEP_INTERVAL_S": "1",
+           "FAKEWATCH_RATE_LIMIT": "100000 per minute"}
+    if kind == "redis-postgres":
+        env["FAKEWATCH_DATABASE_URL"] = create_postgres_database()
+        env["FAKEWATCH_BROKER_URL"] = fresh_redis_url()
+    return env
+
+
+@dataclass
+class Stack:
+    """One running API + scoring worker, and how to reach them."""
+
+    kind: str
+    env: dict[str, str]
+    data_dir: Path
+    api_key: str = ""
+    api_url: str = ""
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> "Settings":
+        """This stack's settings, for calling services in the test process against its database and files."""
+        from backend.settings import Settings
+
+        return Settings(_env_file=None, **{key.removeprefix("FAKEWATCH_").lower(): value  # type: ignore[arg-type]
+                                           for key, value in self.env.items()})
+
+    @property
+    def database_url(self) -> str:
+        return self.env.get("FAKEWATCH_DATABASE_URL") or f"sqlite:///{self.data_dir / 'fakewatch.db'}"
+
+    def run_cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fakewatch.cli", *args], env={**os.environ, **self.env},
+                              capture_output=True, text=True, check=check, timeout=timeout)
+
+    def start_process(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.data_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen([sys.executable, "-m", "fakewatch.cli", *args], env={**os.environ, **self.env},
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def start_worker(self, name: str = "worker", *extra: str) -> subprocess.Popen[bytes]:
+        process = self.start_process(name, "worker", "--concurrency", "1", *extra)
+        self.wait_for_log(name, "ready.", timeout=120)
+        return process
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def log_text(self, name: str) -> str:
+        path = self.data_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_log(self, name: str, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log_text(name):
+                return
+            process = self.processes.get(name)
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log_text(name)[-4000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} did not log {needle!r} in {timeout} s:\n{self.log_text(name)[-4000:]}")
+
+    def start_api(self) -> None:
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.start_process("api", "api", "--port", str(port), "--threads", "8")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.api_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise TimeoutError(f"API did not start:\n{self.log_text('api')[-4000:]}")
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def post_image(self, data: bytes, wait: float = 10, **fields: str) -> requests.Response:
+        return requests.post(f"{self.api_url}/api/v1/checks", params={"wait": wait}, headers=self.headers(),
+                             files={"image": ("image.jpg", data)}, data=fields, timeout=60)
+
+    def get_check(self, check_id: str) -> dict[str, Any]:
+        response = requests.get(f"{self.api_url}/api/v1/checks/{check_id}", headers=self.headers(), timeout=30)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def wait_for_check(self, check_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            check = self.get_check(check_id)
+            if check["status"] in ("done", "failed", "cancelled") or time.monotonic() > deadline:
+                return check
+            time.sleep(0.1)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A database session on this stack's database, for seeding and asserting through the services."""
+        from backend.db import get_engine
+
+        session = sessionmaker(bind=get_engine(self.database_url), expire_on_commit=False)()
+        try:
+            yield session
+            session.commit()
+        finally:
+            session.close()
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.stop_process(name)
+        from backend.db import get_engine
+
+        get_engine(self.database_url).dispose()
+        if self.kind == "redis-postgres":
+            drop_postgres_database(self.env["FAKEWATCH_DATABASE_URL"])
+
+
+def start_stack(kind: str, data_dir: Path, model_path: Path) -> Stack:
+    """Migrate, register ``model_path`` as the active model, create a key, start the API and one scoring worker."""
+    stack = Stack(kind=kind, env=backend_env(kind, data_dir), data_dir=data_dir)
+    stack.run_cli("db", "upgrade")
+    from backend.model_versions import register_model
+
+    with stack.session() as session:
+        register_model(session, model_path, activate=True)
+    stack.api_key = stack.run_cli("keys", "create", "tests").stdout.strip().splitlines()[-1]
+    stack.start_api()
+    stack.start_worker()
+    return stack

@@ -1,0 +1,108 @@
+"""End to end: a real API (gunicorn) and a real Celery worker scoring with a real Keras model, on the embedded
+default and on PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import requests
+from sqlalchemy import select
+
+from backend.schema import Check
+from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
+from tests.stack import Stack
+
+
+def test_uploaded_photo_gets_a_stored_verdict(stack: Stack) -> None:
+    data = photo_bytes("astronaut")
+    response = stack.post_image(data, wait=10, page_url="https://example.org/page")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "done"
+    assert body["verdict"] in ("real", "fake", "uncertain")
+    assert 0.0 <= body["score"] <= 1.0
+    assert body["flagged"] == (body["verdict"] != "real")
+    assert body["cached"] is False
+    assert body["image"]["width"] == 512 and body["image"]["format"] == "JPEG"
+    assert body["model_version"] and body["page_url"] == "https://example.org/page"
+    with stack.session() as session:
+        row = session.get(Check, body["id"])
+        assert row is not None and row.status == "done" and row.score == body["score"]
+        assert row.model_version is not None and row.model_version.name == body["model_version"]
+    assert stack.get_check(body["id"])["score"] == body["score"]
+
+
+def test_same_bytes_again_are_answered_from_cache(stack: Stack) -> None:
+    data = photo_bytes("coffee")
+    first = stack.post_image(data, wait=10).json()
+    assert first["status"] == "done" and first["cached"] is False
+    again = stack.post_image(data, wait=0)
+    assert again.status_code == 200
+    assert again.json()["cached"] is True and again.json()["score"] == first["score"]
+    assert again.json()["id"] != first["id"]
+
+
+def test_url_served_locally_is_fetched_and_scored(stack: Stack, image_server: LocalServer) -> None:
+    image_server.routes["/rocket.png"] = (200, {"Content-Type": "image/png"}, photo_bytes("rocket", "PNG"))
+    url = image_server.url("/rocket.png")
+    response = requests.post(f"{stack.api_url}/api/v1/checks?wait=10", headers=stack.headers(),
+                             json={"url": url, "page_url": "https://example.org/"}, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "done" and body["source"] == "url" and body["source_url"] == url
+    assert body["image"]["format"] == "PNG"
+
+
+def test_refused_url_is_a_clear_error(stack: Stack, image_server: LocalServer) -> None:
+    # 127.0.0.2 is loopback but not on the allow-list: refused before any connection is made.
+    response = requests.post(f"{stack.api_url}/api/v1/checks", headers=stack.headers(),
+                             json={"url": f"http://127.0.0.2:{image_server.port}/x.jpg"}, timeout=30)
+    assert response.status_code in (400, 403)
+    assert response.json()["error"]["code"] == "blocked_address"
+
+
+def test_stored_image_can_be_downloaded(stack: Stack) -> None:
+    data = photo_bytes("chelsea")
+    body = stack.post_image(data, wait=10).json()
+    response = requests.get(f"{stack.api_url}/api/v1/images/{body['image']['sha256']}", headers=stack.headers(), timeout=30)
+    assert response.status_code == 200 and response.content == data
+    assert response.headers["Content-Type"] == "image/jpeg"
+
+
+def test_ready_when_database_broker_and_model_are(stack: Stack) -> None:
+    response = requests.get(f"{stack.api_url}/readyz", timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "ready"
+
+
+def test_check_survives_a_killed_worker(stack: Stack) -> None:
+    """Kill the worker mid-task: the sweeper re-queues the checks it held and a new worker finishes them."""
+    from backend.checks import submit_image
+    from backend.queue import SCORE_TASK, SCORING_QUEUE, make_celery
+
+    photos = distinct_photos(150, size=400)
+    with stack.session() as session:
+        ids = [submit_image(session, data, source="upload", settings=stack.settings).check.id for data in photos]
+        session.commit()
+    sender = make_celery(stack.settings)
+    sender.send_task(SCORE_TASK, args=[ids], queue=SCORING_QUEUE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with stack.session() as session:
+            statuses = set(session.scalars(select(Check.status).where(Check.id.in_(ids))))
+        if "running" in statuses:
+            break
+        time.sleep(0.02)
+    assert statuses == {"running"}, f"the worker should hold every check of the chunk, saw {statuses}"
+    stack.stop_process("worker", signal.SIGKILL)
+    stack.start_worker("worker")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with stack.session() as session:
+            rows = list(session.scalars(select(Check).where(Check.id.in_(ids))))
+        if all(row.status == "done" for row in rows):
+            break
+        time.sleep(0.5)
+    assert {row.status for row in rows} == {"done"}
+    assert all(row.attempts >= 2 for row in rows), "each check was claimed by the killed worker, then again"

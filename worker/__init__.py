@@ -1,0 +1,1 @@
+"""Celery workers: scoring (queue ``scoring``) and training (queue ``training``). Tasks stay thin and call backend services."""

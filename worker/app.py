@@ -1,0 +1,48 @@
+"""The worker's Celery app: the same configuration the API sends with, plus the task modules.
+
+Per-process resources (database engine, the loaded model) are created after the fork, in
+``worker_process_init``, never in the parent."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+
+from backend.db import reset_engines
+from backend.queue import SCORING_QUEUE, make_celery
+
+log = logging.getLogger("fakewatch.worker")
+
+celery_app = make_celery()
+# Loading TensorFlow and the model in a new pool process takes seconds, longer than Celery's 4 s default.
+celery_app.conf.worker_proc_alive_timeout = 120
+
+import worker.tasks  # noqa: E402,F401 - registers the tasks on celery_app
+
+_sweeper_stop = threading.Event()
+
+
+@worker_process_init.connect
+def _init_process(**_kwargs: object) -> None:
+    reset_engines()
+    from worker.detectors import warm_up
+
+    warm_up()
+
+
+@worker_ready.connect
+def _start_sweeper(sender: object = None, **_kwargs: object) -> None:
+    # Only workers that serve the scoring queue sweep; a training-only worker has nothing to re-queue.
+    queues = {queue.name for queue in getattr(getattr(sender, "task_consumer", None), "queues", [])}
+    if queues and SCORING_QUEUE not in queues:
+        return
+    from worker.sweeper import start_sweeper
+
+    start_sweeper(_sweeper_stop)
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_kwargs: object) -> None:
+    _sweeper_stop.set()

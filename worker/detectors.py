@@ -1,0 +1,43 @@
+"""The model a scoring process holds: loaded once per process, and again only when the active version changes."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from backend.db import session_scope
+from backend.model_versions import active_version
+from backend.schema import ModelVersion
+
+if TYPE_CHECKING:
+    from models.serving import Detector
+
+log = logging.getLogger("fakewatch.worker")
+
+_loaded: dict[int, "Detector"] = {}
+
+
+def detector_for(version: ModelVersion) -> "Detector":
+    """The detector for this version, loading it (and dropping any other) on first use."""
+    detector = _loaded.get(version.id)
+    if detector is None:
+        from models.serving import Detector
+
+        log.info("loading model version %s from %s", version.name, version.file)
+        detector = Detector.load(version.file)
+        _loaded.clear()
+        _loaded[version.id] = detector
+    return detector
+
+
+def warm_up() -> None:
+    """Load the active model when the process starts, so the first check does not pay for it."""
+    try:
+        with session_scope() as session:
+            version = active_version(session)
+            if version is None:
+                log.warning("no active model version yet: checks will fail with no_active_model until one is promoted")
+                return
+            detector_for(version)
+    except Exception:  # noqa: BLE001 - a failed warm-up is retried by the first task, which reports the error
+        log.exception("could not load the active model at start-up")

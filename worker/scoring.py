@@ -1,0 +1,110 @@
+"""Scoring a chunk of checks: claim them, fetch URL items, reuse cached scores, decode, score in one batch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from backend.checks import attach_image, claim_checks, find_cached_score, record_failure, record_score
+from backend.db import session_scope
+from backend.errors import FakewatchError
+from backend.fetch import fetch_image
+from backend.intake import decode_image
+from backend.model_versions import active_version
+from backend.schema import Check, ModelVersion
+from backend.settings import get_settings
+from backend.store import read_image
+from worker.detectors import detector_for
+
+log = logging.getLogger("fakewatch.worker")
+
+NO_MODEL_MESSAGE = ("No model version is active, so the check could not be scored. Register the shipped default "
+                    "with `fakewatch db upgrade`, or promote a version in the console, then submit it again.")
+
+
+def score_checks(check_ids: Sequence[str]) -> dict[str, int]:
+    """Score the given checks; returns counts by outcome. Safe to run twice on the same ids."""
+    settings = get_settings()
+    with session_scope() as session:
+        checks = claim_checks(session, list(check_ids), stale_after_s=settings.stuck_after_s)
+        if not checks:
+            return {"claimed": 0}
+        # The version is fixed for the whole chunk: a promotion mid-chunk applies to the next one.
+        version = active_version(session)
+        if version is None:
+            for check in checks:
+                record_failure(session, check, "no_active_model", NO_MODEL_MESSAGE)
+            return {"claimed": len(checks), "failed": len(checks)}
+        _fetch_missing_images(session, checks)
+        session.commit()
+        pending = [check for check in checks if check.status == "running"]
+        pending = _apply_cached_scores(session, pending, version)
+        _score_with_model(session, pending, version)
+        session.commit()
+        return _tally(checks)
+
+
+def _fetch_missing_images(session: Session, checks: list[Check]) -> None:
+    for check in checks:
+        if check.image_id is not None or check.status != "running":
+            continue
+        if not check.source_url:
+            record_failure(session, check, "invalid_request", "The check has neither an image nor a URL.")
+            continue
+        try:
+            attach_image(session, check, fetch_image(check.source_url).data)
+        except FakewatchError as error:
+            record_failure(session, check, error.code, error.message)
+
+
+def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVersion) -> list[Check]:
+    """Reuse an earlier score of the same bytes by the same version; return the checks still to score."""
+    remaining: list[Check] = []
+    for check in checks:
+        assert check.image_id is not None
+        cached = find_cached_score(session, check.image_id, version.id)
+        if cached is not None and cached.score is not None:
+            record_score(session, check, version, cached.score, cached=True)
+        else:
+            remaining.append(check)
+    return remaining
+
+
+def _score_with_model(session: Session, checks: list[Check], version: ModelVersion) -> None:
+    # Several checks of the same bytes in one chunk are scored once.
+    by_image: dict[int, list[Check]] = {}
+    for check in checks:
+        assert check.image_id is not None and check.image is not None
+        by_image.setdefault(check.image_id, []).append(check)
+    images, groups = [], []
+    for group in by_image.values():
+        try:
+            images.append(decode_image(read_image(group[0].image.storage_key)))  # type: ignore[union-attr]
+            groups.append(group)
+        except (FakewatchError, OSError) as error:
+            code = error.code if isinstance(error, FakewatchError) else "invalid_image"
+            message = error.message if isinstance(error, FakewatchError) else f"The stored image could not be read: {error}"
+            for check in group:
+                record_failure(session, check, code, message)
+    if not images:
+        return
+    try:
+        scores = detector_for(version).score(images)
+    except Exception as error:  # noqa: BLE001 - the model failing must end the checks, not leave them running
+        log.exception("model %s failed on %d images", version.name, len(images))
+        for group in groups:
+            for check in group:
+                record_failure(session, check, "model_error", f"The model failed on this image: {error}")
+        return
+    for group, score in zip(groups, scores, strict=True):
+        for check in group:
+            record_score(session, check, version, float(score))
+
+
+def _tally(checks: list[Check]) -> dict[str, int]:
+    counts: dict[str, int] = {"claimed": len(checks)}
+    for check in checks:
+        counts[check.status] = counts.get(check.status, 0) + 1
+    return counts
