@@ -68,7 +68,17 @@ class Settings(BaseSettings):
     # How often the embedded broker (SQLite) is polled when idle.
     broker_poll_interval_s: float = 0.02
 
-    @field_validator("fetch_allowlist", "cors_origins", mode="before")
+    # Retraining (backend/training.py): base dataset folders trained on beside the reviewed images (empty means the
+    # datasets the shipped model was trained on, when present), the share of reviewed images held out for the
+    # candidate-vs-active comparison, default epochs, and when a silent running run counts as dead.
+    training_datasets: CommaList = []
+    training_heldout_percent: int = 20
+    training_epochs: int = 5
+    training_max_epochs: int = 200
+    training_time_limit_s: int = 6 * 3600
+    training_stale_after_s: float = 900.0
+
+    @field_validator("fetch_allowlist", "cors_origins", "training_datasets", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_commas(value)
