@@ -88,6 +88,7 @@ def train(
         validation_data=val_ds,
         epochs=n_epochs,
         verbose=verbose,
+        shuffle=False,  # the datasets shuffle themselves
         callbacks=_callbacks(checkpoint, patience, on_epoch, should_stop),
     )
     if should_stop is not None and should_stop():

@@ -1,0 +1,195 @@
+"""The detector package: preprocessing, training both architectures, metrics with known answers, evaluation,
+the score command on corrupt and odd-format files, and the shipped default model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from models.augment import augment_crop
+from models.cli import evaluate_command, score_command
+from models.evaluate import evaluate
+from models.metrics import choose_threshold, compute_metrics, expected_calibration_error
+from models.preprocessing import crop_grid, prepare
+from models.serving import Detector, default_model_path, metadata_path, read_metadata
+from models.train import TrainingCancelled, file_sha256, train
+
+REQUIRED_METADATA = {"name", "architecture", "input_size", "preprocessing", "threshold", "band", "training_data",
+                     "metrics", "sha256", "created_at"}
+
+
+def test_importing_models_cli_and_serving_does_not_load_tensorflow() -> None:
+    code = "import sys, models.cli, models.serving; print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_crop_grid_takes_native_crops_and_upscales_small_images() -> None:
+    big = Image.fromarray(np.arange(200 * 300 * 3, dtype=np.uint32).reshape(200, 300, 3).astype(np.uint8))
+    crops = crop_grid(big, 64, 3)
+    assert crops.shape == (9, 64, 64, 3)
+    assert np.array_equal(crops[0], np.asarray(big)[:64, :64])  # top-left crop is untouched pixels
+    assert np.array_equal(crops[-1], np.asarray(big)[-64:, -64:])
+    small = crop_grid(Image.new("RGB", (20, 40), "red"), 64, 3)
+    assert small.shape[1:] == (64, 64, 3)
+    rows, counts = prepare([big, Image.new("L", (70, 70))], {"kind": "crops", "crop_size": 64, "grid": 2})
+    assert counts == [4, 4] and rows.shape == (8, 64, 64, 3)
+
+
+def test_augment_crop_returns_one_crop_of_the_model_size() -> None:
+    rng = np.random.default_rng(0)
+    for size in [(300, 300), (50, 30), (1000, 200)]:
+        crop = augment_crop(Image.new("RGB", size, "blue"), 64, rng)
+        assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+
+
+def test_metrics_on_known_answers() -> None:
+    scores = [0.1, 0.2, 0.6, 0.4, 0.8, 0.9]
+    labels = [0, 0, 0, 1, 1, 1]
+    m = compute_metrics(scores, labels, threshold=0.5)
+    assert m["counts"] == {"real": 3, "fake": 3, "total": 6}
+    assert m["confusion_matrix"]["rows_true_cols_predicted"] == [[2, 1], [1, 2]]
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx(4 / 6)
+    assert m["fpr_at_threshold"] == pytest.approx(1 / 3)
+    assert m["roc_auc"] == pytest.approx(8 / 9)  # 8 of the 9 (fake, real) pairs are ordered correctly
+    # Bins: [0.1] -> |0.1-0|, [0.2] -> |0.2-0|, [0.4] -> |0.4-1|, [0.6] -> |0.6-0|, [0.8], [0.9] -> 0.2, 0.1
+    assert m["ece"] == pytest.approx((0.1 + 0.2 + 0.6 + 0.6 + 0.2 + 0.1) / 6)
+    assert expected_calibration_error(np.array([0.0, 1.0]), np.array([0, 1])) == 0.0
+    only_real = compute_metrics([0.2, 0.7], [0, 0], threshold=0.5)
+    assert only_real["roc_auc"] is None and only_real["fpr_at_threshold"] == 0.5
+
+
+def test_choose_threshold_keeps_false_alarms_under_the_cap() -> None:
+    rng = np.random.default_rng(1)
+    real, fake = rng.uniform(0, 0.7, 200), rng.uniform(0.3, 1, 200)
+    scores, labels = np.concatenate([real, fake]), np.array([0] * 200 + [1] * 200)
+    threshold = choose_threshold(scores, labels, max_fpr=0.05)
+    assert (real >= threshold).mean() <= 0.05
+    assert (fake >= threshold).mean() > 0.3
+
+
+class BrightnessDetector(Detector):
+    """A stand-in model with known answers: P(fake) is the image's mean brightness."""
+
+    def __init__(self) -> None:
+        self.version, self.threshold, self.band, self.metadata = "brightness", 0.5, 0.1, {}
+
+    def score(self, images):  # type: ignore[override]
+        return [float(np.asarray(image.convert("L")).mean() / 255) for image in images]
+
+
+def test_evaluate_reports_known_numbers_and_skips_corrupt_files(tmp_path: Path) -> None:
+    for label, shades in {"real": [10, 40, 200], "fake": [250, 230, 100]}.items():
+        folder = tmp_path / "test" / label
+        folder.mkdir(parents=True)
+        for index, shade in enumerate(shades):
+            Image.new("RGB", (32, 32), (shade,) * 3).save(folder / f"{index}.png")
+    (tmp_path / "test" / "fake" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    report = evaluate(BrightnessDetector(), tmp_path, "test")
+    assert report["counts"] == {"real": 3, "fake": 3, "total": 6}
+    assert [item["path"].endswith("broken.jpg") for item in report["skipped"]] == [True]
+    assert report["confusion_matrix"]["rows_true_cols_predicted"] == [[2, 1], [1, 2]]
+    assert report["roc_auc"] == pytest.approx(8 / 9)
+    assert report["verdicts"] == {"real": 3, "uncertain": 0, "fake": 3}
+    # A bare {real,fake}/ folder is accepted as well.
+    assert evaluate(BrightnessDetector(), tmp_path / "test")["counts"]["total"] == 6
+
+
+def test_default_architecture_trains_one_epoch(tiny_model_path: Path) -> None:
+    meta = read_metadata(tiny_model_path)
+    assert REQUIRED_METADATA <= meta.keys()
+    assert meta["architecture"] == "default" and meta["sha256"] == file_sha256(tiny_model_path)
+    assert 0 < meta["threshold"] < 1 and 0 <= meta["band"] < 0.5
+    assert meta["training_data"]["train"] == {"real": 16, "fake": 16}
+    assert tiny_model_path.with_name("tiny-curves.png").stat().st_size > 1000
+    assert not tiny_model_path.with_name("tiny.checkpoint.keras").exists()
+    detector = Detector.load(tiny_model_path)
+    scores = detector.score([Image.new("RGB", (100, 80), "white"), Image.new("RGB", (640, 480), "black")])
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+    assert detector.score([]) == []
+
+
+def test_seed_architecture_trains_one_epoch(tiny_dataset: Path, tmp_path: Path) -> None:
+    path = train([tiny_dataset], arch="seed", epochs=1, out=tmp_path / "seed.keras", batch_size=16, verbose=0)
+    meta = read_metadata(path)
+    assert meta["architecture"] == "seed" and meta["input_size"] == 150 and meta["output"] == "softmax2"
+    assert meta["history"]["loss"] and meta["history"]["val_accuracy"]
+    assert 0.0 <= Detector.load(path).score([Image.new("RGB", (300, 300), "gray")])[0] <= 1.0
+
+
+def test_fine_tuning_from_items_reports_epochs_and_can_be_cancelled(
+    tiny_dataset: Path, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    items = [(path, 1 if path.parent.name == "fake" else 0) for path in sorted(tiny_dataset.glob("train/*/*.png"))]
+    epochs: list[tuple[int, dict]] = []
+    path = train(items=items, init_from=tiny_model_path, epochs=2, out=tmp_path / "tuned.keras", batch_size=16,
+                 on_epoch=lambda epoch, logs: epochs.append((epoch, logs)), verbose=0)
+    assert [epoch for epoch, _ in epochs] == [1, 2] and "val_loss" in epochs[0][1]
+    assert read_metadata(path)["training_data"]["valid"]["real"] + read_metadata(path)["training_data"]["valid"]["fake"] == 4
+    with pytest.raises(TrainingCancelled):
+        train(items=items, epochs=1, out=tmp_path / "cancelled.keras", batch_size=16, should_stop=lambda: True,
+              verbose=0)
+    assert not (tmp_path / "cancelled.keras").exists()
+
+
+def write_odd_files(folder: Path) -> dict[str, bool]:
+    """Files of many formats; the value says whether the file should score."""
+    folder.mkdir()
+    photo = Image.fromarray(np.random.default_rng(2).integers(0, 255, (120, 90, 3), dtype=np.uint8))
+    photo.save(folder / "photo.jpg", quality=90)
+    photo.convert("L").save(folder / "grey.png")
+    photo.convert("RGBA").save(folder / "alpha.png")
+    photo.convert("P").save(folder / "palette.gif")
+    photo.save(folder / "photo.webp")
+    Image.new("RGB", (5, 3), "red").save(folder / "tiny.bmp")
+    (folder / "notes.jpg").write_text("this is text, not a picture")
+    data = (folder / "photo.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "empty.png").write_bytes(b"")
+    return {"photo.jpg": True, "grey.png": True, "alpha.png": True, "palette.gif": True, "photo.webp": True,
+            "tiny.bmp": True, "notes.jpg": False, "truncated.jpg": False, "empty.png": False}
+
+
+def test_score_jsonl_scores_odd_formats_and_reports_corrupt_files(tiny_model_path: Path, tmp_path: Path) -> None:
+    expected = write_odd_files(tmp_path / "mixed")
+    result = CliRunner().invoke(score_command, [str(tmp_path / "mixed"), "--model", str(tiny_model_path), "--jsonl"])
+    assert result.exit_code == 1  # some files could not be scored
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {Path(row["path"]).name for row in rows} == set(expected)
+    version = read_metadata(tiny_model_path)["name"]
+    for row in rows:
+        if expected[Path(row["path"]).name]:
+            assert set(row) == {"path", "score", "verdict", "model_version"}
+            assert 0 <= row["score"] <= 1 and row["verdict"] in {"real", "fake", "uncertain"}
+            assert row["model_version"] == version
+        else:
+            assert set(row) == {"path", "error", "score"} and row["score"] is None and row["error"]
+
+
+def test_evaluate_command_prints_json(tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    roc = tmp_path / "roc.png"
+    result = CliRunner().invoke(evaluate_command, [str(tiny_model_path), str(tiny_dataset), "--roc", str(roc)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["counts"] == {"real": 6, "fake": 6, "total": 12} and report["split"] == "test"
+    assert 0 <= report["roc_auc"] <= 1 and roc.stat().st_size > 1000
+
+
+def test_shipped_default_model_loads_and_scores_a_real_photo() -> None:
+    import skimage.data
+
+    path = default_model_path()
+    meta = read_metadata(path)
+    assert metadata_path(path).exists() and meta["architecture"] == "default"
+    assert meta["sha256"] == file_sha256(path) and path.stat().st_size <= 20 * 1024 * 1024
+    detector = Detector.load(path)
+    [score] = detector.score([Image.fromarray(skimage.data.astronaut())])
+    assert 0.0 <= score <= 1.0
