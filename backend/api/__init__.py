@@ -9,7 +9,7 @@ from apiflask import APIFlask
 from flask_cors import CORS
 
 from backend.api import checks, errors, health, images
-from backend.api.auth import limiter
+from backend.api.auth import make_limiter
 from backend.api.session import close_session
 from backend.settings import Settings, get_settings
 
@@ -25,9 +25,6 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
                    spec_path="/api/openapi.json", docs_path="/docs")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_image_bytes + REQUEST_OVERHEAD_BYTES,
-        RATELIMIT_STORAGE_URI=settings.rate_limit_storage,
-        RATELIMIT_DEFAULT=settings.rate_limit,
-        RATELIMIT_HEADERS_ENABLED=True,
         FAKEWATCH_SETTINGS=settings,
         JSON_SORT_KEYS=False,
         INFO={"description": "Submit images or URLs and get a real / fake / uncertain verdict. "
@@ -37,7 +34,10 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
         app.config.update(test_config)
     CORS(app, resources={r"/api/*": {"origins": EXTENSION_ORIGINS + list(settings.cors_origins)}},
          allow_headers=["Authorization", "Content-Type"], max_age=600)
+    limiter = make_limiter(settings.rate_limit, settings.rate_limit_storage)
     limiter.init_app(app)
+    # Probes and docs are not API calls; a load balancer polling them must never be throttled.
+    limiter.exempt(health.bp)
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(checks.bp)

@@ -36,4 +36,6 @@ def rate_limit_key() -> str:
     return "ip:" + get_remote_address()
 
 
-limiter = Limiter(key_func=rate_limit_key)
+def make_limiter(default_limit: str, storage_uri: str) -> Limiter:
+    return Limiter(key_func=rate_limit_key, default_limits=[default_limit], storage_uri=storage_uri,
+                   headers_enabled=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from apiflask import APIBlueprint
 from sqlalchemy import text
 
-from backend.api.auth import limiter
 from backend.api.session import db
 from backend.model_versions import active_version
 from backend.queue import broker_reachable
@@ -14,14 +13,12 @@ bp = APIBlueprint("health", __name__, tag="Health")
 
 
 @bp.get("/healthz")
-@limiter.exempt
 @bp.doc(summary="Liveness")
 def healthz():  # type: ignore[no-untyped-def]
     return {"status": "ok"}
 
 
 @bp.get("/readyz")
-@limiter.exempt
 @bp.doc(summary="Readiness: database and broker reachable, an active model exists")
 def readyz():  # type: ignore[no-untyped-def]
     problems: dict[str, str] = {}

@@ -1,0 +1,32 @@
+# Two commands on a fresh clone:  `make run`  (set up and start everything)  and  `make test`  (set up and test).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup run test test-deps extension lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed ## Create .venv and install fakewatch with its test tools
+
+run: setup ## Start API, workers and console on the embedded default (SQLite, no servers needed)
+	$(VENV)/bin/fakewatch up
+
+test-deps: setup ## Browser and linter the extension/console tests drive (Debian's chromium; web-ext from npm)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing Debian's chromium for the browser tests..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@if [ -f extension/package.json ]; then cd extension && npm ci --no-audit --no-fund --loglevel=error; fi
+
+test: test-deps ## Run the whole test suite (needs PostgreSQL and Redis on 127.0.0.1; .ci/run starts them)
+	$(PY) -m pytest
+
+extension: setup ## Package the browser extension for Chrome and Firefox (zips in extension/dist/)
+	$(PY) extension/package.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache test-artifacts

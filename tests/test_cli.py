@@ -1,0 +1,161 @@
+"""The `fakewatch` command as a user meets it: help, keys, the database, `up` on a fresh data dir, `check`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from click.testing import CliRunner
+
+from fakewatch.cli import cli
+from tests.fixtures_images import photo_bytes
+from tests.stack import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def all_commands() -> list[list[str]]:
+    paths: list[list[str]] = []
+
+    def walk(group: object, prefix: list[str]) -> None:
+        for name, command in getattr(group, "commands", {}).items():
+            paths.append(prefix + [name])
+            walk(command, prefix + [name])
+
+    walk(cli, [])
+    return paths
+
+
+def test_help_explains_every_command() -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for name in ("up", "api", "worker", "db", "keys", "check", "train", "evaluate", "score"):
+        assert name in result.output
+    for path in all_commands():
+        result = runner.invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert len(result.output.splitlines()) >= 3, f"`fakewatch {' '.join(path)} --help` should explain itself"
+
+
+def run(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fakewatch.cli", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
+
+
+def test_keys_lifecycle(tmp_path: Path) -> None:
+    env = {"FAKEWATCH_DATA_DIR": str(tmp_path / "var")}
+    assert run(["db", "upgrade"], env).returncode == 0
+    created = run(["keys", "create", "ci-bot"], env)
+    assert created.returncode == 0
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("fw_") and len(key) > 40
+    listed = run(["keys", "list"], env).stdout
+    assert "ci-bot" in listed and key not in listed, "keys are listed by prefix, never in full"
+    assert run(["keys", "revoke", "ci-bot"], env).returncode == 0
+    assert "revoked" in run(["keys", "list"], env).stdout
+    missing = run(["keys", "revoke", "nobody"], env)
+    assert missing.returncode != 0 and "keys list" in missing.stderr
+
+
+def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line:
+            return line.rstrip("\n")
+        time.sleep(0.05)
+    raise TimeoutError("fakewatch up printed nothing")
+
+
+def test_up_runs_everything_on_a_fresh_data_dir(tmp_path: Path) -> None:
+    """The first-run experience: `fakewatch up` prints its addresses and key, becomes ready, scores a check
+    submitted with `fakewatch check`, and stops cleanly on Ctrl-C."""
+    api_port, admin_port = free_port(), free_port()
+    env = {"FAKEWATCH_DATA_DIR": str(tmp_path / "var"), "FAKEWATCH_API_PORT": str(api_port),
+           "FAKEWATCH_ADMIN_PORT": str(admin_port), "PYTHONUNBUFFERED": "1"}
+    for name in ("FAKEWATCH_DATABASE_URL", "FAKEWATCH_BROKER_URL"):
+        env[name] = ""
+    process = subprocess.Popen([sys.executable, "-m", "fakewatch.cli", "up"], env={**os.environ, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        lines = [_read_line(process, 60) for _ in range(2)]
+        assert lines[0] == f"API: http://127.0.0.1:{api_port}"
+        if lines[1].startswith("Admin: "):
+            assert lines[1] == f"Admin: http://127.0.0.1:{admin_port}"
+            lines.append(_read_line(process, 60))
+        key_line = lines[-1]
+        assert key_line.startswith("API key: fw_")
+        key = key_line.removeprefix("API key: ")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{api_port}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("fakewatch up never became ready: " + (tmp_path / "var/logs/worker.log").read_text()[-3000:])
+        photo = tmp_path / "astronaut.jpg"
+        photo.write_bytes(photo_bytes("astronaut"))
+        checked = run(["check", "--jsonl", str(photo)],
+                      {**env, "FAKEWATCH_API_URL": f"http://127.0.0.1:{api_port}", "FAKEWATCH_API_KEY": key})
+        assert checked.returncode == 0, checked.stderr
+        import json
+
+        result = json.loads(checked.stdout.strip().splitlines()[-1])
+        assert result["status"] == "done" and result["verdict"] in ("real", "fake", "uncertain")
+        assert (tmp_path / "var/logs/api.log").exists() and (tmp_path / "var/logs/worker.log").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{api_port}/healthz", timeout=2)
+    # A second run keeps the existing key: no new key is printed.
+    second = subprocess.Popen([sys.executable, "-m", "fakewatch.cli", "up"], env={**os.environ, **env},
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    try:
+        first_lines = [_read_line(second, 60) for _ in range(2)]
+        assert not any(line.startswith("API key:") for line in first_lines)
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.wait(timeout=60)
+
+
+def test_compose_file_names_commands_that_exist() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"db", "redis", "migrate", "api", "worker", "admin"} <= set(services)
+    assert "--appendonly" in services["redis"]["command"]
+    assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    runner = CliRunner()
+    for name, service in services.items():
+        command = service.get("command")
+        if not command or command[0] != "fakewatch":
+            continue
+        args = command[1:]
+        options_at = next((i for i, arg in enumerate(args) if arg.startswith("-")), len(args))
+        result = runner.invoke(cli, [*args[:options_at], "--help"])
+        assert result.exit_code == 0, f"service {name}: `{' '.join(command)}` is not a fakewatch command"
+        for option in (arg for arg in args[options_at:] if arg.startswith("--")):
+            assert option in result.output, f"service {name}: {option} is not an option of {args[:options_at]}"
+    gunicorn = services["api"]["command"]
+    assert gunicorn[0] == "gunicorn" and gunicorn[-1] == "backend.wsgi:app"
+    import importlib
+
+    assert importlib.import_module("backend.wsgi").app is not None
+    assert (ROOT / "Dockerfile").is_file()
