@@ -6,6 +6,7 @@ queued -> running -> done | failed, or queued -> cancelled."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,10 +30,11 @@ FINAL_STATUSES = ("done", "failed", "cancelled")
 
 def store_image(session: Session, data: bytes, settings: Settings | None = None) -> Image:
     """Validate untrusted bytes, store them content-addressed, and return their (possibly existing) row."""
+    # Bytes with a known SHA-256 passed every intake check when first stored: skip decoding them again.
+    known = session.scalar(select(Image).where(Image.sha256 == hashlib.sha256(data).hexdigest()))
+    if known is not None:
+        return known
     info: ImageInfo = inspect_image(data, settings)
-    image = session.scalar(select(Image).where(Image.sha256 == info.sha256))
-    if image is not None:
-        return image
     key = put_image(data, info.sha256, settings)
     image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
                   width=info.width, height=info.height, storage_key=key)

@@ -302,6 +302,8 @@ _attach_optional_commands()
 
 
 def main() -> None:
+    # TensorFlow's C++ start-up chatter (CPU features, oneDNN notes) is not news to an operator.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli()
 
 

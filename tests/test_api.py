@@ -179,3 +179,13 @@ def test_openapi_spec_and_docs_are_served(app_and_key: tuple[FlaskClient, str]) 
     body = spec["paths"]["/api/v1/checks"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
     assert client.get("/docs").status_code == 200
+
+
+def test_api_process_never_imports_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from backend.api import create_app; import backend.wsgi, worker.tasks; "
+            "print('tensorflow' in sys.modules or 'keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "False"
