@@ -1,0 +1,1 @@
+"""The Streamlit admin console (entry point: admin/app.py; started by `fakewatch admin`)."""

@@ -1,0 +1,39 @@
+"""The admin console's one entry point: `streamlit run admin/app.py` (or `fakewatch admin`).
+
+Every page is registered with st.navigation on every run, so a page URL such as ``/image?sha256=...`` keeps its
+place while the visitor logs in; until then only the login form runs.
+
+The pages live in admin/views/, not admin/pages/: Streamlit treats a ``pages/`` folder beside the entry point as
+a legacy multipage app and, until st.navigation has run once in the process, runs those files directly,
+without this entry point."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+# `streamlit run admin/app.py` puts admin/ on sys.path, not the repository root the backend imports need.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from admin.auth import current_user, render_login, render_logout  # noqa: E402
+
+PAGES = [
+    st.Page("views/queue.py", title="Review queue", icon=":material/fact_check:", url_path="queue", default=True),
+    st.Page("views/image.py", title="Image", icon=":material/image:", url_path="image"),
+    st.Page("views/batches.py", title="Batches", icon=":material/list:", url_path="batches"),
+    st.Page("views/dashboard.py", title="Dashboard", icon=":material/monitoring:", url_path="dashboard"),
+    st.Page("views/models.py", title="Models", icon=":material/model_training:", url_path="models"),
+]
+
+st.set_page_config(page_title="fakewatch console", page_icon=":material/policy:", layout="wide")
+logged_in = current_user() is not None
+navigation = st.navigation(PAGES, position="sidebar" if logged_in else "hidden")
+if not logged_in:
+    render_login()
+    st.stop()
+render_logout()
+navigation.run()

@@ -1,0 +1,73 @@
+"""`fakewatch admin` (run the console) and `fakewatch users ...` (its moderators)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from backend.settings import get_settings
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+
+def streamlit_command(host: str, port: int) -> list[str]:
+    """The console's `streamlit run` line: headless, XSRF protection on, no usage statistics sent anywhere."""
+    return [sys.executable, "-m", "streamlit", "run", str(APP),
+            "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+            "--server.enableXsrfProtection", "true", "--server.enableCORS", "true",
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+            "--client.toolbarMode", "minimal", "--theme.base", "light"]
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on (FAKEWATCH_API_HOST).")
+@click.option("--port", type=int, default=None, help="Port (FAKEWATCH_ADMIN_PORT).")
+def admin(host: str | None, port: int | None) -> None:
+    """Run the admin console (Streamlit): review queue, images, batches, dashboard, models."""
+    settings = get_settings()
+    command = streamlit_command(host or settings.api_host, port or settings.admin_port)
+    os.execvp(command[0], command)
+
+
+@click.group()
+def users() -> None:
+    """Moderators who log in to the admin console."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def users_create(name: str, password_stdin: bool) -> None:
+    """Create moderator NAME; asks for the password (or reads it from stdin)."""
+    from backend.db import session_scope
+    from backend.errors import FakewatchError
+    from backend.users import create_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with session_scope() as session:
+            user = create_user(session, name, password)
+            click.echo(f"Created moderator {user.name}.")
+    except FakewatchError as error:
+        raise click.ClickException(error.message) from error
+
+
+@users.command("list")
+def users_list() -> None:
+    """List moderators."""
+    from backend.db import session_scope
+    from backend.users import list_users
+
+    with session_scope() as session:
+        for user in list_users(session):
+            state = "active" if user.is_active else "disabled"
+            click.echo(f"{user.name}\t{state}\tcreated {user.created_at:%Y-%m-%d %H:%M}")
+
+
+COMMANDS = [admin, users]

@@ -1,0 +1,136 @@
+"""Batches: submit a list of image URLs (pasted or uploaded), follow running batches live, read and download
+a batch's results, and jump to its flagged images in the review queue. Everything goes through
+backend/batches.py, the same functions the API's batch endpoints call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from admin.auth import current_user, require_user
+from backend.batches import (
+    CreatedBatch, ResultFilter, batch_to_dict, cancel_batch, create_batch, decode_text, enqueue_batch, entries_from_csv,
+    entries_from_text, format_results, get_batch, iter_results, list_batches, validate_entries,
+)
+from backend.db import session_scope
+from backend.errors import FakewatchError
+
+NOTICE_KEY = "batches_notice"
+LIVE_REFRESH_S = 2.0
+SHOWN_RESULTS = 1000
+FILTERS: dict[str, ResultFilter] = {"All": "all", "Flagged": "flagged", "Failed": "failed"}
+
+
+def submit_batch(name: str, pasted: str, upload: Any) -> CreatedBatch:
+    """Parse the pasted text and the uploaded file (a .csv's `url` column, else one URL per line), then create
+    and enqueue the batch."""
+    entries = entries_from_text(pasted)
+    if upload is not None:
+        text = decode_text(upload.getvalue())
+        entries += entries_from_csv(text) if upload.name.lower().endswith(".csv") else entries_from_text(text)
+    if not entries:
+        raise FakewatchError("invalid_request", "Paste URLs (one per line) or upload a .txt or .csv file.")
+    parsed = validate_entries(entries)
+    with session_scope() as session:
+        created = create_batch(session, parsed, name=name.strip() or f"console ({current_user()})")
+    # After the commit, so a worker never sees an item that is not in the database yet.
+    enqueue_batch(created.check_ids)
+    return created
+
+
+def render_submit_form() -> None:
+    with st.form("new_batch", clear_on_submit=True):
+        st.subheader("New batch")
+        name = st.text_input("Name", key="batch_name", max_chars=200)
+        pasted = st.text_area("Image URLs, one per line", key="batch_urls", height=150)
+        upload = st.file_uploader("…or a .txt / .csv file (with a `url` column)", type=["txt", "csv"], key="batch_file")
+        submitted = st.form_submit_button("Submit batch", type="primary")
+    if not submitted:
+        return
+    try:
+        created = submit_batch(name, pasted, upload)
+    except FakewatchError as error:
+        st.error(error.message)
+        return
+    invalid = len(created.batch.invalid or [])
+    st.success(f"Batch {created.batch.id} accepted: {created.batch.total} URL(s), {invalid} invalid line(s), "
+               f"{created.duplicates} duplicate(s).")
+    st.session_state["batch_selected"] = created.batch.id
+
+
+def render_progress(batches: list[dict[str, Any]]) -> None:
+    for batch in batches:
+        finished = batch["done"] + batch["failed"] + batch["cancelled"]
+        share = finished / batch["total"] if batch["total"] else 1.0
+        eta = f", about {batch['eta_s']:.0f} s left" if batch.get("eta_s") else ""
+        st.progress(min(share, 1.0), text=f"{batch['name'] or batch['id']}: {finished}/{batch['total']} "
+                                          f"({batch['status']}, {batch['flagged']} flagged{eta})")
+
+
+@st.fragment(run_every=LIVE_REFRESH_S)
+def render_batch_list() -> None:
+    """Re-drawn every few seconds on its own, so running batches' bars move without reloading the page."""
+    with session_scope() as session:
+        batches, total = list_batches(session, per_page=50)
+    if not batches:
+        st.info("No batch yet.")
+        return
+    live = [batch for batch in batches if batch["status"] in ("queued", "running")]
+    if live:
+        st.subheader("Running")
+        render_progress(live)
+    st.subheader(f"All batches ({total})")
+    table = pd.DataFrame([{key: batch[key] for key in ("id", "name", "status", "total", "done", "failed", "flagged",
+                                                        "cancelled", "created_at")} for batch in batches])
+    st.dataframe(table, hide_index=True, width="stretch")
+
+
+def cancel(batch_id: str) -> None:
+    with session_scope() as session:
+        cancel_batch(session, batch_id)
+    st.session_state[NOTICE_KEY] = f"Batch {batch_id} cancelled; items already running will finish."
+
+
+def render_results() -> None:
+    st.subheader("Results")
+    with session_scope() as session:
+        batches, _ = list_batches(session, per_page=200)
+    ids = [batch["id"] for batch in batches]
+    if not ids:
+        return
+    labels = {batch["id"]: f"{batch['name'] or '(no name)'} · {batch['id'][:8]} · {batch['status']}" for batch in batches}
+    selected = st.session_state.get("batch_selected")
+    chosen = st.selectbox("Batch", ids, format_func=labels.__getitem__, key="batch_choice",
+                          index=ids.index(selected) if selected in ids else 0)
+    shown = st.radio("Show", list(FILTERS), horizontal=True, key="batch_filter")
+    with session_scope() as session:
+        summary = batch_to_dict(session, get_batch(session, chosen))
+        rows = list(iter_results(session, chosen, FILTERS[shown]))
+    actions = st.columns(3)
+    actions[0].download_button("Download CSV", data="".join(format_results(rows, "csv")), mime="text/csv",
+                               file_name=f"batch-{chosen}-{FILTERS[shown]}.csv", key="batch_download")
+    actions[1].page_link("views/queue.py", label=f"Review its {summary['flagged']} flagged image(s)",
+                         query_params={"batch": chosen}, icon=":material/fact_check:")
+    if summary["status"] in ("queued", "running"):
+        actions[2].button("Cancel batch", key="batch_cancel", on_click=cancel, args=(chosen,))
+    if summary["invalid"]:
+        with st.expander(f"{len(summary['invalid'])} invalid line(s)"):
+            st.dataframe(pd.DataFrame(summary["invalid"]), hide_index=True, width="stretch")
+    st.caption(f"{len(rows)} row(s)" + (f"; showing the first {SHOWN_RESULTS}" if len(rows) > SHOWN_RESULTS else ""))
+    st.dataframe(pd.DataFrame(rows[:SHOWN_RESULTS]), hide_index=True, width="stretch")
+
+
+def render_batches() -> None:
+    require_user()
+    st.title("Batches")
+    notice = st.session_state.pop(NOTICE_KEY, None)
+    if notice:
+        st.success(notice)
+    render_submit_form()
+    render_batch_list()
+    render_results()
+
+
+render_batches()

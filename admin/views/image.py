@@ -1,0 +1,94 @@
+"""Image: one stored image (``/image?sha256=...``, the address the extension links to), every check of it, its
+reviews, and the same Fake / Real labelling as the queue."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from admin.auth import current_user, require_user
+from admin.thumbnails import full_image
+from backend.db import session_scope
+from backend.errors import FakewatchError
+from backend.reviews import ImageHistory, image_history, label_image
+
+NOTICE_KEY = "image_notice"
+
+
+def label(image_id: int, label_name: str) -> None:
+    """on_click callback: record the moderator's label with the note typed beside the buttons."""
+    user = current_user()
+    if user is None:
+        return
+    note = st.session_state.get("image_note") or None
+    try:
+        with session_scope() as session:
+            label_image(session, image_id, label_name, user, note=note)
+    except FakewatchError as error:
+        st.session_state[NOTICE_KEY] = ("error", error.message)
+        return
+    st.session_state["image_note"] = ""
+    st.session_state[NOTICE_KEY] = ("info", f"Labelled {label_name}.")
+
+
+def checks_table(history: ImageHistory) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "checked": check.created_at, "model version": check.model_version.name if check.model_version else None,
+        "score": check.score, "verdict": check.verdict, "status": check.status, "source": check.source,
+        "page URL": check.page_url or check.source_url, "batch": check.batch_id, "check id": check.id,
+    } for check in history.checks])
+
+
+def reviews_table(history: ImageHistory) -> pd.DataFrame:
+    return pd.DataFrame([{"at": review.created_at, "label": review.label, "by": review.reviewer,
+                          "note": review.note} for review in history.reviews])
+
+
+def render_labelling(history: ImageHistory) -> None:
+    latest = history.reviews[0] if history.reviews else None
+    st.markdown(f"Current label: **{latest.label}** by {latest.reviewer}" if latest else "Not reviewed yet.")
+    st.text_input("Note (optional)", key="image_note", max_chars=2000)
+    fake, real, _ = st.columns([1, 1, 4])
+    fake.button("Fake", key="image_fake", type="primary", on_click=label, args=(history.image.id, "fake"))
+    real.button("Real", key="image_real", on_click=label, args=(history.image.id, "real"))
+
+
+def render_image_page() -> None:
+    require_user()
+    st.title("Image")
+    sha256 = st.text_input("SHA-256", value=str(st.query_params.get("sha256", "")), key="image_sha256").strip()
+    if not sha256:
+        st.info("Open an image from the review queue, or paste its SHA-256.")
+        return
+    st.query_params["sha256"] = sha256
+    try:
+        with session_scope() as session:
+            history = image_history(session, sha256)
+    except FakewatchError as error:
+        st.error(error.message)
+        return
+    notice = st.session_state.pop(NOTICE_KEY, None)
+    if notice:
+        (st.error if notice[0] == "error" else st.success)(notice[1])
+    image = history.image
+    picture, details = st.columns([3, 2])
+    with picture:
+        data = full_image(image.storage_key)
+        if data:
+            st.image(data, width="stretch")
+        else:
+            st.warning("The stored image file is missing.")
+    with details:
+        st.markdown(f"**{image.format}**, {image.width} × {image.height}, {image.byte_size:,} bytes")
+        st.caption(f"SHA-256 {image.sha256} · first seen {image.first_seen:%Y-%m-%d %H:%M} UTC")
+        render_labelling(history)
+    st.subheader(f"Checks ({len(history.checks)})")
+    st.dataframe(checks_table(history), hide_index=True, width="stretch")
+    st.subheader(f"Reviews ({len(history.reviews)})")
+    if history.reviews:
+        st.dataframe(reviews_table(history), hide_index=True, width="stretch")
+    else:
+        st.caption("No moderator has labelled this image yet.")
+
+
+render_image_page()

@@ -1,0 +1,67 @@
+"""Models: every registered version with its validation metrics, which one is active, and its training curves;
+the retraining controls (admin/retraining.py) close the page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from admin.auth import require_user
+from admin.retraining import render_retraining
+from backend.db import session_scope
+from backend.model_versions import list_versions
+from backend.schema import ModelVersion
+
+SHOWN_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "tpr_at_5pct_fpr", "fpr_at_threshold", "ece")
+
+
+def split_metrics(version: ModelVersion) -> dict[str, Any]:
+    """The validation split's headline metrics (or the first split recorded)."""
+    metrics = version.metrics or {}
+    split = metrics.get("valid") or next((value for value in metrics.values() if isinstance(value, dict)), {})
+    return {name: split.get(name) for name in SHOWN_METRICS}
+
+
+def versions_table(versions: list[ModelVersion]) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "active": version.active, "name": version.name, "architecture": version.architecture,
+        "created": version.created_at, "threshold": version.threshold, "band": version.band,
+        **split_metrics(version),
+    } for version in versions])
+
+
+def render_curves(version: ModelVersion) -> None:
+    history: dict[str, list[float]] = (version.details or {}).get("history") or {}
+    if not history:
+        st.caption("This version's metadata has no training history.")
+        return
+    for metric, column in zip(("loss", "accuracy"), st.columns(2)):
+        curves = {label: history[key] for label, key in (("train", metric), ("valid", f"val_{metric}")) if key in history}
+        if curves:
+            frame = pd.DataFrame(curves, index=pd.RangeIndex(1, 1 + max(len(v) for v in curves.values()), name="epoch"))
+            column.markdown(f"**{metric}**")
+            column.line_chart(frame, height=240)
+
+
+def render_models() -> None:
+    require_user()
+    st.title("Models")
+    with session_scope() as session:
+        versions = list_versions(session)
+    if not versions:
+        st.info("No model version is registered. `fakewatch db upgrade` registers the shipped default.")
+    else:
+        active = next((v.name for v in versions if v.active), None)
+        st.markdown(f"Active version: **{active}**" if active else "No version is active: nothing can be scored.")
+        st.dataframe(versions_table(versions), hide_index=True, width="stretch",
+                     column_config={"active": st.column_config.CheckboxColumn(), "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+        st.subheader("Training curves")
+        names = [v.name for v in versions]
+        chosen = st.selectbox("Version", names, index=names.index(active) if active else 0, key="models_version")
+        render_curves(next(v for v in versions if v.name == chosen))
+    render_retraining()
+
+
+render_models()
