@@ -7,16 +7,16 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from backend.checks import attach_image, claim_checks, find_cached_score, record_failure, record_score
+from backend.checks import claim_checks, find_cached_score, record_failure, record_score
 from backend.db import session_scope
 from backend.errors import FakewatchError
-from backend.fetch import fetch_image
 from backend.intake import decode_image
 from backend.model_versions import active_version
 from backend.schema import Check, ModelVersion
 from backend.settings import get_settings
 from backend.store import read_image
 from worker.detectors import detector_for
+from worker.fetching import fetch_into_checks
 
 log = logging.getLogger("fakewatch.worker")
 
@@ -47,16 +47,8 @@ def score_checks(check_ids: Sequence[str]) -> dict[str, int]:
 
 
 def _fetch_missing_images(session: Session, checks: list[Check]) -> None:
-    for check in checks:
-        if check.image_id is not None or check.status != "running":
-            continue
-        if not check.source_url:
-            record_failure(session, check, "invalid_request", "The check has neither an image nor a URL.")
-            continue
-        try:
-            attach_image(session, check, fetch_image(check.source_url).data)
-        except FakewatchError as error:
-            record_failure(session, check, error.code, error.message)
+    # Concurrent, per-host capped, retried within the chunk's time budget: see worker/fetching.py.
+    fetch_into_checks(session, checks)
 
 
 def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVersion) -> list[Check]:
