@@ -8,7 +8,7 @@ from typing import Any
 from apiflask import APIFlask
 from flask_cors import CORS
 
-from backend.api import checks, errors, health, images
+from backend.api import checks, errors, health, images, training
 from backend.api import batches
 from backend.api.auth import make_limiter
 from backend.api.session import close_session
@@ -43,6 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
     app.register_blueprint(health.bp)
     app.register_blueprint(checks.bp)
     app.register_blueprint(images.bp)
+    app.register_blueprint(training.bp)
     app.register_blueprint(batches.bp)
     app.teardown_appcontext(close_session)
 

@@ -1,0 +1,360 @@
+"""Retraining from moderators' labels (issue 7): the services on their own, then end to end with a real API, a real
+scoring worker and a real training worker on a tiny generated dataset."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image as PILImage
+from sqlalchemy import select
+
+from backend.errors import FakewatchError
+from backend.schema import Check, Image, ModelVersion, Review, TrainingRun
+from tests.fixtures_models import write_tiny_dataset
+from tests.stack import Stack
+
+
+def unique_png(seed: int | None = None) -> bytes:
+    """An image no test has submitted before, so its check is scored afresh (never answered from the cache)."""
+    rng = np.random.default_rng(seed if seed is not None else uuid.uuid4().int % 2**32)
+    pixels = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _clear_process_caches() -> None:
+    from backend.db import reset_engines
+    from backend.queue import sender
+    from backend.settings import get_settings
+
+    get_settings.cache_clear()
+    reset_engines()
+    sender.cache_clear()
+
+
+# --- services, on a fresh embedded database in this process -------------------------------------------------
+
+
+@pytest.fixture
+def services_db(settings_env: Path) -> Iterator[Path]:
+    from backend.migrate import upgrade_database
+
+    upgrade_database()
+    yield settings_env
+
+
+def _review(session: Any, data: bytes, label: str, reviewer: str = "mod") -> Image:
+    from backend.checks import store_image
+
+    image = store_image(session, data)
+    session.add(Review(image_id=image.id, label=label, reviewer=reviewer))
+    session.flush()
+    return image
+
+
+def _fake_version(models_dir: Path, name: str) -> Path:
+    """A registrable version (file + metadata); the services never load it, so its bytes need not be a model."""
+    folder = models_dir / name
+    folder.mkdir(parents=True)
+    (folder / "model.keras").write_bytes(name.encode())
+    (folder / "model.json").write_text(json.dumps({"name": name, "threshold": 0.5, "band": 0.1}))
+    return folder / "model.keras"
+
+
+def test_heldout_split_is_by_hash_and_latest_label_wins(services_db: Path) -> None:
+    from backend.db import session_scope
+    from backend.training import assemble_training_data, is_heldout
+
+    hashes = [uuid.uuid4().hex + uuid.uuid4().hex for _ in range(2000)]
+    share = sum(is_heldout(digest, 20) for digest in hashes) / len(hashes)
+    assert 0.16 < share < 0.24
+    assert [is_heldout(digest, 20) for digest in hashes] == [is_heldout(digest, 20) for digest in hashes]
+    with session_scope() as session:
+        images = [_review(session, unique_png(seed), "real") for seed in range(40)]
+        _review(session, unique_png(0), "fake")  # a later review relabels image 0
+        _review(session, unique_png(1), "unsure")  # the moderator withdrew the label: image 1 is left out
+        first = assemble_training_data(session)
+        second = assemble_training_data(session)
+    assert first.train == second.train and first.heldout == second.heldout
+    assert len(first.train) + len(first.heldout) == 39
+    labels = {path.name: label for path, label in first.train + first.heldout}
+    assert labels[Path(images[0].storage_key).name] == 1 and Path(images[1].storage_key).name not in labels
+    assert labels[Path(images[2].storage_key).name] == 0
+    expected_heldout = {Path(image.storage_key).name for image in images[2:] if is_heldout(image.sha256, 20)}
+    expected_heldout |= {Path(images[0].storage_key).name} if is_heldout(images[0].sha256, 20) else set()
+    assert {path.name for path, _ in first.heldout} == expected_heldout and expected_heldout
+    assert all(path.is_file() for path, _ in first.train)
+
+
+def test_one_run_at_a_time_and_cancel_before_start(services_db: Path) -> None:
+    from backend.db import session_scope
+    from backend.model_versions import register_model
+    from backend.settings import get_settings
+    from backend.training import cancel_run, request_training
+
+    with session_scope() as session:
+        register_model(session, _fake_version(get_settings().models_dir, "v1"), activate=True)
+        with pytest.raises(FakewatchError) as nothing:
+            request_training(session)
+        assert nothing.value.code == "no_training_data"
+        for seed in range(6):
+            _review(session, unique_png(100 + seed), "fake" if seed % 2 else "real")
+        with pytest.raises(FakewatchError) as bad_epochs:
+            request_training(session, epochs=10_000)
+        assert bad_epochs.value.code == "invalid_request"
+        first = request_training(session, epochs=2, requested_by="alice")
+        assert first.status == "queued" and first.params["base_version_id"] is not None
+        with pytest.raises(FakewatchError) as busy:
+            request_training(session, requested_by="bob")
+        assert busy.value.code == "training_busy" and busy.value.status == 409
+        assert first.id in busy.value.message and "alice" in busy.value.message
+        assert cancel_run(session, first.id).status == "cancelled"
+        with pytest.raises(FakewatchError) as ended:
+            cancel_run(session, first.id)
+        assert ended.value.code == "not_cancellable"
+        second = request_training(session, from_scratch=True, epochs=1)
+        assert second.params["from_scratch"] is True and second.params["base_version_id"] is None
+
+
+def test_silent_running_run_is_expired_so_it_does_not_block(services_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.db import session_scope
+    from backend.training import claim_run, request_training
+
+    monkeypatch.setenv("FAKEWATCH_TRAINING_STALE_AFTER_S", "0.5")
+    from backend.settings import get_settings
+
+    get_settings.cache_clear()
+    with session_scope() as session:
+        for seed in range(4):
+            _review(session, unique_png(200 + seed), "fake" if seed % 2 else "real")
+        run = request_training(session, from_scratch=True)
+        assert claim_run(session, run.id) is not None
+        assert claim_run(session, run.id) is None  # a redelivered message does not start it twice
+        with pytest.raises(FakewatchError):
+            request_training(session, from_scratch=True)
+        time.sleep(0.7)
+        again = request_training(session, from_scratch=True)
+        session.refresh(run)
+    assert run.status == "failed" and "stopped reporting" in (run.error or "")
+    assert again.status == "queued"
+
+
+def test_roll_back_reactivates_the_previous_version(services_db: Path) -> None:
+    from backend.db import session_scope
+    from backend.model_versions import active_version, register_model
+    from backend.settings import get_settings
+    from backend.training import promote_version, roll_back
+
+    models_dir = get_settings().models_dir
+    with session_scope() as session:
+        with pytest.raises(FakewatchError) as nothing:
+            roll_back(session)
+        assert nothing.value.code == "nothing_to_roll_back"
+        one = register_model(session, _fake_version(models_dir, "one"), activate=True)
+        two = register_model(session, _fake_version(models_dir, "two"))
+        three = register_model(session, _fake_version(models_dir, "three"))
+        assert not two.active and not three.active  # registered, never active by itself
+        promote_version(session, two.id)
+        promote_version(session, three.id)
+        assert roll_back(session).name == "two"
+        assert roll_back(session).name == "three"  # rolling back a roll-back returns to where we were
+        assert roll_back(session, one.id).name == "one"
+        assert active_version(session).name == "one"  # type: ignore[union-attr]
+        assert session.scalar(select(ModelVersion).where(ModelVersion.active.is_(True)).limit(2)) is not None
+        assert len(list(session.scalars(select(ModelVersion).where(ModelVersion.active.is_(True))))) == 1
+        Path(three.file).unlink()
+        with pytest.raises(FakewatchError) as missing:
+            promote_version(session, three.id)
+        assert missing.value.code == "invalid_model"
+
+
+# --- end to end: real API, scoring worker and training worker ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def training_stack(embedded_stack: Stack, tiny_dataset: Path) -> Iterator[Stack]:
+    """The embedded stack with a training worker; the tiny dataset is the base dataset (never the real data)."""
+    embedded_stack.env["FAKEWATCH_TRAINING_DATASETS"] = str(tiny_dataset)
+    embedded_stack.start_worker("training-worker", "--queues", "training")
+    try:
+        yield embedded_stack
+    finally:
+        embedded_stack.stop_process("training-worker")
+        embedded_stack.env.pop("FAKEWATCH_TRAINING_DATASETS", None)
+
+
+@pytest.fixture
+def on_stack(training_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """Services called in this process act on the stack's database, files and broker."""
+    for key, value in training_stack.env.items():
+        monkeypatch.setenv(key, value)
+    _clear_process_caches()
+    yield training_stack
+    _clear_process_caches()
+
+
+@pytest.fixture(scope="module")
+def reviewed(training_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """Checks submitted through the API and labelled by a moderator: 12 real and 12 fake images."""
+    root = write_tiny_dataset(tmp_path_factory.mktemp("reviewed"), seed=7)
+    ids = []
+    for label in ("real", "fake"):
+        for path in sorted((root / "train" / label).iterdir())[:12]:
+            response = training_stack.post_image(path.read_bytes(), wait=0)
+            assert response.status_code in (200, 202), response.text
+            ids.append((response.json()["id"], label))
+    with training_stack.session() as session:
+        for check_id, label in ids:
+            check = session.get(Check, check_id)
+            assert check is not None and check.image_id is not None
+            session.add(Review(image_id=check.image_id, check_id=check_id, label=label, reviewer="moderator"))
+    return len(ids)
+
+
+def _wait_for_run(run_id: str, timeout: float = 120, until: tuple[str, ...] = ("done", "failed", "cancelled")) -> TrainingRun:
+    from backend.db import session_scope
+    from backend.training import get_run
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope() as session:
+            run = get_run(session, run_id)
+            if run.status in until or time.monotonic() > deadline:
+                return run
+        time.sleep(0.3)
+
+
+def _model_files(models_dir: Path) -> set[str]:
+    return {str(path.relative_to(models_dir)) for path in models_dir.rglob("*") if path.is_file()} if models_dir.exists() else set()
+
+
+def test_retrain_promote_then_roll_back_without_restarting_the_scorer(on_stack: Stack, reviewed: int) -> None:
+    from backend.db import session_scope
+    from backend.model_versions import active_version
+    from backend.training import promote_version, roll_back, run_to_dict, start_training
+
+    scorer = on_stack.processes["worker"]
+    with session_scope() as session:
+        old = active_version(session)
+        assert old is not None
+        run = start_training(session, epochs=2, requested_by="moderator")  # what the console's button calls
+        assert run.params["data"]["reviewed_train"]["real"] + run.params["data"]["reviewed_heldout"]["real"] == 12
+    run = _wait_for_run(run.id)
+    assert run.status == "done", run.error
+    with session_scope() as session:
+        body = run_to_dict(session, run)
+        candidate = session.get(ModelVersion, run.model_version_id)
+        assert candidate is not None and not candidate.active and active_version(session).id == old.id  # type: ignore[union-attr]
+    assert [entry["epoch"] for entry in body["history"]] == [1, 2] and "val_loss" in body["history"][0]
+    assert body["candidate"]["name"] == candidate.name and Path(candidate.file).is_file()
+    assert Path(candidate.file).parent.parent == on_stack.settings.models_dir
+    assert not (on_stack.settings.models_dir / ".staging" / run.id).exists()
+    sets = {part["name"]: part for part in body["comparison"]["sets"]}
+    heldout = sets["held-out reviewed images"]
+    assert heldout["count"] == sum(run.params["data"]["reviewed_heldout"].values()) > 0
+    for side in ("active", "candidate"):
+        assert 0.0 <= heldout[side]["accuracy"] <= 1.0
+    assert any(name.endswith("valid (used for model selection)") for name in sets)
+    assert body["comparison"]["active_version"] == old.name
+    assert candidate.metrics.get("valid") and candidate.sha256 and candidate.details["name"] == candidate.name
+
+    try:
+        with session_scope() as session:
+            promote_version(session, candidate.id)
+        fresh = on_stack.post_image(unique_png(), wait=10).json()
+        assert fresh["status"] == "done" and fresh["model_version"] == candidate.name and fresh["cached"] is False
+    finally:
+        with session_scope() as session:
+            assert roll_back(session).name == old.name
+    again = on_stack.post_image(unique_png(), wait=10).json()
+    assert again["status"] == "done" and again["model_version"] == old.name and again["cached"] is False
+    assert scorer.poll() is None and on_stack.processes["worker"] is scorer  # the same scoring process throughout
+
+
+def test_running_run_is_cancelled_and_leaves_nothing(on_stack: Stack, reviewed: int) -> None:
+    from backend.db import session_scope
+    from backend.training import cancel_run, start_training
+
+    models_before = _model_files(on_stack.settings.models_dir)
+    with session_scope() as session:
+        versions_before = len(list(session.scalars(select(ModelVersion))))
+        run = start_training(session, epochs=200)
+    running = _wait_for_run(run.id, until=("running",), timeout=60)
+    assert running.status == "running"
+    deadline = time.monotonic() + 60
+    while running.progress.get("epoch", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        running = _wait_for_run(run.id, until=("running",))
+    with session_scope() as session:
+        cancel_run(session, run.id)
+    ended = _wait_for_run(run.id, timeout=60)
+    assert ended.status == "cancelled" and "unchanged" in (ended.error or "")
+    assert ended.progress["epoch"] < 200
+    with session_scope() as session:
+        assert len(list(session.scalars(select(ModelVersion)))) == versions_before
+    assert _model_files(on_stack.settings.models_dir) == models_before
+
+
+def test_run_that_raises_midway_changes_nothing_active(on_stack: Stack, reviewed: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real training in this process, made to fail after its first epoch (the checkpoint is already on disk)."""
+    import worker.training
+    from backend.db import session_scope
+    from backend.model_versions import active_version
+    from backend.training import request_training
+
+    def broken_epoch(self: worker.training.RunMonitor, epoch: int, metrics: dict[str, float]) -> None:
+        staged = list((on_stack.settings.models_dir / ".staging" / self.run_id).iterdir())
+        assert staged, "the failure should happen with files half-written"
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(worker.training.RunMonitor, "on_epoch", broken_epoch)
+    models_before = _model_files(on_stack.settings.models_dir)
+    with session_scope() as session:
+        active_before = active_version(session)
+        versions_before = len(list(session.scalars(select(ModelVersion))))
+        run = request_training(session, epochs=3)
+    result = worker.training.train_model(run.id)
+    assert result["status"] == "failed"
+    with session_scope() as session:
+        run = session.get(TrainingRun, run.id)
+        assert run is not None and run.status == "failed" and run.model_version_id is None
+        assert "No space left on device" in (run.error or "") and "unchanged" in (run.error or "")
+        assert active_version(session).id == active_before.id  # type: ignore[union-attr]
+        assert len(list(session.scalars(select(ModelVersion)))) == versions_before
+    assert _model_files(on_stack.settings.models_dir) == models_before
+
+
+def test_cli_retrain_through_the_api(training_stack: Stack, reviewed: int) -> None:
+    env = {**os.environ, **training_stack.env, "FAKEWATCH_API_URL": training_stack.api_url,
+           "FAKEWATCH_API_KEY": training_stack.api_key}
+    started = requests.post(f"{training_stack.api_url}/api/v1/training-runs", headers=training_stack.headers(),
+                            json={"epochs": 1}, timeout=30)
+    assert started.status_code == 202, started.text
+    busy = subprocess.run([sys.executable, "-m", "fakewatch.cli", "retrain", "--epochs", "1"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert busy.returncode != 0 and "training_busy" in busy.stderr and started.json()["id"] in busy.stderr
+    unauthenticated = requests.post(f"{training_stack.api_url}/api/v1/training-runs", json={}, timeout=30)
+    assert unauthenticated.status_code == 401
+    run_url = f"{training_stack.api_url}/api/v1/training-runs/{started.json()['id']}"
+    deadline = time.monotonic() + 120
+    while requests.get(run_url, headers=training_stack.headers(), timeout=30).json()["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    done = subprocess.run([sys.executable, "-m", "fakewatch.cli", "retrain", "--epochs", "1", "--wait"], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "epoch 1/1" in done.stderr and "Candidate:" in done.stdout and "held-out reviewed images" in done.stdout
