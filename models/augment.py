@@ -35,7 +35,7 @@ def _jpeg(image: Image.Image, quality: int) -> Image.Image:
 
 def augment_crop(image: Image.Image, crop: int, rng: np.random.Generator) -> np.ndarray:
     """One augmented crop x crop x 3 uint8 training crop from a decoded RGB image."""
-    scale = float(2 ** rng.uniform(-1, 1)) if rng.random() < 0.3 else 1.0
+    scale = float(2 ** rng.uniform(-1, 1)) if rng.random() < 0.2 else 1.0
     # A window a bit larger than the crop, so the JPEG grid and the final crop position both vary.
     region = _random_window(image, math.ceil((crop + 16) / scale), rng)
     if scale != 1.0:
@@ -43,9 +43,9 @@ def augment_crop(image: Image.Image, crop: int, rng: np.random.Generator) -> np.
         region = region.resize(size, _RESAMPLERS[int(rng.integers(len(_RESAMPLERS)))])
     if rng.random() < 0.2:
         region = region.convert("L").convert("RGB")
-    if rng.random() < 0.2:
+    if rng.random() < 0.1:
         region = region.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.2, 1.5))))
-    if rng.random() < 0.5:
+    if rng.random() < 0.3:
         region = _jpeg(region, int(rng.integers(30, 101)))
     if rng.random() < 0.5:
         region = region.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

@@ -159,14 +159,17 @@ def _emit(row: dict[str, Any], jsonl: bool) -> None:
         click.echo(f"{row['path']}\t{row['verdict']}\t{row['score']:.4f}")
 
 
+# What the lead's ``fakewatch`` group attaches.
+COMMANDS = [train_command, evaluate_command, score_command]
+
+
 @click.group()
 def main() -> None:
     """Detector commands (also available as ``fakewatch train|evaluate|score``)."""
 
 
-main.add_command(train_command)
-main.add_command(evaluate_command)
-main.add_command(score_command)
+for _command in COMMANDS:
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

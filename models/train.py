@@ -50,7 +50,7 @@ def train(
     batch_size: int | None = None,
     learning_rate: float | None = None,
     crops_per_image: int = 1,
-    patience: int = 6,
+    patience: int = 8,
     seed: int = 1337,
     max_fpr: float = 0.05,
     band: float = DEFAULT_BAND,
@@ -89,12 +89,12 @@ def train(
         epochs=n_epochs,
         verbose=verbose,
         shuffle=False,  # the datasets shuffle themselves
-        callbacks=_callbacks(checkpoint, patience, on_epoch, should_stop),
+        callbacks=_callbacks(checkpoint, _monitor(spec), patience, on_epoch, should_stop),
     )
     if should_stop is not None and should_stop():
         checkpoint.unlink(missing_ok=True)
         raise TrainingCancelled("training was cancelled")
-    model.save(out)
+    save_for_serving(model, out)
     checkpoint.unlink(missing_ok=True)
 
     metadata = _metadata(spec, out, name, data_dirs, train_items, val_items, history.history, seed, n_epochs)
@@ -185,8 +185,17 @@ def _val_dataset(loaded: LoadedImages, spec: ArchSpec, batch: int) -> Any:
     return tf.data.Dataset.from_tensor_slices((rows, labels)).batch(batch).cache().prefetch(2)
 
 
+def _monitor(spec: ArchSpec) -> str:
+    # Crop-level validation loss is noisy early on; ranking (AUC) is what threshold and calibration build on.
+    return "val_auc" if spec.output == "logit" else "val_loss"
+
+
 def _callbacks(
-    checkpoint: Path, patience: int, on_epoch: EpochHook | None, should_stop: Callable[[], bool] | None
+    checkpoint: Path,
+    monitor: str,
+    patience: int,
+    on_epoch: EpochHook | None,
+    should_stop: Callable[[], bool] | None,
 ) -> list[Any]:
     import keras
 
@@ -200,8 +209,8 @@ def _callbacks(
                 on_epoch(epoch + 1, {key: float(value) for key, value in (logs or {}).items()})
 
     return [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="auto", patience=patience, restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor=monitor, mode="auto", save_best_only=True),
         Hooks(),
     ]
 
@@ -266,6 +275,15 @@ def _metadata(
         "keras_version": keras.__version__,
         "tensorflow_version": tf.__version__,
     }
+
+
+def save_for_serving(model: Any, out: Path) -> None:
+    """Save the weights and graph without optimizer state (a third of the file; fine-tuning starts afresh)."""
+    import keras
+
+    bare = keras.models.clone_model(model)
+    bare.set_weights(model.get_weights())
+    bare.save(out)
 
 
 def file_sha256(path: str | Path) -> str:
