@@ -1,9 +1,182 @@
-"""Retraining controls on the console's Models page (issue 7 fills this in)."""
+"""Retraining controls at the end of the console's Models page: start a run on the moderators' labels, follow it
+live (epoch, progress bar, curves; cancel), compare the candidate with the active version on the same data, and
+promote it or roll back. Every action is a backend/training.py service; no rule is decided here."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pandas as pd
 import streamlit as st
+
+from admin.auth import current_user
+from backend.db import session_scope
+from backend.errors import FakewatchError
+from backend.model_versions import active_version, list_versions
+from backend.training import (
+    assemble_training_data,
+    cancel_run,
+    comparison_rows,
+    latest_run,
+    previous_version,
+    promote_version,
+    rescore_flagged,
+    roll_back,
+    run_to_dict,
+    start_training,
+)
+
+NOTICE_KEY = "retraining_notice"
+LIVE_REFRESH_S = 2.0
 
 
 def render_retraining() -> None:
-    st.caption("Retraining from moderators' labels is not available yet.")
+    st.divider()
+    st.header("Retrain on moderators' labels")
+    _show_notice()
+    with session_scope() as session:
+        data = assemble_training_data(session).summary()
+        run = latest_run(session)
+        body = run_to_dict(session, run) if run is not None else None
+    _render_data_summary(data)
+    busy = body is not None and body["status"] in ("queued", "running")
+    _render_request_form(busy)
+    if body is not None:
+        live = _live_run if busy else _run_panel
+        st.fragment(live, run_every=LIVE_REFRESH_S if busy else None)(body["id"])
+    if body is not None and body["status"] == "done" and body["candidate"]:
+        _render_comparison(body)
+    _render_roll_back()
+
+
+def _user() -> str:
+    return current_user() or "console"
+
+
+def _show_notice() -> None:
+    notice = st.session_state.pop(NOTICE_KEY, None)
+    if notice:
+        kind, text = notice
+        (st.success if kind == "ok" else st.error)(text)
+
+
+def _act(action: Any, success: str) -> None:
+    """Run one service call in its own transaction; show its result (or its refusal) after the rerun."""
+    try:
+        with session_scope() as session:
+            result = action(session)
+        st.session_state[NOTICE_KEY] = ("ok", success.format(result=result))
+    except FakewatchError as error:
+        st.session_state[NOTICE_KEY] = ("error", error.message)
+    st.rerun()
+
+
+def _render_data_summary(data: dict[str, Any]) -> None:
+    train, heldout = data["reviewed_train"], data["reviewed_heldout"]
+    st.markdown(f"Reviewed images: **{train['real'] + heldout['real']} real, {train['fake'] + heldout['fake']} fake** "
+                f"({sum(heldout.values())} held out for the comparison, chosen by their SHA-256).")
+    bases = ", ".join(f"`{name}`" for name in data["base_datasets"]) or "none (set FAKEWATCH_TRAINING_DATASETS)"
+    st.caption(f"Base datasets: {bases}")
+
+
+def _render_request_form(busy: bool) -> None:
+    with st.form("retrain_form"):
+        scratch = st.checkbox("Train from scratch (instead of fine-tuning the active version)", key="retrain_scratch")
+        epochs = st.number_input("Epochs", min_value=1, max_value=200, value=5, step=1, key="retrain_epochs")
+        submitted = st.form_submit_button("Retrain", type="primary", disabled=busy)
+    if busy:
+        st.caption("A training run is in progress: one at a time.")
+    if submitted:
+        _act(lambda session: start_training(session, from_scratch=scratch, epochs=int(epochs), requested_by=_user()),
+             "Training run {result.id} queued.")
+
+
+def _load_run(run_id: str) -> dict[str, Any]:
+    from backend.training import get_run
+
+    with session_scope() as session:
+        return run_to_dict(session, get_run(session, run_id))
+
+
+def _live_run(run_id: str) -> None:
+    """Re-run every few seconds while the run is active; the whole page reruns once it ends."""
+    body = _load_run(run_id)
+    if body["status"] not in ("queued", "running"):
+        st.rerun(scope="app")
+    _run_panel(run_id, body)
+
+
+def _run_panel(run_id: str, body: dict[str, Any] | None = None) -> None:
+    body = body or _load_run(run_id)
+    st.subheader(f"Training run {body['id'][:8]}: {body['status']}")
+    epochs = max(int(body["epochs"] or 1), 1)
+    st.progress(min(body["epoch"] / epochs, 1.0), text=f"{body['phase']}: epoch {body['epoch']} of {epochs}")
+    if body["error"]:
+        (st.warning if body["status"] == "cancelled" else st.error)(body["error"])
+    _render_curves(body["history"])
+    if body["status"] in ("queued", "running"):
+        if body["cancel_requested"]:
+            st.caption("Cancel requested: the run stops after its current batch.")
+        elif st.button("Cancel training", key="retrain_cancel"):
+            _act(lambda session: cancel_run(session, run_id), "Cancel requested for run {result.id}.")
+
+
+def _render_curves(history: list[dict[str, float]]) -> None:
+    if not history:
+        return
+    frame = pd.DataFrame(history).set_index("epoch")
+    st.dataframe(frame.tail(1), width="stretch")
+    for metric, column in zip(("loss", "accuracy"), st.columns(2)):
+        keys = [key for key in (metric, f"val_{metric}") if key in frame]
+        if keys:
+            column.markdown(f"**{metric}**")
+            column.line_chart(frame[keys].rename(columns={metric: "train", f"val_{metric}": "valid"}), height=220)
+
+
+def comparison_table(comparison: dict[str, Any] | None) -> pd.DataFrame:
+    """Candidate beside active, per evaluation set and metric, with the difference."""
+    frame = pd.DataFrame(comparison_rows(comparison), columns=["set", "images", "metric", "active", "candidate"])
+    frame["change"] = pd.to_numeric(frame["candidate"]) - pd.to_numeric(frame["active"])
+    return frame
+
+
+def _render_comparison(body: dict[str, Any]) -> None:
+    candidate = body["candidate"]
+    comparison = body["comparison"] or {}
+    st.subheader("Candidate vs active")
+    st.caption(f"Candidate **{candidate['name']}** against **{comparison.get('active_version')}** (active when it was "
+               "measured), on the same images, each at its own threshold.")
+    st.dataframe(comparison_table(comparison), hide_index=True, width="stretch")
+    if candidate["active"]:
+        st.success(f"{candidate['name']} is active.")
+        return
+    rescore = st.checkbox("Re-score flagged images with it, as a batch", key="retrain_rescore")
+    if st.button(f"Promote {candidate['name']}", type="primary", key="retrain_promote"):
+        _act(lambda session: _promote(session, candidate["id"], rescore), "{result}")
+
+
+def _promote(session: Any, version_id: int, rescore: bool) -> str:
+    version = promote_version(session, version_id)
+    message = f"{version.name} is active: workers score with it from their next batch."
+    if rescore:
+        session.commit()
+        batch = rescore_flagged(session, requested_by=_user())
+        message += f" Re-scoring {batch.total} flagged images as batch {batch.id}." if batch else " No flagged images."
+    return message
+
+
+def _render_roll_back() -> None:
+    with session_scope() as session:
+        current = active_version(session)
+        earlier = [version for version in list_versions(session) if not version.active]
+        previous = previous_version(session)
+    if not earlier:
+        return
+    st.subheader("Roll back")
+    names = [version.name for version in earlier]
+    default = names.index(previous.name) if previous is not None and previous.name in names else 0
+    chosen = st.selectbox("Version to make active again", names, index=default, key="retrain_rollback_choice")
+    label = f"Roll back from {current.name}" if current is not None else "Activate"
+    if st.button(label, key="retrain_rollback"):
+        version_id = earlier[names.index(chosen)].id
+        _act(lambda session: roll_back(session, version_id), "{result.name} is active again.")

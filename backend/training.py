@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from backend.errors import FakewatchError, NotFound
 from backend.model_versions import SHIPPED_MODEL, activate_version, active_version
-from backend.queue import TRAIN_TASK, TRAINING_QUEUE, enqueue_scoring, sender
+from backend.queue import TRAIN_TASK, TRAINING_QUEUE, sender
 from backend.schema import Batch, Check, Image, ModelVersion, Review, TrainingRun, utcnow
 from backend.settings import Settings, get_settings
 from backend.store import image_path
@@ -283,7 +283,10 @@ def roll_back(session: Session, version_id: int | None = None) -> ModelVersion:
 
 
 def rescore_flagged(session: Session, requested_by: str = "") -> Batch | None:
-    """Score every image with a flagged verdict again, as a batch, with the version active now."""
+    """Score every image with a flagged verdict again, as a batch, with the version active now. Commits (the
+    workers must see the checks before their ids are sent)."""
+    from backend.batches import enqueue_batch
+
     version = active_version(session)
     if version is None:
         raise FakewatchError("no_active_model", "No version is active to re-score with.", 409)
@@ -299,7 +302,7 @@ def rescore_flagged(session: Session, requested_by: str = "") -> Batch | None:
     checks = [Check(image_id=image_id, source="batch", batch_id=batch.id) for image_id in image_ids]
     session.add_all(checks)
     session.commit()
-    enqueue_scoring([check.id for check in checks])
+    enqueue_batch([check.id for check in checks])
     return batch
 
 

@@ -216,11 +216,13 @@ def reviewed(training_stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
             response = training_stack.post_image(path.read_bytes(), wait=0)
             assert response.status_code in (200, 202), response.text
             ids.append((response.json()["id"], label))
+    from backend.reviews import label_images
+
     with training_stack.session() as session:
-        for check_id, label in ids:
-            check = session.get(Check, check_id)
-            assert check is not None and check.image_id is not None
-            session.add(Review(image_id=check.image_id, check_id=check_id, label=label, reviewer="moderator"))
+        for label in ("real", "fake"):
+            checks = [session.get(Check, check_id) for check_id, item_label in ids if item_label == label]
+            label_images(session, [check.image_id for check in checks if check is not None and check.image_id],
+                         label, "moderator")
     return len(ids)
 
 
