@@ -11,6 +11,7 @@ import click
 from backend.settings import get_settings
 
 APP = Path(__file__).resolve().parent / "app.py"
+MAX_UPLOAD_MB = 20
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
@@ -19,6 +20,8 @@ def streamlit_command(host: str, port: int) -> list[str]:
             "--server.address", host, "--server.port", str(port), "--server.headless", "true",
             "--server.enableXsrfProtection", "true", "--server.enableCORS", "true",
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+            # URL lists are text: 10,000 URLs are about 1 MB.
+            "--server.maxUploadSize", str(MAX_UPLOAD_MB),
             "--client.toolbarMode", "minimal", "--theme.base", "light"]
 
 

@@ -474,8 +474,8 @@ def test_api_returns_the_moderators_label_for_every_check_of_the_image(embedded_
     from backend.reviews import label_image
 
     data = distinct_photos(1, size=128)[0]
-    first = embedded_stack.post_image(data, wait=10).json()
-    second = embedded_stack.post_image(data, wait=10).json()
+    first = embedded_stack.wait_for_check(embedded_stack.post_image(data, wait=10).json()["id"])
+    second = embedded_stack.wait_for_check(embedded_stack.post_image(data, wait=10).json()["id"])
     assert first["status"] == second["status"] == "done" and first["review"] is None
     with embedded_stack.session() as session:
         image_id = session.get(Check, first["id"])

@@ -75,7 +75,7 @@ def render_image_page() -> None:
     with picture:
         data = full_image(image.storage_key)
         if data:
-            st.image(data, width="stretch")
+            st.image(data)  # natural size up to the column width: small images stay sharp
         else:
             st.warning("The stored image file is missing.")
     with details:
