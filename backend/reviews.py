@@ -64,7 +64,7 @@ class Decision:
     at: datetime
 
 
-def _queue_query(filters: QueueFilters, exclude_image_ids: Sequence[int]) -> Select[tuple[Check]]:
+def _queue_query(filters: QueueFilters, exclude_image_ids: Sequence[int]) -> Select[Check]:
     reviewed = exists().where(Review.image_id == Check.image_id)
     query = select(Check).where(
         Check.status == "done", Check.flagged.is_(True), Check.image_id.is_not(None), ~reviewed,

@@ -11,8 +11,20 @@ import streamlit as st
 
 from admin.auth import current_user, require_user
 from backend.batches import (
-    CreatedBatch, ResultFilter, batch_to_dict, cancel_batch, create_batch, decode_text, enqueue_batch, entries_from_csv,
-    entries_from_text, format_results, get_batch, iter_results, list_batches, validate_entries,
+    CreatedBatch,
+    ResultFilter,
+    batch_to_dict,
+    cancel_batch,
+    create_batch,
+    decode_text,
+    enqueue_batch,
+    entries_from_csv,
+    entries_from_text,
+    format_results,
+    get_batch,
+    iter_results,
+    list_batches,
+    validate_entries,
 )
 from backend.db import session_scope
 from backend.errors import FakewatchError

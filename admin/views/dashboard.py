@@ -56,7 +56,8 @@ def confusion_chart(agreement: Agreement) -> alt.Chart:
     base = alt.Chart(cells).encode(x=alt.X("moderator label:N"), y=alt.Y("model verdict:N", sort=["fake", "uncertain", "real"]))
     heat = base.mark_rect().encode(color=alt.Color("images:Q", scale=alt.Scale(scheme="blues")))
     text = base.mark_text(fontSize=16).encode(text="images:Q")
-    return (heat + text).properties(height=200, title=agreement.model_version)
+    chart: alt.Chart = (heat + text).properties(height=200, title=agreement.model_version)
+    return chart
 
 
 def render_agreement(data: DashboardData) -> None:

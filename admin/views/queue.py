@@ -16,7 +16,15 @@ from admin.thumbnails import thumbnail
 from backend.checks import SOURCES
 from backend.db import session_scope
 from backend.errors import FakewatchError
-from backend.reviews import FLAGGED_VERDICTS, QueueFilters, QueueItem, label_images, queue_size, review_queue, undo_last_decision
+from backend.reviews import (
+    FLAGGED_VERDICTS,
+    QueueFilters,
+    QueueItem,
+    label_images,
+    queue_size,
+    review_queue,
+    undo_last_decision,
+)
 
 PAGE_SIZE = 12
 GRID_COLUMNS = 4
@@ -49,7 +57,7 @@ def read_filters() -> QueueFilters:
         verdicts = st.multiselect("Verdict", FLAGGED_VERDICTS, default=list(FLAGGED_VERDICTS), key="queue_verdicts")
         sources = st.multiselect("Source", SOURCES, key="queue_sources")
         batch_id = st.text_input("Batch id", key="queue_batch")
-        days = st.date_input("Checked between", value=(), key="queue_days")
+        days = st.date_input("Checked between", value=[], key="queue_days")
         low, high = st.slider("Score", 0.0, 1.0, (0.0, 1.0), step=0.01, key="queue_scores")
         order = st.radio("Order", list(ORDERS), key="queue_order")
     created_from, created_to = _day_bounds(list(days) if isinstance(days, (tuple, list)) else [days])
