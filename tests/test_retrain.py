@@ -278,12 +278,35 @@ def test_retrain_promote_then_roll_back_without_restarting_the_scorer(on_stack: 
             promote_version(session, candidate.id)
         fresh = on_stack.post_image(unique_png(), wait=10).json()
         assert fresh["status"] == "done" and fresh["model_version"] == candidate.name and fresh["cached"] is False
+        _rescore_flagged_with(candidate)
     finally:
         with session_scope() as session:
             assert roll_back(session).name == old.name
     again = on_stack.post_image(unique_png(), wait=10).json()
     assert again["status"] == "done" and again["model_version"] == old.name and again["cached"] is False
     assert scorer.poll() is None and on_stack.processes["worker"] is scorer  # the same scoring process throughout
+
+
+def _rescore_flagged_with(candidate: ModelVersion) -> None:
+    from backend.db import session_scope
+    from backend.training import rescore_flagged
+
+    with session_scope() as session:
+        flagged = set(session.scalars(select(Check.image_id).where(Check.flagged.is_(True), Check.status == "done")))
+        batch = rescore_flagged(session, requested_by="moderator")
+    if not flagged:
+        assert batch is None
+        return
+    assert batch is not None and batch.total == len(flagged)
+    deadline = time.monotonic() + 90
+    while True:
+        with session_scope() as session:
+            items = list(session.scalars(select(Check).where(Check.batch_id == batch.id)))
+        if all(item.status == "done" for item in items) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert {item.image_id for item in items} == flagged
+    assert {(item.status, item.model_version_id) for item in items} == {("done", candidate.id)}
 
 
 def test_running_run_is_cancelled_and_leaves_nothing(on_stack: Stack, reviewed: int) -> None:
@@ -360,3 +383,82 @@ def test_cli_retrain_through_the_api(training_stack: Stack, reviewed: int) -> No
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "epoch 1/1" in done.stderr and "Candidate:" in done.stdout and "held-out reviewed images" in done.stdout
+
+
+# --- the console section, through AppTest ------------------------------------------------------------------
+
+
+def _logged_in_models_page() -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    from backend.db import session_scope
+    from backend.users import create_user
+
+    with session_scope() as session:
+        create_user(session, "mod", "a long enough password")
+    app = Path(__file__).resolve().parent.parent / "admin" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=60).run()
+    at.text_input(key="login_name").input("mod")
+    at.text_input(key="login_password").input("a long enough password")
+    _press(at, "Log in")
+    at.switch_page("views/models.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _press(at: Any, label: str) -> Any:
+    [button] = [button for button in at.button if button.label == label]
+    return button.click().run()
+
+
+def _texts(at: Any) -> str:
+    kinds = ("markdown", "subheader", "header", "caption", "success", "error", "warning")
+    return "\n".join(str(element.value) for kind in kinds for element in getattr(at, kind))
+
+
+def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Path) -> None:
+    from backend.db import session_scope
+    from backend.model_versions import active_version, register_model
+    from backend.settings import get_settings
+    from backend.training import claim_run, finish_run, request_training
+
+    models_dir = get_settings().models_dir
+    metrics = {"roc_auc": 0.8, "accuracy": 0.75, "fpr_at_threshold": 0.1}
+    comparison = {"active_version": "v1", "candidate_version": "cand", "sets": [
+        {"name": "held-out reviewed images", "count": 8, "active": metrics,
+         "candidate": {**metrics, "roc_auc": 0.9, "fpr_at_threshold": 0.05}}]}
+    with session_scope() as session:
+        register_model(session, _fake_version(models_dir, "v1"), activate=True)
+        for seed in range(6):
+            _review(session, unique_png(300 + seed), "fake" if seed % 2 else "real")
+        run = request_training(session, epochs=1)
+        claim_run(session, run.id)
+        finish_run(session, run.id, _fake_version(models_dir, "cand"), comparison)
+
+    at = _logged_in_models_page()
+    assert "Candidate vs active" in _texts(at) and "Reviewed images: **3 real, 3 fake**" in _texts(at)
+    table = at.dataframe[-1].value
+    assert table["metric"].tolist() == ["roc_auc", "accuracy", "fpr_at_threshold"]
+    assert table["candidate"].tolist() == [0.9, 0.75, 0.05] and table["active"].tolist() == [0.8, 0.75, 0.1]
+    assert table["change"].round(3).tolist() == [0.1, 0.0, -0.05]
+    _press(at, "Promote cand")
+    assert not at.exception, at.exception
+    with session_scope() as session:
+        assert active_version(session).name == "cand"  # type: ignore[union-attr]
+    assert "cand is active" in _texts(at)
+    assert at.selectbox(key="retrain_rollback_choice").value == "v1"
+    _press(at, "Roll back from cand")
+    with session_scope() as session:
+        assert active_version(session).name == "v1"  # type: ignore[union-attr]
+
+    at.number_input(key="retrain_epochs").set_value(3)
+    _press(at, "Retrain")
+    assert not at.exception, at.exception
+    with session_scope() as session:
+        queued = session.scalars(select(TrainingRun).where(TrainingRun.status == "queued")).one()
+    assert queued.params["epochs"] == 3 and queued.requested_by == "mod"
+    assert f"Training run {queued.id} queued." in _texts(at)
+    assert [button.disabled for button in at.button if button.label == "Retrain"] == [True]
+    _press(at, "Cancel training")
+    with session_scope() as session:
+        assert session.get(TrainingRun, queued.id).status == "cancelled"  # type: ignore[union-attr]
