@@ -104,7 +104,9 @@ def flagged_rate(session: Session) -> float | None:
 
 def score_histogram(session: Session, bins: int = HISTOGRAM_BINS) -> list[tuple[float, float, int]]:
     """(low, high, count) for equal-width score bins over [0, 1]; a score of exactly 1 falls in the last bin."""
-    index = cast(Check.score * bins, Integer)
+    # PostgreSQL rounds when casting to an integer; SQLite truncates (and may lack floor()).
+    scaled = Check.score * bins
+    index = func.floor(scaled) if session.get_bind().dialect.name == "postgresql" else cast(scaled, Integer)
     rows = session.execute(select(index, func.count()).where(Check.score.is_not(None)).group_by(index))
     counts = [0] * bins
     for raw, count in rows:

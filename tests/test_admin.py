@@ -20,7 +20,7 @@ from backend.errors import FakewatchError
 from backend.model_versions import register_model
 from backend.schema import Batch, Check, ModelVersion, Review
 from tests.fixtures_images import LocalServer, distinct_photos
-from tests.stack import Stack
+from tests.stack import Stack, create_postgres_database, drop_postgres_database
 
 APP = Path(__file__).resolve().parent.parent / "admin" / "app.py"
 MODERATOR, PASSWORD = "mona", "correct horse battery"
@@ -98,15 +98,41 @@ def review_field(check_id: str) -> dict[str, str] | None:
         return review
 
 
-@pytest.fixture
-def database(settings_env: Path) -> Iterator[Path]:
+def _prepare_database(data_dir: Path) -> Path:
     from backend.migrate import upgrade_database
     from backend.users import create_user
 
     upgrade_database()
     with session_scope() as session:
         create_user(session, MODERATOR, PASSWORD)
-    yield settings_env
+    return data_dir
+
+
+@pytest.fixture
+def database(settings_env: Path) -> Path:
+    """A fresh SQLite database (the embedded default) with one moderator: what the console tests run on."""
+    return _prepare_database(settings_env)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_database(request: pytest.FixtureRequest, settings_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The services' SQL (grouping by day, histogram bins, the queue) on both dialects."""
+    from backend.db import get_engine, reset_engines
+    from backend.settings import get_settings
+
+    if request.param == "sqlite":
+        yield _prepare_database(settings_env)
+        return
+    url = create_postgres_database()
+    monkeypatch.setenv("FAKEWATCH_DATABASE_URL", url)
+    get_settings.cache_clear()
+    reset_engines()
+    try:
+        yield _prepare_database(settings_env)
+    finally:
+        get_engine(url).dispose()
+        reset_engines()
+        drop_postgres_database(url)
 
 
 # --- AppTest helpers ---------------------------------------------------------------------------------------------
@@ -215,10 +241,10 @@ def test_admin_command_runs_streamlit_headless_with_xsrf_protection() -> None:
 # --- review services ----------------------------------------------------------------------------------------------
 
 
-def test_queue_holds_flagged_unreviewed_images_with_filters_and_order(database: Path) -> None:
+def test_queue_holds_flagged_unreviewed_images_with_filters_and_order(any_database: Path) -> None:
     from backend.reviews import QueueFilters, queue_size, review_queue
 
-    seeded = seed_queue(database)
+    seeded = seed_queue(any_database)
     # The same bytes again: a second (cached) check of the first image, which must not make a second item.
     with session_scope() as session:
         first = get_check(session, seeded.flagged[0])
@@ -246,10 +272,10 @@ def test_queue_holds_flagged_unreviewed_images_with_filters_and_order(database: 
             review_queue(session, QueueFilters(order="random"))
 
 
-def test_label_applies_to_every_check_of_the_image_and_undo_restores(database: Path) -> None:
+def test_label_applies_to_every_check_of_the_image_and_undo_restores(any_database: Path) -> None:
     from backend.reviews import label_image, queue_size, undo_last_decision
 
-    seeded = seed_queue(database)
+    seeded = seed_queue(any_database)
     image_id = image_id_of(seeded.flagged[0])
     with session_scope() as session:
         label_image(session, image_id, "real", "omar", note="a photo of a real event")
@@ -284,11 +310,11 @@ def _stored_bytes(check_id: str) -> bytes:
 # --- dashboard aggregates -----------------------------------------------------------------------------------------
 
 
-def test_dashboard_aggregates_count_what_was_seeded(database: Path) -> None:
+def test_dashboard_aggregates_count_what_was_seeded(any_database: Path) -> None:
     from backend.dashboard import dashboard_data
     from backend.reviews import label_image
 
-    seeded = seed_queue(database)
+    seeded = seed_queue(any_database)
     with session_scope() as session:
         label_image(session, image_id_of(seeded.flagged[0]), "fake", MODERATOR)   # model said fake: agree
         label_image(session, image_id_of(seeded.flagged[1]), "real", MODERATOR)   # model said fake: disagree
@@ -312,7 +338,7 @@ def test_dashboard_aggregates_count_what_was_seeded(database: Path) -> None:
     assert agreement.agreement_rate == pytest.approx(2 / 3)
 
 
-def test_dashboard_aggregates_on_an_empty_database(database: Path) -> None:
+def test_dashboard_aggregates_on_an_empty_database(any_database: Path) -> None:
     from backend.dashboard import dashboard_data
 
     with session_scope() as session:
