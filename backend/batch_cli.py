@@ -70,7 +70,7 @@ def report_accepted(batch: dict[str, Any]) -> None:
 
 def watch(client: ApiClient, batch: dict[str, Any]) -> dict[str, Any]:
     """Poll the batch until it is done or cancelled, drawing done / flagged / failed / rate / time left."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     with tqdm(total=batch["total"], unit="url", file=sys.stderr, dynamic_ncols=True,
               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}") as bar:

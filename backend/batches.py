@@ -19,9 +19,9 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import Table, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from backend.errors import FakewatchError, NotFound
@@ -43,6 +43,7 @@ RATE_WINDOW_S = 30.0
 MAX_INVALID_REPORTED = 1000
 RESULT_COLUMNS = ("url", "status", "verdict", "score", "confidence", "flagged", "cached", "model_version",
                   "sha256", "error_code", "error_message", "check_id", "finished_at")
+CHECK_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 ResultFilter = Literal["all", "flagged", "failed"]
 ResultFormat = Literal["csv", "jsonl"]
 
@@ -174,13 +175,14 @@ def create_batch(session: Session, parsed: ParsedList, *, name: str = "", api_ke
     session.add(batch)
     session.flush()
     prefix = new_id()[:24]
-    rows = [{"id": f"{prefix}{position:08x}", "source": "batch", "source_url": url, "batch_id": batch.id,
-             "status": "queued", "attempts": 0, "flagged": False, "cached": False, "api_key_id": api_key_id,
-             "created_at": now, "queued_at": now}
-            for position, url in enumerate(parsed.urls)]
+    ids = [f"{prefix}{position:08x}" for position in range(len(parsed.urls))]
+    rows = [{"id": check_id, "source": "batch", "source_url": url, "batch_id": batch.id, "status": "queued",
+             "attempts": 0, "flagged": False, "cached": False, "api_key_id": api_key_id, "created_at": now,
+             "queued_at": now}
+            for check_id, url in zip(ids, parsed.urls, strict=True)]
     # A Core insert of the table: one executemany, without the ORM's per-row bookkeeping.
-    session.execute(insert(Check.__table__), rows)
-    return CreatedBatch(batch=batch, check_ids=[row["id"] for row in rows], duplicates=parsed.duplicates)
+    session.execute(insert(cast(Table, Check.__table__)), rows)
+    return CreatedBatch(batch=batch, check_ids=ids, duplicates=parsed.duplicates)
 
 
 def enqueue_batch(check_ids: Sequence[str]) -> None:
@@ -253,7 +255,7 @@ def progress_of(session: Session, batch_ids: Sequence[str]) -> dict[str, Progres
     progress = {batch_id: Progress() for batch_id in batch_ids}
     for batch_id, status, count, flagged, recent, last in rows:
         entry = progress[batch_id]
-        if hasattr(entry, status) and status != "final":
+        if status in CHECK_STATUSES:
             setattr(entry, status, int(count))
         entry.flagged += int(flagged or 0)
         if status in ("done", "failed"):

@@ -19,7 +19,13 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from backend.batches import Entry, entries_from_csv, entries_from_json, entries_from_text, validate_entries
+from backend.batches import (
+    Entry,
+    entries_from_csv,
+    entries_from_json,
+    entries_from_text,
+    validate_entries,
+)
 from backend.errors import FakewatchError
 from backend.settings import Settings
 from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
@@ -371,7 +377,7 @@ def test_scan_command_waits_and_writes_results(embedded_stack: Stack, image_serv
     env = {**os.environ, **embedded_stack.env, "FAKEWATCH_API_URL": embedded_stack.api_url,
            "FAKEWATCH_API_KEY": embedded_stack.api_key}
     result = subprocess.run([sys.executable, "-m", "fakewatch.cli", "scan", str(listing), "--name", "cli", "--wait",
-                             "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+                             "--out", str(out)], check=False, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     batch_id = result.stdout.strip().splitlines()[-1]
     assert "line 6:" in result.stderr and "done 3, flagged" in result.stderr and "failed 1" in result.stderr

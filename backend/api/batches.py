@@ -13,6 +13,7 @@ from flask import Response, g, request, stream_with_context, url_for
 from backend.api.auth import auth
 from backend.api.session import db
 from backend.batches import (
+    RESULT_COLUMNS,
     Entry,
     batch_to_dict,
     cancel_batch,
@@ -96,7 +97,8 @@ class PageQuery(Schema):
 
 class ResultsQuery(Schema):
     format = String(load_default="csv", validate=OneOf(list(RESULT_TYPES)))
-    only = String(load_default="all", validate=OneOf(["all", "flagged", "failed"]))
+    # Named apart from its query key: ``only`` is an attribute of every marshmallow Schema.
+    which = String(data_key="only", load_default="all", validate=OneOf(["all", "flagged", "failed"]))
 
 
 def _read_entries() -> tuple[list[Entry], str]:
@@ -173,14 +175,10 @@ def cancel(batch_id: str):  # type: ignore[no-untyped-def]
 @bp.auth_required(auth)
 @bp.input(ResultsQuery, location="query", arg_name="query")
 @bp.doc(summary="Stream one row per URL (CSV or JSON lines)",
-        responses={200: {"description": "Columns: " + ", ".join(["url", "status", "verdict", "score", "confidence",
-                                                                 "flagged", "cached", "model_version", "sha256",
-                                                                 "error_code", "error_message", "check_id",
-                                                                 "finished_at"]),
-                         "content": {"text/csv": {}, "application/x-ndjson": {}}}})
+        responses={200: "text/csv or application/x-ndjson, columns: " + ", ".join(RESULT_COLUMNS)})
 def read_results(batch_id: str, query: dict[str, Any]) -> Response:
     get_batch(db(), batch_id)  # 404 before the stream starts
-    fmt, only = query["format"], query["only"]
+    fmt, only = query["format"], query["which"]
     headers = {"Content-Disposition": f'attachment; filename="batch-{batch_id}-{only}.{fmt}"'}
     return Response(stream_with_context(_stream(batch_id, only, fmt)), mimetype=RESULT_TYPES[fmt], headers=headers)
 
