@@ -15,6 +15,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,7 @@ def encode(image: Image.Image, fmt: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
+@cache
 def generated_image(seed: int) -> bytes:
     """A 'generated' picture the way the test detector learnt them: a photo crop upsampled from half size."""
     photo = np.asarray(Image.open(io.BytesIO(photo_bytes("coffee"))))
@@ -112,6 +114,7 @@ def generated_image(seed: int) -> bytes:
     return encode(Image.fromarray(upsample_trace(np.ascontiguousarray(crop))).resize((288, 288), Image.Resampling.NEAREST), "PNG")
 
 
+@cache  # seconds to make; every test page serves it
 def big_photo() -> bytes:
     return encode(Image.open(io.BytesIO(photo_bytes("rocket"))).resize(BIG_SIZE), "JPEG")
 
