@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from backend.errors import FakewatchError, NotFound
@@ -53,8 +53,11 @@ def _count_labels(items: list[Item]) -> dict[str, int]:
 
 
 def base_datasets(settings: Settings | None = None) -> list[Path]:
-    """The configured base datasets, or those the shipped model was trained on; only folders present on disk."""
+    """The configured base datasets (``none``: reviewed images only), or by default those the shipped model was
+    trained on; only folders present on disk."""
     settings = settings or get_settings()
+    if [name.lower() for name in settings.training_datasets] == ["none"]:
+        return []
     names = list(settings.training_datasets) or _shipped_model_datasets()
     return [Path(name) for name in names if Path(name).is_dir()]
 
@@ -135,7 +138,7 @@ def start_training(session: Session, *, from_scratch: bool = False, epochs: int 
     session.commit()
     try:
         sender().send_task(TRAIN_TASK, args=[run.id], queue=TRAINING_QUEUE)
-    except Exception as error:  # noqa: BLE001 - any broker failure ends the run with its reason
+    except Exception as error:  # any broker failure ends the run with its reason
         end_run(session, run.id, "failed", f"The training queue could not be reached: {error}")
         session.commit()
         raise FakewatchError("broker_unavailable", f"The training queue could not be reached: {error}", 503) from error
@@ -184,9 +187,10 @@ def _last_heartbeat(run: TrainingRun) -> datetime:
 def claim_run(session: Session, run_id: str) -> TrainingRun | None:
     """Mark a queued run running for this worker; None when it was cancelled, taken or is gone."""
     now = utcnow()
-    won = session.execute(update(TrainingRun).where(TrainingRun.id == run_id, TrainingRun.status == "queued",
-                                                    TrainingRun.cancel_requested.is_(False))
-                          .values(status="running", started_at=now)).rowcount
+    result = session.execute(update(TrainingRun).where(TrainingRun.id == run_id, TrainingRun.status == "queued",
+                                                       TrainingRun.cancel_requested.is_(False))
+                             .values(status="running", started_at=now))
+    won = cast(CursorResult[Any], result).rowcount
     if not won:
         return None
     run = get_run(session, run_id)

@@ -48,12 +48,26 @@ def _clear_process_caches() -> None:
 # --- services, on a fresh embedded database in this process -------------------------------------------------
 
 
-@pytest.fixture
-def services_db(settings_env: Path) -> Iterator[Path]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def services_db(request: pytest.FixtureRequest, settings_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh database on each backend (PostgreSQL: a database of its own, dropped afterwards)."""
+    from backend.db import get_engine
     from backend.migrate import upgrade_database
+    from tests.stack import create_postgres_database, drop_postgres_database
 
+    monkeypatch.setenv("FAKEWATCH_TRAINING_DATASETS", "none")  # hermetic: never the shipped model's datasets
+    _clear_process_caches()
+    url = create_postgres_database() if request.param == "postgres" else ""
+    if url:
+        monkeypatch.setenv("FAKEWATCH_DATABASE_URL", url)
+        _clear_process_caches()
     upgrade_database()
-    yield settings_env
+    try:
+        yield settings_env
+    finally:
+        if url:
+            get_engine(url).dispose()
+            drop_postgres_database(url)
 
 
 def _review(session: Any, data: bytes, label: str, reviewer: str = "mod") -> Image:
@@ -97,6 +111,23 @@ def test_heldout_split_is_by_hash_and_latest_label_wins(services_db: Path) -> No
     expected_heldout |= {Path(images[0].storage_key).name} if is_heldout(images[0].sha256, 20) else set()
     assert {path.name for path, _ in first.heldout} == expected_heldout and expected_heldout
     assert all(path.is_file() for path, _ in first.train)
+
+
+def test_base_datasets_default_to_the_shipped_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import backend.training
+    from backend.settings import Settings
+
+    present, missing = tmp_path / "present", tmp_path / "missing"
+    present.mkdir()
+    shipped = tmp_path / "shipped" / "default.keras"
+    shipped.parent.mkdir()
+    shipped.with_suffix(".json").write_text(json.dumps({"training_data": {"datasets": [str(present), str(missing)]}}))
+    monkeypatch.setattr(backend.training, "SHIPPED_MODEL", shipped)
+    assert backend.training.base_datasets(Settings(_env_file=None)) == [present]
+    assert backend.training.base_datasets(Settings(_env_file=None, training_datasets=f"{missing},{tmp_path}")) == [tmp_path]
+    assert backend.training.base_datasets(Settings(_env_file=None, training_datasets="none")) == []
+    shipped.with_suffix(".json").unlink()
+    assert backend.training.base_datasets(Settings(_env_file=None)) == []
 
 
 def test_one_run_at_a_time_and_cancel_before_start(services_db: Path) -> None:
@@ -369,7 +400,7 @@ def test_cli_retrain_through_the_api(training_stack: Stack, reviewed: int) -> No
     started = requests.post(f"{training_stack.api_url}/api/v1/training-runs", headers=training_stack.headers(),
                             json={"epochs": 1}, timeout=30)
     assert started.status_code == 202, started.text
-    busy = subprocess.run([sys.executable, "-m", "fakewatch.cli", "retrain", "--epochs", "1"], env=env,
+    busy = subprocess.run([sys.executable, "-m", "fakewatch.cli", "retrain", "--epochs", "1"], check=False, env=env,
                           capture_output=True, text=True, timeout=60)
     assert busy.returncode != 0 and "training_busy" in busy.stderr and started.json()["id"] in busy.stderr
     unauthenticated = requests.post(f"{training_stack.api_url}/api/v1/training-runs", json={}, timeout=30)
@@ -379,7 +410,8 @@ def test_cli_retrain_through_the_api(training_stack: Stack, reviewed: int) -> No
     while requests.get(run_url, headers=training_stack.headers(), timeout=30).json()["status"] in ("queued", "running"):
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    done = subprocess.run([sys.executable, "-m", "fakewatch.cli", "retrain", "--epochs", "1", "--wait"], env=env,
+    done = subprocess.run([sys.executable, "-m", "fakewatch.cli", "retrain", "--epochs", "1", "--wait"],
+                          check=False, env=env,
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "epoch 1/1" in done.stderr and "Candidate:" in done.stdout and "held-out reviewed images" in done.stdout

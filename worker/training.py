@@ -79,7 +79,7 @@ def train_model(run_id: str) -> dict[str, Any]:
     except TrainingCancelled:
         _end(run_id, "cancelled", f"Cancelled by a moderator. {UNCHANGED}")
         return {"run": run_id, "status": "cancelled"}
-    except Exception as error:  # noqa: BLE001 - whatever went wrong is the run's reason, shown in the console
+    except Exception as error:  # whatever went wrong is the run's reason, shown in the console
         log.exception("training run %s failed", run_id)
         _end(run_id, "failed", f"{type(error).__name__}: {error}. {UNCHANGED}")
         return {"run": run_id, "status": "failed"}
