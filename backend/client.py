@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ class ApiClient:
         return response
 
     def check(self, target: str, wait_s: float = 10.0) -> dict[str, Any]:
-        """Submit a file path or an http(s) URL and return the check object."""
+        """Submit a file path or an http(s) URL and return the check object, waiting up to ``wait_s`` for it."""
+        start = time.monotonic()
         params = {"wait": min(wait_s, 10.0)}
         if target.startswith(("http://", "https://")):
             response = self.request("POST", "/api/v1/checks", params=params, json={"url": target})
@@ -58,7 +60,14 @@ class ApiClient:
             with path.open("rb") as handle:
                 response = self.request("POST", "/api/v1/checks", params=params, files={"image": (path.name, handle)})
         result: dict[str, Any] = response.json()
-        return result
+        return self.wait_for_check(result, deadline=start + wait_s)
+
+    def wait_for_check(self, check: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """Poll a check until it is final or the deadline (a time.monotonic() value) passes."""
+        while check.get("status") in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            check = self.get_json(f"/api/v1/checks/{check['id']}")
+        return check
 
     def get_json(self, path: str, **params: Any) -> Any:
         return json.loads(self.request("GET", path, params=params).content)

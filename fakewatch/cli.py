@@ -252,7 +252,7 @@ def _supervise(processes: list[subprocess.Popen[bytes]]) -> None:
 @cli.command()
 @click.argument("targets", nargs=-1, required=True)
 @click.option("--jsonl", is_flag=True, help="Print one JSON check object per line.")
-@click.option("--wait", "wait_s", type=float, default=10.0, show_default=True, help="Seconds to wait for each verdict.")
+@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True, help="Seconds to wait for each verdict.")
 def check(targets: tuple[str, ...], jsonl: bool, wait_s: float) -> None:
     """Submit image files or URLs to the API (FAKEWATCH_API_URL, FAKEWATCH_API_KEY) and print verdicts."""
     from backend.client import ApiClient, ClientError
