@@ -385,3 +385,48 @@ def test_scan_command_waits_and_writes_results(embedded_stack: Stack, image_serv
     assert len(rows) == 4 and [row["status"] for row in rows] == ["done", "done", "done", "failed"]
     assert all(row["check_id"] for row in rows)
     assert get_batch(embedded_stack, batch_id)["name"] == "cli"
+
+
+def test_items_the_chunk_had_no_time_for_go_back_to_the_queue(settings_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                image_server: LocalServer) -> None:
+    """A host too slow for the chunk's budget: started fetches fail with the reason, the rest are queued again."""
+    from sqlalchemy import create_engine, text
+
+    from backend.batches import create_batch, validate_entries
+    from backend.checks import claim_checks
+    from backend.db import session_scope
+    from backend.migrate import upgrade_database
+    from backend.schema import Check
+    from backend.settings import get_settings
+    from worker import fetching
+
+    monkeypatch.setenv("FAKEWATCH_FETCH_ALLOWLIST", "127.0.0.1")
+    monkeypatch.setenv("FAKEWATCH_FETCH_TIMEOUT_S", "0.4")
+    get_settings.cache_clear()
+    upgrade_database()
+
+    def stall() -> tuple[int, dict[str, str], bytes]:
+        time.sleep(2)
+        return 200, {}, b""
+
+    for index in range(6):
+        image_server.routes[f"/requeue/{index}.jpg"] = stall
+    entries = [Entry(index + 1, image_server.url(f"/requeue/{index}.jpg")) for index in range(6)]
+    with session_scope() as session:
+        ids = create_batch(session, validate_entries(entries)).check_ids
+    monkeypatch.setattr(fetching, "chunk_budget_s", lambda _settings: 1.0)
+    monkeypatch.setattr(fetching, "_host_limiter", HostLimiter(1))
+    with session_scope() as session:
+        checks = claim_checks(session, ids, stale_after_s=60)
+        released = fetching.fetch_into_checks(session, checks)
+        session.commit()
+    with session_scope() as session:
+        rows = {row.id: row for row in session.query(Check).filter(Check.id.in_(ids))}
+    assert released and len(released) < 6
+    assert all(rows[check_id].status == "queued" and rows[check_id].started_at is None for check_id in released)
+    failed = [row for row in rows.values() if row.id not in released]
+    assert failed and all(row.status == "failed" and row.error_code == "fetch_failed" for row in failed)
+    broker = create_engine(get_settings().broker.removeprefix("sqla+"))
+    with broker.connect() as connection:
+        payloads = [row[0] for row in connection.execute(text("SELECT payload FROM kombu_message"))]
+    assert any(all(check_id in payload for check_id in released) for payload in payloads), "sent again"
