@@ -30,7 +30,6 @@ from backend.policy import verdict_confidence
 from backend.schema import Batch, Check, Image, ModelVersion, new_id, utcnow
 from backend.settings import Settings, get_settings
 
-DEFAULT_MAX_URLS = 10_000
 # Check ids sent per broker message: one message is one micro-batch a worker fetches and scores together.
 ENQUEUE_CHUNK = 32
 # Large batches get larger chunks so that sending stays fast on the embedded broker, where every message is a
@@ -152,8 +151,7 @@ def validate_entries(entries: Sequence[Entry], settings: Settings | None = None)
 
 
 def max_urls(settings: Settings | None = None) -> int:
-    # Read with a fallback until Settings carries batch_max_urls (FAKEWATCH_BATCH_MAX_URLS).
-    return int(getattr(settings or get_settings(), "batch_max_urls", DEFAULT_MAX_URLS))
+    return (settings or get_settings()).batch_max_urls
 
 
 def _describe_invalid(invalid: list[dict[str, Any]]) -> str:

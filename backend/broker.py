@@ -8,13 +8,28 @@ unknown keywords), so it is set on a subclass instead."""
 from __future__ import annotations
 
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
+from sqlalchemy import event
 
 from backend.settings import get_settings
 
 TRANSPORT_PATH = "backend.broker:PollingSQLTransport"
 
 
+class WALChannel(kombu_sqlalchemy.Channel):
+    """Every broker message is a transaction: on SQLite, WAL with synchronous=NORMAL makes each commit an append
+    instead of a journal rewrite plus fsync (about 5x faster for a batch's hundreds of messages)."""
+
+    def _engine_from_config(self):  # type: ignore[no-untyped-def]
+        engine = super()._engine_from_config()
+        if engine.url.get_backend_name() == "sqlite":
+            from backend.db import enable_sqlite_pragmas
+
+            event.listen(engine, "connect", enable_sqlite_pragmas)
+        return engine
+
+
 class PollingSQLTransport(kombu_sqlalchemy.Transport):
+    Channel = WALChannel
     polling_interval = get_settings().broker_poll_interval_s
 
 

@@ -28,13 +28,17 @@ SOURCES = ("upload", "url", "extension", "batch")
 FINAL_STATUSES = ("done", "failed", "cancelled")
 
 
-def store_image(session: Session, data: bytes, settings: Settings | None = None) -> Image:
-    """Validate untrusted bytes, store them content-addressed, and return their (possibly existing) row."""
+def store_image(session: Session, data: bytes, settings: Settings | None = None,
+                info: ImageInfo | None = None) -> Image:
+    """Validate untrusted bytes, store them content-addressed, and return their (possibly existing) row.
+
+    ``info`` is the result of ``inspect_image`` on these bytes when the caller already has it (the fetcher does)."""
     # Bytes with a known SHA-256 passed every intake check when first stored: skip decoding them again.
     known = session.scalar(select(Image).where(Image.sha256 == hashlib.sha256(data).hexdigest()))
     if known is not None:
         return known
-    info: ImageInfo = inspect_image(data, settings)
+    if info is None:
+        info = inspect_image(data, settings)
     key = put_image(data, info.sha256, settings)
     image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
                   width=info.width, height=info.height, storage_key=key)
@@ -66,13 +70,13 @@ class Submission:
 
 def submit_image(session: Session, data: bytes, *, source: str = "upload", source_url: str | None = None,
                  page_url: str | None = None, api_key_id: int | None = None,
-                 settings: Settings | None = None) -> Submission:
+                 settings: Settings | None = None, info: ImageInfo | None = None) -> Submission:
     """Create a check for image bytes. If the active model already scored these bytes, the check is done at once.
 
     The caller commits, then enqueues when ``needs_scoring`` (so a worker never sees an uncommitted row)."""
     if source not in SOURCES:
         raise FakewatchError("invalid_request", f"source must be one of {', '.join(SOURCES)}, not {source!r}.")
-    image = store_image(session, data, settings)
+    image = store_image(session, data, settings, info)
     version = require_active_version(session)
     check = Check(image_id=image.id, image=image, source=source, source_url=source_url, page_url=page_url,
                   api_key_id=api_key_id)
@@ -197,9 +201,10 @@ def record_failure(session: Session, check: Check, code: str, message: str) -> N
     check.finished_at = utcnow()
 
 
-def attach_image(session: Session, check: Check, data: bytes, settings: Settings | None = None) -> Image:
+def attach_image(session: Session, check: Check, data: bytes, settings: Settings | None = None,
+                 info: ImageInfo | None = None) -> Image:
     """Give a URL check (a batch item) the image its URL returned."""
-    image = store_image(session, data, settings)
+    image = store_image(session, data, settings, info)
     check.image_id = image.id
     check.image = image
     return image

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # Where Flask-Limiter keeps its counters; empty means Redis when the broker is Redis, memory otherwise.
     rate_limit_storage_url: str = ""
 
+    # Most distinct URLs one batch may hold.
+    batch_max_urls: int = 10_000
+
     # Longest ?wait= a client may ask for.
     max_wait_s: float = 10.0
 

@@ -172,6 +172,6 @@ def fetch_into_checks(session: Session, checks: Sequence[Check], settings: Setti
 
 def _attach(session: Session, check: Check, fetched: FetchedImage, settings: Settings) -> None:
     try:
-        attach_image(session, check, fetched.data, settings)
+        attach_image(session, check, fetched.data, settings, fetched.info)
     except FakewatchError as error:
         record_failure(session, check, error.code, error.message)

@@ -8,8 +8,7 @@ from typing import Any
 from apiflask import APIFlask
 from flask_cors import CORS
 
-from backend.api import checks, errors, health, images, training
-from backend.api import batches
+from backend.api import batches, checks, errors, health, images, training
 from backend.api.auth import make_limiter
 from backend.api.session import close_session
 from backend.settings import Settings, get_settings
@@ -48,11 +47,12 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
     app.teardown_appcontext(close_session)
 
     @app.spec_processor
-    def document_check_body(spec: dict[str, Any]) -> dict[str, Any]:
-        # The body is multipart *or* JSON, which a single input schema cannot say.
-        operation = spec.get("paths", {}).get("/api/v1/checks", {}).get("post")
-        if operation is not None:
-            operation.update(checks.CHECK_BODY_DOC)
+    def document_request_bodies(spec: dict[str, Any]) -> dict[str, Any]:
+        # These bodies come in several content types (multipart, JSON, text), which one input schema cannot say.
+        for path, body_doc in (("/api/v1/checks", checks.CHECK_BODY_DOC), ("/api/v1/batches", batches.BATCH_BODY_DOC)):
+            operation = spec.get("paths", {}).get(path, {}).get("post")
+            if operation is not None:
+                operation.update(body_doc)
         return spec
 
     return app

@@ -66,7 +66,7 @@ def _read_submission() -> tuple[bytes, dict[str, Any]]:
             raise FakewatchError("invalid_request", 'Send JSON like {"url": "https://example.com/photo.jpg"}.')
         url = validate_url(body["url"])
         fetched = fetch_image(url)
-        return fetched.data, {"source": "url", "source_url": url,
+        return fetched.data, {"source": "url", "source_url": url, "info": fetched.info,
                               "page_url": _optional_field(body.get("page_url"), "page_url")}
     raise FakewatchError("unsupported_format",
                          "Send either multipart/form-data with an `image` file, or JSON with a `url`.", 415)
