@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -160,8 +160,14 @@ class Review(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+ACTIVE_RUN = "status IN ('queued', 'running')"
+
+
 class TrainingRun(Base):
     __tablename__ = "training_runs"
+    # One run at a time, even when two requests race past the service's check (migration 0002).
+    __table_args__ = (Index("uq_training_runs_one_active", text(f"({ACTIVE_RUN})"), unique=True,
+                            sqlite_where=text(ACTIVE_RUN), postgresql_where=text(ACTIVE_RUN)),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     status: Mapped[str] = mapped_column(String(16), default="queued")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.errors import FakewatchError, NotFound
@@ -126,8 +127,12 @@ def request_training(session: Session, *, from_scratch: bool = False, epochs: in
               "architecture": base.architecture if base is not None else "default", "data": data.summary()}
     run = TrainingRun(status="queued", params=params, requested_by=requested_by,
                       progress={"phase": "queued", "epoch": 0, "epochs": epochs, "history": []})
-    session.add(run)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(run)
+    except IntegrityError:
+        raise FakewatchError("training_busy", "Another training run was requested at the same moment: one run at "
+                                              "a time. Wait for it to finish or cancel it.", 409) from None
     return run
 
 

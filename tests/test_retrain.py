@@ -160,6 +160,28 @@ def test_one_run_at_a_time_and_cancel_before_start(services_db: Path) -> None:
         assert second.params["from_scratch"] is True and second.params["base_version_id"] is None
 
 
+def test_racing_requests_start_one_run(services_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two requests that both pass the service's check (a race): the database's unique index refuses the second."""
+    import backend.training
+    from backend.db import session_scope
+    from backend.model_versions import register_model
+    from backend.settings import get_settings
+    from backend.training import request_training
+
+    with session_scope() as session:
+        register_model(session, _fake_version(get_settings().models_dir, "v1"), activate=True)
+        for seed in range(4):
+            _review(session, unique_png(200 + seed), "fake" if seed % 2 else "real")
+        request_training(session, epochs=1, requested_by="alice")
+    monkeypatch.setattr(backend.training, "current_run", lambda _session: None)
+    with session_scope() as session:
+        with pytest.raises(FakewatchError) as busy:
+            request_training(session, epochs=1, requested_by="bob")
+        assert busy.value.code == "training_busy"
+    with session_scope() as session:
+        assert len(list(session.scalars(select(TrainingRun)))) == 1
+
+
 def test_silent_running_run_is_expired_so_it_does_not_block(services_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from backend.db import session_scope
     from backend.training import claim_run, request_training
