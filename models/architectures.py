@@ -63,16 +63,16 @@ def npr_residual(pixels: Any) -> Any:
     return layers.Subtract(name="npr")([pixels, copy])
 
 
-def build_default(crop: int = 128) -> keras.Model:
+def build_default(crop: int = 96) -> keras.Model:
     """Pixels + NPR residual computed at full resolution, then a stride-2 stem and three conv stages with global
-    average pooling and one logit (about 0.5M params). The residual is taken before any striding so the 2x2
-    upsampling pattern survives; the stride-2 stem keeps 128 px crops (context for blends) affordable."""
+    average pooling and one logit (about 0.17M params). The residual is taken before any striding so the 2x2
+    upsampling pattern survives; the stride-2 stem keeps 96 px crops (context for blends) affordable on a CPU."""
     inputs = keras.Input((crop, crop, 3), name="pixels")
     pixels = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
     residual = layers.Rescaling(4.0, name="npr_gain")(npr_residual(pixels))
     x = layers.Concatenate(name="pixels_and_npr")([pixels, residual])
-    x = _conv_block(x, 24, 2, "stem")
-    for index, (filters, strides) in enumerate([(48, 2), (48, 1), (96, 2), (96, 1), (192, 2), (192, 1)]):
+    x = _conv_block(x, 16, 2, "stem")
+    for index, (filters, strides) in enumerate([(32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1)]):
         x = _conv_block(x, filters, strides, f"stage{index}")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(0.2, name="dropout")(x)
@@ -95,13 +95,13 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "default": ArchSpec(
         name="default",
         build=build_default,
-        preprocessing={"kind": "crops", "crop_size": 128, "grid": 2, "pool": "mean"},
+        preprocessing={"kind": "crops", "crop_size": 96, "grid": 3, "pool": "mean"},
         output="logit",
         epochs=30,
         batch_size=64,
         learning_rate=2e-3,
         augment=True,
-        description="NPR residual + RGB fully-convolutional CNN on native 128px crops, 2x2 crop grid, mean logit",
+        description="NPR residual + RGB fully-convolutional CNN on native 96px crops, 3x3 crop grid, mean logit",
     ),
 }
 
