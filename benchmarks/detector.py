@@ -20,11 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.data import list_items, load_items  # noqa: E402
-from models.evaluate import count_verdicts, jpeg75_three_quarters, score_images  # noqa: E402
-from models.metrics import compute_metrics  # noqa: E402
-from models.preprocessing import read_image  # noqa: E402
-from models.serving import Detector, default_model_path  # noqa: E402
+from models.data import list_items, load_items
+from models.evaluate import count_verdicts, jpeg75_three_quarters, score_images
+from models.metrics import compute_metrics
+from models.preprocessing import read_image
+from models.serving import Detector, default_model_path
 
 FACE_SETS = ["faces-stylegan2", "faces-faceswap", "faces-photoshop"]
 SPEED_FILES = 256

@@ -144,7 +144,7 @@ def _decode_batch(batch: list[Path]) -> tuple[list[tuple[Path, Any]], dict[Path,
             decoded.append((path, read_image(path)))
         except FakewatchError as error:
             errors[path] = f"{error.code}: {error.message}"
-        except Exception as error:  # an unreadable file gets its error line; the rest still run
+        except Exception as error:  # noqa: BLE001 - an unreadable file gets its error line; the rest still run
             errors[path] = f"invalid_image: {type(error).__name__}: {error}"
             log.info("could not decode %s: %s", path, error)
     return decoded, errors

@@ -67,7 +67,7 @@ def _read_or_error(path: Path) -> Image.Image | str:
         image = read_image(path)
         image.load()
         return image
-    except Exception as error:  # any decoder failure: report and skip, never fatal
+    except Exception as error:  # noqa: BLE001 - any decoder failure: report and skip, never fatal
         return f"{type(error).__name__}: {error}"
 
 

@@ -28,7 +28,7 @@ def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, max_fpr: float = 0.05) ->
     return float(tpr[fpr <= max_fpr].max())
 
 
-def compute_metrics(scores: Sequence[float], labels: Sequence[int], threshold: float) -> dict[str, Any]:
+def compute_metrics(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, threshold: float) -> dict[str, Any]:
     """Counts, accuracy, balanced accuracy, ROC AUC, TPR at 5% FPR, FPR at the threshold, confusion, ECE.
 
     A split with one class only (real-extra has no fakes) gets ``None`` for the metrics that need both."""
@@ -40,14 +40,15 @@ def compute_metrics(scores: Sequence[float], labels: Sequence[int], threshold: f
     fp = int(((predicted == 1) & (y == 0)).sum())
     fn = int(((predicted == 0) & (y == 1)).sum())
     n_real, n_fake = int((y == 0).sum()), int((y == 1).sum())
+    both = bool(n_real and n_fake)
     tpr = tp / n_fake if n_fake else None
     tnr = tn / n_real if n_real else None
-    both = bool(n_real and n_fake)
+    balanced = (tpr + tnr) / 2 if tpr is not None and tnr is not None else None
     return {
-        "counts": {"real": n_real, "fake": n_fake, "total": int(len(y))},
+        "counts": {"real": n_real, "fake": n_fake, "total": len(y)},
         "threshold": float(threshold),
         "accuracy": (tp + tn) / len(y) if len(y) else None,
-        "balanced_accuracy": (tpr + tnr) / 2 if both else None,
+        "balanced_accuracy": balanced,
         "roc_auc": float(roc_auc_score(y, s)) if both else None,
         "tpr_at_5pct_fpr": tpr_at_fpr(s, y, 0.05) if both else None,
         "tpr_at_threshold": tpr,
@@ -58,7 +59,9 @@ def compute_metrics(scores: Sequence[float], labels: Sequence[int], threshold: f
     }
 
 
-def choose_threshold(scores: Sequence[float], labels: Sequence[int], max_fpr: float = 0.05) -> float:
+def choose_threshold(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, max_fpr: float = 0.05
+) -> float:
     """The decision threshold on validation scores: the best balanced accuracy, raised if needed until at most
     ``max_fpr`` of real images score at or above it (a false 'fake' is the costliest mistake here)."""
     s = np.asarray(scores, dtype=np.float64)

@@ -78,7 +78,7 @@ class Detector:
         self._predict = _compile_predict(model, input_size(self.preprocessing))
 
     @classmethod
-    def load(cls, model_path: str | Path) -> "Detector":
+    def load(cls, model_path: str | Path) -> Detector:
         """Read a model file and the metadata JSON beside it."""
         import keras
 

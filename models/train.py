@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +252,7 @@ def _metadata(
     import keras
     import tensorflow as tf
 
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     digest = file_sha256(out)
     return {
         "name": name or f"{spec.name}-{created:%Y%m%d-%H%M%S}-{digest[:8]}",

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from backend.policy import decide_verdict
 from click.testing import CliRunner
 from PIL import Image
 
+from backend.policy import decide_verdict
 from models.augment import augment_crop
 from models.cli import evaluate_command, score_command
 from models.evaluate import evaluate
