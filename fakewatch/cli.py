@@ -31,6 +31,9 @@ def cli(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # Alembic narrates every migration step; `fakewatch up` must open with its address lines.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 # --- database and keys --------------------------------------------------------------------------------------
