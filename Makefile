@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-deps extension lint clean
+.PHONY: setup run test test-deps extension model clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ test: test-deps ## Run the whole test suite (needs PostgreSQL and Redis on 127.0
 
 extension: setup ## Package the browser extension for Chrome and Firefox (zips in extension/dist/)
 	$(PY) extension/package.py
+
+DATA ?= ../shared/data
+TRAIN_DATA := $(foreach d,faces-stylegan2 faces-faceswap faces-photoshop real-extra,--data $(DATA)/$(d))
+
+model: setup ## Retrain the shipped default from the shared datasets on the CPU (about 45 min on 2 cores)
+	$(VENV)/bin/fakewatch train $(TRAIN_DATA) --arch default --epochs 40 --crops-per-image 3 --out var/models/stage1/default.keras
+	$(VENV)/bin/fakewatch train $(TRAIN_DATA) --arch default --epochs 20 --crops-per-image 3 \
+	  --init-from var/models/stage1/default.keras --out models/shipped/default.keras
 
 clean:
 	rm -rf $(VENV) var .pytest_cache test-artifacts
