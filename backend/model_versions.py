@@ -3,8 +3,6 @@ which one is active. Promotion is one transaction, so exactly one version is act
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,35 +11,20 @@ from sqlalchemy.orm import Session
 
 from backend.errors import FakewatchError, NotFound
 from backend.schema import ModelVersion, utcnow
-
-# The shipped default model, committed in the repository (see models/MODEL_CARD.md).
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "shipped" / "default.keras"
+from models.metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
 
 
-def metadata_path(model_path: Path) -> Path:
-    return model_path.with_suffix(".json")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_metadata(model_path: Path) -> dict[str, Any]:
+def _checked_metadata(model_path: Path) -> dict[str, Any]:
     meta_file = metadata_path(model_path)
     if not model_path.is_file() or not meta_file.is_file():
         raise FakewatchError("invalid_model", f"{model_path} needs its metadata file {meta_file.name} beside it.")
-    metadata: dict[str, Any] = json.loads(meta_file.read_text())
-    return metadata
+    return read_metadata(model_path)
 
 
 def register_model(session: Session, model_path: Path, activate: bool = False) -> ModelVersion:
     """Register a saved model; registering the same version name again returns the existing row."""
     model_path = model_path.resolve()
-    metadata = read_metadata(model_path)
+    metadata = _checked_metadata(model_path)
     sha = file_sha256(model_path)
     if metadata.get("sha256") and metadata["sha256"] != sha:
         raise FakewatchError("invalid_model", f"{model_path.name} does not match the SHA-256 in its metadata: the file is damaged or was replaced.")

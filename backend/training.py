@@ -8,7 +8,6 @@ with the reason. A run only ever adds a *candidate* version; what is active chan
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,11 +19,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.errors import FakewatchError, NotFound
-from backend.model_versions import SHIPPED_MODEL, activate_version, active_version
+from backend.model_versions import activate_version, active_version
 from backend.queue import TRAIN_TASK, TRAINING_QUEUE, sender
 from backend.schema import Batch, Check, Image, ModelVersion, Review, TrainingRun, utcnow
 from backend.settings import Settings, get_settings
 from backend.store import image_path
+from models.metadata import SHIPPED_MODEL, metadata_path, read_metadata
 
 log = logging.getLogger("fakewatch.training")
 
@@ -64,10 +64,9 @@ def base_datasets(settings: Settings | None = None) -> list[Path]:
 
 
 def _shipped_model_datasets() -> list[str]:
-    meta_file = SHIPPED_MODEL.with_suffix(".json")
-    if not meta_file.is_file():
+    if not metadata_path(SHIPPED_MODEL).is_file():
         return []
-    training_data = json.loads(meta_file.read_text()).get("training_data") or {}
+    training_data = read_metadata(SHIPPED_MODEL).get("training_data") or {}
     return [str(name) for name in training_data.get("datasets", [])]
 
 

@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.data import list_items, load_items
 from models.evaluate import count_verdicts, jpeg75_three_quarters, score_images
+from models.metadata import SHIPPED_MODEL
 from models.metrics import compute_metrics
 from models.preprocessing import read_image
-from models.serving import Detector, default_model_path
+from models.serving import Detector
 
 FACE_SETS = ["faces-stylegan2", "faces-faceswap", "faces-photoshop"]
 SPEED_FILES = 256
@@ -108,7 +109,7 @@ def speed_files(data: Path) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=default_model_path())
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL)
     parser.add_argument("--seed-model", type=Path, default=None)
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data"))
     parser.add_argument("--threads", type=int, default=2)

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.model_versions import SHIPPED_MODEL  # noqa: E402
+from models.metadata import SHIPPED_MODEL  # noqa: E402
 from tests.fixtures_images import distinct_photos  # noqa: E402
 from tests.stack import Stack, start_stack  # noqa: E402
 

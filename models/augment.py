@@ -26,7 +26,8 @@ def _random_window(image: Image.Image, side: int, rng: np.random.Generator) -> I
     return image.crop((left, top, left + win_w, top + win_h))
 
 
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+def reencode_jpeg(image: Image.Image, quality: int) -> Image.Image:
+    """The image as a JPEG of this quality would show it."""
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     buffer.seek(0)
@@ -46,7 +47,7 @@ def augment_crop(image: Image.Image, crop: int, rng: np.random.Generator) -> np.
     if rng.random() < 0.1:
         region = region.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.2, 1.5))))
     if rng.random() < 0.3:
-        region = _jpeg(region, int(rng.integers(30, 101)))
+        region = reencode_jpeg(region, int(rng.integers(30, 101)))
     if rng.random() < 0.5:
         region = region.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     region = ensure_min_side(region, crop)

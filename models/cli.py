@@ -49,7 +49,7 @@ def train_command(data_dirs: tuple[str, ...], arch: str, epochs: int | None, out
                   crops_per_image: int, init_from: str | None, seed: int, threads: int | None) -> None:
     """Train a detector; writes the .keras model, its metadata JSON and a curves PNG."""
     _quiet_tensorflow(threads)
-    from models.serving import read_metadata
+    from models.metadata import read_metadata
     from models.train import train
 
     path = train([Path(d) for d in data_dirs], arch=arch, epochs=epochs, out=Path(out), batch_size=batch_size,
@@ -88,9 +88,10 @@ def score_command(paths: tuple[str, ...], model: str | None, jsonl: bool, thread
     """Score image files or folders locally, without a server. Exits 1 if any file could not be scored."""
     _quiet_tensorflow(threads)
     from backend.policy import decide_verdict
-    from models.serving import Detector, default_model_path
+    from models.metadata import SHIPPED_MODEL
+    from models.serving import Detector
 
-    detector = Detector.load(model or default_model_path())
+    detector = Detector.load(model or SHIPPED_MODEL)
     failed = 0
     for batch in _batches(_walk(paths), SCORE_BATCH):
         decoded, results = _decode_batch(batch)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from models.augment import reencode_jpeg
 from models.data import list_items, load_items
 from models.metrics import compute_metrics
 from models.serving import Detector
@@ -25,10 +25,7 @@ def jpeg75_three_quarters(image: Image.Image) -> Image.Image:
     """The robustness check: resize to 3/4 of the size, then re-encode at JPEG quality 75."""
     width, height = image.size
     smaller = image.resize((max(1, width * 3 // 4), max(1, height * 3 // 4)), Image.Resampling.BICUBIC)
-    buffer = io.BytesIO()
-    smaller.save(buffer, format="JPEG", quality=75)
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
+    return reencode_jpeg(smaller, 75)
 
 
 def score_images(detector: Detector, images: Sequence[Image.Image]) -> list[float]:

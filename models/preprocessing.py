@@ -11,13 +11,12 @@ layers, so this module only decides *which pixels* the model sees:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -28,19 +27,9 @@ _INTERPOLATIONS = {
 
 def read_image(path: str | Path) -> Image.Image:
     """Decode an image file as the backend decodes uploads: EXIF orientation applied, RGB."""
-    data = Path(path).read_bytes()
-    try:
-        from backend.intake import decode_image
-    except ImportError:  # backend.intake is written in parallel; fall back to the same Pillow steps.
-        return _decode_with_pillow(data)
-    return decode_image(data)
+    from backend.intake import decode_image  # pure Pillow; the backend's one decoding path
 
-
-def _decode_with_pillow(data: bytes) -> Image.Image:
-    # TODO: drop once backend.intake.decode_image is always available.
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return ImageOps.exif_transpose(image).convert("RGB")
+    return decode_image(Path(path).read_bytes())
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:

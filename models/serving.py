@@ -6,7 +6,6 @@ Importing this module does not import TensorFlow; :meth:`Detector.load` does. Th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,26 +13,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from models.metadata import read_metadata
 from models.preprocessing import input_size, prepare
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 # Rows (crops) per model call: large enough to amortise the call, small enough for a worker's memory.
 ROWS_PER_CALL = 512
-
-
-def default_model_path() -> Path:
-    """The shipped default model file."""
-    return SHIPPED_DIR / "default.keras"
-
-
-def metadata_path(model_path: str | Path) -> Path:
-    """The metadata JSON beside a model file: same stem, ``.json``."""
-    return Path(model_path).with_suffix(".json")
-
-
-def read_metadata(model_path: str | Path) -> dict[str, Any]:
-    """A model's metadata, without TensorFlow."""
-    return json.loads(metadata_path(model_path).read_text())
 
 
 def rows_to_logits(outputs: np.ndarray, output: str) -> np.ndarray:

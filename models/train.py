@@ -8,7 +8,6 @@ instead of dataset folders), ``init_from=`` (fine-tune an existing model file), 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -22,9 +21,10 @@ import numpy as np
 from models.architectures import ArchSpec, get_arch
 from models.augment import augment_crop
 from models.data import Item, LoadedImages, describe, list_many, load_items
+from models.metadata import file_sha256, metadata_path
 from models.metrics import choose_threshold, compute_metrics
 from models.preprocessing import input_size, prepare
-from models.serving import Detector, metadata_path
+from models.serving import Detector
 
 log = logging.getLogger(__name__)
 
@@ -284,15 +284,6 @@ def save_for_serving(model: Any, out: Path) -> None:
     bare = keras.models.clone_model(model)
     bare.set_weights(model.get_weights())
     bare.save(out)
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> Path:

@@ -19,8 +19,9 @@ from models.cli import evaluate_command, score_command
 from models.evaluate import evaluate
 from models.metrics import choose_threshold, compute_metrics, expected_calibration_error
 from models.preprocessing import crop_grid, prepare
-from models.serving import Detector, default_model_path, metadata_path, read_metadata
-from models.train import TrainingCancelled, file_sha256, train
+from models.metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
+from models.serving import Detector
+from models.train import TrainingCancelled, train
 
 REQUIRED_METADATA = {"name", "architecture", "input_size", "preprocessing", "threshold", "band", "training_data",
                      "metrics", "sha256", "created_at"}
@@ -187,7 +188,7 @@ def test_evaluate_command_prints_json(tiny_model_path: Path, tiny_dataset: Path,
 def test_shipped_default_model_loads_and_scores_a_real_photo() -> None:
     import skimage.data
 
-    path = default_model_path()
+    path = SHIPPED_MODEL
     meta = read_metadata(path)
     assert metadata_path(path).exists() and meta["architecture"] == "default"
     assert meta["sha256"] == file_sha256(path) and path.stat().st_size <= 20 * 1024 * 1024
