@@ -236,17 +236,16 @@ def _supervise(processes: list[subprocess.Popen[bytes]]) -> None:
         click.echo("Stopped.", err=True)
         sys.exit(0)
 
+    # Installed explicitly: a shell that starts `fakewatch up` in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    try:
-        while True:
-            for process in processes:
-                if process.poll() is not None:
-                    click.echo(f"A process exited with code {process.returncode}: {' '.join(process.args)}; "
-                               "see its log.", err=True)
-                    stop()
-            time.sleep(1)
-    except KeyboardInterrupt:
-        stop()
+    while True:
+        for process in processes:
+            if process.poll() is not None:
+                click.echo(f"A process exited with code {process.returncode}: {' '.join(process.args)}; "
+                           "see its log.", err=True)
+                stop()
+        time.sleep(1)
 
 
 # --- client commands --------------------------------------------------------------------------------------
