@@ -96,7 +96,9 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "default": ArchSpec(
         name="default",
         build=build_default,
-        preprocessing={"kind": "crops", "crop_size": 96, "grid": 3, "pool": "mean"},
+        # Crop centres over the central third of each side: on faces the evidence is there (validation AUC per
+        # crop position: 0.47-0.55 in the border crops of faces-photoshop, up to 0.68 in the centre).
+        preprocessing={"kind": "crops", "crop_size": 96, "grid": 4, "span": 0.34, "pool": "mean"},
         output="logit",
         epochs=30,
         batch_size=64,

@@ -18,11 +18,18 @@ from models.preprocessing import ensure_min_side, to_rgb_array
 _RESAMPLERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS, Image.Resampling.BOX)
 
 
-def _random_window(image: Image.Image, side: int, rng: np.random.Generator) -> Image.Image:
+def _random_offset(length: int, window: int, span: float, rng: np.random.Generator) -> int:
+    """A window offset whose centre falls in the central ``span`` of the side (1.0: anywhere), inside the image."""
+    low = max(window / 2, length * (1 - span) / 2)
+    high = min(length - window / 2, length * (1 + span) / 2)
+    centre = rng.uniform(low, high) if high > low else length / 2
+    return int(np.clip(round(centre - window / 2), 0, length - window))
+
+
+def _random_window(image: Image.Image, side: int, rng: np.random.Generator, span: float = 1.0) -> Image.Image:
     width, height = image.size
     win_w, win_h = min(side, width), min(side, height)
-    left = int(rng.integers(0, width - win_w + 1))
-    top = int(rng.integers(0, height - win_h + 1))
+    left, top = _random_offset(width, win_w, span, rng), _random_offset(height, win_h, span, rng)
     return image.crop((left, top, left + win_w, top + win_h))
 
 
@@ -34,11 +41,12 @@ def reencode_jpeg(image: Image.Image, quality: int) -> Image.Image:
     return Image.open(buffer).convert("RGB")
 
 
-def augment_crop(image: Image.Image, crop: int, rng: np.random.Generator) -> np.ndarray:
-    """One augmented crop x crop x 3 uint8 training crop from a decoded RGB image."""
+def augment_crop(image: Image.Image, crop: int, rng: np.random.Generator, span: float = 1.0) -> np.ndarray:
+    """One augmented crop x crop x 3 uint8 training crop from a decoded RGB image, centred in the central
+    ``span`` of it (where serving takes its crops)."""
     scale = float(2 ** rng.uniform(-1, 1)) if rng.random() < 0.2 else 1.0
     # A window a bit larger than the crop, so the JPEG grid and the final crop position both vary.
-    region = _random_window(image, math.ceil((crop + 16) / scale), rng)
+    region = _random_window(image, math.ceil((crop + 16) / scale), rng, span)
     if scale != 1.0:
         size = (max(1, round(region.width * scale)), max(1, round(region.height * scale)))
         region = region.resize(size, _RESAMPLERS[int(rng.integers(len(_RESAMPLERS)))])

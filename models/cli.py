@@ -36,24 +36,30 @@ def _quiet_tensorflow(threads: int | None) -> None:
 @click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset folder in the layout {train,valid,test}/{real,fake}/; repeat to combine several.")
 @click.option("--arch", type=click.Choice(["default", "seed"]), default="default", show_default=True)
-@click.option("--epochs", type=int, default=None, help="Maximum epochs (early stopping on validation loss).")
+@click.option("--epochs", type=int, default=None,
+              help="Maximum epochs (early stopping on validation AUC; the seed on validation loss).")
 @click.option("--out", type=click.Path(dir_okay=False), default="var/models/model.keras", show_default=True)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--crops-per-image", type=int, default=1, show_default=True,
               help="Random training crops drawn from each image per epoch (crop architectures).")
+@click.option("--crop-span", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Where crops are centred, as the central fraction of each side (1 = anywhere); used for the "
+                   "training windows and written to the model for serving (default: the architecture's).")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Fine-tune from this model file instead of starting from scratch.")
 @click.option("--seed", type=int, default=1337, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads TensorFlow may use.")
 def train_command(data_dirs: tuple[str, ...], arch: str, epochs: int | None, out: str, batch_size: int | None,
-                  crops_per_image: int, init_from: str | None, seed: int, threads: int | None) -> None:
+                  crops_per_image: int, crop_span: float | None, init_from: str | None, seed: int,
+                  threads: int | None) -> None:
     """Train a detector; writes the .keras model, its metadata JSON and a curves PNG."""
     _quiet_tensorflow(threads)
     from models.metadata import read_metadata
     from models.train import train
 
     path = train([Path(d) for d in data_dirs], arch=arch, epochs=epochs, out=Path(out), batch_size=batch_size,
-                 crops_per_image=crops_per_image, init_from=init_from, seed=seed)
+                 crops_per_image=crops_per_image, crop_span=crop_span, init_from=init_from,
+                 seed=seed)
     meta = read_metadata(path)
     click.echo(json.dumps({"model": str(path), "name": meta["name"], "threshold": meta["threshold"],
                            "band": meta["band"], "valid": meta["metrics"]["valid"],

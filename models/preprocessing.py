@@ -50,22 +50,27 @@ def ensure_min_side(image: Image.Image, size: int) -> Image.Image:
     return image.resize(new, Image.Resampling.BICUBIC)
 
 
-def grid_offsets(length: int, crop: int, grid: int) -> list[int]:
-    """``grid`` crop offsets spread evenly from one edge to the other (deduplicated for small images)."""
+def grid_offsets(length: int, crop: int, grid: int, span: float = 1.0) -> list[int]:
+    """``grid`` crop offsets along one side whose crop centres spread evenly over the central ``span`` of it
+    (1.0: from one edge to the other), kept inside the image and deduplicated for small images."""
     if grid <= 1 or length <= crop:
         return [max(0, (length - crop) // 2)]
-    return sorted({round(i * (length - crop) / (grid - 1)) for i in range(grid)})
+    low = max(0.0, length * (1 - span) / 2 - crop / 2)
+    high = min(float(length - crop), length * (1 + span) / 2 - crop / 2)
+    if high <= low:
+        return [max(0, (length - crop) // 2)]
+    return sorted({round(low + i * (high - low) / (grid - 1)) for i in range(grid)})
 
 
-def crop_grid(image: Image.Image, crop: int, grid: int) -> np.ndarray:
+def crop_grid(image: Image.Image, crop: int, grid: int, span: float = 1.0) -> np.ndarray:
     """Native-resolution crops of one image: an N x crop x crop x 3 uint8 array."""
     array = to_rgb_array(ensure_min_side(image, crop))
     height, width = array.shape[:2]
     return np.stack(
         [
             array[top : top + crop, left : left + crop]
-            for top in grid_offsets(height, crop, grid)
-            for left in grid_offsets(width, crop, grid)
+            for top in grid_offsets(height, crop, grid, span)
+            for left in grid_offsets(width, crop, grid, span)
         ]
     )
 
@@ -80,7 +85,8 @@ def prepare_one(image: Image.Image, preprocessing: dict[str, Any]) -> np.ndarray
     """The model inputs for one image (one or more rows), as uint8."""
     kind = preprocessing["kind"]
     if kind == "crops":
-        return crop_grid(image, int(preprocessing["crop_size"]), int(preprocessing["grid"]))
+        return crop_grid(image, int(preprocessing["crop_size"]), int(preprocessing["grid"]),
+                         float(preprocessing.get("span", 1.0)))
     if kind == "resize":
         return resize_whole(image, int(preprocessing["size"]), preprocessing.get("interpolation", "nearest"))
     raise ValueError(f"unknown preprocessing kind {kind!r}")

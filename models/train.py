@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ def train(
     batch_size: int | None = None,
     learning_rate: float | None = None,
     crops_per_image: int = 1,
+    crop_span: float | None = None,
     patience: int = 8,
     seed: int = 1337,
     max_fpr: float = 0.05,
@@ -59,11 +61,16 @@ def train(
 ) -> Path:
     """Train ``arch`` on the train splits of ``data_dirs`` plus ``items``; select on the valid splits plus
     ``valid_items`` (or a held-out 15% of the training items when there are none); calibrate, choose the
-    threshold and write the model, metadata and curves. Returns the ``.keras`` path."""
+    threshold and write the model, metadata and curves. Returns the ``.keras`` path.
+
+    ``crop_span``: overrides the architecture's crop span (where training windows and serving crops are
+    centred; 1.0 is the whole image), and is written to the model's preprocessing."""
     import keras
 
     started = time.monotonic()
     spec = get_arch(arch)
+    if crop_span is not None and spec.preprocessing["kind"] == "crops":
+        spec = replace(spec, preprocessing={**spec.preprocessing, "span": crop_span})
     keras.utils.set_random_seed(seed)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +105,7 @@ def train(
     checkpoint.unlink(missing_ok=True)
 
     metadata = _metadata(spec, out, name, data_dirs, train_items, val_items, history.history, seed, n_epochs)
+    metadata["training"]["crops_per_image"] = crops_per_image
     metadata.update(_calibrate(model, metadata, val_set, max_fpr, band))
     metadata["train_seconds"] = round(time.monotonic() - started, 1)
     metadata_path(out).write_text(json.dumps(metadata, indent=2) + "\n")
@@ -154,6 +162,7 @@ def _train_dataset(loaded: LoadedImages, spec: ArchSpec, batch: int, crops_per_i
     import tensorflow as tf
 
     size = input_size(spec.preprocessing)
+    span = float(spec.preprocessing.get("span", 1.0))
     labels = np.asarray(loaded.labels, dtype=np.float32)
     if not spec.augment:
         rows, counts = prepare(loaded.images, spec.preprocessing)
@@ -167,7 +176,7 @@ def _train_dataset(loaded: LoadedImages, spec: ArchSpec, batch: int, crops_per_i
         rng = np.random.default_rng([seed, next(epoch_counter)])
         order = np.tile(np.arange(len(labels)), crops_per_image)
         for index in rng.permutation(order):
-            yield augment_crop(loaded.images[index], size, rng), labels[index]
+            yield augment_crop(loaded.images[index], size, rng, span), labels[index]
 
     signature = (tf.TensorSpec((size, size, 3), tf.uint8), tf.TensorSpec((), tf.float32))
     dataset = tf.data.Dataset.from_generator(crops, output_signature=signature)

@@ -18,7 +18,8 @@ from models.augment import augment_crop
 from models.cli import evaluate_command, score_command
 from models.evaluate import evaluate
 from models.metrics import choose_threshold, compute_metrics, expected_calibration_error
-from models.preprocessing import crop_grid, prepare
+from models.augment import _random_offset
+from models.preprocessing import crop_grid, grid_offsets, prepare
 from models.metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
 from models.serving import Detector
 from models.train import TrainingCancelled, train
@@ -43,6 +44,21 @@ def test_crop_grid_takes_native_crops_and_upscales_small_images() -> None:
     assert small.shape[1:] == (64, 64, 3)
     rows, counts = prepare([big, Image.new("L", (70, 70))], {"kind": "crops", "crop_size": 64, "grid": 2})
     assert counts == [4, 4] and rows.shape == (8, 64, 64, 3)
+
+
+def test_crop_span_keeps_crop_centres_in_the_middle_of_each_side() -> None:
+    assert grid_offsets(300, 96, 3) == [0, 102, 204]  # span 1: edge to edge
+    assert grid_offsets(300, 96, 3, span=0.34) == [51, 102, 153]  # centres 99..201: the middle third
+    assert grid_offsets(112, 96, 3, span=0.34) == [0, 8, 16]  # a small image is still covered
+    assert grid_offsets(96, 96, 3, span=0.34) == [0]
+    rows, counts = prepare([Image.new("RGB", (300, 300))], {"kind": "crops", "crop_size": 96, "grid": 3,
+                                                            "span": 0.34})
+    assert counts == [9]
+    # Training windows come from the same central part, uniformly.
+    offsets = np.array([_random_offset(300, 112, 0.34, np.random.default_rng(i)) for i in range(500)])
+    assert offsets.min() >= 300 * 0.33 - 56 - 1 and offsets.max() <= 300 * 0.67 - 56 + 1
+    wide = np.array([_random_offset(300, 112, 1.0, np.random.default_rng(i)) for i in range(500)])
+    assert wide.min() < 20 and wide.max() > 168
 
 
 def test_augment_crop_returns_one_crop_of_the_model_size() -> None:
@@ -111,6 +127,7 @@ def test_default_architecture_trains_one_epoch(tiny_model_path: Path) -> None:
     assert meta["architecture"] == "default" and meta["sha256"] == file_sha256(tiny_model_path)
     assert 0 < meta["threshold"] < 1 and 0 <= meta["band"] < 0.5
     assert meta["training_data"]["train"] == {"real": 16, "fake": 16}
+    assert meta["preprocessing"]["span"] == 0.34 and meta["training"]["crops_per_image"] >= 1
     assert tiny_model_path.with_name("tiny-curves.png").stat().st_size > 1000
     assert not tiny_model_path.with_name("tiny.checkpoint.keras").exists()
     detector = Detector.load(tiny_model_path)
@@ -133,8 +150,9 @@ def test_fine_tuning_from_items_reports_epochs_and_can_be_cancelled(
     items = [(path, 1 if path.parent.name == "fake" else 0) for path in sorted(tiny_dataset.glob("train/*/*.png"))]
     epochs: list[tuple[int, dict]] = []
     path = train(items=items, init_from=tiny_model_path, epochs=2, out=tmp_path / "tuned.keras", batch_size=16,
-                 on_epoch=lambda epoch, logs: epochs.append((epoch, logs)), verbose=0)
+                 crop_span=1.0, on_epoch=lambda epoch, logs: epochs.append((epoch, logs)), verbose=0)
     assert [epoch for epoch, _ in epochs] == [1, 2] and "val_loss" in epochs[0][1]
+    assert read_metadata(path)["preprocessing"]["span"] == 1.0  # the override reaches serving
     assert read_metadata(path)["training_data"]["valid"]["real"] + read_metadata(path)["training_data"]["valid"]["fake"] == 4
     with pytest.raises(TrainingCancelled):
         train(items=items, epochs=1, out=tmp_path / "cancelled.keras", batch_size=16, should_stop=lambda: True,
