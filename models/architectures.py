@@ -104,7 +104,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         batch_size=64,
         learning_rate=2e-3,
         augment=True,
-        description="NPR residual + RGB fully-convolutional CNN on native 96px crops, 3x3 crop grid, mean logit",
+        description="NPR residual + RGB fully-convolutional CNN on native 96px crops, 4x4 grid over the middle "
+                    "third, mean logit",
     ),
 }
 

@@ -4,8 +4,9 @@ A model's metadata names its preprocessing (``metadata["preprocessing"]``); :fun
 images into the model's input batch according to it. Pixel scaling and residuals live inside the model's own
 layers, so this module only decides *which pixels* the model sees:
 
-- ``{"kind": "crops", "crop_size": S, "grid": G}``: G x G native-resolution S x S crops spread evenly over the
-  image (no downscaling, which would erase generator traces); the model's per-crop logits are pooled.
+- ``{"kind": "crops", "crop_size": S, "grid": G, "span": F}``: G x G native-resolution S x S crops whose centres
+  spread evenly over the central fraction F of each side (1.0, the default: edge to edge) - no downscaling, which
+  would erase generator traces; the model's per-crop logits are pooled.
 - ``{"kind": "resize", "size": S, "interpolation": "nearest"}``: the whole image resized to S x S (the seed CNN).
 """
 
