@@ -31,10 +31,6 @@ from backend.schema import Batch, Check, Image, ModelVersion, new_id, utcnow
 from backend.settings import Settings, get_settings
 
 # Check ids sent per broker message: one message is one micro-batch a worker fetches and scores together.
-ENQUEUE_CHUNK = 32
-# Large batches get larger chunks so that sending stays fast on the embedded broker, where every message is a
-# database transaction: 10,000 URLs make 159 messages of 63 ids, not 313 of 32.
-MAX_MESSAGES_PER_BATCH = 160
 MAX_NAME_CHARS = 200
 # Rates are measured over the last RATE_WINDOW_S seconds, so the time left follows the current pace.
 RATE_WINDOW_S = 30.0
@@ -116,6 +112,13 @@ def entries_from_csv(text: str) -> list[Entry]:
     return entries
 
 
+def entries_from_file(data: bytes, filename: str, mimetype: str | None = None) -> list[Entry]:
+    """An uploaded list: a CSV with a `url` column (a ``.csv`` name or a text/csv type), else one URL per line."""
+    text = decode_text(data)
+    is_csv = filename.lower().endswith(".csv") or mimetype == "text/csv"
+    return entries_from_csv(text) if is_csv else entries_from_text(text)
+
+
 def decode_text(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
@@ -164,7 +167,7 @@ def _describe_invalid(invalid: list[dict[str, Any]]) -> str:
 
 
 def create_batch(session: Session, parsed: ParsedList, *, name: str = "", api_key_id: int | None = None) -> CreatedBatch:
-    """Insert the batch and one queued check per URL in bulk. The caller commits, then calls ``enqueue_batch``."""
+    """Insert the batch and one queued check per URL in bulk (no commit: :func:`submit_list` commits and sends)."""
     if len(name) > MAX_NAME_CHARS:
         raise FakewatchError("invalid_request", f"name must be at most {MAX_NAME_CHARS} characters.")
     now = utcnow()
@@ -183,16 +186,16 @@ def create_batch(session: Session, parsed: ParsedList, *, name: str = "", api_ke
     return CreatedBatch(batch=batch, check_ids=ids, duplicates=parsed.duplicates)
 
 
-def enqueue_batch(check_ids: Sequence[str]) -> None:
-    """Send the items to the workers in chunks. If the broker fails here the items stay queued in the database
-    and the sweeper sends them again, so an accepted batch is never lost."""
+def submit_list(session: Session, entries: Sequence[Entry], *, name: str = "", api_key_id: int | None = None
+                ) -> CreatedBatch:
+    """Validate the lines, insert the batch, commit, then send its checks to the workers: after the commit, so a
+    worker never sees an item that is not in the database yet."""
     from backend.queue import enqueue_scoring
 
-    enqueue_scoring(check_ids, chunk_size=enqueue_chunk_size(len(check_ids)))
-
-
-def enqueue_chunk_size(count: int) -> int:
-    return max(ENQUEUE_CHUNK, -(-count // MAX_MESSAGES_PER_BATCH))
+    created = create_batch(session, validate_entries(entries), name=name, api_key_id=api_key_id)
+    session.commit()
+    enqueue_scoring(created.check_ids)
+    return created
 
 
 def get_batch(session: Session, batch_id: str) -> Batch:

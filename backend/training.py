@@ -293,7 +293,7 @@ def roll_back(session: Session, version_id: int | None = None) -> ModelVersion:
 def rescore_flagged(session: Session, requested_by: str = "") -> Batch | None:
     """Score every image with a flagged verdict again, as a batch, with the version active now. Commits (the
     workers must see the checks before their ids are sent)."""
-    from backend.batches import enqueue_batch
+    from backend.queue import enqueue_scoring
 
     version = active_version(session)
     if version is None:
@@ -310,7 +310,7 @@ def rescore_flagged(session: Session, requested_by: str = "") -> Batch | None:
     checks = [Check(image_id=image_id, source="batch", batch_id=batch.id) for image_id in image_ids]
     session.add_all(checks)
     session.commit()
-    enqueue_batch([check.id for check in checks])
+    enqueue_scoring([check.id for check in checks])
     return batch
 
 

@@ -190,9 +190,9 @@ def test_ten_thousand_urls_are_accepted_at_once_in_chunks(api_client: tuple[Flas
     broker = create_engine(get_settings().broker.removeprefix("sqla+"))
     with broker.connect() as connection:
         messages = connection.execute(text("SELECT count(*) FROM kombu_message")).scalar_one()
-    from backend.batches import enqueue_chunk_size
+    from backend.queue import message_chunk_size
 
-    assert enqueue_chunk_size(40) == 32 and enqueue_chunk_size(10_000) == 63
+    assert message_chunk_size(40) == 32 and message_chunk_size(10_000) == 63
     assert messages == 159, "chunks of ids, never one message per URL"
     results = client.get(f"/api/v1/batches/{batch['id']}/results?format=jsonl", headers=headers)
     rows = [json.loads(line) for line in results.get_data(as_text=True).splitlines()]

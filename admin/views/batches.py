@@ -15,16 +15,13 @@ from backend.batches import (
     ResultFilter,
     batch_to_dict,
     cancel_batch,
-    create_batch,
-    decode_text,
-    enqueue_batch,
-    entries_from_csv,
+    entries_from_file,
     entries_from_text,
     format_results,
     get_batch,
     iter_results,
     list_batches,
-    validate_entries,
+    submit_list,
 )
 from backend.db import session_scope
 from backend.errors import FakewatchError
@@ -35,21 +32,16 @@ SHOWN_RESULTS = 1000
 FILTERS: dict[str, ResultFilter] = {"All": "all", "Flagged": "flagged", "Failed": "failed"}
 
 
-def submit_batch(name: str, pasted: str, upload: Any) -> CreatedBatch:
+def submit_form(name: str, pasted: str, upload: Any) -> CreatedBatch:
     """Parse the pasted text and the uploaded file (a .csv's `url` column, else one URL per line), then create
     and enqueue the batch."""
     entries = entries_from_text(pasted)
     if upload is not None:
-        text = decode_text(upload.getvalue())
-        entries += entries_from_csv(text) if upload.name.lower().endswith(".csv") else entries_from_text(text)
+        entries += entries_from_file(upload.getvalue(), upload.name)
     if not entries:
         raise FakewatchError("invalid_request", "Paste URLs (one per line) or upload a .txt or .csv file.")
-    parsed = validate_entries(entries)
     with session_scope() as session:
-        created = create_batch(session, parsed, name=name.strip() or f"console ({current_user()})")
-    # After the commit, so a worker never sees an item that is not in the database yet.
-    enqueue_batch(created.check_ids)
-    return created
+        return submit_list(session, entries, name=name.strip() or f"console ({current_user()})")
 
 
 def render_submit_form() -> None:
@@ -62,7 +54,7 @@ def render_submit_form() -> None:
     if not submitted:
         return
     try:
-        created = submit_batch(name, pasted, upload)
+        created = submit_form(name, pasted, upload)
     except FakewatchError as error:
         st.error(error.message)
         return

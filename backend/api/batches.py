@@ -17,17 +17,13 @@ from backend.batches import (
     Entry,
     batch_to_dict,
     cancel_batch,
-    create_batch,
-    decode_text,
-    enqueue_batch,
-    entries_from_csv,
+    entries_from_file,
     entries_from_json,
-    entries_from_text,
     format_results,
     get_batch,
     iter_results,
     list_batches,
-    validate_entries,
+    submit_list,
 )
 from backend.db import new_session
 from backend.errors import FakewatchError
@@ -109,13 +105,9 @@ def _read_entries() -> tuple[list[Entry], str]:
         upload = request.files.get("file")
         if upload is None:
             raise FakewatchError("invalid_request", "Upload the list as a multipart file field named `file`.")
-        text = decode_text(upload.read())
-        is_csv = (upload.filename or "").lower().endswith(".csv") or upload.mimetype == "text/csv"
-        return (entries_from_csv(text) if is_csv else entries_from_text(text)), request.form.get("name", "")
-    if request.mimetype == "text/plain":
-        return entries_from_text(decode_text(request.get_data())), ""
-    if request.mimetype == "text/csv":
-        return entries_from_csv(decode_text(request.get_data())), ""
+        return entries_from_file(upload.read(), upload.filename or "", upload.mimetype), request.form.get("name", "")
+    if request.mimetype in ("text/plain", "text/csv"):
+        return entries_from_file(request.get_data(), "", request.mimetype), ""
     raise FakewatchError("unsupported_format", 'Send JSON {"urls": [...]}, text/plain with one URL per line, text/csv '
                                                "with a `url` column, or a multipart upload named `file`.", 415)
 
@@ -127,11 +119,8 @@ def _read_entries() -> tuple[list[Entry], str]:
 @bp.doc(summary="Check a list of image URLs")
 def submit_batch(query: dict[str, Any]):  # type: ignore[no-untyped-def]
     entries, name = _read_entries()
-    parsed = validate_entries(entries)
     session = db()
-    created = create_batch(session, parsed, name=name or query.get("name") or "", api_key_id=g.api_key_id)
-    session.commit()
-    enqueue_batch(created.check_ids)
+    created = submit_list(session, entries, name=name or query.get("name") or "", api_key_id=g.api_key_id)
     body = batch_to_dict(session, created.batch)
     body["duplicates"] = created.duplicates
     return body, 202, {"Location": url_for("batches.read_batch", batch_id=created.batch.id)}
