@@ -16,7 +16,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import psycopg
 import redis
@@ -34,6 +34,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for_url(url: str, process: subprocess.Popen, log: Callable[[], str], timeout: float = 60) -> None:
+    """Poll ``url`` until it answers 200; fail early, with the end of the log, if ``process`` exits or time runs
+    out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}:\n{log()[-4000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer 200 in {timeout} s:\n{log()[-4000:]}")
 
 
 def create_postgres_database() -> str:
@@ -138,15 +154,8 @@ class Stack:
     def start_api(self) -> None:
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
-        self.start_process("api", "api", "--port", str(port), "--threads", "8")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.api_url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(0.2)
-        raise TimeoutError(f"API did not start:\n{self.log_text('api')[-4000:]}")
+        process = self.start_process("api", "api", "--port", str(port), "--threads", "8")
+        wait_for_url(self.api_url + "/healthz", process, lambda: self.log_text("api"))
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}

@@ -161,8 +161,8 @@ def press(at: AppTest, label: str) -> AppTest:
 
 
 def texts(at: AppTest) -> str:
-    parts = [element.value for kind in ("markdown", "title", "subheader", "text", "caption", "info", "success", "error", "warning")
-             for element in getattr(at, kind)]
+    kinds = ("markdown", "title", "header", "subheader", "text", "caption", "info", "success", "error", "warning")
+    parts = [element.value for kind in kinds for element in getattr(at, kind)]
     return "\n".join(str(part) for part in parts)
 
 

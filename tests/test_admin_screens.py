@@ -11,17 +11,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.fixtures_images import LocalServer
-from tests.stack import free_port
+from tests.stack import free_port, wait_for_url
 from tests.test_admin import MODERATOR, PASSWORD, image_id_of, seed_queue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +84,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, image_server: LocalServer)
                                    start_new_session=True, cwd=data_dir.parent)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(url, process, log)
+        wait_for_url(f"{url}/_stcore/health", process, log.read_text)
         yield Console(url=url, log=log)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -94,20 +92,6 @@ def console(tmp_path_factory: pytest.TempPathFactory, image_server: LocalServer)
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-
-
-def wait_for_health(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the console exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"the console did not answer in {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

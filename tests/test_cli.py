@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from fakewatch.cli import cli
 from tests.fixtures_images import photo_bytes
-from tests.stack import free_port
+from tests.stack import free_port, wait_for_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,16 +95,8 @@ def test_up_runs_everything_on_a_fresh_data_dir(tmp_path: Path) -> None:
         key_line = lines[-1]
         assert key_line.startswith("API key: fw_")
         key = key_line.removeprefix("API key: ")
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{api_port}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("fakewatch up never became ready: " + (tmp_path / "var/logs/worker.log").read_text()[-3000:])
+        wait_for_url(f"http://127.0.0.1:{api_port}/readyz", process, (tmp_path / "var/logs/worker.log").read_text,
+                     timeout=180)
         photo = tmp_path / "astronaut.jpg"
         photo.write_bytes(photo_bytes("astronaut"))
         checked = run(["check", "--jsonl", str(photo)],

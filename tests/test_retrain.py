@@ -24,6 +24,7 @@ from backend.errors import FakewatchError
 from backend.schema import Check, Image, ModelVersion, Review, TrainingRun
 from tests.fixtures_models import write_tiny_dataset
 from tests.stack import Stack
+from tests.test_admin import press, texts
 
 
 def unique_png(seed: int | None = None) -> bytes:
@@ -454,20 +455,10 @@ def _logged_in_models_page() -> Any:
     at = AppTest.from_file(str(app), default_timeout=60).run()
     at.text_input(key="login_name").input("mod")
     at.text_input(key="login_password").input("a long enough password")
-    _press(at, "Log in")
+    press(at, "Log in")
     at.switch_page("views/models.py").run()
     assert not at.exception, at.exception
     return at
-
-
-def _press(at: Any, label: str) -> Any:
-    [button] = [button for button in at.button if button.label == label]
-    return button.click().run()
-
-
-def _texts(at: Any) -> str:
-    kinds = ("markdown", "subheader", "header", "caption", "success", "error", "warning")
-    return "\n".join(str(element.value) for kind in kinds for element in getattr(at, kind))
 
 
 def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Path) -> None:
@@ -490,29 +481,29 @@ def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Path
         finish_run(session, run.id, _fake_version(models_dir, "cand"), comparison)
 
     at = _logged_in_models_page()
-    assert "Candidate vs active" in _texts(at) and "Reviewed images: **3 real, 3 fake**" in _texts(at)
+    assert "Candidate vs active" in texts(at) and "Reviewed images: **3 real, 3 fake**" in texts(at)
     table = at.dataframe[-1].value
     assert table["metric"].tolist() == ["roc_auc", "accuracy", "fpr_at_threshold"]
     assert table["candidate"].tolist() == [0.9, 0.75, 0.05] and table["active"].tolist() == [0.8, 0.75, 0.1]
     assert table["change"].round(3).tolist() == [0.1, 0.0, -0.05]
-    _press(at, "Promote cand")
+    press(at, "Promote cand")
     assert not at.exception, at.exception
     with session_scope() as session:
         assert active_version(session).name == "cand"  # type: ignore[union-attr]
-    assert "cand is active" in _texts(at)
+    assert "cand is active" in texts(at)
     assert at.selectbox(key="retrain_rollback_choice").value == "v1"
-    _press(at, "Roll back from cand")
+    press(at, "Roll back from cand")
     with session_scope() as session:
         assert active_version(session).name == "v1"  # type: ignore[union-attr]
 
     at.number_input(key="retrain_epochs").set_value(3)
-    _press(at, "Retrain")
+    press(at, "Retrain")
     assert not at.exception, at.exception
     with session_scope() as session:
         queued = session.scalars(select(TrainingRun).where(TrainingRun.status == "queued")).one()
     assert queued.params["epochs"] == 3 and queued.requested_by == "mod"
-    assert f"Training run {queued.id} queued." in _texts(at)
+    assert f"Training run {queued.id} queued." in texts(at)
     assert [button.disabled for button in at.button if button.label == "Retrain"] == [True]
-    _press(at, "Cancel training")
+    press(at, "Cancel training")
     with session_scope() as session:
         assert session.get(TrainingRun, queued.id).status == "cancelled"  # type: ignore[union-attr]
