@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -20,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.cli import configure_tensorflow
 from models.data import list_items, load_items
 from models.evaluate import count_verdicts, jpeg75_three_quarters, score_images
 from models.metadata import SHIPPED_MODEL
@@ -115,11 +115,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-eval", action="store_true", help="Only measure speed and false alarms.")
     args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    configure_tensorflow(args.threads)
     detectors = {"default": Detector.load(args.model)}
     if args.seed_model:
         detectors["seed"] = Detector.load(args.seed_model)

@@ -9,7 +9,7 @@ so serving cannot forget a step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -29,7 +29,6 @@ class ArchSpec:
     learning_rate: float
     augment: bool
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def build_seed(size: int = 150) -> keras.Model:

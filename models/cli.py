@@ -20,7 +20,7 @@ log = logging.getLogger("fakewatch.models")
 SCORE_BATCH = 32
 
 
-def _quiet_tensorflow(threads: int | None) -> None:
+def configure_tensorflow(threads: int | None) -> None:
     """Keep TensorFlow's C++ chatter off the terminal and, if asked, to a number of CPU threads (the machine is
     shared: scoring workers and tests run beside training)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,7 +53,7 @@ def train_command(data_dirs: tuple[str, ...], arch: str, epochs: int | None, out
                   crops_per_image: int, crop_span: float | None, init_from: str | None, seed: int,
                   threads: int | None) -> None:
     """Train a detector; writes the .keras model, its metadata JSON and a curves PNG."""
-    _quiet_tensorflow(threads)
+    configure_tensorflow(threads)
     from models.metadata import read_metadata
     from models.train import train
 
@@ -76,7 +76,7 @@ def train_command(data_dirs: tuple[str, ...], arch: str, epochs: int | None, out
 def evaluate_command(model: str, dataset_dir: str, split: str, roc_png: str | None, robustness: bool,
                      threads: int | None) -> None:
     """Print a model's metrics on a dataset split (or a bare {real,fake}/ folder) as JSON."""
-    _quiet_tensorflow(threads)
+    configure_tensorflow(threads)
     from models.evaluate import evaluate, jpeg75_three_quarters
 
     report = evaluate(model, dataset_dir, split, transform=jpeg75_three_quarters if robustness else None,
@@ -92,7 +92,7 @@ def evaluate_command(model: str, dataset_dir: str, split: str, roc_png: str | No
 @click.option("--threads", type=int, default=None, help="CPU threads TensorFlow may use.")
 def score_command(paths: tuple[str, ...], model: str | None, jsonl: bool, threads: int | None) -> None:
     """Score image files or folders locally, without a server. Exits 1 if any file could not be scored."""
-    _quiet_tensorflow(threads)
+    configure_tensorflow(threads)
     from backend.policy import decide_verdict
     from models.metadata import SHIPPED_MODEL
     from models.serving import Detector

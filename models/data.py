@@ -26,7 +26,6 @@ class LoadedImages:
 
     images: list[Image.Image] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
-    paths: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
@@ -82,7 +81,6 @@ def load_items(items: Sequence[Item], workers: int = 4) -> LoadedImages:
                 continue
             loaded.images.append(result)
             loaded.labels.append(label)
-            loaded.paths.append(path)
     return loaded
 
 

@@ -30,16 +30,12 @@ def rows_to_logits(outputs: np.ndarray, output: str) -> np.ndarray:
 
 
 def pool_logits(logits: np.ndarray, counts: Sequence[int], pool: str = "mean") -> np.ndarray:
-    """Pool per-crop logits into one per image: the mean, or ``topK`` (mean of the K highest)."""
-    pooled = []
-    start = 0
-    for count in counts:
-        part = logits[start : start + count]
-        start += count
-        if pool.startswith("top"):
-            part = np.sort(part)[-int(pool[3:]) :]
-        pooled.append(float(np.mean(part)))
-    return np.asarray(pooled, dtype=np.float64)
+    """Pool per-crop logits into one per image (their mean, the only pooling models are trained with)."""
+    if pool != "mean":
+        raise ValueError(f"unknown pooling {pool!r}")
+    ends = np.cumsum(counts)
+    return np.asarray([float(np.mean(logits[end - count : end])) for count, end in zip(counts, ends)],
+                      dtype=np.float64)
 
 
 def calibrate(logits: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Train a detector: ``train(data_dirs, arch=..., epochs=..., out=...) -> Path`` writes the ``.keras`` file, its
 metadata JSON and a curves PNG side by side.
 
-Hooks for the retraining worker: ``items=`` / ``valid_items=`` (explicit ``(path, label)`` lists beside or
-instead of dataset folders), ``init_from=`` (fine-tune an existing model file), ``on_epoch(epoch, metrics)`` and
+Hooks for the retraining worker: ``items=`` (explicit ``(path, label)`` training items beside or instead of
+dataset folders), ``init_from=`` (fine-tune an existing model file), ``on_epoch(epoch, metrics)`` and
 ``should_stop()`` (checked after every batch; a cancelled run raises :class:`TrainingCancelled`).
 """
 
@@ -25,7 +25,7 @@ from models.data import Item, LoadedImages, describe, list_many, load_items
 from models.metadata import file_sha256, metadata_path
 from models.metrics import choose_threshold, compute_metrics
 from models.preprocessing import input_size, prepare
-from models.serving import Detector
+from models.serving import Detector, calibrate
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ def train(
     out: str | Path = "var/models/model.keras",
     *,
     items: Sequence[Item] = (),
-    valid_items: Sequence[Item] = (),
     init_from: str | Path | None = None,
     on_epoch: EpochHook | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -59,8 +58,8 @@ def train(
     name: str | None = None,
     verbose: int = 1,
 ) -> Path:
-    """Train ``arch`` on the train splits of ``data_dirs`` plus ``items``; select on the valid splits plus
-    ``valid_items`` (or a held-out 15% of the training items when there are none); calibrate, choose the
+    """Train ``arch`` on the train splits of ``data_dirs`` plus ``items``; select on their valid splits (or a
+    held-out 15% of the training items when there are none); calibrate, choose the
     threshold and write the model, metadata and curves. Returns the ``.keras`` path.
 
     ``crop_span``: overrides the architecture's crop span (where training windows and serving crops are
@@ -75,7 +74,7 @@ def train(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    train_items, val_items = _split_items(data_dirs, items, valid_items, seed)
+    train_items, val_items = _split_items(data_dirs, items, seed)
     train_set, val_set = load_items(train_items), load_items(val_items)
     log.info("training on %s, validating on %s", describe(train_items), describe(val_items))
     if not train_set.images or not val_set.images:
@@ -104,8 +103,8 @@ def train(
     save_for_serving(model, out)
     checkpoint.unlink(missing_ok=True)
 
-    metadata = _metadata(spec, out, name, data_dirs, train_items, val_items, history.history, seed, n_epochs)
-    metadata["training"]["crops_per_image"] = crops_per_image
+    metadata = _metadata(spec, out, name, data_dirs, train_items, val_items, history.history, seed, n_epochs,
+                         crops_per_image)
     metadata.update(_calibrate(model, metadata, val_set, max_fpr, band))
     metadata["train_seconds"] = round(time.monotonic() - started, 1)
     metadata_path(out).write_text(json.dumps(metadata, indent=2) + "\n")
@@ -115,10 +114,10 @@ def train(
 
 
 def _split_items(
-    data_dirs: Sequence[str | Path], items: Sequence[Item], valid_items: Sequence[Item], seed: int
+    data_dirs: Sequence[str | Path], items: Sequence[Item], seed: int
 ) -> tuple[list[Item], list[Item]]:
     train_items = list_many(data_dirs, "train") + [(Path(p), int(y)) for p, y in items]
-    val_items = list_many(data_dirs, "valid") + [(Path(p), int(y)) for p, y in valid_items]
+    val_items = list_many(data_dirs, "valid")
     if not val_items:
         # Explicit item lists (retraining from reviews) may come without a validation set: hold out 15%.
         order = np.random.default_rng(seed).permutation(len(train_items))
@@ -165,10 +164,8 @@ def _train_dataset(loaded: LoadedImages, spec: ArchSpec, batch: int, crops_per_i
     span = float(spec.preprocessing.get("span", 1.0))
     labels = np.asarray(loaded.labels, dtype=np.float32)
     if not spec.augment:
-        rows, counts = prepare(loaded.images, spec.preprocessing)
-        row_labels = np.repeat(labels, counts).astype(np.int32 if spec.output == "softmax2" else np.float32)
-        dataset = tf.data.Dataset.from_tensor_slices((rows, row_labels))
-        return dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).batch(batch).prefetch(2)
+        dataset = tf.data.Dataset.from_tensor_slices(_serving_rows(loaded, spec))
+        return dataset.shuffle(len(dataset), seed=seed, reshuffle_each_iteration=True).batch(batch).prefetch(2)
 
     epoch_counter = iter(range(1_000_000))
 
@@ -188,10 +185,14 @@ def _val_dataset(loaded: LoadedImages, spec: ArchSpec, batch: int) -> Any:
     import tensorflow as tf
 
     # The serving crops, so validation loss is measured on exactly what the model will see.
+    return tf.data.Dataset.from_tensor_slices(_serving_rows(loaded, spec)).batch(batch).cache().prefetch(2)
+
+
+def _serving_rows(loaded: LoadedImages, spec: ArchSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The model inputs serving would build for these images, each with its image's label in the loss's dtype."""
     rows, counts = prepare(loaded.images, spec.preprocessing)
     labels = np.repeat(np.asarray(loaded.labels), counts)
-    labels = labels.astype(np.int32 if spec.output == "softmax2" else np.float32)
-    return tf.data.Dataset.from_tensor_slices((rows, labels)).batch(batch).cache().prefetch(2)
+    return rows, labels.astype(np.int32 if spec.output == "softmax2" else np.float32)
 
 
 def _monitor(spec: ArchSpec) -> str:
@@ -237,7 +238,7 @@ def _calibrate(
     if len(set(labels.tolist())) == 2:
         fit = LogisticRegression(C=1e4).fit(logits.reshape(-1, 1), labels)
         calibration = {"method": "platt", "a": float(fit.coef_[0, 0]), "b": float(fit.intercept_[0])}
-    scores = 1.0 / (1.0 + np.exp(-(calibration["a"] * logits + calibration["b"])))
+    scores = calibrate(logits, calibration)
     threshold = choose_threshold(scores, labels, max_fpr)
     return {
         "calibration": calibration,
@@ -257,6 +258,7 @@ def _metadata(
     history: dict[str, list[float]],
     seed: int,
     epochs: int,
+    crops_per_image: int,
 ) -> dict[str, Any]:
     import keras
     import tensorflow as tf
@@ -276,7 +278,7 @@ def _metadata(
             "valid": describe(val_items),
         },
         "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])), "seed": seed,
-                     "augment": spec.augment},
+                     "augment": spec.augment, "crops_per_image": crops_per_image},
         "history": {key: [round(float(v), 5) for v in values] for key, values in history.items()},
         "sha256": digest,
         "size_bytes": out.stat().st_size,
