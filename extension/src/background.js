@@ -30,15 +30,11 @@ async function handleMenuClick(info, tab) {
 }
 
 function handleMessage(message, sender, sendResponse) {
-  if (message?.type === "fakewatch:scan") {
-    scanTab(message.tabId).then(sendResponse, (error) => sendResponse({ error: error.message }));
-    return true;
-  }
-  if (message?.type === "fakewatch:autoscan" && sender.tab) {
-    scanTab(sender.tab.id).then(sendResponse, (error) => sendResponse({ error: error.message }));
-    return true;
-  }
-  return false;
+  // The popup names the tab to scan; a page scanned automatically asks for its own.
+  const fromPopup = message?.type === "fakewatch:scan";
+  if (!fromPopup && !(message?.type === "fakewatch:autoscan" && sender.tab)) return false;
+  scanTab(fromPopup ? message.tabId : sender.tab.id).then(sendResponse, (error) => sendResponse({ error: error.message }));
+  return true;
 }
 
 function handleStorageChange(changes, area) {
@@ -140,10 +136,6 @@ async function writeCachedResult(settings, url, check) {
 
 // --- "Scan this page" ---------------------------------------------------------------------------------------------
 
-function scanKey(tabId) {
-  return `scan:${tabId}`;
-}
-
 /** Badge every eligible image of the tab's page as verdicts arrive; progress goes to storage for the popup. */
 async function scanTab(tabId) {
   await injectContentScript(tabId, 0);
@@ -171,6 +163,3 @@ async function scanTab(tabId) {
   await publish();
   return summary;
 }
-
-// Reachable from the worker's console (and from tests driving the real handlers).
-Object.assign(globalThis, { handleMenuClick, scanTab, MENU_ID });

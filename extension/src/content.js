@@ -9,6 +9,10 @@
   const ext = globalThis.browser ?? globalThis.chrome;
   const LAZY_ATTRIBUTES = ["data-src", "data-lazy-src", "data-original", "data-lazy"];
   const badges = new Map(); // image element -> badge host
+  // Address -> the images showing it, so each badge does not re-read every image of a big page. Built when images
+  // are collected, rebuilt on demand once images are added or change address.
+  const imagesByUrl = new Map();
+  let indexStale = true;
   const BADGE_STYLE = `
     :host { all: initial; position: absolute; z-index: 2147483647; font: 600 12px/1.3 system-ui, sans-serif; }
     .badge { display: inline-block; padding: 3px 8px; border-radius: 10px; color: #fff; background: #455a64;
@@ -40,6 +44,9 @@
     return false;
   });
   window.addEventListener("resize", () => badges.forEach((host, image) => placeBadge(host, image)));
+  new MutationObserver((records) => {
+    if (!indexStale) indexStale = records.some(touchesImages);
+  }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ["src", "srcset", ...LAZY_ATTRIBUTES] });
 
   function absoluteUrl(value) {
     try {
@@ -88,9 +95,12 @@
   function collectImages(minSize) {
     const urls = new Set();
     const skipped = { small: 0, hidden: 0, svg: 0 };
+    imagesByUrl.clear();
+    indexStale = false;
     for (const image of document.images) {
       const rect = image.getBoundingClientRect();
       const url = imageUrl(image);
+      indexImage(image, url);
       if (!url) continue;
       // A lazy image's placeholder says nothing about the size of the picture that will replace it.
       const showsUrl = image.currentSrc === url || image.src === url;
@@ -104,8 +114,38 @@
     return { images: Array.from(urls), skipped };
   }
 
+  /** Whether a mutation may have added an image or changed what one shows (our own badges do neither). */
+  function touchesImages(record) {
+    if (record.type === "attributes") return record.target.nodeName === "IMG" || record.target.nodeName === "SOURCE";
+    return Array.from(record.addedNodes).some((node) => node.nodeName === "IMG" || node.querySelector?.("img, source"));
+  }
+
+  function indexImage(image, url) {
+    for (const key of new Set([url, image.currentSrc, image.src])) {
+      if (!key) continue;
+      if (!imagesByUrl.has(key)) imagesByUrl.set(key, []);
+      imagesByUrl.get(key).push(image);
+    }
+  }
+
+  function rebuildIndex() {
+    imagesByUrl.clear();
+    indexStale = false;
+    for (const image of document.images) indexImage(image, imageUrl(image));
+  }
+
+  function imageShows(image, url) {
+    return image.currentSrc === url || image.src === url || imageUrl(image) === url;
+  }
+
   function matchingImages(url) {
-    return Array.from(document.images).filter((image) => image.currentSrc === url || image.src === url || imageUrl(image) === url);
+    if (indexStale) rebuildIndex();
+    const indexed = (imagesByUrl.get(url) || []).filter((image) => image.isConnected && imageShows(image, url));
+    if (indexed.length > 0) return indexed;
+    // Not every change is a mutation (a lazy image finishing loading, srcset choosing another candidate): look at all.
+    const found = Array.from(document.images).filter((image) => imageShows(image, url));
+    if (found.length > 0) imagesByUrl.set(url, found);
+    return found;
   }
 
   function placeBadge(host, image) {

@@ -6,10 +6,7 @@ const FIELDS = ["serverUrl", "apiKey", "adminUrl", "minSize"];
 function readForm() {
   const values = Object.fromEntries(FIELDS.map((name) => [name, document.getElementById(name).value]));
   values.autoScan = document.getElementById("autoScan").checked;
-  values.serverUrl = normalizeBaseUrl(values.serverUrl);
-  values.adminUrl = normalizeBaseUrl(values.adminUrl);
-  values.apiKey = values.apiKey.trim();
-  return values;
+  return cleanSettings(values);
 }
 
 function fillForm(settings) {

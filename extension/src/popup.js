@@ -21,7 +21,7 @@ function describeSummary(summary) {
 
 async function showPopup() {
   const tabId = await targetTabId();
-  const key = `scan:${tabId}`;
+  const key = scanKey(tabId);
   const summaryLine = document.getElementById("summary");
   const button = document.getElementById("scan");
   const render = (summary) => {

@@ -1,5 +1,6 @@
-/* fakewatch settings: kept in extension storage (never in globals: the background worker is stopped when idle).
- * Shared by the background worker, the popup and the options page (classic script: defines globals). */
+/* fakewatch settings, and the storage keys the extension's pages share: kept in extension storage (never in globals:
+ * the background worker is stopped when idle). Shared by the background worker, the popup and the options page
+ * (classic script: defines globals). */
 "use strict";
 
 const ext = globalThis.browser ?? globalThis.chrome;
@@ -33,19 +34,29 @@ function validateBaseUrl(value, label) {
   return null;
 }
 
+/** Where a tab's scan progress lives in session storage: the background worker writes it, the popup shows it. */
+function scanKey(tabId) {
+  return `scan:${tabId}`;
+}
+
 async function loadSettings() {
   const stored = await ext.storage.local.get(Object.keys(DEFAULT_SETTINGS));
   return { ...DEFAULT_SETTINGS, ...stored };
 }
 
-async function saveSettings(values) {
-  const clean = {
+/** Settings as they are stored and used: base URLs normalised, the key without stray spaces (pasted keys often have them). */
+function cleanSettings(values) {
+  return {
     serverUrl: normalizeBaseUrl(values.serverUrl),
     apiKey: String(values.apiKey ?? "").trim(),
     adminUrl: normalizeBaseUrl(values.adminUrl),
     autoScan: Boolean(values.autoScan),
     minSize: Math.max(1, Number(values.minSize) || DEFAULT_SETTINGS.minSize),
   };
+}
+
+async function saveSettings(values) {
+  const clean = cleanSettings(values);
   await ext.storage.local.set(clean);
   return clean;
 }
