@@ -35,7 +35,8 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
-            response = self.session.request(method, self.base_url + path, timeout=self.timeout_s, **kwargs)
+            kwargs.setdefault("timeout", self.timeout_s)
+            response = self.session.request(method, self.base_url + path, **kwargs)
         except requests.ConnectionError as error:
             raise ClientError("unreachable", f"Cannot reach the fakewatch API at {self.base_url}: is it running "
                                              "(`fakewatch up`) and is FAKEWATCH_API_URL right?") from error
@@ -50,15 +51,18 @@ class ApiClient:
     def check(self, target: str, wait_s: float = 10.0) -> dict[str, Any]:
         """Submit a file path or an http(s) URL and return the check object, waiting up to ``wait_s`` for it."""
         start = time.monotonic()
-        params = {"wait": min(wait_s, 10.0)}
+        # The server caps the wait at its own FAKEWATCH_MAX_WAIT_S; the read timeout must outlast it.
+        params = {"wait": wait_s}
+        timeout_s = self.timeout_s + wait_s
         if target.startswith(("http://", "https://")):
-            response = self.request("POST", "/api/v1/checks", params=params, json={"url": target})
+            response = self.request("POST", "/api/v1/checks", params=params, json={"url": target}, timeout=timeout_s)
         else:
             path = Path(target)
             if not path.is_file():
                 raise ClientError("not_found", f"{target} is not a file or an http(s) URL.")
             with path.open("rb") as handle:
-                response = self.request("POST", "/api/v1/checks", params=params, files={"image": (path.name, handle)})
+                response = self.request("POST", "/api/v1/checks", params=params, files={"image": (path.name, handle)},
+                                        timeout=timeout_s)
         result: dict[str, Any] = response.json()
         return self.wait_for_check(result, deadline=start + wait_s)
 

@@ -112,10 +112,34 @@ def test_malformed_requests_get_clear_errors(app_and_key: tuple[FlaskClient, str
     assert_error(client.post("/api/v1/checks", headers=auth(key), **kwargs), status, code)
 
 
-def test_wait_is_bounded(app_and_key: tuple[FlaskClient, str]) -> None:
+def test_wait_is_capped_by_the_server_setting(app_and_key: tuple[FlaskClient, str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import backend.api.checks
+    from backend.settings import get_settings
+
     client, key = app_and_key
+    assert_error(client.post("/api/v1/checks?wait=-1", headers=auth(key),
+                             data={"image": (io.BytesIO(photo_bytes()), "x")}), 422, "invalid_request")
+    # No worker runs here, so the check stays queued and the request waits the whole capped time.
+    monkeypatch.setenv("FAKEWATCH_MAX_WAIT_S", "0.3")
+    get_settings.cache_clear()
+    started = time.monotonic()
     response = client.post("/api/v1/checks?wait=60", headers=auth(key), data={"image": (io.BytesIO(photo_bytes()), "x")})
-    assert_error(response, 422, "invalid_request")
+    assert response.status_code == 202 and time.monotonic() - started < 5
+    # A cap raised above 10 s is honoured: nothing else (schema, client) clips the wait first.
+    waits: list[float] = []
+    real_wait = backend.api.checks.wait_for_final
+    monkeypatch.setattr(backend.api.checks, "wait_for_final",
+                        lambda session, check_id, timeout_s: waits.append(timeout_s) or real_wait(session, check_id, 0))
+    monkeypatch.setenv("FAKEWATCH_MAX_WAIT_S", "30")
+    get_settings.cache_clear()
+    for wait in (15, 60):
+        response = client.post(f"/api/v1/checks?wait={wait}", headers=auth(key),
+                               data={"image": (io.BytesIO(photo_bytes()), "x")})
+        assert response.status_code == 202
+    assert waits == [15, 30]
 
 
 def test_unknown_ids_and_paths_are_json_404(app_and_key: tuple[FlaskClient, str]) -> None:

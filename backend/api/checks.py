@@ -85,7 +85,7 @@ def create_check(query: dict[str, Any]):  # type: ignore[no-untyped-def]
     check = submission.check
     if submission.needs_scoring:
         enqueue_scoring([check.id])
-        wait = min(float(query.get("wait") or 0), get_settings().max_wait_s)
+        wait = min(query["wait"], get_settings().max_wait_s)
         if wait > 0:
             check = wait_for_final(session, check.id, wait)
     body = check_to_dict(session, check)

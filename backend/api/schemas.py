@@ -8,8 +8,10 @@ from apiflask.validators import OneOf, Range
 
 
 class WaitQuery(Schema):
-    wait = Float(load_default=0.0, validate=Range(min=0, max=10),
-                 metadata={"description": "Seconds (at most 10) to wait for the verdict before answering 202."})
+    # Only the sign is checked here; the server caps the wait at FAKEWATCH_MAX_WAIT_S (backend/api/checks.py).
+    wait = Float(load_default=0.0, validate=Range(min=0),
+                 metadata={"description": "Seconds to wait for the verdict before answering 202 "
+                                          "(capped at the server's FAKEWATCH_MAX_WAIT_S, 10 by default)."})
 
 
 class ImageOut(Schema):
