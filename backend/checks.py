@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -51,15 +52,16 @@ def store_image(session: Session, data: bytes, settings: Settings | None = None,
     return image
 
 
-def find_cached_score(session: Session, image_id: int, model_version_id: int) -> Check | None:
-    """A finished check of the same bytes by the same model version, if there is one."""
-    return session.scalar(
-        select(Check)
-        .where(Check.image_id == image_id, Check.model_version_id == model_version_id,
+def find_cached_scores(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, float]:
+    """Earlier scores of the same bytes by the same model version, by image id (one query for all of them)."""
+    rows = session.execute(
+        select(Check.image_id, Check.score)
+        .where(Check.image_id.in_(set(image_ids)), Check.model_version_id == model_version_id,
                Check.status == "done", Check.score.is_not(None))
-        .order_by(Check.finished_at)
-        .limit(1)
+        .order_by(Check.finished_at.desc())
     )
+    # Newest first, so the oldest score of each image is written last and wins (the one first reported).
+    return {image_id: score for image_id, score in rows}
 
 
 @dataclass
@@ -81,9 +83,9 @@ def submit_image(session: Session, data: bytes, *, source: str = "upload", sourc
     check = Check(image_id=image.id, image=image, source=source, source_url=source_url, page_url=page_url,
                   api_key_id=api_key_id)
     session.add(check)
-    cached = find_cached_score(session, image.id, version.id)
-    if cached is not None and cached.score is not None:
-        _finish(check, version, cached.score, cached=True)
+    cached = find_cached_scores(session, [image.id], version.id).get(image.id)
+    if cached is not None:
+        _finish(check, version, cached, cached=True)
     session.flush()
     return Submission(check=check, needs_scoring=cached is None)
 
@@ -159,16 +161,14 @@ def claim_checks(session: Session, check_ids: list[str], stale_after_s: float) -
     worked on elsewhere is skipped, which makes a redelivered message harmless."""
     now = utcnow()
     stale = now - timedelta(seconds=stale_after_s)
-    claimed: list[str] = []
-    for check_id in check_ids:
-        result = session.execute(
-            update(Check)
-            .where(Check.id == check_id,
-                   or_(Check.status == "queued", and_(Check.status == "running", Check.started_at < stale)))
-            .values(status="running", started_at=now, attempts=Check.attempts + 1)
-        )
-        if result.rowcount:
-            claimed.append(check_id)
+    # One conditional UPDATE for the whole chunk; RETURNING names the rows this caller won.
+    claimed = list(session.scalars(
+        update(Check)
+        .where(Check.id.in_(check_ids),
+               or_(Check.status == "queued", and_(Check.status == "running", Check.started_at < stale)))
+        .values(status="running", started_at=now, attempts=Check.attempts + 1)
+        .returning(Check.id)
+    ))
     session.commit()
     return list(session.scalars(select(Check).where(Check.id.in_(claimed)))) if claimed else []
 
@@ -216,26 +216,31 @@ def sweep_stuck_checks(session: Session, settings: Settings | None = None) -> li
     settings = settings or get_settings()
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.stuck_after_s)
-    stuck = list(session.scalars(
-        select(Check).where(or_(
-            and_(Check.status == "queued", Check.queued_at < cutoff),
-            and_(Check.status == "running", Check.started_at < cutoff),
-        )).limit(5000)
-    ))
-    requeue: list[str] = []
+    stuck_now = or_(and_(Check.status == "queued", Check.queued_at < cutoff),
+                    and_(Check.status == "running", Check.started_at < cutoff))
+    stuck = list(session.scalars(select(Check).where(stuck_now).limit(5000)))
+    retry: list[str] = []
     for check in stuck:
         if check.attempts >= settings.max_attempts:
             record_failure(session, check, "worker_lost",
                            f"The worker stopped {check.attempts} times while handling this check; it was given up. "
                            "Submit the image again, and check the worker logs if this repeats.")
         else:
-            check.status = "queued"
-            check.queued_at = now
-            requeue.append(check.id)
+            retry.append(check.id)
     session.commit()
-    return requeue
+    return requeue_checks(session, retry, stuck_now)
 
 
-def count_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Check.status, func.count()).group_by(Check.status))
-    return {status: count for status, count in rows}
+def requeue_checks(session: Session, check_ids: Sequence[str], still: ColumnElement[bool]) -> list[str]:
+    """Mark checks queued again, only where ``still`` holds at the moment of the update (so a check a worker
+    claimed or finished meanwhile is left alone), and commit; returns the ids to send again. The caller sends
+    them after this commit, so a worker never receives an id whose row does not say queued."""
+    if not check_ids:
+        return []
+    ids = list(session.scalars(
+        update(Check).where(Check.id.in_(list(check_ids)), still)
+        .values(status="queued", queued_at=utcnow(), started_at=None)
+        .returning(Check.id)
+    ))
+    session.commit()
+    return ids

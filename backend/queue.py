@@ -32,6 +32,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
+        # A training run is acknowledged on receipt (it is not replayed after a crash: the run is marked failed as
+        # stale instead), and has its own, much longer, time limits.
+        "task_annotations": {TRAIN_TASK: {"acks_late": False,
+                                          "soft_time_limit": settings.training_time_limit_s,
+                                          "time_limit": settings.training_time_limit_s + 60}},
+        # Loading TensorFlow and the model in a new pool process takes seconds, longer than Celery's 4 s default.
+        "worker_proc_alive_timeout": 120,
         # Verdicts live in the database; results in the broker would only be noise.
         "task_ignore_result": True,
         "task_serializer": "json",

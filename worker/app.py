@@ -16,8 +16,6 @@ from backend.queue import SCORING_QUEUE, make_celery
 log = logging.getLogger("fakewatch.worker")
 
 celery_app = make_celery()
-# Loading TensorFlow and the model in a new pool process takes seconds, longer than Celery's 4 s default.
-celery_app.conf.worker_proc_alive_timeout = 120
 
 import worker.tasks  # noqa: E402,F401 - registers the tasks on celery_app
 
@@ -49,8 +47,7 @@ def _init_process(**_kwargs: object) -> None:
 @worker_ready.connect
 def _start_sweeper(sender: object = None, **_kwargs: object) -> None:
     # Only workers that serve the scoring queue sweep; a training-only worker has nothing to re-queue.
-    queues = {queue.name for queue in getattr(getattr(sender, "task_consumer", None), "queues", [])}
-    if queues and SCORING_QUEUE not in queues:
+    if not _serves_scoring:
         return
     from worker.sweeper import start_sweeper
 

@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
-from backend.checks import attach_image, record_failure
+from backend.checks import attach_image, record_failure, requeue_checks
 from backend.errors import FakewatchError
 from backend.fetch import FetchedImage, FetchError, fetch_image
 from backend.queue import enqueue_scoring
-from backend.schema import Check, utcnow
+from backend.schema import Check
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger("fakewatch.worker")
@@ -132,9 +132,7 @@ def _fetch_once(url: str, settings: Settings, deadline: float,
         remaining = deadline - time.monotonic()
         if remaining <= 0.05:
             return None
-        # The fetch's own deadline is cut to what the chunk has left.
-        bounded = settings.model_copy(update={"fetch_timeout_s": min(settings.fetch_timeout_s, remaining)})
-        return fetch_image(url, bounded)
+        return fetch_image(url, settings, deadline=deadline)  # never past what the chunk has left
     except FakewatchError as error:
         return error
     except Exception as error:  # noqa: BLE001 - one odd URL must end as that item's failure, not the chunk's
@@ -161,10 +159,9 @@ def fetch_into_checks(session: Session, checks: Sequence[Check], settings: Setti
         elif outcome.error is not None:
             record_failure(session, check, outcome.error.code, outcome.error.message)
         else:
-            check.status, check.queued_at, check.started_at = "queued", utcnow(), None
             released.append(check.id)
     if released:
-        session.commit()  # the rows must say queued before a worker receives their ids
+        released = requeue_checks(session, released, Check.status == "running")
         enqueue_scoring(released)
         log.info("%d items were not fetched within the chunk's time budget and were queued again", len(released))
     return released

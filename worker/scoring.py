@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from backend.checks import claim_checks, find_cached_score, record_failure, record_score
+from backend.checks import claim_checks, find_cached_scores, record_failure, record_score
 from backend.db import session_scope
 from backend.errors import FakewatchError
 from backend.intake import decode_image
-from backend.model_versions import active_version
+from backend.model_versions import require_active_version
 from backend.schema import Check, ModelVersion
 from backend.settings import get_settings
 from backend.store import read_image
@@ -19,10 +19,6 @@ from worker.detectors import detector_for
 from worker.fetching import fetch_into_checks
 
 log = logging.getLogger("fakewatch.worker")
-
-NO_MODEL_MESSAGE = ("No model version is active, so the check could not be scored. Register the shipped default "
-                    "with `fakewatch db upgrade`, or promote a version in the console, then submit it again.")
-
 
 def score_checks(check_ids: Sequence[str]) -> dict[str, int]:
     """Score the given checks; returns counts by outcome. Safe to run twice on the same ids."""
@@ -32,12 +28,14 @@ def score_checks(check_ids: Sequence[str]) -> dict[str, int]:
         if not checks:
             return {"claimed": 0}
         # The version is fixed for the whole chunk: a promotion mid-chunk applies to the next one.
-        version = active_version(session)
-        if version is None:
+        try:
+            version = require_active_version(session)
+        except FakewatchError as error:
             for check in checks:
-                record_failure(session, check, "no_active_model", NO_MODEL_MESSAGE)
+                record_failure(session, check, error.code, error.message)
             return {"claimed": len(checks), "failed": len(checks)}
-        _fetch_missing_images(session, checks)
+        # Concurrent, per-host capped, retried within the chunk's time budget: see worker/fetching.py.
+        fetch_into_checks(session, checks)
         session.commit()
         pending = [check for check in checks if check.status == "running"]
         pending = _apply_cached_scores(session, pending, version)
@@ -46,19 +44,14 @@ def score_checks(check_ids: Sequence[str]) -> dict[str, int]:
         return _tally(checks)
 
 
-def _fetch_missing_images(session: Session, checks: list[Check]) -> None:
-    # Concurrent, per-host capped, retried within the chunk's time budget: see worker/fetching.py.
-    fetch_into_checks(session, checks)
-
-
 def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVersion) -> list[Check]:
     """Reuse an earlier score of the same bytes by the same version; return the checks still to score."""
+    cached = find_cached_scores(session, [check.image_id for check in checks if check.image_id is not None], version.id)
     remaining: list[Check] = []
     for check in checks:
         assert check.image_id is not None
-        cached = find_cached_score(session, check.image_id, version.id)
-        if cached is not None and cached.score is not None:
-            record_score(session, check, version, cached.score, cached=True)
+        if check.image_id in cached:
+            record_score(session, check, version, cached[check.image_id], cached=True)
         else:
             remaining.append(check)
     return remaining
