@@ -80,6 +80,12 @@ def test_upload_is_accepted_and_queued(app_and_key: tuple[FlaskClient, str]) -> 
                          "source", "source_url", "page_url", "batch_id", "review", "error", "created_at", "finished_at"}
     again = client.get(f"/api/v1/checks/{body['id']}", headers=auth(key))
     assert again.status_code == 200 and again.get_json()["id"] == body["id"]
+    from backend.db import session_scope
+    from backend.schema import ApiKey, Check
+
+    with session_scope() as session:
+        row = session.get(Check, body["id"])
+        assert row is not None and row.api_key_id == session.query(ApiKey.id).filter_by(name="tests").scalar()
 
 
 @pytest.mark.parametrize(("data", "status", "code"), [

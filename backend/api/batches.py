@@ -8,7 +8,7 @@ from typing import Any
 from apiflask import APIBlueprint, Schema
 from apiflask.fields import Float, Integer, List, Nested, String
 from apiflask.validators import OneOf, Range
-from flask import Response, g, request, stream_with_context, url_for
+from flask import Response, request, stream_with_context, url_for
 
 from backend.api.auth import auth
 from backend.api.session import db
@@ -120,7 +120,7 @@ def _read_entries() -> tuple[list[Entry], str]:
 def submit_batch(query: dict[str, Any]):  # type: ignore[no-untyped-def]
     entries, name = _read_entries()
     session = db()
-    created = submit_list(session, entries, name=name or query.get("name") or "", api_key_id=g.api_key_id)
+    created = submit_list(session, entries, name=name or query.get("name") or "", api_key_id=auth.current_user.id)
     body = batch_to_dict(session, created.batch)
     body["duplicates"] = created.duplicates
     return body, 202, {"Location": url_for("batches.read_batch", batch_id=created.batch.id)}

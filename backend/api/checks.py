@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import g, request, url_for
+from flask import request, url_for
 
 from backend.api.auth import auth
 from backend.api.schemas import CheckOut, WaitQuery
@@ -80,7 +80,7 @@ def _read_submission() -> tuple[bytes, dict[str, Any]]:
 def create_check(query: dict[str, Any]):  # type: ignore[no-untyped-def]
     data, fields = _read_submission()
     session = db()
-    submission = submit_image(session, data, api_key_id=g.api_key_id, **fields)
+    submission = submit_image(session, data, api_key_id=auth.current_user.id, **fields)
     session.commit()
     check = submission.check
     if submission.needs_scoring:

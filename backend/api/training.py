@@ -32,9 +32,8 @@ class TrainingRequest(Schema):
 @bp.doc(summary="Start a training run", responses={202: "Queued", 409: "Another run is queued or running"})
 def create_run(body: dict[str, Any]):  # type: ignore[no-untyped-def]
     session = db()
-    key = auth.current_user
     run = start_training(session, from_scratch=body["from_scratch"], epochs=body.get("epochs"),
-                         requested_by=f"API key {key.name}" if key is not None else "API")
+                         requested_by=f"API key {auth.current_user.name}")
     return run_to_dict(session, run), 202, {"Location": url_for("training.read_run", run_id=run.id)}
 
 
