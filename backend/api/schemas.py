@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from apiflask import Schema
-from apiflask.fields import Boolean, DateTime, Dict, Float, Integer, Nested, String
+from apiflask.fields import Boolean, Float, Integer, Nested, String
 from apiflask.validators import OneOf, Range
 
 
@@ -54,14 +54,4 @@ class CheckOut(Schema):
     finished_at = String(allow_none=True)
 
 
-class CheckUrlIn(Schema):
-    url = String(required=True)
-    page_url = String(allow_none=True)
-
-
-class HealthOut(Schema):
-    status = String()
-    checks = Dict()
-
-
-__all__ = ["Boolean", "DateTime", "WaitQuery", "CheckOut", "CheckUrlIn", "HealthOut"]
+__all__ = ["CheckOut", "WaitQuery"]
