@@ -11,7 +11,7 @@ from flask_cors import CORS
 from backend.api import batches, checks, errors, health, images, training
 from backend.api.auth import make_limiter
 from backend.api.session import close_session
-from backend.settings import Settings, get_settings
+from backend.settings import get_settings
 
 EXTENSION_ORIGINS = [re.compile(r"^chrome-extension://[a-z]+$"), re.compile(r"^moz-extension://[0-9a-f-]+$"),
                      re.compile(r"^safari-web-extension://[0-9A-Za-z-]+$")]
@@ -19,14 +19,12 @@ EXTENSION_ORIGINS = [re.compile(r"^chrome-extension://[a-z]+$"), re.compile(r"^m
 REQUEST_OVERHEAD_BYTES = 64 * 1024
 
 
-def create_app(test_config: dict[str, Any] | None = None, settings: Settings | None = None) -> APIFlask:
-    settings = settings or get_settings()
+def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
+    settings = get_settings()
     app = APIFlask("fakewatch", title="fakewatch API", version="1.0",
                    spec_path="/api/openapi.json", docs_path="/docs")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_image_bytes + REQUEST_OVERHEAD_BYTES,
-        FAKEWATCH_SETTINGS=settings,
-        JSON_SORT_KEYS=False,
         INFO={"description": "Submit images or URLs and get a real / fake / uncertain verdict. "
                              "Authenticate with `Authorization: Bearer <key>` (`fakewatch keys create NAME`)."},
     )

@@ -9,6 +9,7 @@ from flask import Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from backend.errors import FakewatchError
+from backend.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def register(app: APIFlask) -> None:
         code, message = HTTP_CODES.get(status, ("error", error.description or "The request failed."))
         if status == 413:
             message = "The request is larger than the server accepts: images may be at most " \
-                      f"{app.config['FAKEWATCH_SETTINGS'].max_image_bytes // (1024 * 1024)} MB."
+                      f"{get_settings().max_image_bytes // (1024 * 1024)} MB."
         if status == 429:
             message = f"Too many requests for this key ({error.description}); wait a little and try again."
         headers = dict(error.get_headers()) if status in (405, 429) else {}
