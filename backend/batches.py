@@ -18,7 +18,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
 from sqlalchemy import Table, case, func, insert, select, update
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from backend.errors import FakewatchError, NotFound
 from backend.fetch import validate_url
 from backend.policy import verdict_confidence
-from backend.schema import Batch, Check, Image, ModelVersion, new_id, utcnow
+from backend.schema import Batch, Check, Image, ModelVersion, isoformat_z, new_id, utcnow
 from backend.settings import Settings, get_settings
 
 # Check ids sent per broker message: one message is one micro-batch a worker fetches and scores together.
@@ -262,7 +262,7 @@ def progress_of(session: Session, batch_ids: Sequence[str]) -> dict[str, Progres
         if status in ("done", "failed"):
             entry.recent += int(recent or 0)
         if last is not None and status != "cancelled":
-            entry.last_finished = max(filter(None, (entry.last_finished, _aware(last))))
+            entry.last_finished = max(filter(None, (entry.last_finished, last)))
     return progress
 
 
@@ -286,8 +286,8 @@ def batch_to_dict(session: Session, batch: Batch, progress: Progress | None = No
         "rate_per_s": round(rate, 3) if rate is not None else None,
         "eta_s": round(remaining / rate, 1) if rate and remaining else (0.0 if not remaining else None),
         "invalid": batch.invalid,
-        "created_at": _iso(batch.created_at),
-        "finished_at": _iso(batch.finished_at),
+        "created_at": isoformat_z(batch.created_at),
+        "finished_at": isoformat_z(batch.finished_at),
     }
 
 
@@ -308,9 +308,9 @@ def _rate_per_s(batch: Batch, progress: Progress) -> float | None:
         end = progress.last_finished or batch.finished_at
         if not processed or end is None:
             return None
-        elapsed = (end - _aware(batch.created_at)).total_seconds()
+        elapsed = (end - batch.created_at).total_seconds()
         return processed / elapsed if elapsed > 0 else None
-    elapsed = min(RATE_WINDOW_S, (utcnow() - _aware(batch.created_at)).total_seconds())
+    elapsed = min(RATE_WINDOW_S, (utcnow() - batch.created_at).total_seconds())
     return progress.recent / elapsed if elapsed > 0 and progress.recent else None
 
 
@@ -343,10 +343,10 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
     for row in session.execute(query.execution_options(yield_per=chunk)):
         yield {
             "url": row.source_url, "status": row.status, "verdict": row.verdict, "score": row.score,
-            "confidence": verdict_confidence(row.score, row.verdict) if row.score is not None and row.verdict else None,
+            "confidence": verdict_confidence(row.score, row.verdict),
             "flagged": bool(row.flagged), "cached": bool(row.cached), "model_version": row.name,
             "sha256": row.sha256, "error_code": row.error_code, "error_message": row.error_message,
-            "check_id": row.id, "finished_at": _iso(row.finished_at),
+            "check_id": row.id, "finished_at": isoformat_z(row.finished_at),
         }
 
 
@@ -366,11 +366,3 @@ def format_results(rows: Iterable[dict[str, Any]], fmt: ResultFormat) -> Iterato
         buffer.truncate()
     if buffer.tell():
         yield buffer.getvalue()
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None

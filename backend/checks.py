@@ -10,7 +10,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
@@ -21,7 +21,7 @@ from backend.errors import FakewatchError, NotFound
 from backend.intake import ImageInfo, inspect_image
 from backend.model_versions import require_active_version
 from backend.policy import decide_verdict, is_flagged, verdict_confidence
-from backend.schema import Check, Image, ModelVersion, Review, utcnow
+from backend.schema import Check, Image, ModelVersion, Review, isoformat_z, utcnow
 from backend.settings import Settings, get_settings
 from backend.store import put_image
 
@@ -120,8 +120,6 @@ def latest_review(session: Session, image_id: int | None) -> Review | None:
     )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def check_to_dict(session: Session, check: Check) -> dict[str, Any]:
@@ -133,7 +131,7 @@ def check_to_dict(session: Session, check: Check) -> dict[str, Any]:
         "status": check.status,
         "verdict": check.verdict,
         "score": check.score,
-        "confidence": verdict_confidence(check.score, check.verdict) if check.score is not None and check.verdict else None,
+        "confidence": verdict_confidence(check.score, check.verdict),
         "flagged": check.flagged,
         "cached": check.cached,
         "model_version": check.model_version.name if check.model_version else None,
@@ -142,12 +140,12 @@ def check_to_dict(session: Session, check: Check) -> dict[str, Any]:
         "source_url": check.source_url,
         "page_url": check.page_url,
         "batch_id": check.batch_id,
-        "review": {"label": review.label, "by": review.reviewer, "at": _iso(review.created_at)} if review else None,
+        "review": {"label": review.label, "by": review.reviewer, "at": isoformat_z(review.created_at)} if review else None,
         "error": {"code": check.error_code, "message": check.error_message} if check.error_code else None,
         "attempts": check.attempts,
-        "created_at": _iso(check.created_at),
-        "started_at": _iso(check.started_at),
-        "finished_at": _iso(check.finished_at),
+        "created_at": isoformat_z(check.created_at),
+        "started_at": isoformat_z(check.started_at),
+        "finished_at": isoformat_z(check.finished_at),
     }
 
 

@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
+from backend.policy import VERDICTS
 from backend.reviews import oldest_waiting, queue_size
 from backend.schema import Check, ModelVersion, Review, utcnow
 
 HISTOGRAM_BINS = 10
-VERDICTS = ("real", "uncertain", "fake")
 
 
 @dataclass(frozen=True)

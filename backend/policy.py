@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 Verdict = Literal["real", "fake", "uncertain"]
+VERDICTS: tuple[Verdict, ...] = ("real", "uncertain", "fake")
+# Fake and uncertain verdicts go to the review queue.
+FLAGGED_VERDICTS: tuple[Verdict, ...] = ("fake", "uncertain")
 
 
 def decide_verdict(score: float, threshold: float, band: float) -> Verdict:
@@ -18,11 +21,14 @@ def decide_verdict(score: float, threshold: float, band: float) -> Verdict:
 
 def is_flagged(verdict: str) -> bool:
     """Fake and uncertain verdicts go to the review queue."""
-    return verdict in ("fake", "uncertain")
+    return verdict in FLAGGED_VERDICTS
 
 
-def verdict_confidence(score: float, verdict: str) -> float:
-    """Probability of the verdict's class: P(fake) for fake, P(real) for real, max of the two when uncertain."""
+def verdict_confidence(score: float | None, verdict: str | None) -> float | None:
+    """Probability of the verdict's class: P(fake) for fake, P(real) for real, max of the two when uncertain;
+    None for a check without a score."""
+    if score is None or not verdict:
+        return None
     if verdict == "fake":
         return score
     if verdict == "real":

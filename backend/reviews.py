@@ -14,11 +14,11 @@ from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
 from backend.errors import FakewatchError, NotFound
+from backend.policy import FLAGGED_VERDICTS
 from backend.schema import Check, Image, Review, utcnow
 
 LABELS = ("real", "fake")
 QUEUE_ORDERS = ("oldest", "highest_score")
-FLAGGED_VERDICTS = ("fake", "uncertain")
 MAX_NOTE_CHARS = 2000
 
 

@@ -16,6 +16,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def isoformat_z(value: datetime | None) -> str | None:
+    """A timestamp as the API writes it: ISO 8601 in UTC with a ``Z``."""
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 

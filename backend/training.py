@@ -14,14 +14,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.errors import FakewatchError, NotFound
 from backend.model_versions import activate_version, active_version
 from backend.queue import TRAIN_TASK, TRAINING_QUEUE, sender
-from backend.schema import Batch, Check, Image, ModelVersion, Review, TrainingRun, utcnow
+from backend.schema import Batch, Check, Image, ModelVersion, Review, TrainingRun, isoformat_z, utcnow
 from backend.settings import Settings, get_settings
 from backend.store import image_path
 from models.metadata import SHIPPED_MODEL, metadata_path, read_metadata
@@ -317,8 +317,6 @@ def rescore_flagged(session: Session, requested_by: str = "") -> Batch | None:
 # --- what the console and the API show --------------------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def run_to_dict(session: Session, run: TrainingRun) -> dict[str, Any]:
@@ -338,9 +336,9 @@ def run_to_dict(session: Session, run: TrainingRun) -> dict[str, Any]:
         "requested_by": run.requested_by,
         "candidate": {"id": candidate.id, "name": candidate.name, "active": candidate.active} if candidate else None,
         "comparison": progress.get("comparison"),
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
+        "created_at": isoformat_z(run.created_at),
+        "started_at": isoformat_z(run.started_at),
+        "finished_at": isoformat_z(run.finished_at),
     }
 
 
@@ -352,7 +350,3 @@ def comparison_rows(comparison: dict[str, Any] | None) -> list[dict[str, Any]]:
             rows.append({"set": part["name"], "images": part["count"], "metric": metric,
                          "active": part["active"].get(metric), "candidate": part["candidate"].get(metric)})
     return rows
-
-
-def count_reviewed(session: Session) -> int:
-    return int(session.scalar(select(func.count(func.distinct(Review.image_id)))) or 0)

@@ -62,16 +62,6 @@ def create_user(session: Session, name: str, password: str) -> User:
     return user
 
 
-def set_password(session: Session, name: str, password: str) -> User:
-    user = session.scalar(select(User).where(User.name == name))
-    if user is None:
-        raise FakewatchError("not_found", f"There is no moderator named {name!r}.", 404)
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise FakewatchError("invalid_request", f"A password needs at least {MIN_PASSWORD_CHARS} characters.")
-    user.password_hash = hash_password(password)
-    return user
-
-
 def authenticate(session: Session, name: str, password: str) -> User:
     """The active moderator with this name and password; one refusal for every failure, so names can't be probed."""
     user = session.scalar(select(User).where(User.name == name.strip()))

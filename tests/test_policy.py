@@ -24,3 +24,4 @@ def test_confidence_is_the_verdicts_probability() -> None:
     assert verdict_confidence(0.93, "fake") == pytest.approx(0.93)
     assert verdict_confidence(0.1, "real") == pytest.approx(0.9)
     assert verdict_confidence(0.45, "uncertain") == pytest.approx(0.55)
+    assert verdict_confidence(None, None) is None and verdict_confidence(0.3, None) is None  # not scored yet
