@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
-from backend.policy import VERDICTS
+from backend.policy import FLAGGED_VERDICTS, VERDICTS
 from backend.reviews import oldest_waiting, queue_size
 from backend.schema import Check, ModelVersion, Review, utcnow
 
@@ -95,11 +95,11 @@ def verdict_mix(session: Session) -> dict[str, int]:
     return {verdict: counts.get(verdict, 0) for verdict in VERDICTS}
 
 
-def flagged_rate(session: Session) -> float | None:
-    """Share of finished checks that were flagged (fake or uncertain); None before the first verdict."""
-    done, flagged = session.execute(
-        select(func.count(), func.sum(cast(Check.flagged, Integer))).where(Check.status == "done")).one()
-    return int(flagged or 0) / done if done else None
+def flagged_rate(mix: dict[str, int]) -> float | None:
+    """Share of finished checks that were flagged (fake or uncertain), from the verdict mix; None before the first
+    verdict."""
+    done = sum(mix.values())
+    return sum(mix[verdict] for verdict in FLAGGED_VERDICTS) / done if done else None
 
 
 def score_histogram(session: Session, bins: int = HISTOGRAM_BINS) -> list[tuple[float, float, int]]:
@@ -153,7 +153,7 @@ def dashboard_data(session: Session, days: int = 30, now: datetime | None = None
     return DashboardData(
         total_checks=total,
         done_checks=sum(mix.values()),
-        flagged_rate=flagged_rate(session),
+        flagged_rate=flagged_rate(mix),
         per_day=checks_per_day(session, days, now),
         verdict_mix=mix,
         histogram=score_histogram(session),

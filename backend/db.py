@@ -27,9 +27,13 @@ def enable_sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no
     cursor.close()
 
 
-@lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
-    url = url or get_settings().database
+    """The process's one engine (and pool) for a database URL; the configured database when none is given."""
+    return _engine(url or get_settings().database)
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -65,5 +69,5 @@ def session_scope() -> Iterator[Session]:
 
 def reset_engines() -> None:
     """Forget engines (after a fork, or when tests switch databases)."""
-    for engine_fn in (_session_factory, get_engine):
+    for engine_fn in (_session_factory, _engine):
         engine_fn.cache_clear()
