@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.cli import configure_tensorflow
 from models.data import list_items, load_items
-from models.evaluate import count_verdicts, jpeg75_three_quarters, score_images
+from models.evaluate import count_verdicts, jpeg75_three_quarters
 from models.metadata import SHIPPED_MODEL
 from models.metrics import compute_metrics
 from models.preprocessing import read_image
@@ -52,13 +52,13 @@ def evaluate_splits(detectors: dict[str, Detector], data: Path) -> dict[str, Any
         loaded = load_items(list_items(data / dataset, "test"))
         degraded = [jpeg75_three_quarters(image) for image in loaded.images]
         for name, detector in detectors.items():
-            scores = score_images(detector, loaded.images)
+            scores = detector.score(loaded.images)
             metrics = compute_metrics(scores, loaded.labels, detector.threshold)
             metrics["verdicts"] = count_verdicts(scores, detector.threshold, detector.band)
             report[name]["splits"][dataset] = metrics
             combined[name][0].extend(scores)
             combined[name][1].extend(loaded.labels)
-            robust = compute_metrics(score_images(detector, degraded), loaded.labels, detector.threshold)
+            robust = compute_metrics(detector.score(degraded), loaded.labels, detector.threshold)
             report[name]["robust_jpeg75_3q"][dataset] = {key: robust[key] for key in ("roc_auc", "fpr_at_threshold",
                                                                                        "accuracy", "ece")}
     for name, detector in detectors.items():

@@ -18,7 +18,6 @@ from models.serving import Detector
 log = logging.getLogger(__name__)
 
 Transform = Callable[[Image.Image], Image.Image]
-BATCH_IMAGES = 64
 
 
 def jpeg75_three_quarters(image: Image.Image) -> Image.Image:
@@ -26,14 +25,6 @@ def jpeg75_three_quarters(image: Image.Image) -> Image.Image:
     width, height = image.size
     smaller = image.resize((max(1, width * 3 // 4), max(1, height * 3 // 4)), Image.Resampling.BICUBIC)
     return reencode_jpeg(smaller, 75)
-
-
-def score_images(detector: Detector, images: Sequence[Image.Image]) -> list[float]:
-    """Score many images in bounded batches."""
-    scores: list[float] = []
-    for start in range(0, len(images), BATCH_IMAGES):
-        scores += detector.score(images[start : start + BATCH_IMAGES])
-    return scores
 
 
 def evaluate(
@@ -47,7 +38,7 @@ def evaluate(
     detector = model if isinstance(model, Detector) else Detector.load(model)
     loaded = load_items(list_items(dataset_dir, split))
     images = [transform(image) for image in loaded.images] if transform else loaded.images
-    scores = score_images(detector, images)
+    scores = detector.score(images)
     report = {
         "model_version": detector.version,
         "dataset": str(dataset_dir),

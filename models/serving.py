@@ -18,6 +18,8 @@ from models.preprocessing import input_size, prepare
 
 # Rows (crops) per model call: large enough to amortise the call, small enough for a worker's memory.
 ROWS_PER_CALL = 512
+# Images whose crops are built at once, so scoring a whole dataset never holds all its crops in memory.
+IMAGES_PER_GROUP = 64
 
 
 def rows_to_logits(outputs: np.ndarray, output: str) -> np.ndarray:
@@ -66,10 +68,13 @@ class Detector:
         return cls(model, read_metadata(model_path))
 
     def raw_logits(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Pooled, uncalibrated logits per image (what calibration is fitted on)."""
+        """Pooled, uncalibrated logits per image (what calibration is fitted on), for any number of images."""
+        groups = [self._group_logits(images[start : start + IMAGES_PER_GROUP])
+                  for start in range(0, len(images), IMAGES_PER_GROUP)]
+        return np.concatenate(groups) if groups else np.zeros(0)
+
+    def _group_logits(self, images: Sequence[Image.Image]) -> np.ndarray:
         rows, counts = prepare(images, self.preprocessing)
-        if not counts:
-            return np.zeros(0)
         outputs = np.concatenate(
             [self._predict(rows[start : start + ROWS_PER_CALL]) for start in range(0, len(rows), ROWS_PER_CALL)]
         )

@@ -136,6 +136,19 @@ def test_default_architecture_trains_one_epoch(tiny_model_path: Path) -> None:
     assert detector.score([]) == []
 
 
+def test_scoring_many_images_in_groups_matches_scoring_them_one_by_one(tiny_model_path: Path) -> None:
+    from models.serving import IMAGES_PER_GROUP
+
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 255, (int(rng.integers(60, 200)), 120, 3), dtype=np.uint8))
+              for _ in range(IMAGES_PER_GROUP + 5)]
+    detector = Detector.load(tiny_model_path)
+    together = detector.score(images)
+    alone = [detector.score([image])[0] for image in images[:3] + images[-3:]]
+    assert len(together) == len(images)
+    assert together[:3] + together[-3:] == pytest.approx(alone, abs=1e-5)
+
+
 def test_seed_architecture_trains_one_epoch(tiny_dataset: Path, tmp_path: Path) -> None:
     path = train([tiny_dataset], arch="seed", epochs=1, out=tmp_path / "seed.keras", batch_size=16, verbose=0)
     meta = read_metadata(path)
