@@ -4,21 +4,26 @@ promote it or roll back. Every action is a backend/training.py service; no rule 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from admin.auth import current_user
+from admin.curves import history_frame, render_curves
+from admin.notices import flash, show_flash
 from backend.db import session_scope
 from backend.errors import FakewatchError
-from backend.model_versions import active_version, list_versions
+from backend.schema import ModelVersion
+from backend.settings import get_settings
 from backend.training import (
     assemble_training_data,
     cancel_run,
     comparison_rows,
+    get_run,
     latest_run,
-    previous_version,
     promote_version,
     rescore_flagged,
     roll_back,
@@ -26,14 +31,14 @@ from backend.training import (
     start_training,
 )
 
-NOTICE_KEY = "retraining_notice"
 LIVE_REFRESH_S = 2.0
 
 
-def render_retraining() -> None:
+def render_retraining(versions: list[ModelVersion]) -> None:
+    """The section under the Models page's table; ``versions`` is the list that page already loaded, newest first."""
     st.divider()
     st.header("Retrain on moderators' labels")
-    _show_notice()
+    show_flash()
     with session_scope() as session:
         data = assemble_training_data(session).summary()
         run = latest_run(session)
@@ -41,33 +46,28 @@ def render_retraining() -> None:
     _render_data_summary(data)
     busy = body is not None and body["status"] in ("queued", "running")
     _render_request_form(busy)
-    if body is not None:
-        live = _live_run if busy else _run_panel
-        st.fragment(live, run_every=LIVE_REFRESH_S if busy else None)(body["id"])
-    if body is not None and body["status"] == "done" and body["candidate"]:
-        _render_comparison(body)
-    _render_roll_back()
+    if body is not None and busy:
+        # Only a run still going needs redrawing on its own; a finished one is drawn once, from what was loaded.
+        st.fragment(_live_run, run_every=LIVE_REFRESH_S)(body["id"])
+    elif body is not None:
+        _run_panel(body)
+        if body["status"] == "done" and body["candidate"]:
+            _render_comparison(body)
+    _render_roll_back(versions)
 
 
 def _user() -> str:
     return current_user() or "console"
 
 
-def _show_notice() -> None:
-    notice = st.session_state.pop(NOTICE_KEY, None)
-    if notice:
-        kind, text = notice
-        (st.success if kind == "ok" else st.error)(text)
-
-
-def _act(action: Any, success: str) -> None:
+def _act(action: Callable[[Any], Any], success: str) -> None:
     """Run one service call in its own transaction; show its result (or its refusal) after the rerun."""
     try:
         with session_scope() as session:
             result = action(session)
-        st.session_state[NOTICE_KEY] = ("ok", success.format(result=result))
+        flash("success", success.format(result=result))
     except FakewatchError as error:
-        st.session_state[NOTICE_KEY] = ("error", error.message)
+        flash("error", error.message)
     st.rerun()
 
 
@@ -82,7 +82,9 @@ def _render_data_summary(data: dict[str, Any]) -> None:
 def _render_request_form(busy: bool) -> None:
     with st.form("retrain_form"):
         scratch = st.checkbox("Train from scratch (instead of fine-tuning the active version)", key="retrain_scratch")
-        epochs = st.number_input("Epochs", min_value=1, max_value=200, value=5, step=1, key="retrain_epochs")
+        settings = get_settings()
+        epochs = st.number_input("Epochs", min_value=1, max_value=settings.training_max_epochs,
+                                 value=settings.training_epochs, step=1, key="retrain_epochs")
         submitted = st.form_submit_button("Retrain", type="primary", disabled=busy)
     if busy:
         st.caption("A training run is in progress: one at a time.")
@@ -91,46 +93,31 @@ def _render_request_form(busy: bool) -> None:
              "Training run {result.id} queued.")
 
 
-def _load_run(run_id: str) -> dict[str, Any]:
-    from backend.training import get_run
-
-    with session_scope() as session:
-        return run_to_dict(session, get_run(session, run_id))
-
-
 def _live_run(run_id: str) -> None:
     """Re-run every few seconds while the run is active; the whole page reruns once it ends."""
-    body = _load_run(run_id)
+    with session_scope() as session:
+        body = run_to_dict(session, get_run(session, run_id))
     if body["status"] not in ("queued", "running"):
         st.rerun(scope="app")
-    _run_panel(run_id, body)
+    _run_panel(body)
 
 
-def _run_panel(run_id: str, body: dict[str, Any] | None = None) -> None:
-    body = body or _load_run(run_id)
+def _run_panel(body: dict[str, Any]) -> None:
     st.subheader(f"Training run {body['id'][:8]}: {body['status']}")
     epochs = max(int(body["epochs"] or 1), 1)
     st.progress(min(body["epoch"] / epochs, 1.0), text=f"{body['phase']}: epoch {body['epoch']} of {epochs}")
     if body["error"]:
         (st.warning if body["status"] == "cancelled" else st.error)(body["error"])
-    _render_curves(body["history"])
+    if body["history"]:
+        frame = history_frame(body["history"])
+        st.dataframe(frame.tail(1), width="stretch")
+        render_curves(frame)
     if body["status"] in ("queued", "running"):
         if body["cancel_requested"]:
             st.caption("Cancel requested: the run stops after its current batch.")
         elif st.button("Cancel training", key="retrain_cancel"):
+            run_id = body["id"]
             _act(lambda session: cancel_run(session, run_id), "Cancel requested for run {result.id}.")
-
-
-def _render_curves(history: list[dict[str, float]]) -> None:
-    if not history:
-        return
-    frame = pd.DataFrame(history).set_index("epoch")
-    st.dataframe(frame.tail(1), width="stretch")
-    for metric, column in zip(("loss", "accuracy"), st.columns(2)):
-        keys = [key for key in (metric, f"val_{metric}") if key in frame]
-        if keys:
-            column.markdown(f"**{metric}**")
-            column.line_chart(frame[keys].rename(columns={metric: "train", f"val_{metric}": "valid"}), height=220)
 
 
 def comparison_table(comparison: dict[str, Any] | None) -> pd.DataFrame:
@@ -165,16 +152,17 @@ def _promote(session: Any, version_id: int, rescore: bool) -> str:
     return message
 
 
-def _render_roll_back() -> None:
-    with session_scope() as session:
-        current = active_version(session)
-        earlier = [version for version in list_versions(session) if not version.active]
-        previous = previous_version(session)
+def _render_roll_back(versions: list[ModelVersion]) -> None:
+    earlier = [version for version in versions if not version.active]
     if not earlier:
         return
+    current = next((version for version in versions if version.active), None)
+    # As backend.training.previous_version decides it: the latest activated among the inactive.
+    previous = max((version for version in earlier if version.activated_at is not None),
+                   key=attrgetter("activated_at"), default=None)
     st.subheader("Roll back")
     names = [version.name for version in earlier]
-    default = names.index(previous.name) if previous is not None and previous.name in names else 0
+    default = names.index(previous.name) if previous is not None else 0
     chosen = st.selectbox("Version to make active again", names, index=default, key="retrain_rollback_choice")
     label = f"Roll back from {current.name}" if current is not None else "Activate"
     if st.button(label, key="retrain_rollback"):

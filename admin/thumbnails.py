@@ -14,13 +14,13 @@ THUMBNAIL_PX = 320
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
-def thumbnail(storage_key: str, size: int = THUMBNAIL_PX) -> bytes | None:
-    """A JPEG at most ``size`` pixels on its long side; None when the stored file is gone or unreadable."""
+def thumbnail(storage_key: str) -> bytes | None:
+    """A JPEG at most THUMBNAIL_PX pixels on its long side; None when the stored file is gone or unreadable."""
     try:
         preview = decode_image(read_image(storage_key))
     except (FakewatchError, OSError):
         return None
-    preview.thumbnail((size, size))
+    preview.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
     buffer = io.BytesIO()
     preview.save(buffer, "JPEG", quality=85)
     return buffer.getvalue()

@@ -4,12 +4,14 @@ backend/batches.py, the same functions the API's batch endpoints call."""
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from admin.auth import current_user, require_user
+from admin.notices import flash, show_flash
 from backend.batches import (
     CreatedBatch,
     ResultFilter,
@@ -26,10 +28,11 @@ from backend.batches import (
 from backend.db import session_scope
 from backend.errors import FakewatchError
 
-NOTICE_KEY = "batches_notice"
 LIVE_REFRESH_S = 2.0
 SHOWN_RESULTS = 1000
 FILTERS: dict[str, ResultFilter] = {"All": "all", "Flagged": "flagged", "Failed": "failed"}
+# The batch summary's count of the rows each filter keeps.
+FILTER_COUNTS: dict[ResultFilter, str] = {"all": "total", "flagged": "flagged", "failed": "failed"}
 
 
 def submit_form(name: str, pasted: str, upload: Any) -> CreatedBatch:
@@ -94,7 +97,13 @@ def render_batch_list() -> None:
 def cancel(batch_id: str) -> None:
     with session_scope() as session:
         cancel_batch(session, batch_id)
-    st.session_state[NOTICE_KEY] = f"Batch {batch_id} cancelled; items already running will finish."
+    flash("success", f"Batch {batch_id} cancelled; items already running will finish.")
+
+
+def results_csv(batch_id: str, only: ResultFilter) -> str:
+    """Every result row as CSV; built only when the download is clicked."""
+    with session_scope() as session:
+        return "".join(format_results(iter_results(session, batch_id, only), "csv"))
 
 
 def render_results() -> None:
@@ -108,13 +117,13 @@ def render_results() -> None:
     selected = st.session_state.get("batch_selected")
     chosen = st.selectbox("Batch", ids, format_func=labels.__getitem__, key="batch_choice",
                           index=ids.index(selected) if selected in ids else 0)
-    shown = st.radio("Show", list(FILTERS), horizontal=True, key="batch_filter")
+    only = FILTERS[st.radio("Show", list(FILTERS), horizontal=True, key="batch_filter")]
     with session_scope() as session:
         summary = batch_to_dict(session, get_batch(session, chosen))
-        rows = list(iter_results(session, chosen, FILTERS[shown]))
+        rows = list(islice(iter_results(session, chosen, only), SHOWN_RESULTS))
     actions = st.columns(3)
-    actions[0].download_button("Download CSV", data="".join(format_results(rows, "csv")), mime="text/csv",
-                               file_name=f"batch-{chosen}-{FILTERS[shown]}.csv", key="batch_download")
+    actions[0].download_button("Download CSV", data=lambda: results_csv(chosen, only), mime="text/csv",
+                               file_name=f"batch-{chosen}-{only}.csv", key="batch_download")
     actions[1].page_link("views/queue.py", label=f"Review its {summary['flagged']} flagged image(s)",
                          query_params={"batch": chosen}, icon=":material/fact_check:")
     if summary["status"] in ("queued", "running"):
@@ -122,16 +131,15 @@ def render_results() -> None:
     if summary["invalid"]:
         with st.expander(f"{len(summary['invalid'])} invalid line(s)"):
             st.dataframe(pd.DataFrame(summary["invalid"]), hide_index=True, width="stretch")
-    st.caption(f"{len(rows)} row(s)" + (f"; showing the first {SHOWN_RESULTS}" if len(rows) > SHOWN_RESULTS else ""))
-    st.dataframe(pd.DataFrame(rows[:SHOWN_RESULTS]), hide_index=True, width="stretch")
+    count = summary[FILTER_COUNTS[only]]
+    st.caption(f"{count} row(s)" + (f"; showing the first {SHOWN_RESULTS}" if count > SHOWN_RESULTS else ""))
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
 def render_batches() -> None:
     require_user()
     st.title("Batches")
-    notice = st.session_state.pop(NOTICE_KEY, None)
-    if notice:
-        st.success(notice)
+    show_flash()
     render_submit_form()
     render_batch_list()
     render_results()

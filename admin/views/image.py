@@ -7,13 +7,11 @@ import pandas as pd
 import streamlit as st
 
 from admin.auth import current_user, require_user
+from admin.notices import flash, show_flash
 from admin.thumbnails import full_image
 from backend.db import session_scope
 from backend.errors import FakewatchError
 from backend.reviews import ImageHistory, image_history, label_image
-
-NOTICE_KEY = "image_notice"
-
 
 def label(image_id: int, label_name: str) -> None:
     """on_click callback: record the moderator's label with the note typed beside the buttons."""
@@ -25,10 +23,10 @@ def label(image_id: int, label_name: str) -> None:
         with session_scope() as session:
             label_image(session, image_id, label_name, user, note=note)
     except FakewatchError as error:
-        st.session_state[NOTICE_KEY] = ("error", error.message)
+        flash("error", error.message)
         return
     st.session_state["image_note"] = ""
-    st.session_state[NOTICE_KEY] = ("info", f"Labelled {label_name}.")
+    flash("success", f"Labelled {label_name}.")
 
 
 def checks_table(history: ImageHistory) -> pd.DataFrame:
@@ -67,9 +65,7 @@ def render_image_page() -> None:
     except FakewatchError as error:
         st.error(error.message)
         return
-    notice = st.session_state.pop(NOTICE_KEY, None)
-    if notice:
-        (st.error if notice[0] == "error" else st.success)(notice[1])
+    show_flash()
     image = history.image
     picture, details = st.columns([3, 2])
     with picture:

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from admin.auth import require_user
+from admin.curves import history_frame, render_curves
 from admin.retraining import render_retraining
 from backend.db import session_scope
 from backend.model_versions import list_versions
@@ -32,17 +33,12 @@ def versions_table(versions: list[ModelVersion]) -> pd.DataFrame:
     } for version in versions])
 
 
-def render_curves(version: ModelVersion) -> None:
+def render_version_curves(version: ModelVersion) -> None:
     history: dict[str, list[float]] = (version.details or {}).get("history") or {}
     if not history:
         st.caption("This version's metadata has no training history.")
         return
-    for metric, column in zip(("loss", "accuracy"), st.columns(2)):
-        curves = {label: history[key] for label, key in (("train", metric), ("valid", f"val_{metric}")) if key in history}
-        if curves:
-            frame = pd.DataFrame(curves, index=pd.RangeIndex(1, 1 + max(len(v) for v in curves.values()), name="epoch"))
-            column.markdown(f"**{metric}**")
-            column.line_chart(frame, height=240)
+    render_curves(history_frame(history))
 
 
 def render_models() -> None:
@@ -60,8 +56,8 @@ def render_models() -> None:
         st.subheader("Training curves")
         names = [v.name for v in versions]
         chosen = st.selectbox("Version", names, index=names.index(active) if active else 0, key="models_version")
-        render_curves(next(v for v in versions if v.name == chosen))
-    render_retraining()
+        render_version_curves(next(v for v in versions if v.name == chosen))
+    render_retraining(versions)
 
 
 render_models()

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import streamlit as st
 
 from admin.auth import current_user, require_user
+from admin.notices import flash, show_flash
 from admin.thumbnails import thumbnail
 from backend.checks import SOURCES
 from backend.db import session_scope
@@ -29,7 +30,6 @@ from backend.reviews import (
 PAGE_SIZE = 12
 GRID_COLUMNS = 4
 SKIPPED_KEY = "queue_skipped"
-NOTICE_KEY = "queue_notice"
 ORDERS = {"Oldest first": "oldest", "Highest score first": "highest_score"}
 
 
@@ -75,17 +75,17 @@ def decide(image_ids: list[int], check_ids: list[str], label: str) -> None:
         with session_scope() as session:
             decision = label_images(session, image_ids, label, user, check_ids=check_ids)
     except FakewatchError as error:
-        st.session_state[NOTICE_KEY] = ("error", error.message)
+        flash("error", error.message)
         return
     for image_id in decision.image_ids:
         st.session_state.pop(f"select_{image_id}", None)
-    st.session_state[NOTICE_KEY] = ("info", f"Labelled {len(decision.image_ids)} image(s) {label}.")
+    flash("success", f"Labelled {len(decision.image_ids)} image(s) {label}.")
 
 
 def decide_selected(items: list[QueueItem], label: str) -> None:
     chosen = [item for item in items if st.session_state.get(f"select_{item.image_id}")]
     if not chosen:
-        st.session_state[NOTICE_KEY] = ("error", "Select images first (the checkbox on each card).")
+        flash("error", "Select images first (the checkbox on each card).")
         return
     decide([item.image_id for item in chosen], [item.check_id for item in chosen], label)
 
@@ -106,17 +106,10 @@ def undo() -> None:
     with session_scope() as session:
         decision = undo_last_decision(session, user)
     if decision is None:
-        st.session_state[NOTICE_KEY] = ("error", "Nothing to undo: you have not labelled anything yet.")
+        flash("error", "Nothing to undo: you have not labelled anything yet.")
     else:
         skipped_ids().difference_update(decision.image_ids)
-        st.session_state[NOTICE_KEY] = ("info", f"Undid labelling {len(decision.image_ids)} image(s) {decision.label}.")
-
-
-def show_notice() -> None:
-    notice = st.session_state.pop(NOTICE_KEY, None)
-    if notice:
-        kind, text = notice
-        (st.error if kind == "error" else st.success)(text)
+        flash("success", f"Undid labelling {len(decision.image_ids)} image(s) {decision.label}.")
 
 
 def render_card(item: QueueItem) -> None:
@@ -155,7 +148,7 @@ def render_queue() -> None:
     with session_scope() as session:
         items = review_queue(session, filters, limit=PAGE_SIZE, exclude_image_ids=skipped)
         waiting = queue_size(session, filters, exclude_image_ids=skipped)
-    show_notice()
+    show_flash()
     summary, undo_column, unskip_column = st.columns([3, 1, 1])
     summary.markdown(f"**{waiting}** image(s) waiting" + (f", {len(skipped)} skipped this session" if skipped else ""))
     undo_column.button("Undo my last decision", key="undo", on_click=undo, icon=":material/undo:")
