@@ -30,7 +30,11 @@ class WALChannel(kombu_sqlalchemy.Channel):
 
 class PollingSQLTransport(kombu_sqlalchemy.Transport):
     Channel = WALChannel
-    polling_interval = get_settings().broker_poll_interval_s
+
+    def __init__(self, client, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(client, **kwargs)
+        # Read when a connection is made, not at import, so the settings in force then apply.
+        self.polling_interval = get_settings().broker_poll_interval_s
 
 
 def broker_connection_url(url: str) -> tuple[str, str | None]:
