@@ -208,26 +208,24 @@ def fetch_image(url: str, settings: Settings | None = None, deadline: float | No
     )
 
 
-class _PinnedHTTPConnection(HTTPConnection):
-    """An HTTP connection to a checked address; the host name is used only for the Host header."""
+class _Pinned:
+    """Mixed into urllib3's connection classes: connect to a checked address; the host name is used only for the
+    Host header (and, over HTTPS, for TLS SNI and the certificate check)."""
 
     def __init__(self, *args: Any, pinned_ip: IPAddress, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pinned_ip = pinned_ip
 
     def _new_conn(self) -> socket.socket:
-        return _connect_pinned(self, self.pinned_ip)
+        return _connect_pinned(self, self.pinned_ip)  # type: ignore[arg-type]
 
 
-class _PinnedHTTPSConnection(HTTPSConnection):
-    """As _PinnedHTTPConnection; TLS SNI and the certificate check still use the host name."""
+class _PinnedHTTPConnection(_Pinned, HTTPConnection):
+    pass
 
-    def __init__(self, *args: Any, pinned_ip: IPAddress, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.pinned_ip = pinned_ip
 
-    def _new_conn(self) -> socket.socket:
-        return _connect_pinned(self, self.pinned_ip)
+class _PinnedHTTPSConnection(_Pinned, HTTPSConnection):
+    pass
 
 
 class _PinnedHTTPConnectionPool(HTTPConnectionPool):
