@@ -16,7 +16,11 @@ from pathlib import Path
 
 import click
 
+from admin import cli as admin_cli
+from backend import batch_cli
 from backend.settings import get_settings
+from models import cli as models_cli
+from worker import training_cli
 
 log = logging.getLogger("fakewatch")
 
@@ -167,26 +171,25 @@ def up(no_admin: bool) -> None:
     """
     from backend.db import session_scope
     from backend.keys import create_key, has_keys
+    from backend.users import first_run_lines
 
     settings = get_settings()
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
     click.echo(f"API: {api_url}")
-    admin_available = not no_admin and _admin_entry_point() is not None
-    if admin_available:
+    if not no_admin:
         click.echo(f"Admin: http://{settings.api_host}:{settings.admin_port}")
     version = prepare_database()
     with session_scope() as session:
         if not has_keys(session):
             _, key = create_key(session, "first key (fakewatch up)")
             click.echo(f"API key: {key}")
-    for line in _first_run_lines():
+    for line in first_run_lines():
         click.echo(line)
     sys.stdout.flush()
-    commands = {"api": ["api"], "worker": ["worker", "--queues", "scoring"]}
-    if _has_training_queue():
-        commands["training-worker"] = ["worker", "--queues", "training", "--concurrency", "1"]
-    if admin_available:
+    commands = {"api": ["api"], "worker": ["worker", "--queues", "scoring"],
+                "training-worker": ["worker", "--queues", "training", "--concurrency", "1"]}
+    if not no_admin:
         commands["admin"] = ["admin"]
     processes = [_spawn(name, args, settings.logs_dir) for name, args in commands.items()]
     click.echo(f"Model: {version or 'none active'}; logs in {settings.logs_dir}", err=True)
@@ -195,26 +198,6 @@ def up(no_admin: bool) -> None:
     else:
         click.echo(f"Something did not start; see the logs in {settings.logs_dir}.", err=True)
     _supervise(processes)
-
-
-def _admin_entry_point() -> Path | None:
-    entry = Path(__file__).resolve().parent.parent / "admin" / "app.py"
-    return entry if entry.is_file() else None
-
-
-def _has_training_queue() -> bool:
-    from worker import tasks
-
-    return hasattr(tasks, "train_model")
-
-
-def _first_run_lines() -> list[str]:
-    """Extra lines for `fakewatch up` from parts that have first-run secrets (the console's password)."""
-    try:
-        from backend.users import first_run_lines
-    except ImportError:
-        return []
-    return first_run_lines()
 
 
 def _spawn(name: str, args: list[str], logs_dir: Path) -> subprocess.Popen[bytes]:
@@ -282,25 +265,10 @@ def _describe(target: str, result: dict) -> str:  # type: ignore[type-arg]
             f"model {result['model_version']}{review})")
 
 
-def _attach_optional_commands() -> None:
-    """Commands that live beside their own part: the models' train/evaluate/score, batches, the console."""
-    import importlib
-
-    for module_name in ("models.cli", "backend.batch_cli", "admin.cli", "worker.training_cli"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name and module_name.startswith(error.name):
-                continue
-            raise
-        commands = getattr(module, "COMMANDS", None) or [
-            value for value in vars(module).values()
-            if isinstance(value, click.Command) and not isinstance(value, click.Group) and getattr(value.callback, "__module__", "") == module_name]
-        for command in commands:
-            cli.add_command(command)
-
-
-_attach_optional_commands()
+# Commands that live beside their own part: the models' train/evaluate/score, scan, the console, retrain.
+# These modules import TensorFlow and Celery only inside their commands, so `fakewatch --help` stays fast.
+for _command in [*models_cli.COMMANDS, *batch_cli.COMMANDS, *admin_cli.COMMANDS, *training_cli.COMMANDS]:
+    cli.add_command(_command)
 
 
 def main() -> None:
