@@ -124,8 +124,10 @@ def validate_url(url: str) -> str:
         port = parts.port
     except ValueError as exc:
         raise _invalid_url(f"The URL cannot be parsed ({exc}).") from exc
+    if not parts.scheme:
+        raise _invalid_url("Not a full URL: give it with http:// or https:// in front.")
     if parts.scheme.lower() not in DEFAULT_PORTS:
-        raise _invalid_url(f"Only http and https URLs can be fetched, not {parts.scheme or 'this'!r}.")
+        raise _invalid_url(f"Only http and https URLs can be fetched, not {parts.scheme}:.")
     if "@" in parts.netloc:
         raise _invalid_url("The URL carries a user name or password (user:pass@host); remove it.")
     if not parts.hostname:

@@ -675,3 +675,12 @@ def test_https_checks_the_certificate_against_the_host_name(
     error = fetch_error(f"https://other.test:{image_server.port}/photo.jpg", strict_settings)
     assert error.code == "fetch_failed" and not error.transient
     assert "other.test" in error.message or "certificate" in error.message.lower()
+
+
+def test_a_url_without_or_with_a_wrong_scheme_says_what_to_fix() -> None:
+    with pytest.raises(FetchError) as missing:
+        validate_url("images.example.org/cat.jpg")
+    assert missing.value.code == "invalid_url" and "http:// or https://" in missing.value.message
+    with pytest.raises(FetchError) as wrong:
+        validate_url("ftp://images.example.org/cat.jpg")
+    assert wrong.value.message == "Only http and https URLs can be fetched, not ftp:."
