@@ -151,3 +151,11 @@ def test_compose_file_names_commands_that_exist() -> None:
 
     assert importlib.import_module("backend.wsgi").app is not None
     assert (ROOT / "Dockerfile").is_file()
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    from backend.settings import Settings
+
+    documented = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    missing = [name for name in Settings.model_fields if f"FAKEWATCH_{name.upper()}=" not in documented]
+    assert missing == [], f".env.example lacks {missing}"
