@@ -11,10 +11,12 @@ FLAGGED_VERDICTS: tuple[Verdict, ...] = ("fake", "uncertain")
 
 
 def decide_verdict(score: float, threshold: float, band: float) -> Verdict:
-    """fake when score >= t + b, real when score < t - b, uncertain in between."""
-    if score >= threshold + band:
+    """Rule 5 of the verdict policy: fake when score >= max(t + b, 0.5), real when score < min(t - b, 0.5),
+    uncertain in between. The 0.5 bounds keep a model verdict from ever reading under 50%: a "real" at 0.59
+    would otherwise be shown as "Real 41%"."""
+    if score >= max(threshold + band, 0.5):
         return "fake"
-    if score < threshold - band:
+    if score < min(threshold - band, 0.5):
         return "real"
     return "uncertain"
 

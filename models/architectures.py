@@ -46,7 +46,9 @@ def build_seed(size: int = 150) -> keras.Model:
 
 def _conv_block(x: Any, filters: int, strides: int, name: str) -> Any:
     x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    # Momentum 0.9, not 0.99: short runs (tests, fine-tuning on a few hundred reviews) must end with usable
+    # moving statistics.
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -80,6 +82,55 @@ def build_default(crop: int = 96) -> keras.Model:
     return keras.Model(inputs, outputs, name="default")
 
 
+# Fixed high-pass kernels (SRM-style, Fridrich & Kodovsky 2012): horizontal and vertical second differences and
+# the 3x3 "KB" kernel. Their outputs hold noise and interpolation traces, not colours or shapes.
+_HIGH_PASS = (
+    ((0, 0, 0), (1, -2, 1), (0, 0, 0)),
+    ((0, 1, 0), (0, -2, 0), (0, 1, 0)),
+    ((-1, 2, -1), (2, -4, 2), (-1, 2, -1)),
+)
+
+
+def high_pass(pixels: Any) -> Any:
+    """The fixed high-pass kernels applied to each colour channel, as one non-trainable depthwise convolution
+    (9 channels), from standard layers so the saved model needs no custom code."""
+    import numpy as np
+
+    kernel = np.zeros((3, 3, 3, len(_HIGH_PASS)), dtype="float32")
+    for index, taps in enumerate(_HIGH_PASS):
+        kernel[:, :, :, index] = np.asarray(taps, dtype="float32")[:, :, None] / np.abs(taps).sum() * 4
+    layer = layers.DepthwiseConv2D(3, depth_multiplier=len(_HIGH_PASS), padding="same", use_bias=False,
+                                   trainable=False, name="high_pass")
+    output = layer(pixels)
+    layer.set_weights([kernel])
+    return output
+
+
+def build_residual(crop: int = 96, normalise: bool = False) -> keras.Model:
+    """Residuals only: the NPR residual and fixed high-pass filters of the pixels, never the pixels themselves,
+    then five 3x3 conv blocks (receptive field about 29 px) with global average pooling and one logit (about
+    60K params). Without the colours and with a small receptive field the network cannot learn what the images
+    show (faces, cats, painterly scenes), only how their pixels were made."""
+    inputs = keras.Input((crop, crop, 3), name="pixels")
+    pixels = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
+    residual = layers.Rescaling(4.0, name="npr_gain")(npr_residual(pixels))
+    x = layers.Concatenate(name="residuals")([residual, high_pass(pixels)])
+    if normalise:
+        # Each residual channel scaled to unit variance over the crop: how sharp or noisy an image is overall
+        # flips direction between collections (StyleGAN2 faces are sharper than their reals, diffusion renders
+        # smoother than theirs), so only the structure of the residual may count.
+        x = layers.GroupNormalization(groups=-1, epsilon=1e-4, center=False, scale=False, name="residual_norm")(x)
+    for index, (filters, strides) in enumerate([(16, 2), (24, 1), (32, 2), (48, 1), (64, 2)]):
+        x = _conv_block(x, filters, strides, f"block{index}")
+    x = layers.Conv2D(128, 1, use_bias=False, name="mix_conv")(x)
+    x = layers.BatchNormalization(momentum=0.9, name="mix_bn")(x)
+    x = layers.ReLU(name="mix_relu")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(0.2, name="dropout")(x)
+    outputs = layers.Dense(1, name="logit")(x)
+    return keras.Model(inputs, outputs, name="residual_norm" if normalise else "residual")
+
+
 ARCHITECTURES: dict[str, ArchSpec] = {
     "seed": ArchSpec(
         name="seed",
@@ -95,16 +146,39 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "default": ArchSpec(
         name="default",
         build=build_default,
-        # Crop centres over the central third of each side: on faces the evidence is there (validation AUC per
-        # crop position: 0.47-0.55 in the border crops of faces-photoshop, up to 0.68 in the centre).
-        preprocessing={"kind": "crops", "crop_size": 96, "grid": 4, "span": 0.34, "pool": "mean"},
+        # Crops edge to edge (scenes carry evidence everywhere, and the heat map must cover the image), 4 per side
+        # and up to 6 on large images so the gaps between crops stay under a third of a crop.
+        preprocessing={"kind": "crops", "crop_size": 96, "grid": 4, "max_grid": 6, "span": 1.0, "pool": "mean"},
         output="logit",
         epochs=30,
         batch_size=64,
         learning_rate=2e-3,
         augment=True,
-        description="NPR residual + RGB fully-convolutional CNN on native 96px crops, 4x4 grid over the middle "
-                    "third, mean logit",
+        description="NPR residual + RGB fully-convolutional CNN on native 96px crops, 4x4 to 6x6 grid edge to "
+                    "edge, mean logit",
+    ),
+    "residual": ArchSpec(
+        name="residual",
+        build=build_residual,
+        preprocessing={"kind": "crops", "crop_size": 96, "grid": 4, "max_grid": 6, "span": 1.0, "pool": "mean"},
+        output="logit",
+        epochs=30,
+        batch_size=64,
+        learning_rate=2e-3,
+        augment=True,
+        description="NPR residual + fixed high-pass residuals (no pixels), 29 px receptive field, native 96px "
+                    "crops, 4x4 to 6x6 grid edge to edge, mean logit",
+    ),
+    "residual_norm": ArchSpec(
+        name="residual_norm",
+        build=lambda crop: build_residual(crop, normalise=True),
+        preprocessing={"kind": "crops", "crop_size": 96, "grid": 4, "max_grid": 6, "span": 1.0, "pool": "mean"},
+        output="logit",
+        epochs=30,
+        batch_size=64,
+        learning_rate=2e-3,
+        augment=True,
+        description="residual, with each residual channel normalised per crop",
     ),
 }
 

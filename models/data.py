@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from models.preprocessing import read_image
@@ -17,7 +18,10 @@ from models.preprocessing import read_image
 log = logging.getLogger(__name__)
 
 CLASSES = {"real": 0, "fake": 1}
+SPLITS = ("train", "valid", "test")
 Item = tuple[Path, int]  # (image file, label: 0 real, 1 fake)
+# Items outside the seed layout (reviewed images from the store) form one group of their own.
+OTHER_GROUP = "other"
 
 
 @dataclass
@@ -70,11 +74,22 @@ def _read_or_error(path: Path) -> Image.Image | str:
         return f"{type(error).__name__}: {error}"
 
 
-def load_items(items: Sequence[Item], workers: int = 4) -> LoadedImages:
-    """Decode items in threads (Pillow releases the GIL while decoding); corrupt files are logged and skipped."""
+def load_items(items: Sequence[Item], workers: int = 4, cache: dict[Path, Image.Image] | None = None) -> LoadedImages:
+    """Decode items in threads (Pillow releases the GIL while decoding); corrupt files are logged and skipped.
+    ``cache``: decoded images by path, filled and reused (a benchmark that trains many folds decodes once)."""
     loaded = LoadedImages()
+    cache = {} if cache is None else cache
+
+    def decode(path: Path) -> Image.Image | str:
+        if path not in cache:
+            result = _read_or_error(path)
+            if isinstance(result, str):
+                return result
+            cache[path] = result
+        return cache[path]
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for (path, label), result in zip(items, pool.map(lambda item: _read_or_error(item[0]), items)):
+        for (path, label), result in zip(items, pool.map(lambda item: decode(item[0]), items)):
             if isinstance(result, str):
                 log.warning("skipped %s: %s", path, result)
                 loaded.skipped.append((path, result))
@@ -82,6 +97,66 @@ def load_items(items: Sequence[Item], workers: int = 4) -> LoadedImages:
             loaded.images.append(result)
             loaded.labels.append(label)
     return loaded
+
+
+def dataset_of(path: Path) -> str:
+    """The dataset a file belongs to, from the seed layout ``DATASET/SPLIT/CLASS/FILE`` (or ``DATASET/CLASS/FILE``);
+    ``OTHER_GROUP`` for a file outside it."""
+    parent = path.parent
+    if parent.name in CLASSES:
+        root = parent.parent.parent if parent.parent.name in SPLITS else parent.parent
+        return root.name
+    return OTHER_GROUP
+
+
+def sampling_probabilities(
+    items: Sequence[Item], temper: float = 0.5, shares: dict[str, float] | None = None
+) -> np.ndarray:
+    """Per-item sampling probabilities that give each class half the draws and, within a class, each dataset a
+    share proportional to its size raised to ``temper`` (1: as many draws as images, 0: every dataset alike).
+    ``shares`` gives named groups (``OTHER_GROUP``: reviewed images) a fixed share of all draws first, spread
+    evenly over their images.
+
+    Without this, the 2,000 face-swap frames would outweigh the 151 cat photos 13 to 1 and the model would learn
+    mostly what separates face swaps; fully equal shares would repeat the smallest sets until memorised; and 200
+    reviewed images among 5,000 base images would barely move a retrained model."""
+    datasets = [dataset_of(path) for path, _ in items]
+    fixed = {name: share for name, share in (shares or {}).items() if name in datasets and share > 0}
+    probabilities = np.zeros(len(items), dtype=np.float64)
+    for name, share in fixed.items():
+        members = [i for i, dataset in enumerate(datasets) if dataset == name]
+        probabilities[members] = share / len(members)
+    rest = [i for i, dataset in enumerate(datasets) if dataset not in fixed]
+    if rest:
+        remaining = max(0.0, 1.0 - sum(fixed.values()))
+        probabilities[rest] = remaining * _balanced([items[i] for i in rest], [datasets[i] for i in rest], temper)
+    return probabilities / probabilities.sum()
+
+
+def _balanced(items: Sequence[Item], datasets: Sequence[str], temper: float) -> np.ndarray:
+    """Half the draws per class (all of them when one class is missing), tempered by dataset size within it."""
+    groups = [(dataset, label) for dataset, (_, label) in zip(datasets, items)]
+    sizes: dict[tuple[str, int], int] = {}
+    for group in groups:
+        sizes[group] = sizes.get(group, 0) + 1
+    classes = {label for _, label in groups}
+    probabilities = np.zeros(len(items), dtype=np.float64)
+    for label in classes:
+        weights = {group: size**temper for group, size in sizes.items() if group[1] == label}
+        total = sum(weights.values())
+        for index, group in enumerate(groups):
+            if group in weights:
+                probabilities[index] = weights[group] / total / sizes[group] / len(classes)
+    return probabilities
+
+
+def group_weights(items: Sequence[Item], temper: float = 0.5) -> np.ndarray:
+    """Per-item weights that give each dataset a say proportional to its size raised to ``temper``: the weights a
+    pooled statistic over several collections (the flag bound over validation reals) uses, so a small collection
+    of reviewed images counts, without one of 12 images counting as much as one of 200."""
+    datasets = [dataset_of(path) for path, _ in items]
+    sizes = {name: datasets.count(name) for name in set(datasets)}
+    return np.asarray([sizes[name] ** (temper - 1) for name in datasets], dtype=np.float64)
 
 
 def describe(items: Sequence[Item]) -> dict[str, int]:

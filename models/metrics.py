@@ -59,20 +59,38 @@ def compute_metrics(scores: Sequence[float] | np.ndarray, labels: Sequence[int] 
     }
 
 
-def choose_threshold(
-    scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, max_fpr: float = 0.05
+def flag_bound(
+    real_scores: Sequence[float] | np.ndarray, max_flagged: float, weights: Sequence[float] | np.ndarray | None = None
 ) -> float:
-    """The decision threshold on validation scores: the best balanced accuracy, raised if needed until at most
-    ``max_fpr`` of real images score at or above it (a false 'fake' is the costliest mistake here)."""
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
-    if not ((y == 0).any() and (y == 1).any()):
+    """The lowest score bound that leaves at most ``max_flagged`` of these real images (by ``weights``, all equal
+    by default) at or above it."""
+    order = np.argsort(np.asarray(real_scores, dtype=np.float64))
+    real = np.asarray(real_scores, dtype=np.float64)[order]
+    if not len(real):
         return 0.5
-    candidates = np.unique(np.concatenate([s, [0.5]]))
-    real, fake = s[y == 0], s[y == 1]
-    tpr = np.array([(fake >= t).mean() for t in candidates])
-    fpr = np.array([(real >= t).mean() for t in candidates])
-    best = candidates[int(np.argmax((tpr + 1 - fpr) / 2))]
-    allowed = candidates[fpr <= max_fpr]
-    floor = float(allowed.min()) if len(allowed) else float(s.max()) + 1e-6
-    return float(min(max(best, floor), 0.99))
+    w = np.ones(len(real)) if weights is None else np.asarray(weights, dtype=np.float64)[order]
+    above = np.cumsum(w[::-1])[::-1] / w.sum()  # share of weight at or above each score
+    # The first index whose tail holds no more than max_flagged; the bound sits just above the score before it.
+    allowed = np.flatnonzero(above <= max_flagged + 1e-12)
+    if not len(allowed):
+        return float(real[-1] + 1e-6)
+    first = int(allowed[0])
+    return float(real[first - 1] + 1e-6) if first > 0 else float(real[0])
+
+
+def operating_point(
+    real_scores: Sequence[float] | np.ndarray,
+    max_flagged: float = 0.04,
+    max_fake_fpr: float = 0.015,
+    min_band: float = 0.05,
+    weights: Sequence[float] | np.ndarray | None = None,
+) -> tuple[float, float]:
+    """Threshold and band from validation reals: real below ``t - b`` (at most ``max_flagged`` of the reals
+    reach it, so at most that share is flagged), fake from ``t + b`` (at most ``max_fake_fpr`` of the reals called
+    fake), at least ``2 * min_band`` apart and with the fake bound at 0.5 or above, as the verdict policy reads it.
+
+    A false "fake" on a genuine photo is the costliest mistake this tool makes, so both bounds come from the real
+    images alone; how many fakes they catch is then measured, not traded against."""
+    real_bound = min(flag_bound(real_scores, max_flagged, weights), 0.5)
+    fake_bound = min(max(flag_bound(real_scores, max_fake_fpr, weights), real_bound + 2 * min_band, 0.5), 0.995)
+    return (real_bound + fake_bound) / 2, (fake_bound - real_bound) / 2

@@ -7,6 +7,7 @@ Importing this module does not import TensorFlow; :meth:`Detector.load` does. Th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,31 @@ import numpy as np
 from PIL import Image
 
 from models.metadata import read_metadata
-from models.preprocessing import input_size, prepare
+from models.preprocessing import crop_boxes, input_size, prepare
 
 # Rows (crops) per model call: large enough to amortise the call, small enough for a worker's memory.
 ROWS_PER_CALL = 512
 # Images whose crops are built at once, so scoring a whole dataset never holds all its crops in memory.
 IMAGES_PER_GROUP = 64
+
+
+@dataclass(frozen=True)
+class Region:
+    """One crop the model scored: its box ``(x0, y0, x1, y1)`` in the image's pixels and its P(fake)."""
+
+    box: tuple[int, int, int, int]
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": list(self.box), "score": self.score}
+
+
+@dataclass(frozen=True)
+class Scored:
+    """An image's P(fake) and the regions it was pooled from."""
+
+    score: float
+    regions: list[Region]
 
 
 def rows_to_logits(outputs: np.ndarray, output: str) -> np.ndarray:
@@ -69,21 +89,38 @@ class Detector:
 
     def raw_logits(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Pooled, uncalibrated logits per image (what calibration is fitted on), for any number of images."""
-        groups = [self._group_logits(images[start : start + IMAGES_PER_GROUP])
-                  for start in range(0, len(images), IMAGES_PER_GROUP)]
-        return np.concatenate(groups) if groups else np.zeros(0)
+        return np.asarray([pooled for pooled, _ in self._logits_in_groups(images)], dtype=np.float64)
 
-    def _group_logits(self, images: Sequence[Image.Image]) -> np.ndarray:
-        rows, counts = prepare(images, self.preprocessing)
-        outputs = np.concatenate(
-            [self._predict(rows[start : start + ROWS_PER_CALL]) for start in range(0, len(rows), ROWS_PER_CALL)]
-        )
-        logits = rows_to_logits(outputs, self.metadata.get("output", "logit"))
-        return pool_logits(logits, counts, self.preprocessing.get("pool", "mean"))
+    def _logits_in_groups(self, images: Sequence[Image.Image]) -> list[tuple[float, np.ndarray]]:
+        """(pooled logit, per-crop logits) per image, IMAGES_PER_GROUP images at a time."""
+        results: list[tuple[float, np.ndarray]] = []
+        for start in range(0, len(images), IMAGES_PER_GROUP):
+            rows, counts = prepare(images[start : start + IMAGES_PER_GROUP], self.preprocessing)
+            outputs = np.concatenate(
+                [self._predict(rows[i : i + ROWS_PER_CALL]) for i in range(0, len(rows), ROWS_PER_CALL)]
+            )
+            logits = rows_to_logits(outputs, self.metadata.get("output", "logit"))
+            pooled = pool_logits(logits, counts, self.preprocessing.get("pool", "mean"))
+            ends = np.cumsum(counts)
+            results += [(float(p), logits[end - count : end]) for p, count, end in zip(pooled, counts, ends)]
+        return results
 
     def score(self, images: Sequence[Image.Image]) -> list[float]:
         """P(fake) for each decoded RGB image, batched internally."""
         return [float(p) for p in calibrate(self.raw_logits(images), self.metadata.get("calibration"))]
+
+    def score_with_regions(self, images: Sequence[Image.Image]) -> list[Scored]:
+        """P(fake) for each image and the score of each crop it was pooled from, with the crop's box in the
+        image's pixels: the heat map a moderator sees. Crop scores use the image's calibration, so a crop at 0.9
+        reads like an image at 0.9."""
+        calibration = self.metadata.get("calibration")
+        scored = []
+        for image, (pooled, crops) in zip(images, self._logits_in_groups(images), strict=True):
+            boxes = crop_boxes(image, self.preprocessing)
+            crop_scores = calibrate(crops, calibration)
+            regions = [Region(box=box, score=round(float(s), 4)) for box, s in zip(boxes, crop_scores, strict=True)]
+            scored.append(Scored(score=float(calibrate(np.asarray([pooled]), calibration)[0]), regions=regions))
+        return scored
 
 
 def _compile_predict(model: Any, size: int) -> Any:

@@ -20,16 +20,19 @@ from typing import Any
 import numpy as np
 
 from models.architectures import ArchSpec, get_arch
-from models.augment import augment_crop
-from models.data import Item, LoadedImages, describe, list_many, load_items
+from models.augment import AugmentRecipe, augment_crop
+from models.data import Item, LoadedImages, describe, group_weights, list_many, load_items, sampling_probabilities
 from models.metadata import file_sha256, metadata_path
-from models.metrics import choose_threshold, compute_metrics
+from models.metrics import compute_metrics, flag_bound, operating_point
 from models.preprocessing import input_size, prepare
 from models.serving import Detector, calibrate
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BAND = 0.1
+# The most validation reals a model may flag (fake or uncertain): below the 5% the tool promises, for margin.
+MAX_FLAGGED = 0.04
+# Where the flag bound may sit at most, so the policy's "real below min(t - b, 0.5)" can honour it.
+FLAG_BOUND_CEILING = 0.45
 EpochHook = Callable[[int, dict[str, float]], None]
 
 
@@ -44,6 +47,7 @@ def train(
     out: str | Path = "var/models/model.keras",
     *,
     items: Sequence[Item] = (),
+    valid_items: Sequence[Item] | None = None,
     init_from: str | Path | None = None,
     on_epoch: EpochHook | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -51,10 +55,15 @@ def train(
     learning_rate: float | None = None,
     crops_per_image: int = 1,
     crop_span: float | None = None,
+    steps_per_epoch: int | None = None,
+    temper: float | None = 0.5,
+    shares: dict[str, float] | None = None,
+    recipe: AugmentRecipe | None = None,
+    time_budget_s: float | None = None,
+    image_cache: dict[Path, Any] | None = None,
     patience: int = 8,
     seed: int = 1337,
-    max_fpr: float = 0.05,
-    band: float = DEFAULT_BAND,
+    max_flagged: float = MAX_FLAGGED,
     name: str | None = None,
     verbose: int = 1,
 ) -> Path:
@@ -62,8 +71,16 @@ def train(
     held-out 15% of the training items when there are none); calibrate, choose the
     threshold and write the model, metadata and curves. Returns the ``.keras`` path.
 
+    ``valid_items``: explicit validation items instead of the data dirs' valid splits.
     ``crop_span``: overrides the architecture's crop span (where training windows and serving crops are
-    centred; 1.0 is the whole image), and is written to the model's preprocessing."""
+    centred; 1.0 is the whole image), and is written to the model's preprocessing.
+    ``steps_per_epoch``: batches per epoch (default: ``crops_per_image`` crops of every image).
+    ``temper``: balance the draws across datasets and classes (see ``models.data.sampling_probabilities``);
+    ``None`` draws every image equally often, as the seed does. ``shares``: fixed shares of the draws for named
+    groups (``{"other": 0.4}`` gives reviewed images 40%).
+    ``recipe``: the augmentation recipe (default: ``AugmentRecipe()``).
+    ``time_budget_s``: stop after this many seconds of training (the best epoch so far is kept).
+    ``image_cache``: decoded images by path, shared between runs (see ``models.data.load_items``)."""
     import keras
 
     started = time.monotonic()
@@ -74,8 +91,9 @@ def train(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    train_items, val_items = _split_items(data_dirs, items, seed)
-    train_set, val_set = load_items(train_items), load_items(val_items)
+    recipe = recipe or AugmentRecipe()
+    train_items, val_items = _split_items(data_dirs, items, seed, valid_items)
+    train_set, val_set = load_items(train_items, cache=image_cache), load_items(val_items, cache=image_cache)
     log.info("training on %s, validating on %s", describe(train_items), describe(val_items))
     if not train_set.images or not val_set.images:
         raise ValueError("no decodable training or validation images")
@@ -83,9 +101,11 @@ def train(
     model = _build_or_load(spec, init_from)
     batch = batch_size or spec.batch_size
     n_epochs = epochs or spec.epochs
-    steps = max(1, (len(train_set.images) * crops_per_image) // batch)
+    steps = steps_per_epoch or max(1, (len(train_set.images) * crops_per_image) // batch)
     _compile(model, spec, learning_rate or spec.learning_rate, steps * n_epochs)
-    train_ds = _train_dataset(train_set, spec, batch, crops_per_image, seed)
+    probabilities = (sampling_probabilities(loaded_items(train_items, train_set), temper, shares)
+                     if temper is not None else None)
+    train_ds = _train_dataset(train_set, spec, batch, steps, seed, probabilities, recipe)
     val_ds = _val_dataset(val_set, spec, batch)
 
     checkpoint = out.with_name(out.stem + ".checkpoint.keras")
@@ -95,7 +115,7 @@ def train(
         epochs=n_epochs,
         verbose=verbose,
         shuffle=False,  # the datasets shuffle themselves
-        callbacks=_callbacks(checkpoint, _monitor(spec), patience, on_epoch, should_stop),
+        callbacks=_callbacks(checkpoint, _monitor(spec), patience, on_epoch, should_stop, time_budget_s),
     )
     if should_stop is not None and should_stop():
         checkpoint.unlink(missing_ok=True)
@@ -105,7 +125,10 @@ def train(
 
     metadata = _metadata(spec, out, name, data_dirs, train_items, val_items, history.history, seed, n_epochs,
                          crops_per_image)
-    metadata.update(_calibrate(model, metadata, val_set, max_fpr, band))
+    metadata["training"].update({"steps_per_epoch": steps, "batch_size": batch, "temper": temper, "shares": shares,
+                                 "recipe": recipe.to_dict(), "time_budget_s": time_budget_s})
+    metadata.update(_calibrate(model, metadata, val_set, group_weights(loaded_items(val_items, val_set)),
+                               max_flagged))
     metadata["train_seconds"] = round(time.monotonic() - started, 1)
     metadata_path(out).write_text(json.dumps(metadata, indent=2) + "\n")
     plot_curves(history.history, out.with_name(out.stem + "-curves.png"), metadata["name"])
@@ -113,10 +136,18 @@ def train(
     return out
 
 
+def loaded_items(items: Sequence[Item], loaded: LoadedImages) -> list[Item]:
+    """The items that decoded, in ``loaded``'s order (corrupt files were skipped)."""
+    skipped = {path for path, _ in loaded.skipped}
+    return [item for item in items if item[0] not in skipped]
+
+
 def _split_items(
-    data_dirs: Sequence[str | Path], items: Sequence[Item], seed: int
+    data_dirs: Sequence[str | Path], items: Sequence[Item], seed: int, valid_items: Sequence[Item] | None = None
 ) -> tuple[list[Item], list[Item]]:
     train_items = list_many(data_dirs, "train") + [(Path(p), int(y)) for p, y in items]
+    if valid_items is not None:
+        return train_items, [(Path(p), int(y)) for p, y in valid_items]
     val_items = list_many(data_dirs, "valid")
     if not val_items:
         # Explicit item lists (retraining from reviews) may come without a validation set: hold out 15%.
@@ -157,7 +188,17 @@ def _compile(model: Any, spec: ArchSpec, learning_rate: float, total_steps: int)
     )
 
 
-def _train_dataset(loaded: LoadedImages, spec: ArchSpec, batch: int, crops_per_image: int, seed: int) -> Any:
+def _train_dataset(
+    loaded: LoadedImages,
+    spec: ArchSpec,
+    batch: int,
+    steps: int,
+    seed: int,
+    probabilities: np.ndarray | None,
+    recipe: AugmentRecipe,
+) -> Any:
+    """``steps`` batches per epoch of augmented crops, drawn with ``probabilities`` (uniformly when None); a
+    real crop becomes a synthetic fake with the recipe's ``synthetic_fake_p``."""
     import tensorflow as tf
 
     size = input_size(spec.preprocessing)
@@ -168,16 +209,22 @@ def _train_dataset(loaded: LoadedImages, spec: ArchSpec, batch: int, crops_per_i
         return dataset.shuffle(len(dataset), seed=seed, reshuffle_each_iteration=True).batch(batch).prefetch(2)
 
     epoch_counter = iter(range(1_000_000))
+    draws = steps * batch
 
     def crops() -> Iterator[tuple[np.ndarray, np.float32]]:
         rng = np.random.default_rng([seed, next(epoch_counter)])
-        order = np.tile(np.arange(len(labels)), crops_per_image)
-        for index in rng.permutation(order):
-            yield augment_crop(loaded.images[index], size, rng, span), labels[index]
+        if probabilities is None:
+            order = rng.permutation(np.resize(np.arange(len(labels)), draws))
+        else:
+            order = rng.choice(len(labels), size=draws, p=probabilities)
+        for index in order:
+            synthetic = labels[index] == 0 and rng.random() < recipe.synthetic_fake_p
+            crop = augment_crop(loaded.images[index], size, rng, span, recipe, synthetic=synthetic)
+            yield crop, np.float32(1.0 if synthetic else labels[index])
 
     signature = (tf.TensorSpec((size, size, 3), tf.uint8), tf.TensorSpec((), tf.float32))
     dataset = tf.data.Dataset.from_generator(crops, output_signature=signature)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(labels) * crops_per_image))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(draws))
     return dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
@@ -206,8 +253,11 @@ def _callbacks(
     patience: int,
     on_epoch: EpochHook | None,
     should_stop: Callable[[], bool] | None,
+    time_budget_s: float | None = None,
 ) -> list[Any]:
     import keras
+
+    started = time.monotonic()
 
     class Hooks(keras.callbacks.Callback):
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -215,6 +265,11 @@ def _callbacks(
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            # The budget ends training between epochs (so every epoch run is validated and can be the one kept),
+            # before the epoch that would overrun it.
+            elapsed = time.monotonic() - started
+            if time_budget_s and elapsed * (epoch + 2) / (epoch + 1) > time_budget_s:
+                self.model.stop_training = True
             if on_epoch is not None:
                 on_epoch(epoch + 1, {key: float(value) for key, value in (logs or {}).items()})
 
@@ -226,24 +281,35 @@ def _callbacks(
 
 
 def _calibrate(
-    model: Any, metadata: dict[str, Any], val_set: LoadedImages, max_fpr: float, band: float
+    model: Any, metadata: dict[str, Any], val_set: LoadedImages, weights: np.ndarray, max_flagged: float
 ) -> dict[str, Any]:
-    """Platt scaling of pooled logits, then the threshold and band, all on validation images."""
+    """Platt scaling of pooled logits, then the threshold and band, all on validation images; ``weights`` give
+    each collection's reals their say in the flag bound (``models.data.group_weights``).
+
+    The flag bound (``t - b``) must stay at or below 0.5 for the policy to honour it; when validation reals score
+    so high that it would not, the Platt intercept is shifted (a lower prior on "fake": in the wild most images
+    are genuine) until it does, and the shift is recorded in the calibration."""
     from sklearn.linear_model import LogisticRegression
 
-    detector = Detector(model, {**metadata, "threshold": 0.5, "band": band})
+    detector = Detector(model, {**metadata, "threshold": 0.5, "band": 0.0})
     logits = detector.raw_logits(val_set.images)
     labels = np.asarray(val_set.labels)
     calibration: dict[str, Any] = {"method": "identity", "a": 1.0, "b": 0.0}
     if len(set(labels.tolist())) == 2:
-        fit = LogisticRegression(C=1e4).fit(logits.reshape(-1, 1), labels)
+        fit = LogisticRegression(C=1e4, class_weight="balanced").fit(logits.reshape(-1, 1), labels)
         calibration = {"method": "platt", "a": float(fit.coef_[0, 0]), "b": float(fit.intercept_[0])}
     scores = calibrate(logits, calibration)
-    threshold = choose_threshold(scores, labels, max_fpr)
+    reals = labels == 0
+    bound = flag_bound(scores[reals], max_flagged, weights[reals])
+    if bound > FLAG_BOUND_CEILING:
+        shift = float(np.log(bound / (1 - bound)) - np.log(FLAG_BOUND_CEILING / (1 - FLAG_BOUND_CEILING)))
+        calibration = {**calibration, "b": calibration["b"] - shift, "prior_shift": shift}
+        scores = calibrate(logits, calibration)
+    threshold, band = operating_point(scores[reals], max_flagged, weights=weights[reals])
     return {
         "calibration": calibration,
         "threshold": threshold,
-        "band": float(min(band, threshold / 2, (1 - threshold) / 2)),
+        "band": band,
         "metrics": {"valid": compute_metrics(scores, labels, threshold)},
     }
 

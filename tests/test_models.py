@@ -17,7 +17,7 @@ from backend.policy import decide_verdict
 from models.augment import augment_crop
 from models.cli import evaluate_command, score_command
 from models.evaluate import evaluate
-from models.metrics import choose_threshold, compute_metrics, expected_calibration_error
+from models.metrics import compute_metrics, expected_calibration_error, flag_bound, operating_point
 from models.augment import _random_offset
 from models.preprocessing import crop_grid, grid_offsets, prepare
 from models.metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
@@ -85,13 +85,16 @@ def test_metrics_on_known_answers() -> None:
     assert only_real["roc_auc"] is None and only_real["fpr_at_threshold"] == 0.5
 
 
-def test_choose_threshold_keeps_false_alarms_under_the_cap() -> None:
+def test_operating_point_keeps_flagged_reals_under_the_cap() -> None:
     rng = np.random.default_rng(1)
-    real, fake = rng.uniform(0, 0.7, 200), rng.uniform(0.3, 1, 200)
-    scores, labels = np.concatenate([real, fake]), np.array([0] * 200 + [1] * 200)
-    threshold = choose_threshold(scores, labels, max_fpr=0.05)
-    assert (real >= threshold).mean() <= 0.05
-    assert (fake >= threshold).mean() > 0.3
+    real, fake = rng.uniform(0, 0.45, 200), rng.uniform(0.3, 1, 200)
+    threshold, band = operating_point(real, max_flagged=0.04, max_fake_fpr=0.01)
+    real_bound, fake_bound = threshold - band, threshold + band
+    assert (real >= real_bound).mean() <= 0.04  # flagged: fake or uncertain
+    assert (real >= fake_bound).mean() <= 0.01  # called fake
+    assert real_bound <= 0.5 <= fake_bound and fake_bound - real_bound >= 0.1 - 1e-9
+    assert (fake >= real_bound).mean() > 0.3
+    assert flag_bound([0.1, 0.2, 0.3, 0.9], 0.25) == pytest.approx(0.3, abs=1e-5)  # one of four may sit above
 
 
 class BrightnessDetector(Detector):
@@ -127,7 +130,7 @@ def test_default_architecture_trains_one_epoch(tiny_model_path: Path) -> None:
     assert meta["architecture"] == "default" and meta["sha256"] == file_sha256(tiny_model_path)
     assert 0 < meta["threshold"] < 1 and 0 <= meta["band"] < 0.5
     assert meta["training_data"]["train"] == {"real": 16, "fake": 16}
-    assert meta["preprocessing"]["span"] == 0.34 and meta["training"]["crops_per_image"] >= 1
+    assert meta["preprocessing"]["span"] == 1.0 and meta["training"]["crops_per_image"] >= 1
     assert tiny_model_path.with_name("tiny-curves.png").stat().st_size > 1000
     assert not tiny_model_path.with_name("tiny.checkpoint.keras").exists()
     detector = Detector.load(tiny_model_path)
