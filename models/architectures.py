@@ -2,8 +2,9 @@
 so serving cannot forget a step.
 
 - ``seed``: the original CNN, kept exactly as described for comparison (never the default).
-- ``default``: a small fully-convolutional detector on native-resolution crops whose first layers compute the
-  NPR residual (the image minus its 2x nearest-neighbour down-up copy, Tan et al. CVPR 2024) beside the pixels.
+- ``default``: a small fully-convolutional detector on native-resolution crops that sees only residuals: the
+  NPR residual (the image minus its 2x nearest-neighbour down-up copy, Tan et al. CVPR 2024) and fixed
+  high-pass filters, normalised per crop.
 """
 
 from __future__ import annotations
@@ -65,23 +66,6 @@ def npr_residual(pixels: Any) -> Any:
     return layers.Subtract(name="npr")([pixels, copy])
 
 
-def build_default(crop: int = 96) -> keras.Model:
-    """Pixels + NPR residual computed at full resolution, then a stride-2 stem and three conv stages with global
-    average pooling and one logit (about 0.17M params). The residual is taken before any striding so the 2x2
-    upsampling pattern survives; the stride-2 stem keeps 96 px crops (context for blends) affordable on a CPU."""
-    inputs = keras.Input((crop, crop, 3), name="pixels")
-    pixels = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
-    residual = layers.Rescaling(4.0, name="npr_gain")(npr_residual(pixels))
-    x = layers.Concatenate(name="pixels_and_npr")([pixels, residual])
-    x = _conv_block(x, 16, 2, "stem")
-    for index, (filters, strides) in enumerate([(32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1)]):
-        x = _conv_block(x, filters, strides, f"stage{index}")
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    x = layers.Dropout(0.2, name="dropout")(x)
-    outputs = layers.Dense(1, name="logit")(x)
-    return keras.Model(inputs, outputs, name="default")
-
-
 # Fixed high-pass kernels (SRM-style, Fridrich & Kodovsky 2012): horizontal and vertical second differences and
 # the 3x3 "KB" kernel. Their outputs hold noise and interpolation traces, not colours or shapes.
 _HIGH_PASS = (
@@ -106,20 +90,23 @@ def high_pass(pixels: Any) -> Any:
     return output
 
 
-def build_residual(crop: int = 96, normalise: bool = False) -> keras.Model:
+def build_default(crop: int = 96) -> keras.Model:
     """Residuals only: the NPR residual and fixed high-pass filters of the pixels, never the pixels themselves,
-    then five 3x3 conv blocks (receptive field about 29 px) with global average pooling and one logit (about
-    60K params). Without the colours and with a small receptive field the network cannot learn what the images
-    show (faces, cats, painterly scenes), only how their pixels were made."""
+    each channel normalised to unit variance over the crop, then five 3x3 conv blocks (receptive field about
+    29 px) with global average pooling and one logit (about 60K params).
+
+    Why each part, measured leave-one-dataset-out (benchmarks/generalisation.py, models/MODEL_CARD.md):
+    - no colours and a small receptive field: the network cannot learn what the images show (faces, cats,
+      painterly scenes), only how their pixels were made;
+    - the per-crop normalisation: how sharp or noisy an image is overall flips direction between collections
+      (StyleGAN2 faces are sharper than their reals, diffusion renders smoother than theirs), so only the
+      structure of the residual may count. Without it the Stable Diffusion cats were ranked below chance by a
+      model that had seen other Stable Diffusion images (AUC 0.40-0.47); with it, 0.83."""
     inputs = keras.Input((crop, crop, 3), name="pixels")
     pixels = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
     residual = layers.Rescaling(4.0, name="npr_gain")(npr_residual(pixels))
     x = layers.Concatenate(name="residuals")([residual, high_pass(pixels)])
-    if normalise:
-        # Each residual channel scaled to unit variance over the crop: how sharp or noisy an image is overall
-        # flips direction between collections (StyleGAN2 faces are sharper than their reals, diffusion renders
-        # smoother than theirs), so only the structure of the residual may count.
-        x = layers.GroupNormalization(groups=-1, epsilon=1e-4, center=False, scale=False, name="residual_norm")(x)
+    x = layers.GroupNormalization(groups=-1, epsilon=1e-4, center=False, scale=False, name="residual_norm")(x)
     for index, (filters, strides) in enumerate([(16, 2), (24, 1), (32, 2), (48, 1), (64, 2)]):
         x = _conv_block(x, filters, strides, f"block{index}")
     x = layers.Conv2D(128, 1, use_bias=False, name="mix_conv")(x)
@@ -128,7 +115,7 @@ def build_residual(crop: int = 96, normalise: bool = False) -> keras.Model:
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(0.2, name="dropout")(x)
     outputs = layers.Dense(1, name="logit")(x)
-    return keras.Model(inputs, outputs, name="residual_norm" if normalise else "residual")
+    return keras.Model(inputs, outputs, name="default")
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -154,31 +141,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         batch_size=64,
         learning_rate=2e-3,
         augment=True,
-        description="NPR residual + RGB fully-convolutional CNN on native 96px crops, 4x4 to 6x6 grid edge to "
-                    "edge, mean logit",
-    ),
-    "residual": ArchSpec(
-        name="residual",
-        build=build_residual,
-        preprocessing={"kind": "crops", "crop_size": 96, "grid": 4, "max_grid": 6, "span": 1.0, "pool": "mean"},
-        output="logit",
-        epochs=30,
-        batch_size=64,
-        learning_rate=2e-3,
-        augment=True,
-        description="NPR residual + fixed high-pass residuals (no pixels), 29 px receptive field, native 96px "
-                    "crops, 4x4 to 6x6 grid edge to edge, mean logit",
-    ),
-    "residual_norm": ArchSpec(
-        name="residual_norm",
-        build=lambda crop: build_residual(crop, normalise=True),
-        preprocessing={"kind": "crops", "crop_size": 96, "grid": 4, "max_grid": 6, "span": 1.0, "pool": "mean"},
-        output="logit",
-        epochs=30,
-        batch_size=64,
-        learning_rate=2e-3,
-        augment=True,
-        description="residual, with each residual channel normalised per crop",
+        description="normalised NPR + high-pass residuals (no pixels), 29 px receptive field, native 96px crops, "
+                    "4x4 to 6x6 grid edge to edge, mean logit",
     ),
 }
 

@@ -39,10 +39,12 @@ class AugmentRecipe:
     upscale_p: float = 0.0  # upscaling reals would teach "interpolated means real", the opposite of the trace
     tone_p: float = 0.2  # greyscale (two thirds) or sepia (one third)
     colour_p: float = 0.3  # brightness, contrast and saturation by 0.75-1.25
-    blur_p: float = 0.1
-    blur_sigma: tuple[float, float] = (0.2, 1.5)
-    sharpen_p: float = 0.0  # unsharp masking, 30-150%
-    noise_p: float = 0.0  # Gaussian noise of noise_sigma grey levels
+    # Blur, sharpening and noise on both classes: overall sharpness must not tell the classes apart (it points
+    # different ways in different collections).
+    blur_p: float = 0.3
+    blur_sigma: tuple[float, float] = (0.3, 2.0)
+    sharpen_p: float = 0.3  # unsharp masking, 30-150%
+    noise_p: float = 0.25  # Gaussian noise of noise_sigma grey levels
     noise_sigma: tuple[float, float] = (1.0, 4.0)
     jpeg_p: float = 0.5
     jpeg_quality: tuple[int, int] = (60, 95)

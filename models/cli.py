@@ -35,13 +35,19 @@ def configure_tensorflow(threads: int | None) -> None:
 @click.command("train")
 @click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset folder in the layout {train,valid,test}/{real,fake}/; repeat to combine several.")
-@click.option("--arch", type=click.Choice(["default", "seed"]), default="default", show_default=True)
+@click.option("--arch", type=click.Choice(["default", "seed"]), default="default", show_default=True,
+              help="default: the shipped detector (residuals of native crops); seed: the original CNN, for comparison.")
 @click.option("--epochs", type=int, default=None,
               help="Maximum epochs (early stopping on validation AUC; the seed on validation loss).")
 @click.option("--out", type=click.Path(dir_okay=False), default="var/models/model.keras", show_default=True)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--crops-per-image", type=int, default=1, show_default=True,
-              help="Random training crops drawn from each image per epoch (crop architectures).")
+              help="Random training crops drawn from each image per epoch (crop architectures), unless "
+                   "--steps-per-epoch is given.")
+@click.option("--steps-per-epoch", type=click.IntRange(1), default=None,
+              help="Batches per epoch, drawn balanced across datasets and classes.")
+@click.option("--time-budget", "time_budget_s", type=click.FloatRange(1), default=None,
+              help="Stop after about this many seconds of training (the best epoch so far is kept).")
 @click.option("--crop-span", type=click.FloatRange(0.0, 1.0), default=None,
               help="Where crops are centred, as the central fraction of each side (1 = anywhere); used for the "
                    "training windows and written to the model for serving (default: the architecture's).")
@@ -50,16 +56,16 @@ def configure_tensorflow(threads: int | None) -> None:
 @click.option("--seed", type=int, default=1337, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads TensorFlow may use.")
 def train_command(data_dirs: tuple[str, ...], arch: str, epochs: int | None, out: str, batch_size: int | None,
-                  crops_per_image: int, crop_span: float | None, init_from: str | None, seed: int,
-                  threads: int | None) -> None:
+                  crops_per_image: int, steps_per_epoch: int | None, time_budget_s: float | None,
+                  crop_span: float | None, init_from: str | None, seed: int, threads: int | None) -> None:
     """Train a detector; writes the .keras model, its metadata JSON and a curves PNG."""
     configure_tensorflow(threads)
     from models.metadata import read_metadata
     from models.train import train
 
     path = train([Path(d) for d in data_dirs], arch=arch, epochs=epochs, out=Path(out), batch_size=batch_size,
-                 crops_per_image=crops_per_image, crop_span=crop_span, init_from=init_from,
-                 seed=seed)
+                 crops_per_image=crops_per_image, steps_per_epoch=steps_per_epoch, time_budget_s=time_budget_s,
+                 crop_span=crop_span, init_from=init_from, seed=seed)
     meta = read_metadata(path)
     click.echo(json.dumps({"model": str(path), "name": meta["name"], "threshold": meta["threshold"],
                            "band": meta["band"], "valid": meta["metrics"]["valid"],

@@ -22,7 +22,7 @@ import numpy as np
 from models.architectures import ArchSpec, get_arch
 from models.augment import AugmentRecipe, augment_crop
 from models.data import Item, LoadedImages, describe, group_weights, list_many, load_items, sampling_probabilities
-from models.metadata import file_sha256, metadata_path
+from models.metadata import file_sha256, metadata_path, read_metadata
 from models.metrics import compute_metrics, flag_bound, operating_point
 from models.preprocessing import input_size, prepare
 from models.serving import Detector, calibrate
@@ -85,6 +85,9 @@ def train(
 
     started = time.monotonic()
     spec = get_arch(arch)
+    if init_from is not None and metadata_path(init_from).exists():
+        # A fine-tuned model sees what its base saw: the base's crops, not today's defaults.
+        spec = replace(spec, preprocessing=read_metadata(init_from)["preprocessing"])
     if crop_span is not None and spec.preprocessing["kind"] == "crops":
         spec = replace(spec, preprocessing={**spec.preprocessing, "span": crop_span})
     keras.utils.set_random_seed(seed)
