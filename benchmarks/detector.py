@@ -19,12 +19,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.model_metadata import SHIPPED_MODEL
 from models.cli import configure_tensorflow
 from models.data import list_items, load_items
 from models.evaluate import count_verdicts, jpeg75_three_quarters
-from models.metadata import SHIPPED_MODEL
 from models.metrics import compute_metrics
-from models.preprocessing import read_image
+from models.preprocessing import decode_image_file
 from models.serving import Detector
 
 FACE_SETS = ["faces-stylegan2", "faces-faceswap", "faces-photoshop"]
@@ -40,7 +40,7 @@ def ordinary_photos() -> dict[str, Any]:
     photos = {name: getattr(skimage.data, name)() for name in
               ["astronaut", "camera", "cat", "coffee", "rocket", "coins", "hubble_deep_field"]}
     samples = load_sample_images()
-    photos.update({Path(f).stem: image for f, image in zip(samples.filenames, samples.images)})
+    photos.update({Path(f).stem: image for f, image in zip(samples.filenames, samples.images, strict=True)})
     return {name: Image.fromarray(array).convert("RGB") for name, array in photos.items()}
 
 
@@ -76,24 +76,24 @@ def evaluate_splits(detectors: dict[str, Detector], data: Path) -> dict[str, Any
 def false_alarms(detector: Detector) -> dict[str, Any]:
     photos = ordinary_photos()
     scores = detector.score(list(photos.values()))
-    from backend.policy import decide_verdict
+    from core.policy import decide_verdict
 
     rows = {name: {"score": round(s, 4), "verdict": decide_verdict(s, detector.threshold, detector.band)}
-            for name, s in zip(photos, scores)}
+            for name, s in zip(photos, scores, strict=True)}
     return {"photos": rows, "all_real": all(row["verdict"] == "real" for row in rows.values())}
 
 
 def measure_speed(detector: Detector, files: list[Path], batch: int = 32) -> dict[str, float]:
     """Images per second from file to score, batched; and milliseconds for one image alone (median)."""
-    detector.score([read_image(files[0])])  # warm up the traced graph
+    detector.score([decode_image_file(files[0])])  # warm up the traced graph
     started = time.perf_counter()
     for start in range(0, len(files), batch):
-        detector.score([read_image(path) for path in files[start : start + batch]])
+        detector.score([decode_image_file(path) for path in files[start : start + batch]])
     per_second = len(files) / (time.perf_counter() - started)
     single = []
     for path in files[:40]:
         started = time.perf_counter()
-        detector.score([read_image(path)])
+        detector.score([decode_image_file(path)])
         single.append((time.perf_counter() - started) * 1000)
     return {"images_per_s_batched": round(per_second, 1), "batch": batch,
             "single_image_ms_median": round(statistics.median(single), 1),
@@ -122,7 +122,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "models": {name: {"version": d.version, "threshold": d.threshold, "band": d.band,
                           "size_mb": round(Path(path).stat().st_size / 2**20, 2)}
-                   for (name, d), path in zip(detectors.items(), [args.model, args.seed_model])},
+                   for (name, d), path in zip(detectors.items(), [args.model, args.seed_model], strict=True)},
         "cpu_threads": args.threads,
     }
     if not args.skip_eval:

@@ -12,11 +12,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from models.preprocessing import read_image
+from core.enums import Label
+from models.preprocessing import decode_image_file
 
 log = logging.getLogger(__name__)
 
-CLASSES = {"real": 0, "fake": 1}
+# Class folder name -> label: 0 real, 1 fake.
+CLASSES = {label.value: label.target for label in Label}
 Item = tuple[Path, int]  # (image file, label: 0 real, 1 fake)
 
 
@@ -63,7 +65,7 @@ def list_many(dataset_dirs: Iterable[str | Path], split: str) -> list[Item]:
 
 def _read_or_error(path: Path) -> Image.Image | str:
     try:
-        image = read_image(path)
+        image = decode_image_file(path)
         image.load()
         return image
     except Exception as error:  # noqa: BLE001 - any decoder failure: report and skip, never fatal
@@ -74,7 +76,7 @@ def load_items(items: Sequence[Item], workers: int = 4) -> LoadedImages:
     """Decode items in threads (Pillow releases the GIL while decoding); corrupt files are logged and skipped."""
     loaded = LoadedImages()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for (path, label), result in zip(items, pool.map(lambda item: _read_or_error(item[0]), items)):
+        for (path, label), result in zip(items, pool.map(lambda item: _read_or_error(item[0]), items), strict=True):
             if isinstance(result, str):
                 log.warning("skipped %s: %s", path, result)
                 loaded.skipped.append((path, result))

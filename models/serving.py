@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.metadata import read_metadata
+from core.model_metadata import read_metadata
 from models.preprocessing import input_size, prepare
 
 # Rows (crops) per model call: large enough to amortise the call, small enough for a worker's memory.
@@ -36,7 +36,7 @@ def pool_logits(logits: np.ndarray, counts: Sequence[int], pool: str = "mean") -
     if pool != "mean":
         raise ValueError(f"unknown pooling {pool!r}")
     ends = np.cumsum(counts)
-    return np.asarray([float(np.mean(logits[end - count : end])) for count, end in zip(counts, ends)],
+    return np.asarray([float(np.mean(logits[end - count : end])) for count, end in zip(counts, ends, strict=True)],
                       dtype=np.float64)
 
 

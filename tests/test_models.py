@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from backend.policy import decide_verdict
-from models.augment import augment_crop
+from core.model_metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
+from core.policy import decide_verdict
+from models.augment import _random_offset, augment_crop
 from models.cli import evaluate_command, score_command
+from models.data import load_items
 from models.evaluate import evaluate
 from models.metrics import choose_threshold, compute_metrics, expected_calibration_error
-from models.augment import _random_offset
 from models.preprocessing import crop_grid, grid_offsets, prepare
-from models.metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
 from models.serving import Detector
 from models.train import TrainingCancelled, train
 
@@ -100,7 +101,7 @@ class BrightnessDetector(Detector):
     def __init__(self) -> None:
         self.version, self.threshold, self.band, self.metadata = "brightness", 0.5, 0.1, {}
 
-    def score(self, images):  # type: ignore[override]
+    def score(self, images: Sequence[Image.Image]) -> list[float]:
         return [float(np.asarray(image.convert("L")).mean() / 255) for image in images]
 
 
@@ -119,6 +120,15 @@ def test_evaluate_reports_known_numbers_and_skips_corrupt_files(tmp_path: Path) 
     assert report["verdicts"] == {"real": 3, "uncertain": 0, "fake": 3}
     # A bare {real,fake}/ folder is accepted as well.
     assert evaluate(BrightnessDetector(), tmp_path / "test")["counts"]["total"] == 6
+
+
+def test_training_reads_images_larger_than_an_upload_may_be(tmp_path: Path) -> None:
+    """Datasets are a person's own files, decoded without the API's upload caps: a 42 MP photo is trained on
+    (an upload that size is refused with too_many_pixels), not skipped."""
+    big = tmp_path / "big.png"
+    Image.new("L", (7_000, 6_000), 128).save(big)
+    loaded = load_items([(big, 1)])
+    assert loaded.skipped == [] and loaded.labels == [1] and loaded.images[0].size == (7_000, 6_000)
 
 
 def test_default_architecture_trains_one_epoch(tiny_model_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.policy import decide_verdict, is_flagged, verdict_confidence
+from core.policy import decide_verdict, is_flagged, verdict_confidence
 
 
 @pytest.mark.parametrize(("score", "threshold", "band", "verdict"), [

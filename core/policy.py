@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-Verdict = Literal["real", "fake", "uncertain"]
-VERDICTS: tuple[Verdict, ...] = ("real", "uncertain", "fake")
-# Fake and uncertain verdicts go to the review queue.
-FLAGGED_VERDICTS: tuple[Verdict, ...] = ("fake", "uncertain")
+from core.enums import Verdict
 
 
 def decide_verdict(score: float, threshold: float, band: float) -> Verdict:
     """fake when score >= t + b, real when score < t - b, uncertain in between."""
     if score >= threshold + band:
-        return "fake"
+        return Verdict.FAKE
     if score < threshold - band:
-        return "real"
-    return "uncertain"
+        return Verdict.REAL
+    return Verdict.UNCERTAIN
 
 
 def is_flagged(verdict: str) -> bool:
     """Fake and uncertain verdicts go to the review queue."""
-    return verdict in FLAGGED_VERDICTS
+    return Verdict(verdict).is_flagged
 
 
 def verdict_confidence(score: float | None, verdict: str | None) -> float | None:
@@ -29,8 +24,8 @@ def verdict_confidence(score: float | None, verdict: str | None) -> float | None
     None for a check without a score."""
     if score is None or not verdict:
         return None
-    if verdict == "fake":
+    if verdict == Verdict.FAKE:
         return score
-    if verdict == "real":
+    if verdict == Verdict.REAL:
         return 1.0 - score
     return max(score, 1.0 - score)
