@@ -14,6 +14,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from backend.batches.results import RESULT_FILTERS
 from backend.settings import Settings
 from backend.training.comparison import comparison_rows
 from core.enums import BatchStatus, CheckStatus, RunStatus
@@ -67,7 +68,7 @@ def describe_check(target: str, result: dict[str, Any]) -> str:
 @click.option("--wait", is_flag=True, help="Show a live progress bar until every item is finished.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one row per URL to this .csv or .jsonl file once the batch is finished (implies --wait).")
-@click.option("--only", type=click.Choice(["all", "flagged", "failed"]), default="all", show_default=True,
+@click.option("--only", type=click.Choice(RESULT_FILTERS), default="all", show_default=True,
               help="Which rows --out writes.")
 @click.pass_obj
 def scan(settings: Settings, file: Path, name: str, wait: bool, out: Path | None, only: str) -> None:

@@ -35,7 +35,7 @@ def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]
             for check in checks:
                 record_failure(check, error.code, error.message)
             commit_finished(session, checks)
-            return {"claimed": len(checks), "failed": len(checks)}
+            return {"claimed": len(checks), CheckStatus.FAILED.value: len(checks)}
         # Concurrent, per-host capped, retried within the chunk's time budget: see worker/fetching.py.
         fetch_into_checks(session, checks, settings)
         session.commit()
