@@ -21,8 +21,8 @@ CROP = 96
 
 def source_photos() -> list[np.ndarray]:
     """RGB photos bundled with skimage and scikit-learn (no download)."""
-    import skimage.data
-    from sklearn.datasets import load_sample_images
+    import skimage.data  # noqa: PLC0415 - seconds to import; only when the dataset is made
+    from sklearn.datasets import load_sample_images  # noqa: PLC0415
 
     photos = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.immunohistochemistry(), skimage.data.retina()]
     return photos + list(load_sample_images().images)
@@ -60,7 +60,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from models.train import train
+    from models.train import train  # noqa: PLC0415 - TensorFlow, only when a test needs the model
 
     out = tmp_path_factory.mktemp("tiny_model") / "tiny.keras"
     return train([tiny_dataset], arch="default", epochs=8, crops_per_image=4, out=out, batch_size=16, verbose=0)

@@ -5,6 +5,7 @@ Scoring itself is covered end to end in test_pipeline.py; here a model is regist
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
 import sys
 import time
@@ -110,8 +111,6 @@ def test_malformed_requests_get_clear_errors(client: FlaskClient, api_key: str, 
 def test_a_url_check_is_queued_for_a_worker_to_fetch(client: FlaskClient, api_key: str, database: Settings,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The API neither connects to the URL nor waits on it: the check is a queued row, like a batch item."""
-    import socket
-
     connections: list[object] = []
     monkeypatch.setattr(socket.socket, "connect", lambda _self, address: connections.append(address))
     allowed = create_app(database.model_copy(update={"fetch_allowlist": ("127.0.0.1",)})).test_client()

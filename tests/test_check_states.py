@@ -6,12 +6,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text, update
+from sqlalchemy.exc import IntegrityError
 
-from backend.checks import claim_checks, submit_image, sweep_stuck_checks
-from backend.db import session_scope
-from backend.schema import Check, utcnow
+from backend.batches.lifecycle import create_batch
+from backend.batches.lists import Entry, validate_entries
+from backend.checks import claim_checks, store_image, submit_image, sweep_stuck_checks
+from backend.db import get_engine, session_scope
+from backend.reviews import label_image
+from backend.schema import Base, Batch, Check, Review, TrainingRun, utcnow
 from backend.settings import Settings
+from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source
 from tests.fixtures_images import distinct_photos
 from worker.scoring import score_checks
 
@@ -98,15 +105,6 @@ def test_the_database_refuses_words_outside_each_enum(any_database: Settings, ta
                                                       outsider: str) -> None:
     """Every enum column has a CHECK constraint (migration 0003), on SQLite and PostgreSQL alike; the ORM reads
     the members back."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import IntegrityError
-
-    from backend.batches.lifecycle import create_batch
-    from backend.batches.lists import Entry, validate_entries
-    from backend.checks import store_image
-    from backend.reviews import label_image
-    from backend.schema import Batch, Review, TrainingRun
-    from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source
 
     with session_scope(any_database) as session:
         created = create_batch(session, validate_entries([Entry(1, "https://example.org/a.jpg")], 10))
@@ -128,11 +126,6 @@ def test_the_migrations_build_the_schema_the_models_declare(any_database: Settin
     """Alembic finds nothing to add or change: every column, type and index of backend/schema.py has its revision.
     (The one-active-run expression index is left out: PostgreSQL reflects it in another spelling, SQLite not at
     all; test_retrain.py's race test shows it at work.)"""
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    from backend.db import get_engine
-    from backend.schema import Base
 
     def compared(_object: object, name: str | None, *_rest: object) -> bool:
         return name != "uq_training_runs_one_active"

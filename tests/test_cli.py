@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +16,7 @@ import requests
 import yaml
 from click.testing import CliRunner
 
+from backend.settings import Settings
 from fakewatch.cli import cli
 from tests.fixtures_images import photo_bytes
 from tests.stack import free_port, wait_for_url
@@ -102,8 +105,6 @@ def test_up_runs_everything_on_a_fresh_data_dir(tmp_path: Path) -> None:
         checked = run(["check", "--jsonl", str(photo)],
                       {**env, "FAKEWATCH_API_URL": f"http://127.0.0.1:{api_port}", "FAKEWATCH_API_KEY": key})
         assert checked.returncode == 0, checked.stderr
-        import json
-
         result = json.loads(checked.stdout.strip().splitlines()[-1])
         assert result["status"] == "done" and result["verdict"] in ("real", "fake", "uncertain")
         assert (tmp_path / "var/logs/api.log").exists() and (tmp_path / "var/logs/worker.log").exists()
@@ -147,15 +148,11 @@ def test_compose_file_names_commands_that_exist() -> None:
             assert option in result.output, f"service {name}: {option} is not an option of {args[:options_at]}"
     gunicorn = services["api"]["command"]
     assert gunicorn[0] == "gunicorn" and gunicorn[-1] == "backend.wsgi:app"
-    import importlib
-
     assert importlib.import_module("backend.wsgi").app is not None
     assert (ROOT / "Dockerfile").is_file()
 
 
 def test_every_setting_is_documented_in_env_example() -> None:
-    from backend.settings import Settings
-
     documented = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
     missing = [name for name in Settings.model_fields if f"FAKEWATCH_{name.upper()}=" not in documented]
     assert missing == [], f".env.example lacks {missing}"

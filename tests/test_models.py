@@ -22,7 +22,7 @@ from models.data import load_items
 from models.evaluate import evaluate
 from models.metrics import choose_threshold, compute_metrics, expected_calibration_error
 from models.preprocessing import crop_grid, grid_offsets, prepare
-from models.serving import Detector
+from models.serving import IMAGES_PER_GROUP, Detector
 from models.train import TrainingCancelled, train
 
 REQUIRED_METADATA = {"name", "architecture", "input_size", "preprocessing", "threshold", "band", "training_data",
@@ -163,8 +163,6 @@ def test_default_architecture_learns_the_tiny_dataset(tiny_model_path: Path, tin
 
 
 def test_scoring_many_images_in_groups_matches_scoring_them_one_by_one(tiny_model_path: Path) -> None:
-    from models.serving import IMAGES_PER_GROUP
-
     rng = np.random.default_rng(3)
     images = [Image.fromarray(rng.integers(0, 255, (int(rng.integers(60, 200)), 120, 3), dtype=np.uint8))
               for _ in range(IMAGES_PER_GROUP + 5)]
@@ -247,7 +245,7 @@ def test_evaluate_command_prints_json(tiny_model_path: Path, tiny_dataset: Path,
 
 
 def test_shipped_default_model_loads_and_scores_a_real_photo() -> None:
-    import skimage.data
+    import skimage.data  # noqa: PLC0415 - seconds to import
 
     path = SHIPPED_MODEL
     meta = read_metadata(path)
