@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from backend.settings import Settings
 from core.enums import CheckStatus
@@ -20,10 +22,18 @@ class ClientError(Exception):
         self.message = message
 
 
+# A poll reuses its kept-alive connection, which the server may close at the same moment (gunicorn drops idle ones
+# after 2 s, the retrain command polls every 2 s): a GET, which changes nothing, is sent again on a fresh one.
+READ_RETRIES = Retry(total=3, connect=3, read=3, status=0, other=0, backoff_factor=0.1,
+                     allowed_methods=frozenset({"GET"}))
+
+
 class ApiClient:
     def __init__(self, base_url: str, api_key: str, timeout_s: float = 60) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
+        self.session.mount("http://", HTTPAdapter(max_retries=READ_RETRIES))
+        self.session.mount("https://", HTTPAdapter(max_retries=READ_RETRIES))
         self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout_s = timeout_s
 

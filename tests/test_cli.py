@@ -6,8 +6,10 @@ import importlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from backend.settings import Settings
+from fakewatch.api_client import ApiClient
 from fakewatch.cli import cli
 from tests.fixtures_images import photo_bytes
 from tests.stack import free_port, wait_for_url
@@ -156,3 +159,30 @@ def test_every_setting_is_documented_in_env_example() -> None:
     documented = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
     missing = [name for name in Settings.model_fields if f"FAKEWATCH_{name.upper()}=" not in documented]
     assert missing == [], f".env.example lacks {missing}"
+
+
+def test_client_polls_survive_a_kept_alive_connection_the_server_closed() -> None:
+    """The first GET on a connection the server drops without answering (an idle keep-alive it just closed) is
+    sent again, so `retrain --wait` and `scan --wait` do not die on a race they cannot see."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    answered: list[bytes] = []
+
+    def serve() -> None:
+        for attempt in range(2):
+            connection, _ = listener.accept()
+            with connection:
+                request = connection.recv(65536)
+                if attempt == 0:
+                    continue  # closed without a response
+                answered.append(request.split(b"\r\n", 1)[0])
+                body = b'{"status": "done"}'
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                                   + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    client = ApiClient(f"http://127.0.0.1:{listener.getsockname()[1]}", "fw_test", timeout_s=10)
+    assert client.get_json("/api/v1/training-runs/x") == {"status": "done"}
+    assert answered == [b"GET /api/v1/training-runs/x HTTP/1.1"]
+    server.join(timeout=10)
+    listener.close()
