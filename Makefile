@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-deps extension model clean
+.PHONY: setup run test test-deps lint extension model clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ test-deps: setup ## Browser and linter the extension/console tests drive (Debian
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@if [ -f extension/package.json ]; then cd extension && npm ci --no-audit --no-fund --loglevel=error; fi
 
-test: test-deps ## Run the whole test suite (needs PostgreSQL and Redis on 127.0.0.1; .ci/run starts them)
+lint: setup ## Lint (ruff: style, import order, bugbear) and type-check (mypy) the whole tree
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: test-deps lint ## Lint, type-check, then run the whole test suite (needs PostgreSQL and Redis on 127.0.0.1)
 	$(PY) -m pytest
 
 extension: setup ## Package the browser extension for Chrome and Firefox (zips in extension/dist/)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from admin.auth import current_user, render_login, render_logout
+from admin.auth import current_user, render_login, render_logout  # noqa: E402 - needs the path above
 
 PAGES = [
     st.Page("views/queue.py", title="Review queue", icon=":material/fact_check:", url_path="queue", default=True),

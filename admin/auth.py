@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from backend.db import session_scope
-from backend.errors import FakewatchError
+from admin.context import session_scope
 from backend.users import authenticate
+from core.errors import FakewatchError
 
 USER_KEY = "moderator"
 

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import click
 
-from backend.settings import get_settings
+from backend.db import session_scope
+from backend.settings import Settings
+from backend.users import create_user, list_users
+from core.errors import FakewatchError
 
 APP = Path(__file__).resolve().parent / "app.py"
 MAX_UPLOAD_MB = 20
@@ -28,9 +31,9 @@ def streamlit_command(host: str, port: int) -> list[str]:
 @click.command()
 @click.option("--host", default=None, help="Address to listen on (FAKEWATCH_API_HOST).")
 @click.option("--port", type=int, default=None, help="Port (FAKEWATCH_ADMIN_PORT).")
-def admin(host: str | None, port: int | None) -> None:
+@click.pass_obj
+def admin(settings: Settings, host: str | None, port: int | None) -> None:
     """Run the admin console (Streamlit): review queue, images, batches, dashboard, models."""
-    settings = get_settings()
     command = streamlit_command(host or settings.api_host, port or settings.admin_port)
     os.execvp(command[0], command)
 
@@ -43,18 +46,15 @@ def users() -> None:
 @users.command("create")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
-def users_create(name: str, password_stdin: bool) -> None:
+@click.pass_obj
+def users_create(settings: Settings, name: str, password_stdin: bool) -> None:
     """Create moderator NAME; asks for the password (or reads it from stdin)."""
-    from backend.db import session_scope
-    from backend.errors import FakewatchError
-    from backend.users import create_user
-
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        with session_scope() as session:
+        with session_scope(settings) as session:
             user = create_user(session, name, password)
             click.echo(f"Created moderator {user.name}.")
     except FakewatchError as error:
@@ -62,12 +62,10 @@ def users_create(name: str, password_stdin: bool) -> None:
 
 
 @users.command("list")
-def users_list() -> None:
+@click.pass_obj
+def users_list(settings: Settings) -> None:
     """List moderators."""
-    from backend.db import session_scope
-    from backend.users import list_users
-
-    with session_scope() as session:
+    with session_scope(settings) as session:
         for user in list_users(session):
             state = "active" if user.is_active else "disabled"
             click.echo(f"{user.name}\t{state}\tcreated {user.created_at:%Y-%m-%d %H:%M}")

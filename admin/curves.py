@@ -20,7 +20,7 @@ def history_frame(history: dict[str, list[float]] | list[dict[str, float]]) -> p
 
 
 def render_curves(frame: pd.DataFrame) -> None:
-    for metric, column in zip(CURVE_METRICS, st.columns(len(CURVE_METRICS))):
+    for metric, column in zip(CURVE_METRICS, st.columns(len(CURVE_METRICS)), strict=True):
         keys = [key for key in (metric, f"val_{metric}") if key in frame]
         if keys:
             column.markdown(f"**{metric}**")

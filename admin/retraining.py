@@ -1,35 +1,29 @@
 """Retraining controls at the end of the console's Models page: start a run on the moderators' labels, follow it
 live (epoch, progress bar, curves; cancel), compare the candidate with the active version on the same data, and
-promote it or roll back. Every action is a backend/training.py service; no rule is decided here."""
+promote it or roll back. Every action is a backend/training/ or backend/model_versions.py service, and a run is
+shown as the API's RunOut dumps it; no rule is decided here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from admin.auth import current_user
+from admin.context import console_settings, session_scope
 from admin.curves import history_frame, render_curves
 from admin.notices import flash, show_flash
-from backend.db import session_scope
-from backend.errors import FakewatchError
+from backend.model_versions import previous_version, promote_version, roll_back
 from backend.schema import ModelVersion
-from backend.settings import get_settings
-from backend.training import (
-    assemble_training_data,
-    cancel_run,
-    comparison_rows,
-    get_run,
-    latest_run,
-    promote_version,
-    rescore_flagged,
-    roll_back,
-    run_to_dict,
-    start_training,
-)
+from backend.shapes import RunOut
+from backend.training.comparison import comparison_rows
+from backend.training.data import assemble_training_data
+from backend.training.rescoring import rescore_flagged
+from backend.training.runs import cancel_run, get_run, latest_run, start_training
+from core.enums import RunStatus
+from core.errors import FakewatchError
 
 LIVE_REFRESH_S = 2.0
 
@@ -40,20 +34,21 @@ def render_retraining(versions: list[ModelVersion]) -> None:
     st.header("Retrain on moderators' labels")
     show_flash()
     with session_scope() as session:
-        data = assemble_training_data(session).summary()
+        data = assemble_training_data(session, console_settings()).summary()
         run = latest_run(session)
-        body = run_to_dict(session, run) if run is not None else None
+        body: dict[str, Any] | None = RunOut().dump(run) if run is not None else None
+        previous = previous_version(session)
     _render_data_summary(data)
-    busy = body is not None and body["status"] in ("queued", "running")
+    busy = body is not None and RunStatus(body["status"]).is_active
     _render_request_form(busy)
     if body is not None and busy:
         # Only a run still going needs redrawing on its own; a finished one is drawn once, from what was loaded.
         st.fragment(_live_run, run_every=LIVE_REFRESH_S)(body["id"])
     elif body is not None:
         _run_panel(body)
-        if body["status"] == "done" and body["candidate"]:
+        if body["status"] == RunStatus.DONE and body["candidate"]:
             _render_comparison(body)
-    _render_roll_back(versions)
+    _render_roll_back(versions, previous)
 
 
 def _user() -> str:
@@ -82,22 +77,23 @@ def _render_data_summary(data: dict[str, Any]) -> None:
 def _render_request_form(busy: bool) -> None:
     with st.form("retrain_form"):
         scratch = st.checkbox("Train from scratch (instead of fine-tuning the active version)", key="retrain_scratch")
-        settings = get_settings()
+        settings = console_settings()
         epochs = st.number_input("Epochs", min_value=1, max_value=settings.training_max_epochs,
                                  value=settings.training_epochs, step=1, key="retrain_epochs")
         submitted = st.form_submit_button("Retrain", type="primary", disabled=busy)
     if busy:
         st.caption("A training run is in progress: one at a time.")
     if submitted:
-        _act(lambda session: start_training(session, from_scratch=scratch, epochs=int(epochs), requested_by=_user()),
+        _act(lambda session: start_training(session, console_settings(), from_scratch=scratch, epochs=int(epochs),
+                                            requested_by=_user()),
              "Training run {result.id} queued.")
 
 
 def _live_run(run_id: str) -> None:
     """Re-run every few seconds while the run is active; the whole page reruns once it ends."""
     with session_scope() as session:
-        body = run_to_dict(session, get_run(session, run_id))
-    if body["status"] not in ("queued", "running"):
+        body: dict[str, Any] = RunOut().dump(get_run(session, run_id))
+    if not RunStatus(body["status"]).is_active:
         st.rerun(scope="app")
     _run_panel(body)
 
@@ -107,12 +103,12 @@ def _run_panel(body: dict[str, Any]) -> None:
     epochs = max(int(body["epochs"] or 1), 1)
     st.progress(min(body["epoch"] / epochs, 1.0), text=f"{body['phase']}: epoch {body['epoch']} of {epochs}")
     if body["error"]:
-        (st.warning if body["status"] == "cancelled" else st.error)(body["error"])
+        (st.warning if body["status"] == RunStatus.CANCELLED else st.error)(body["error"])
     if body["history"]:
         frame = history_frame(body["history"])
         st.dataframe(frame.tail(1), width="stretch")
         render_curves(frame)
-    if body["status"] in ("queued", "running"):
+    if RunStatus(body["status"]).is_active:
         if body["cancel_requested"]:
             st.caption("Cancel requested: the run stops after its current batch.")
         elif st.button("Cancel training", key="retrain_cancel"):
@@ -147,19 +143,17 @@ def _promote(session: Any, version_id: int, rescore: bool) -> str:
     message = f"{version.name} is active: workers score with it from their next batch."
     if rescore:
         session.commit()
-        batch = rescore_flagged(session, requested_by=_user())
+        batch = rescore_flagged(session, console_settings(), requested_by=_user())
         message += f" Re-scoring {batch.total} flagged images as batch {batch.id}." if batch else " No flagged images."
     return message
 
 
-def _render_roll_back(versions: list[ModelVersion]) -> None:
+def _render_roll_back(versions: list[ModelVersion], previous: ModelVersion | None) -> None:
+    """``previous``: what a plain roll-back would re-activate (backend.model_versions.previous_version)."""
     earlier = [version for version in versions if not version.active]
     if not earlier:
         return
     current = next((version for version in versions if version.active), None)
-    # As backend.training.previous_version decides it: the latest activated among the inactive.
-    previous = max((version for version in earlier if version.activated_at is not None),
-                   key=attrgetter("activated_at"), default=None)
     st.subheader("Roll back")
     names = [version.name for version in earlier]
     default = names.index(previous.name) if previous is not None else 0

@@ -6,18 +6,24 @@ import io
 
 import streamlit as st
 
-from backend.errors import FakewatchError
-from backend.intake import decode_image
-from backend.store import read_image
+from admin.context import console_settings
+from backend.settings import Settings
+from backend.store import read_stored
+from core.decoding import decode_image
+from core.errors import FakewatchError
 
 THUMBNAIL_PX = 320
 
 
-@st.cache_data(max_entries=2000, show_spinner=False)
 def thumbnail(storage_key: str) -> bytes | None:
     """A JPEG at most THUMBNAIL_PX pixels on its long side; None when the stored file is gone or unreadable."""
+    return _thumbnail(console_settings(), storage_key)
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def _thumbnail(settings: Settings, storage_key: str) -> bytes | None:
     try:
-        preview = decode_image(read_image(storage_key))
+        preview = decode_image(read_stored(storage_key, settings.images_dir), settings.image_limits)
     except (FakewatchError, OSError):
         return None
     preview.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
@@ -29,6 +35,6 @@ def thumbnail(storage_key: str) -> bytes | None:
 def full_image(storage_key: str) -> bytes | None:
     """The stored original, for browsers to show as is; None when the file is gone."""
     try:
-        return read_image(storage_key)
+        return read_stored(storage_key, console_settings().images_dir)
     except FakewatchError:
         return None

@@ -2,35 +2,34 @@
 
 Every entry point (API, CLI, console, Celery tasks) goes through these functions; the database row is the
 source of truth for a check's state, and a check's status only moves forward:
-queued -> running -> done | failed, or queued -> cancelled."""
+queued -> running -> done | failed, or queued -> cancelled. A batch's status follows its items': it becomes
+running when a worker claims one of them and done when the last one ends (backend/batches/lifecycle.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.errors import FakewatchError, NotFound
-from backend.intake import ImageInfo, inspect_image
+from backend.batches.lifecycle import mark_batches_running, settle_batches
+from backend.db import get_or_not_found
+from backend.fetch import check_address, validate_url
 from backend.model_versions import require_active_version
-from backend.policy import decide_verdict, is_flagged, verdict_confidence
-from backend.schema import Check, Image, ModelVersion, Review, isoformat_z, utcnow
-from backend.settings import Settings, get_settings
+from backend.schema import Check, Image, ModelVersion, utcnow
+from backend.settings import Settings
 from backend.store import put_image
+from core.decoding import ImageInfo, inspect_image
+from core.enums import CheckStatus, Source
+from core.policy import decide_verdict
 
-SOURCES = ("upload", "url", "extension", "batch")
-FINAL_STATUSES = ("done", "failed", "cancelled")
 
-
-def store_image(session: Session, data: bytes, settings: Settings | None = None,
-                info: ImageInfo | None = None) -> Image:
+def store_image(session: Session, data: bytes, settings: Settings, info: ImageInfo | None = None) -> Image:
     """Validate untrusted bytes, store them content-addressed, and return their (possibly existing) row.
 
     ``info`` is the result of ``inspect_image`` on these bytes when the caller already has it (the fetcher does)."""
@@ -39,8 +38,8 @@ def store_image(session: Session, data: bytes, settings: Settings | None = None,
     if known is not None:
         return known
     if info is None:
-        info = inspect_image(data, settings)
-    key = put_image(data, info.sha256, settings)
+        info = inspect_image(data, settings.image_limits)
+    key = put_image(data, info.sha256, settings.images_dir)
     image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
                   width=info.width, height=info.height, storage_key=key)
     try:
@@ -57,11 +56,11 @@ def find_cached_scores(session: Session, image_ids: Sequence[int], model_version
     rows = session.execute(
         select(Check.image_id, Check.score)
         .where(Check.image_id.in_(set(image_ids)), Check.model_version_id == model_version_id,
-               Check.status == "done", Check.score.is_not(None))
+               Check.status == CheckStatus.DONE, Check.score.is_not(None))
         .order_by(Check.finished_at.desc())
     )
     # Newest first, so the oldest score of each image is written last and wins (the one first reported).
-    return {image_id: score for image_id, score in rows}
+    return {image_id: score for image_id, score in rows if image_id is not None and score is not None}
 
 
 @dataclass
@@ -70,17 +69,15 @@ class Submission:
     needs_scoring: bool
 
 
-def submit_image(session: Session, data: bytes, *, source: str = "upload", source_url: str | None = None,
-                 page_url: str | None = None, api_key_id: int | None = None,
-                 settings: Settings | None = None, info: ImageInfo | None = None) -> Submission:
+def submit_image(session: Session, data: bytes, settings: Settings, *, source: Source = Source.UPLOAD,
+                 source_url: str | None = None, page_url: str | None = None, api_key_id: int | None = None,
+                 info: ImageInfo | None = None) -> Submission:
     """Create a check for image bytes. If the active model already scored these bytes, the check is done at once.
 
     The caller commits, then enqueues when ``needs_scoring`` (so a worker never sees an uncommitted row)."""
-    if source not in SOURCES:
-        raise FakewatchError("invalid_request", f"source must be one of {', '.join(SOURCES)}, not {source!r}.")
     image = store_image(session, data, settings, info)
     version = require_active_version(session)
-    check = Check(image_id=image.id, image=image, source=source, source_url=source_url, page_url=page_url,
+    check = Check(image_id=image.id, image=image, source=Source(source), source_url=source_url, page_url=page_url,
                   api_key_id=api_key_id)
     session.add(check)
     cached = find_cached_scores(session, [image.id], version.id).get(image.id)
@@ -90,11 +87,25 @@ def submit_image(session: Session, data: bytes, *, source: str = "upload", sourc
     return Submission(check=check, needs_scoring=cached is None)
 
 
-def get_check(session: Session, check_id: str) -> Check:
-    check = session.get(Check, check_id)
-    if check is None:
-        raise NotFound(f"There is no check {check_id!r}.")
+def submit_url(session: Session, url: str, settings: Settings, *, page_url: str | None = None,
+               api_key_id: int | None = None) -> Check:
+    """Create a queued check for an image URL, which a worker fetches like a batch item.
+
+    Refused at once: a malformed URL (``invalid_url``) and a host that resolves to an address the fetcher may not
+    reach (``blocked_address``). Everything else that can go wrong with the URL (404, not an image, a redirect to a
+    refused address, a DNS answer that changed) happens when the worker fetches it and ends the check ``failed``
+    with the reason. The caller commits, then enqueues."""
+    url = validate_url(url)
+    check_address(url, settings)
+    require_active_version(session)
+    check = Check(source=Source.URL, source_url=url, page_url=page_url, api_key_id=api_key_id)
+    session.add(check)
+    session.flush()
     return check
+
+
+def get_check(session: Session, check_id: str) -> Check:
+    return get_or_not_found(session, Check, check_id, "check")
 
 
 def wait_for_final(session: Session, check_id: str, timeout_s: float) -> Check:
@@ -104,7 +115,7 @@ def wait_for_final(session: Session, check_id: str, timeout_s: float) -> Check:
     delay = 0.003
     while True:
         check = get_check(session, check_id)
-        if check.status in FINAL_STATUSES or time.monotonic() >= deadline:
+        if check.status.is_final or time.monotonic() >= deadline:
             return check
         session.expire_all()
         session.rollback()  # end the read transaction so the next poll sees new commits
@@ -112,48 +123,11 @@ def wait_for_final(session: Session, check_id: str, timeout_s: float) -> Check:
         delay = min(delay * 1.5, 0.05)
 
 
-def latest_review(session: Session, image_id: int | None) -> Review | None:
-    if image_id is None:
-        return None
-    return session.scalar(
-        select(Review).where(Review.image_id == image_id).order_by(Review.created_at.desc(), Review.id.desc()).limit(1)
-    )
-
-
-
-
-def check_to_dict(session: Session, check: Check) -> dict[str, Any]:
-    """The check object of DESIGN.md, as every endpoint returns it."""
-    review = latest_review(session, check.image_id)
-    image = check.image
-    return {
-        "id": check.id,
-        "status": check.status,
-        "verdict": check.verdict,
-        "score": check.score,
-        "confidence": verdict_confidence(check.score, check.verdict),
-        "flagged": check.flagged,
-        "cached": check.cached,
-        "model_version": check.model_version.name if check.model_version else None,
-        "image": {"sha256": image.sha256, "width": image.width, "height": image.height, "format": image.format} if image else None,
-        "source": check.source,
-        "source_url": check.source_url,
-        "page_url": check.page_url,
-        "batch_id": check.batch_id,
-        "review": {"label": review.label, "by": review.reviewer, "at": isoformat_z(review.created_at)} if review else None,
-        "error": {"code": check.error_code, "message": check.error_message} if check.error_code else None,
-        "attempts": check.attempts,
-        "created_at": isoformat_z(check.created_at),
-        "started_at": isoformat_z(check.started_at),
-        "finished_at": isoformat_z(check.finished_at),
-    }
-
-
 # --- state changes made by the workers --------------------------------------------------------------------
 
 
 def claim_checks(session: Session, check_ids: list[str], stale_after_s: float) -> list[Check]:
-    """Mark the given checks running and return those this caller won.
+    """Mark the given checks running (and their batches, if queued) and return those this caller won.
 
     A check is claimed when it is queued, or running but stale (its worker died); one already final or being
     worked on elsewhere is skipped, which makes a redelivered message harmless."""
@@ -163,20 +137,23 @@ def claim_checks(session: Session, check_ids: list[str], stale_after_s: float) -
     claimed = list(session.scalars(
         update(Check)
         .where(Check.id.in_(check_ids),
-               or_(Check.status == "queued", and_(Check.status == "running", Check.started_at < stale)))
-        .values(status="running", started_at=now, attempts=Check.attempts + 1)
+               or_(Check.status == CheckStatus.QUEUED,
+                   and_(Check.status == CheckStatus.RUNNING, Check.started_at < stale)))
+        .values(status=CheckStatus.RUNNING, started_at=now, attempts=Check.attempts + 1)
         .returning(Check.id)
     ))
+    if claimed:
+        mark_batches_running(session, claimed)
     session.commit()
     return list(session.scalars(select(Check).where(Check.id.in_(claimed)))) if claimed else []
 
 
 def _finish(check: Check, version: ModelVersion, score: float, cached: bool) -> None:
     verdict = decide_verdict(score, version.threshold, version.band)
-    check.status = "done"
+    check.status = CheckStatus.DONE
     check.score = float(score)
     check.verdict = verdict
-    check.flagged = is_flagged(verdict)
+    check.flagged = verdict.is_flagged
     check.cached = cached
     check.model_version_id = version.id
     check.model_version = version
@@ -184,48 +161,59 @@ def _finish(check: Check, version: ModelVersion, score: float, cached: bool) -> 
     check.finished_at = utcnow()
 
 
-def record_score(session: Session, check: Check, version: ModelVersion, score: float, cached: bool = False) -> None:
-    if check.status != "running":
+def record_score(check: Check, version: ModelVersion, score: float, cached: bool = False) -> None:
+    if check.status != CheckStatus.RUNNING:
         return
     _finish(check, version, score, cached)
 
 
-def record_failure(session: Session, check: Check, code: str, message: str) -> None:
-    if check.status in FINAL_STATUSES:
+def record_failure(check: Check, code: str, message: str) -> None:
+    if check.status.is_final:
         return
-    check.status = "failed"
+    check.status = CheckStatus.FAILED
     check.error_code = code
     check.error_message = message
     check.finished_at = utcnow()
 
 
-def attach_image(session: Session, check: Check, data: bytes, settings: Settings | None = None,
+def commit_finished(session: Session, checks: Iterable[Check]) -> None:
+    """Commit what a worker recorded on these checks, then settle the batches whose last items they were (after
+    the commit, so of two workers finishing one batch's last items, the later one sees both)."""
+    session.commit()
+    batch_ids = {check.batch_id for check in checks if check.batch_id is not None and check.status.is_final}
+    if batch_ids:
+        settle_batches(session, batch_ids)
+        session.commit()
+
+
+def attach_image(session: Session, check: Check, data: bytes, settings: Settings,
                  info: ImageInfo | None = None) -> Image:
-    """Give a URL check (a batch item) the image its URL returned."""
+    """Give a URL check (a single one or a batch item) the image its URL returned."""
     image = store_image(session, data, settings, info)
     check.image_id = image.id
     check.image = image
     return image
 
 
-def sweep_stuck_checks(session: Session, settings: Settings | None = None) -> list[str]:
+def sweep_stuck_checks(session: Session, settings: Settings) -> list[str]:
     """Re-queue checks left queued or running past ``stuck_after_s`` (a lost message, a killed worker);
     a check that already had ``max_attempts`` attempts ends failed instead. Returns the ids to send again."""
-    settings = settings or get_settings()
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.stuck_after_s)
-    stuck_now = or_(and_(Check.status == "queued", Check.queued_at < cutoff),
-                    and_(Check.status == "running", Check.started_at < cutoff))
+    stuck_now = or_(and_(Check.status == CheckStatus.QUEUED, Check.queued_at < cutoff),
+                    and_(Check.status == CheckStatus.RUNNING, Check.started_at < cutoff))
     stuck = list(session.scalars(select(Check).where(stuck_now).limit(5000)))
     retry: list[str] = []
+    given_up: list[Check] = []
     for check in stuck:
         if check.attempts >= settings.max_attempts:
-            record_failure(session, check, "worker_lost",
+            record_failure(check, "worker_lost",
                            f"The worker stopped {check.attempts} times while handling this check; it was given up. "
                            "Submit the image again, and check the worker logs if this repeats.")
+            given_up.append(check)
         else:
             retry.append(check.id)
-    session.commit()
+    commit_finished(session, given_up)
     return requeue_checks(session, retry, stuck_now)
 
 
@@ -237,7 +225,7 @@ def requeue_checks(session: Session, check_ids: Sequence[str], still: ColumnElem
         return []
     ids = list(session.scalars(
         update(Check).where(Check.id.in_(list(check_ids)), still)
-        .values(status="queued", queued_at=utcnow(), started_at=None)
+        .values(status=CheckStatus.QUEUED, queued_at=utcnow(), started_at=None)
         .returning(Check.id)
     ))
     session.commit()

@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
-from backend.policy import FLAGGED_VERDICTS, VERDICTS
 from backend.reviews import oldest_waiting, queue_size
 from backend.schema import Check, ModelVersion, Review, utcnow
+from core.enums import FLAGGED_VERDICTS, CheckStatus, Label, Verdict
 
 HISTOGRAM_BINS = 10
 
@@ -38,7 +38,8 @@ class Agreement:
 
     model_version: str
     # confusion[verdict][label] = images; verdict in real/uncertain/fake, label in real/fake.
-    confusion: dict[str, dict[str, int]] = field(default_factory=lambda: {v: {"real": 0, "fake": 0} for v in VERDICTS})
+    confusion: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {verdict.value: {label.value: 0 for label in Label} for verdict in Verdict})
 
     @property
     def reviewed(self) -> int:
@@ -47,8 +48,8 @@ class Agreement:
     @property
     def agreement_rate(self) -> float | None:
         """Share of decided (real or fake) verdicts the moderator confirmed; uncertain ones are left out."""
-        decided = sum(self.confusion[v][label] for v in ("real", "fake") for label in ("real", "fake"))
-        agreed = self.confusion["real"]["real"] + self.confusion["fake"]["fake"]
+        decided = sum(self.confusion[verdict][label] for verdict in (Verdict.REAL, Verdict.FAKE) for label in Label)
+        agreed = self.confusion[Verdict.REAL][Label.REAL] + self.confusion[Verdict.FAKE][Label.FAKE]
         return agreed / decided if decided else None
 
 
@@ -90,9 +91,10 @@ def _as_date(value: date | str) -> date:
 
 
 def verdict_mix(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Check.verdict, func.count()).where(Check.status == "done").group_by(Check.verdict))
+    rows = session.execute(select(Check.verdict, func.count()).where(Check.status == CheckStatus.DONE)
+                           .group_by(Check.verdict))
     counts = {verdict: int(count) for verdict, count in rows if verdict}
-    return {verdict: counts.get(verdict, 0) for verdict in VERDICTS}
+    return {verdict.value: counts.get(verdict, 0) for verdict in Verdict}
 
 
 def flagged_rate(mix: dict[str, int]) -> float | None:
@@ -132,7 +134,7 @@ def model_agreement(session: Session) -> list[Agreement]:
         .join(Check, Check.model_version_id == ModelVersion.id)
         .join(latest, latest.c.image_id == Check.image_id)
         .join(Review, Review.id == latest.c.review_id)
-        .where(Check.status == "done", Check.verdict.is_not(None))
+        .where(Check.status == CheckStatus.DONE, Check.verdict.is_not(None))
         .distinct()
         .subquery()
     )
@@ -142,8 +144,7 @@ def model_agreement(session: Session) -> list[Agreement]:
     by_version: dict[str, Agreement] = {}
     for name, verdict, label, count in rows:
         agreement = by_version.setdefault(name, Agreement(model_version=name))
-        if verdict in agreement.confusion and label in ("real", "fake"):
-            agreement.confusion[verdict][label] += int(count)
+        agreement.confusion[verdict][label] += int(count)
     return sorted(by_version.values(), key=lambda a: a.model_version)
 
 

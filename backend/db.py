@@ -1,4 +1,4 @@
-"""The one engine and session factory per database URL.
+"""The one engine and session factory per database URL, and sessions on the database a Settings names.
 
 SQLite (the embedded default) runs in WAL mode with a busy timeout so the API, workers and console can share
 the file; PostgreSQL gets a real connection pool."""
@@ -9,13 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.settings import get_settings
+from backend.settings import Settings
+from core.errors import NotFound
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+Row = TypeVar("Row")
 
 
 def enable_sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -27,13 +30,9 @@ def enable_sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no
     cursor.close()
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """The process's one engine (and pool) for a database URL; the configured database when none is given."""
-    return _engine(url or get_settings().database)
-
-
 @lru_cache(maxsize=8)
-def _engine(url: str) -> Engine:
+def get_engine(url: str) -> Engine:
+    """The process's one engine (and pool) for a database URL."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -49,14 +48,15 @@ def _session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(url), expire_on_commit=False)
 
 
-def new_session() -> Session:
-    return _session_factory(get_settings().database)()
+def new_session(settings: Settings) -> Session:
+    """A session on the database these settings name; the caller commits and closes it."""
+    return _session_factory(settings.database)()
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    session = new_session()
+def session_scope(settings: Settings) -> Iterator[Session]:
+    """A session on the database these settings name that commits on success and rolls back on error."""
+    session = new_session(settings)
     try:
         yield session
         session.commit()
@@ -67,7 +67,15 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
+def get_or_not_found(session: Session, model: type[Row], key: Any, what: str) -> Row:
+    """The row of ``model`` with this primary key; NotFound (404) naming ``what`` when there is none."""
+    row = session.get(model, key)
+    if row is None:
+        raise NotFound(f"There is no {what} {key!r}.")
+    return row
+
+
 def reset_engines() -> None:
-    """Forget engines (after a fork, or when tests switch databases)."""
-    for engine_fn in (_session_factory, _engine):
+    """Forget engines and their pools: a forked worker process must open connections of its own."""
+    for engine_fn in (_session_factory, get_engine):
         engine_fn.cache_clear()

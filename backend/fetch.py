@@ -47,9 +47,9 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from backend.errors import FakewatchError
-from backend.intake import ImageInfo, inspect_image
-from backend.settings import Settings, get_settings
+from backend.settings import Settings
+from core.decoding import ImageInfo, inspect_image
+from core.errors import FakewatchError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -190,10 +190,21 @@ def open_socket(ip: IPAddress, port: int, timeout: float | None) -> socket.socke
     return sock
 
 
-def fetch_image(url: str, settings: Settings | None = None, deadline: float | None = None) -> FetchedImage:
+def check_address(url: str, settings: Settings) -> None:
+    """Refuse a valid URL whose host resolves to an address the fetcher may not reach (``blocked_address``), without
+    connecting: the check a single URL check gets at submission. A host that does not resolve passes here; its
+    fetch fails later with the reason (the answer may be a passing DNS hiccup)."""
+    parts = urlsplit(url)
+    try:
+        _checked_addresses(parts.hostname or "", parts.port or DEFAULT_PORTS[parts.scheme.lower()], settings)
+    except FetchError as error:
+        if error.code == "blocked_address":
+            raise
+
+
+def fetch_image(url: str, settings: Settings, deadline: float | None = None) -> FetchedImage:
     """Fetch an image from a URL under the rules in the module docstring; raises FetchError when refused.
     ``deadline`` (a ``time.monotonic()`` instant) ends the fetch sooner than ``fetch_timeout_s`` would."""
-    settings = settings or get_settings()
     own_deadline = time.monotonic() + settings.fetch_timeout_s
     deadline = own_deadline if deadline is None else min(deadline, own_deadline)
     current = validate_url(url)
@@ -329,7 +340,7 @@ def _image_from(response: BaseHTTPResponse, url: str, settings: Settings, deadli
     _raise_for_status(response, url)
     data = _read_capped(response, url, settings, deadline)
     try:
-        info = inspect_image(data, settings)
+        info = inspect_image(data, settings.image_limits)
     except FakewatchError as exc:
         raise FetchError(exc.code, f"{url} is not a usable image: {exc.message}", exc.status) from exc
     return FetchedImage(data=data, final_url=url, content_type=response.headers.get("Content-Type"), info=info)

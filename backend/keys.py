@@ -8,8 +8,8 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.errors import FakewatchError, NotFound
 from backend.schema import ApiKey, utcnow
+from core.errors import FakewatchError, NotFound
 
 KEY_PREFIX = "fw_"
 
@@ -32,7 +32,8 @@ def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
 def authenticate(session: Session, key: str) -> ApiKey:
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
     if row is None or row.revoked_at is not None:
-        raise FakewatchError("unauthorized", "The API key is unknown or revoked. Create one with `fakewatch keys create NAME`.", 401)
+        raise FakewatchError("unauthorized",
+                             "The API key is unknown or revoked. Create one with `fakewatch keys create NAME`.", 401)
     return row
 
 

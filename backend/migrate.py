@@ -10,13 +10,12 @@ from alembic.config import Config
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def alembic_config(database_url: str | None = None) -> Config:
+def alembic_config(database_url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    if database_url:
-        config.set_main_option("sqlalchemy.url", database_url)
+    config.set_main_option("sqlalchemy.url", database_url)
     return config
 
 
-def upgrade_database(database_url: str | None = None) -> None:
+def upgrade_database(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")

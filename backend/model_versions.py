@@ -1,5 +1,6 @@
-"""Model versions: registering a saved model (from its metadata JSON, without TensorFlow) and choosing
-which one is active. Promotion is one transaction, so exactly one version is active at any time."""
+"""Model versions: registering a saved model (from its metadata JSON, without TensorFlow) and choosing which one
+is active: promoting a candidate, rolling back to an earlier version. Each change of the active version is one
+transaction, so exactly one version is active at any time."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from backend.errors import FakewatchError, NotFound
+from backend.db import get_or_not_found
 from backend.schema import ModelVersion, utcnow
-from models.metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
+from core.errors import FakewatchError
+from core.model_metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
 
 
 def _checked_metadata(model_path: Path) -> dict[str, Any]:
@@ -27,7 +29,8 @@ def register_model(session: Session, model_path: Path, activate: bool = False) -
     metadata = _checked_metadata(model_path)
     sha = file_sha256(model_path)
     if metadata.get("sha256") and metadata["sha256"] != sha:
-        raise FakewatchError("invalid_model", f"{model_path.name} does not match the SHA-256 in its metadata: the file is damaged or was replaced.")
+        raise FakewatchError("invalid_model", f"{model_path.name} does not match the SHA-256 in its metadata: the "
+                                              "file is damaged or was replaced.")
     name = str(metadata.get("name") or model_path.stem)
     version = session.scalar(select(ModelVersion).where(ModelVersion.name == name))
     if version is None:
@@ -64,15 +67,43 @@ def require_active_version(session: Session) -> ModelVersion:
     return version
 
 
+def get_version(session: Session, version_id: int) -> ModelVersion:
+    return get_or_not_found(session, ModelVersion, version_id, "model version")
+
+
 def activate_version(session: Session, version_id: int) -> ModelVersion:
-    version = session.get(ModelVersion, version_id)
-    if version is None:
-        raise NotFound(f"There is no model version {version_id}.")
+    """Make this version the only active one (no check that its file is there: see :func:`promote_version`)."""
+    version = get_version(session, version_id)
     session.execute(update(ModelVersion).where(ModelVersion.id != version_id).values(active=False))
     version.active = True
     version.activated_at = utcnow()
     session.flush()
     return version
+
+
+def promote_version(session: Session, version_id: int) -> ModelVersion:
+    """Make a version active in one transaction; scoring workers switch before their next chunk of checks."""
+    version = get_version(session, version_id)
+    if not Path(version.file).is_file():
+        raise FakewatchError("invalid_model", f"The file of version {version.name} is missing: {version.file}.", 409)
+    return activate_version(session, version_id)
+
+
+def previous_version(session: Session) -> ModelVersion | None:
+    """The version that was active before the current one (the latest activated among the inactive)."""
+    return session.scalar(select(ModelVersion).where(ModelVersion.active.is_(False),
+                                                     ModelVersion.activated_at.is_not(None))
+                          .order_by(ModelVersion.activated_at.desc()).limit(1))
+
+
+def roll_back(session: Session, version_id: int | None = None) -> ModelVersion:
+    """Re-activate ``version_id``, or the version active before the current one."""
+    if version_id is None:
+        previous = previous_version(session)
+        if previous is None:
+            raise FakewatchError("nothing_to_roll_back", "No earlier version has ever been active.", 409)
+        version_id = previous.id
+    return promote_version(session, version_id)
 
 
 def list_versions(session: Session) -> list[ModelVersion]:

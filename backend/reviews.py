@@ -13,19 +13,18 @@ from datetime import datetime
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
-from backend.errors import FakewatchError, NotFound
-from backend.policy import FLAGGED_VERDICTS
 from backend.schema import Check, Image, Review, utcnow
+from core.enums import FLAGGED_VERDICTS, CheckStatus, Label, Source, Verdict
+from core.errors import FakewatchError, NotFound
 
-LABELS = ("real", "fake")
 QUEUE_ORDERS = ("oldest", "highest_score")
 MAX_NOTE_CHARS = 2000
 
 
 @dataclass(frozen=True)
 class QueueFilters:
-    verdicts: tuple[str, ...] = FLAGGED_VERDICTS
-    sources: tuple[str, ...] = ()
+    verdicts: tuple[Verdict, ...] = FLAGGED_VERDICTS
+    sources: tuple[Source, ...] = ()
     batch_id: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
@@ -45,8 +44,8 @@ class QueueItem:
     width: int
     height: int
     score: float
-    verdict: str
-    source: str
+    verdict: Verdict
+    source: Source
     source_url: str | None
     page_url: str | None
     batch_id: str | None
@@ -59,7 +58,7 @@ class Decision:
     """What one click (or one bulk action) did: the reviews it wrote."""
 
     reviewer: str
-    label: str
+    label: Label
     image_ids: tuple[int, ...]
     at: datetime
 
@@ -67,7 +66,7 @@ class Decision:
 def _queue_query(filters: QueueFilters, exclude_image_ids: Sequence[int]) -> Select[Check]:
     reviewed = exists().where(Review.image_id == Check.image_id)
     query = select(Check).where(
-        Check.status == "done", Check.flagged.is_(True), Check.image_id.is_not(None), ~reviewed,
+        Check.status == CheckStatus.DONE, Check.flagged.is_(True), Check.image_id.is_not(None), ~reviewed,
         Check.verdict.in_([v for v in filters.verdicts if v in FLAGGED_VERDICTS] or FLAGGED_VERDICTS),
         Check.score >= filters.min_score, Check.score <= filters.max_score,
     )
@@ -124,18 +123,20 @@ def oldest_waiting(session: Session) -> datetime | None:
     return session.scalar(query)
 
 
-def _validate_label(label: str, note: str | None) -> None:
-    if label not in LABELS:
-        raise FakewatchError("invalid_request", f"label must be one of {', '.join(LABELS)}, not {label!r}.")
+def _validate_label(label: str, note: str | None) -> Label:
+    if label not in tuple(Label):
+        raise FakewatchError("invalid_request",
+                             f"label must be one of {', '.join(Label)}, not {label!r}.")
     if note is not None and len(note) > MAX_NOTE_CHARS:
         raise FakewatchError("invalid_request", f"A note has at most {MAX_NOTE_CHARS} characters.")
+    return Label(label)
 
 
 def label_images(session: Session, image_ids: Sequence[int], label: str, reviewer: str,
                  note: str | None = None, check_ids: Sequence[str | None] | None = None) -> Decision:
     """Record one decision: the same label for one or several images, by one moderator, at one instant
     (so undo takes back the whole decision)."""
-    _validate_label(label, note)
+    chosen = _validate_label(label, note)
     if not reviewer.strip():
         raise FakewatchError("invalid_request", "A review records who made it: reviewer is required.")
     ids = list(dict.fromkeys(image_ids))
@@ -144,13 +145,13 @@ def label_images(session: Session, image_ids: Sequence[int], label: str, reviewe
     known = set(session.scalars(select(Image.id).where(Image.id.in_(ids))))
     if missing := [i for i in ids if i not in known]:
         raise NotFound(f"There is no image with id {missing[0]}.")
-    by_image = dict(zip(image_ids, check_ids or [None] * len(image_ids)))
+    by_image = dict(zip(image_ids, check_ids or [None] * len(image_ids), strict=True))
     now = utcnow()
     for image_id in ids:
-        session.add(Review(image_id=image_id, check_id=by_image.get(image_id), label=label, reviewer=reviewer,
+        session.add(Review(image_id=image_id, check_id=by_image.get(image_id), label=chosen, reviewer=reviewer,
                            note=note or None, created_at=now))
     session.flush()
-    return Decision(reviewer=reviewer, label=label, image_ids=tuple(ids), at=now)
+    return Decision(reviewer=reviewer, label=chosen, image_ids=tuple(ids), at=now)
 
 
 def label_image(session: Session, image_id: int, label: str, reviewer: str, note: str | None = None,
@@ -172,6 +173,15 @@ def undo_last_decision(session: Session, reviewer: str) -> Decision | None:
 
 
 # --- one image's history ------------------------------------------------------------------------------------
+
+
+def latest_review(session: Session, image_id: int | None) -> Review | None:
+    """The label every check of these bytes shows in its ``review`` field: the newest review of the image."""
+    if image_id is None:
+        return None
+    return session.scalar(
+        select(Review).where(Review.image_id == image_id).order_by(Review.created_at.desc(), Review.id.desc()).limit(1)
+    )
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,33 @@
 """The SQLAlchemy schema: the database is the source of truth for every check's state.
 
-Changes go through Alembic revisions in backend/migrations/versions/."""
+Every column holding one of core.enums' sets is an ``enum_column``: stored as its text, refused by a CHECK
+constraint when it is not a member (migration 0003), and read back as the enum member. Changes go through Alembic
+revisions in backend/migrations/versions/."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from core.enums import ACTIVE_RUN_STATUSES, BatchStatus, CheckStatus, Label, RunStatus, Source, Verdict
 
 
 def utcnow() -> datetime:
@@ -42,6 +60,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+def enum_column(enum: type[StrEnum], constraint: str) -> Enum:
+    """A column type for one of core.enums' sets: its values as text (16 characters at most), a CHECK constraint
+    named ``constraint`` that only they pass, and enum members when read."""
+    return Enum(enum, name=constraint, native_enum=False, create_constraint=True, length=16, validate_strings=True,
+                values_callable=lambda members: [member.value for member in members])
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -68,7 +93,6 @@ class ApiKey(Base):
     # SHA-256 of the key: keys are 256-bit random tokens, so a fast hash is enough to make a stolen table useless.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
 
 
@@ -94,7 +118,8 @@ class Batch(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), default="")
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[BatchStatus] = mapped_column(enum_column(BatchStatus, "ck_batches_status"),
+                                                default=BatchStatus.QUEUED)
     total: Mapped[int] = mapped_column(Integer, default=0)
     invalid: Mapped[list[Any]] = mapped_column(default=list)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
@@ -114,17 +139,18 @@ class Check(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     # Null until a batch item's URL has been fetched.
     image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"))
-    source: Mapped[str] = mapped_column(String(16))
+    source: Mapped[Source] = mapped_column(enum_column(Source, "ck_checks_source"))
     source_url: Mapped[str | None] = mapped_column(Text)
     page_url: Mapped[str | None] = mapped_column(Text)
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[CheckStatus] = mapped_column(enum_column(CheckStatus, "ck_checks_status"),
+                                                default=CheckStatus.QUEUED)
     error_code: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     score: Mapped[float | None] = mapped_column(Float)
-    verdict: Mapped[str | None] = mapped_column(String(16))
+    verdict: Mapped[Verdict | None] = mapped_column(enum_column(Verdict, "ck_checks_verdict"))
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
@@ -159,13 +185,13 @@ class Review(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
     check_id: Mapped[str | None] = mapped_column(ForeignKey("checks.id"))
-    label: Mapped[str] = mapped_column(String(16))
+    label: Mapped[Label] = mapped_column(enum_column(Label, "ck_reviews_label"))
     reviewer: Mapped[str] = mapped_column(String(100))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-ACTIVE_RUN = "status IN ('queued', 'running')"
+ACTIVE_RUN = f"status IN ({', '.join(repr(status.value) for status in ACTIVE_RUN_STATUSES)})"
 
 
 class TrainingRun(Base):
@@ -175,7 +201,8 @@ class TrainingRun(Base):
                             sqlite_where=text(ACTIVE_RUN), postgresql_where=text(ACTIVE_RUN)),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[RunStatus] = mapped_column(enum_column(RunStatus, "ck_training_runs_status"),
+                                              default=RunStatus.QUEUED)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
@@ -185,3 +212,6 @@ class TrainingRun(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+    # The candidate the run registered, once it is done.
+    model_version: Mapped[ModelVersion | None] = relationship()

@@ -1,27 +1,34 @@
 """The one settings object. Every value comes from a ``FAKEWATCH_*`` environment variable or ``.env``
 in the working directory; the defaults are the embedded default (SQLite database, SQLite-backed broker,
-everything under ``FAKEWATCH_DATA_DIR``)."""
+everything under ``FAKEWATCH_DATA_DIR``).
+
+There is no process-wide current settings: each entry point reads ``Settings()`` once at its start (the app
+factory ``create_app``, the worker's start-up in worker/app.py, the console's in admin/context.py, the ``fakewatch``
+command group) and passes the object down; every function that needs a value takes it. Settings are frozen and
+hashable, so what is built from them (a database engine, the task sender) is built once per settings value.
+Tests build their own ``Settings(...)`` and hand it to the same entry points."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-CommaList = Annotated[list[str], NoDecode]
+from core.decoding import ImageLimits
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
+        return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FAKEWATCH_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FAKEWATCH_", env_file=".env", extra="ignore", frozen=True)
 
     data_dir: Path = Path("./var")
     # Empty means "derive from data_dir": the embedded default.
@@ -38,7 +45,7 @@ class Settings(BaseSettings):
     api_key: str = ""
 
     # Hosts, IPs or CIDRs the URL fetcher may reach although they are not public.
-    fetch_allowlist: CommaList = []
+    fetch_allowlist: CommaList = ()
     fetch_connect_timeout_s: float = 5.0
     fetch_timeout_s: float = 20.0
     fetch_max_redirects: int = 3
@@ -48,7 +55,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
 
     # Origins allowed to call the API from a browser, besides browser extensions.
-    cors_origins: CommaList = []
+    cors_origins: CommaList = ()
     rate_limit: str = "600 per minute"
     # Where Flask-Limiter keeps its counters; empty means Redis when the broker is Redis, memory otherwise.
     rate_limit_storage_url: str = ""
@@ -71,10 +78,10 @@ class Settings(BaseSettings):
     # How often the embedded broker (SQLite) is polled when idle.
     broker_poll_interval_s: float = 0.02
 
-    # Retraining (backend/training.py): base dataset folders trained on beside the reviewed images (empty means the
+    # Retraining (backend/training/): base dataset folders trained on beside the reviewed images (empty means the
     # datasets the shipped model was trained on, when present), the share of reviewed images held out for the
     # candidate-vs-active comparison, default epochs, and when a silent running run counts as dead.
-    training_datasets: CommaList = []
+    training_datasets: CommaList = ()
     training_heldout_percent: int = 20
     training_epochs: int = 5
     training_max_epochs: int = 200
@@ -85,6 +92,11 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_commas(value)
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        """The caps untrusted bytes (uploads, fetched URLs, stored images) are decoded under."""
+        return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
 
     @property
     def data_path(self) -> Path:
@@ -123,9 +135,3 @@ class Settings(BaseSettings):
     @property
     def api_base_url(self) -> str:
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process's settings, read once. Tests that change the environment call ``get_settings.cache_clear()``."""
-    return Settings()

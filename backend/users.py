@@ -1,4 +1,5 @@
-"""Moderators of the admin console: created with a scrypt password hash, authenticated by name and password.
+"""Moderators of the admin console: created with a salted scrypt password hash (werkzeug's), authenticated by name
+and password.
 
 On the first run (no moderator yet) ``first_run_lines`` creates ``admin`` with ``settings.admin_password`` or a
 random password, and returns the line `fakewatch up` prints so the operator can log in."""
@@ -12,40 +13,45 @@ import secrets
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
 
-from backend.errors import FakewatchError
+from backend.db import session_scope
 from backend.schema import User
-from backend.settings import Settings, get_settings
+from backend.settings import Settings
+from core.errors import FakewatchError
 
 ADMIN_NAME = "admin"
 MIN_PASSWORD_CHARS = 8
 # scrypt at N=2**14, r=8 costs ~16 MiB and tens of milliseconds: cheap for one login, ruinous for guessing.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+PASSWORD_METHOD = "scrypt:16384:8:1"
 MAX_NAME_CHARS = 100
+# Hashes written before werkzeug's: scrypt$N$r$p$salt$digest (base64). Verified once more, then replaced.
+LEGACY_PREFIX = "scrypt$"
 
 
 def hash_password(password: str) -> str:
-    """``scrypt$N$r$p$salt$hash`` (base64), so the cost can be raised later without breaking old hashes."""
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
-    return "$".join(["scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest)])
+    """``scrypt:N:r:p$salt$hash``: the cost is in the hash, so it can be raised later without breaking old ones."""
+    return generate_password_hash(password, method=PASSWORD_METHOD)
 
 
 def verify_password(password: str, stored: str) -> bool:
+    if stored.startswith(LEGACY_PREFIX):
+        return _verify_legacy(password, stored)
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
+        return check_password_hash(stored, password)
+    except ValueError:  # not a hash werkzeug knows
+        return False
+
+
+def _verify_legacy(password: str, stored: str) -> bool:
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
         expected = base64.b64decode(digest)
         actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
                                 dklen=len(expected))
     except ValueError:
         return False
     return hmac.compare_digest(actual, expected)
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
 
 
 def create_user(session: Session, name: str, password: str) -> User:
@@ -67,6 +73,8 @@ def authenticate(session: Session, name: str, password: str) -> User:
     user = session.scalar(select(User).where(User.name == name.strip()))
     if user is None or not user.is_active or not verify_password(password, user.password_hash):
         raise FakewatchError("unauthorized", "Wrong name or password.", 401)
+    if user.password_hash.startswith(LEGACY_PREFIX):
+        user.password_hash = hash_password(password)
     return user
 
 
@@ -78,19 +86,17 @@ def has_users(session: Session) -> bool:
     return session.scalar(select(User.id).limit(1)) is not None
 
 
-def ensure_first_admin(session: Session, settings: Settings | None = None) -> str | None:
-    """Create ``admin`` when there is no moderator yet; returns its password then, else None."""
+def ensure_first_admin(session: Session, password: str = "") -> str | None:
+    """Create ``admin`` when there is no moderator yet, with this password or a random one; returns it then."""
     if has_users(session):
         return None
-    password = (settings or get_settings()).admin_password or secrets.token_urlsafe(12)
+    password = password or secrets.token_urlsafe(12)
     create_user(session, ADMIN_NAME, password)
     return password
 
 
-def first_run_lines() -> list[str]:
+def first_run_lines(settings: Settings) -> list[str]:
     """The console's first password, for `fakewatch up` to print once."""
-    from backend.db import session_scope
-
-    with session_scope() as session:
-        password = ensure_first_admin(session)
+    with session_scope(settings) as session:
+        password = ensure_first_admin(session, settings.admin_password)
     return [f"Admin password: {password} (user {ADMIN_NAME})"] if password else []

@@ -1,4 +1,4 @@
-"""WSGI entry point for gunicorn: ``gunicorn backend.wsgi:app``."""
+"""WSGI entry point for gunicorn: ``gunicorn backend.wsgi:app`` (settings from the environment)."""
 
 from backend.api import create_app
 

@@ -32,8 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image
 
+from core.decoding import decode_image, inspect_image
 from tests.fixtures_images import LocalServer
-from tests.stack import Stack, backend_env
+from tests.stack import Stack, backend_env, isolated_settings
+
+# The default upload caps: what a worker decodes stored images under.
+LIMITS = isolated_settings().image_limits
 
 SIDES = (96, 160, 256, 384, 512, 640, 800, 1024)
 MICRO_BATCH = 32
@@ -77,18 +81,17 @@ def make_images(count: int, seed: int = 7) -> list[bytes]:
 
 def measure_limit(images: list[bytes], model_path: Path) -> dict[str, Any]:
     """(a): decode + preprocess + inference, micro-batches of 32, one process; also each stage alone."""
-    from backend.intake import decode_image, inspect_image
     from models.serving import Detector
 
     detector = Detector.load(model_path)
-    detector.score([decode_image(images[0])])  # trace the graph outside the timing
+    detector.score([decode_image(images[0], LIMITS)])  # trace the graph outside the timing
     started = time.perf_counter()
     for start in range(0, len(images), MICRO_BATCH):
-        detector.score([decode_image(data) for data in images[start : start + MICRO_BATCH]])
+        detector.score([decode_image(data, LIMITS) for data in images[start : start + MICRO_BATCH]])
     total = time.perf_counter() - started
-    decode_s = _timed(lambda: [decode_image(data) for data in images])
-    inspect_s = _timed(lambda: [inspect_image(data) for data in images])
-    decoded = [decode_image(data) for data in images[:512]]
+    decode_s = _timed(lambda: [decode_image(data, LIMITS) for data in images])
+    inspect_s = _timed(lambda: [inspect_image(data, LIMITS) for data in images])
+    decoded = [decode_image(data, LIMITS) for data in images[:512]]
     infer_s = _timed(lambda: [detector.score(decoded[s : s + MICRO_BATCH]) for s in range(0, len(decoded), MICRO_BATCH)])
     return {
         "images_per_s": round(len(images) / total, 1),
@@ -103,16 +106,16 @@ def measure_limit(images: list[bytes], model_path: Path) -> dict[str, Any]:
 
 def measure_seed_loop(images: list[bytes], model_path: Path) -> dict[str, Any]:
     """(b): the seed app's way, one ``model.predict`` per image, with the same model and preprocessing."""
-    from backend.intake import decode_image
     from models.preprocessing import prepare
     from models.serving import Detector, calibrate, pool_logits, rows_to_logits
 
     detector = Detector.load(model_path)
     subset = images[:SEED_LOOP_IMAGES]
-    detector.model.predict(prepare([decode_image(subset[0])], detector.preprocessing)[0].astype("float32"), verbose=0)
+    first = prepare([decode_image(subset[0], LIMITS)], detector.preprocessing)[0]
+    detector.model.predict(first.astype("float32"), verbose=0)
     started = time.perf_counter()
     for data in subset:
-        rows, counts = prepare([decode_image(data)], detector.preprocessing)
+        rows, counts = prepare([decode_image(data, LIMITS)], detector.preprocessing)
         output = detector.model.predict(rows.astype("float32"), verbose=0)
         logits = pool_logits(rows_to_logits(output, detector.metadata.get("output", "logit")), counts,
                              detector.preprocessing.get("pool", "mean"))
@@ -123,10 +126,9 @@ def measure_seed_loop(images: list[bytes], model_path: Path) -> dict[str, Any]:
 
 def measure_fetch(server: LocalServer, paths: list[str]) -> dict[str, Any]:
     """The worker's fetch stage alone (HTTP + the fetcher's intake check), chunk by chunk as a worker does it."""
-    from backend.settings import Settings
     from worker.fetching import fetch_all
 
-    settings = Settings(_env_file=None, fetch_allowlist=["127.0.0.1"])  # type: ignore[call-arg]
+    settings = isolated_settings(fetch_allowlist="127.0.0.1")
     urls = [server.url(path) for path in paths]
     started = time.perf_counter()
     for start in range(0, len(urls), MICRO_BATCH):

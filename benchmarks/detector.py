@@ -23,14 +23,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.policy import decide_verdict
+from core.model_metadata import SHIPPED_MODEL
+from core.policy import decide_verdict
 from models.augment import reencode_jpeg
 from models.cli import configure_tensorflow
 from models.data import LoadedImages, list_items, load_items
 from models.evaluate import count_verdicts
-from models.metadata import SHIPPED_MODEL
 from models.metrics import compute_metrics
-from models.preprocessing import coverage, crop_boxes, read_image
+from models.preprocessing import coverage, crop_boxes, decode_image_file
 from models.serving import Detector
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -52,7 +52,7 @@ def ordinary_photos() -> dict[str, Image.Image]:
     photos = {name: getattr(skimage.data, name)() for name in
               ["astronaut", "camera", "cat", "coffee", "rocket", "coins", "hubble_deep_field"]}
     samples = load_sample_images()
-    photos.update({Path(f).stem: image for f, image in zip(samples.filenames, samples.images)})
+    photos.update({Path(f).stem: image for f, image in zip(samples.filenames, samples.images, strict=True)})
     return {name: Image.fromarray(array).convert("RGB") for name, array in photos.items()}
 
 
@@ -83,8 +83,8 @@ def evaluate_model(detector: Detector, tests: dict[str, LoadedImages], reshare_g
     for name, loaded in tests.items():
         scores = detector.score(loaded.images)
         metrics = compute_metrics(scores, loaded.labels, detector.threshold)
-        real_scores = [s for s, y in zip(scores, loaded.labels) if y == 0]
-        fake_scores = [s for s, y in zip(scores, loaded.labels) if y == 1]
+        real_scores = [s for s, y in zip(scores, loaded.labels, strict=True) if y == 0]
+        fake_scores = [s for s, y in zip(scores, loaded.labels, strict=True) if y == 1]
         report["splits"][name] = {
             "counts": metrics["counts"], "roc_auc": metrics["roc_auc"], "tpr_at_5pct_fpr": metrics["tpr_at_5pct_fpr"],
             "ece": metrics["ece"], "verdicts": count_verdicts(scores, detector.threshold, detector.band),
@@ -130,7 +130,7 @@ def false_alarms(detector: Detector) -> dict[str, Any]:
     photos = ordinary_photos()
     scores = detector.score(list(photos.values()))
     rows = {name: {"score": round(s, 4), "verdict": decide_verdict(s, detector.threshold, detector.band)}
-            for name, s in zip(photos, scores)}
+            for name, s in zip(photos, scores, strict=True)}
     return {"photos": rows, "flagged": sum(row["verdict"] != "real" for row in rows.values())}
 
 
@@ -148,15 +148,15 @@ def crop_coverage(detector: Detector, tests: dict[str, LoadedImages]) -> dict[st
 
 def measure_speed(detector: Detector, files: list[Path], batch: int = 32) -> dict[str, float]:
     """Images per second from file to score, batched; and milliseconds for one image alone (median)."""
-    detector.score([read_image(files[0])])  # warm up the traced graph
+    detector.score([decode_image_file(files[0])])  # warm up the traced graph
     started = time.perf_counter()
     for start in range(0, len(files), batch):
-        detector.score([read_image(path) for path in files[start : start + batch]])
+        detector.score([decode_image_file(path) for path in files[start : start + batch]])
     per_second = len(files) / (time.perf_counter() - started)
     single = []
     for path in files[:40]:
         started = time.perf_counter()
-        detector.score([read_image(path)])
+        detector.score([decode_image_file(path)])
         single.append((time.perf_counter() - started) * 1000)
     return {"images_per_s_batched": round(per_second, 1), "batch": batch,
             "single_image_ms_median": round(statistics.median(single), 1),

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.metadata import SHIPPED_MODEL  # noqa: E402
+from core.model_metadata import SHIPPED_MODEL  # noqa: E402
 from tests.fixtures_images import distinct_photos  # noqa: E402
 from tests.stack import Stack, start_stack  # noqa: E402
 

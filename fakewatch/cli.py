@@ -1,11 +1,11 @@
 """``fakewatch``: run the tool, manage keys and the database, and submit or score images.
 
-Heavy imports (TensorFlow, Celery worker internals) happen inside the commands that need them, so
-``fakewatch --help`` answers at once."""
+The group reads the settings once (``FAKEWATCH_*``, ``.env``) and hands them to every command as its context
+object; a test invoking a command passes its own with ``obj=``. TensorFlow and the Celery worker are imported
+only inside the commands that need them, so ``fakewatch --help`` answers at once."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -13,21 +13,29 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import click
+import requests
 
 from admin import cli as admin_cli
-from backend import batch_cli
-from backend.settings import get_settings
+from backend.db import session_scope
+from backend.keys import create_key, has_keys, list_keys, revoke_key
+from backend.migrate import upgrade_database
+from backend.model_versions import ensure_shipped_model
+from backend.settings import Settings
+from backend.users import first_run_lines
+from core.errors import FakewatchError
+from fakewatch import client_commands
 from models import cli as models_cli
-from worker import training_cli
 
 log = logging.getLogger("fakewatch")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", is_flag=True, help="Log more (to stderr).")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """fakewatch: spot deepfake and AI-generated images.
 
     Start everything on this machine with `fakewatch up`. Settings come from FAKEWATCH_* environment
@@ -38,6 +46,8 @@ def cli(verbose: bool) -> None:
     if not verbose:
         # Alembic narrates every migration step; `fakewatch up` must open with its address lines.
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    if ctx.obj is None:
+        ctx.obj = Settings()
 
 
 # --- database and keys --------------------------------------------------------------------------------------
@@ -48,23 +58,20 @@ def db() -> None:
     """Database schema."""
 
 
-def prepare_database() -> str | None:
+def prepare_database(settings: Settings) -> str | None:
     """Migrate to the latest schema and register the shipped model on a fresh database; returns its version name."""
-    from backend.db import session_scope
-    from backend.migrate import upgrade_database
-    from backend.model_versions import ensure_shipped_model
-
-    upgrade_database()
-    with session_scope() as session:
+    upgrade_database(settings.database)
+    with session_scope(settings) as session:
         version = ensure_shipped_model(session)
         return version.name if version else None
 
 
 @db.command("upgrade")
-def db_upgrade() -> None:
+@click.pass_obj
+def db_upgrade(settings: Settings) -> None:
     """Create or migrate the database to the latest schema, and register the shipped default model."""
-    name = prepare_database()
-    click.echo(f"Database at {get_settings().database.split('@')[-1]} is up to date.")
+    name = prepare_database(settings)
+    click.echo(f"Database at {settings.database.split('@')[-1]} is up to date.")
     click.echo(f"Active model: {name}" if name else "No model is active: models/shipped/default.keras is missing.")
 
 
@@ -75,24 +82,20 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
-def keys_create(name: str) -> None:
+@click.pass_obj
+def keys_create(settings: Settings, name: str) -> None:
     """Create a key named NAME; the key is printed once, alone on the last line."""
-    from backend.db import session_scope
-    from backend.keys import create_key
-
-    with session_scope() as session:
+    with session_scope(settings) as session:
         row, key = create_key(session, name)
         click.echo(f"Created key {row.id} ({row.name}). Keep it now: it cannot be shown again.", err=True)
     click.echo(key)
 
 
 @keys.command("list")
-def keys_list() -> None:
+@click.pass_obj
+def keys_list(settings: Settings) -> None:
     """List keys (their prefixes only)."""
-    from backend.db import session_scope
-    from backend.keys import list_keys
-
-    with session_scope() as session:
+    with session_scope(settings) as session:
         for row in list_keys(session):
             state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
             click.echo(f"{row.id}\t{row.name}\t{row.prefix}...\t{state}\tcreated {row.created_at:%Y-%m-%d %H:%M}")
@@ -100,14 +103,11 @@ def keys_list() -> None:
 
 @keys.command("revoke")
 @click.argument("key")
-def keys_revoke(key: str) -> None:
+@click.pass_obj
+def keys_revoke(settings: Settings, key: str) -> None:
     """Revoke the key with this id or name."""
-    from backend.db import session_scope
-    from backend.errors import FakewatchError
-    from backend.keys import revoke_key
-
     try:
-        with session_scope() as session:
+        with session_scope(settings) as session:
             row = revoke_key(session, key)
             click.echo(f"Revoked key {row.id} ({row.name}).")
     except FakewatchError as error:
@@ -122,9 +122,9 @@ def keys_revoke(key: str) -> None:
 @click.option("--port", type=int, default=None, help="Port (FAKEWATCH_API_PORT).")
 @click.option("--workers", type=int, default=1, show_default=True, help="gunicorn worker processes.")
 @click.option("--threads", type=int, default=8, show_default=True, help="Threads per process.")
-def api(host: str | None, port: int | None, workers: int, threads: int) -> None:
-    """Serve the HTTP API with gunicorn."""
-    settings = get_settings()
+@click.pass_obj
+def api(settings: Settings, host: str | None, port: int | None, workers: int, threads: int) -> None:
+    """Serve the HTTP API with gunicorn (backend/wsgi.py reads the same environment)."""
     bind = f"{host or settings.api_host}:{port or settings.api_port}"
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
                                "--threads", str(threads), "--worker-class", "gthread", "--timeout", "60",
@@ -136,18 +136,18 @@ def api(host: str | None, port: int | None, workers: int, threads: int) -> None:
               help="Queues to serve: scoring, training, or both comma-separated.")
 @click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (FAKEWATCH_WORKER_CONCURRENCY).")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(queues: str, concurrency: int | None, loglevel: str) -> None:
+@click.pass_obj
+def worker(settings: Settings, queues: str, concurrency: int | None, loglevel: str) -> None:
     """Run a Celery worker: scoring (loads the active model once per process) or training."""
-    from worker.app import celery_app
+    # The worker's start-up (worker/app.py) reads the same environment; it imports the task modules.
+    from worker.app import celery_app  # noqa: PLC0415 - Celery's worker machinery, only for this command
 
     name = f"{queues.replace(',', '+')}@%h-{os.getpid()}"
     celery_app.worker_main(["worker", "--queues", queues, "--loglevel", loglevel, "--hostname", name,
-                            "--concurrency", str(concurrency or get_settings().worker_concurrency)])
+                            "--concurrency", str(concurrency or settings.worker_concurrency)])
 
 
 def _wait_until_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: float = 180) -> bool:
-    import requests
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if any(process.poll() is not None for process in processes):
@@ -163,28 +163,24 @@ def _wait_until_ready(url: str, processes: list[subprocess.Popen[bytes]], timeou
 
 @cli.command()
 @click.option("--no-admin", is_flag=True, help="Do not start the admin console.")
-def up(no_admin: bool) -> None:
+@click.pass_obj
+def up(settings: Settings, no_admin: bool) -> None:
     """Run everything on this machine: migrate, then the API, a scoring worker, a training worker and the console.
 
     Uses the embedded default unless FAKEWATCH_DATABASE_URL / FAKEWATCH_BROKER_URL say otherwise.
     Logs go to FAKEWATCH_DATA_DIR/logs/. Ctrl-C stops everything.
     """
-    from backend.db import session_scope
-    from backend.keys import create_key, has_keys
-    from backend.users import first_run_lines
-
-    settings = get_settings()
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
     click.echo(f"API: {api_url}")
     if not no_admin:
         click.echo(f"Admin: http://{settings.api_host}:{settings.admin_port}")
-    version = prepare_database()
-    with session_scope() as session:
+    version = prepare_database(settings)
+    with session_scope(settings) as session:
         if not has_keys(session):
             _, key = create_key(session, "first key (fakewatch up)")
             click.echo(f"API key: {key}")
-    for line in first_run_lines():
+    for line in first_run_lines(settings):
         click.echo(line)
     sys.stdout.flush()
     commands = {"api": ["api"], "worker": ["worker", "--queues", "scoring"],
@@ -225,49 +221,15 @@ def _supervise(processes: list[subprocess.Popen[bytes]]) -> None:
     while True:
         for process in processes:
             if process.poll() is not None:
-                click.echo(f"A process exited with code {process.returncode}: {' '.join(process.args)}; "
-                           "see its log.", err=True)
+                command = " ".join(cast(list[str], process.args))
+                click.echo(f"A process exited with code {process.returncode}: {command}; see its log.", err=True)
                 stop()
         time.sleep(1)
 
 
-# --- client commands --------------------------------------------------------------------------------------
-
-
-@cli.command()
-@click.argument("targets", nargs=-1, required=True)
-@click.option("--jsonl", is_flag=True, help="Print one JSON check object per line.")
-@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True, help="Seconds to wait for each verdict.")
-def check(targets: tuple[str, ...], jsonl: bool, wait_s: float) -> None:
-    """Submit image files or URLs to the API (FAKEWATCH_API_URL, FAKEWATCH_API_KEY) and print verdicts."""
-    from backend.client import ApiClient, ClientError
-
-    client = ApiClient.from_settings()
-    failures = 0
-    for target in targets:
-        try:
-            result = client.check(target, wait_s=wait_s)
-        except ClientError as error:
-            failures += 1
-            result = {"target": target, "error": {"code": error.code, "message": error.message}}
-        click.echo(json.dumps({"target": target, **result}) if jsonl else _describe(target, result))
-    sys.exit(1 if failures else 0)
-
-
-def _describe(target: str, result: dict) -> str:  # type: ignore[type-arg]
-    if result.get("error") and result.get("status") != "done":
-        error = result["error"]
-        return f"{target}: error {error.get('code')}: {error.get('message')}"
-    if result.get("status") != "done":
-        return f"{target}: {result.get('status')} (check {result.get('id')}; not finished yet)"
-    review = f", reviewed {result['review']['label']}" if result.get("review") else ""
-    return (f"{target}: {result['verdict']} (confidence {result['confidence']:.2f}, score {result['score']:.3f}, "
-            f"model {result['model_version']}{review})")
-
-
-# Commands that live beside their own part: the models' train/evaluate/score, scan, the console, retrain.
+# Commands that live beside their own part: the models' train/evaluate/score, the console, the API clients.
 # These modules import TensorFlow and Celery only inside their commands, so `fakewatch --help` stays fast.
-for _command in [*models_cli.COMMANDS, *batch_cli.COMMANDS, *admin_cli.COMMANDS, *training_cli.COMMANDS]:
+for _command in [*models_cli.COMMANDS, *admin_cli.COMMANDS, *client_commands.COMMANDS]:
     cli.add_command(_command)
 
 

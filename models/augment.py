@@ -56,8 +56,8 @@ class AugmentRecipe:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AugmentRecipe:
-        known = {key: tuple(value) if isinstance(value, list) else value
-                 for key, value in values.items() if key in cls.__dataclass_fields__}
+        known: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value
+                                 for key, value in values.items() if key in cls.__dataclass_fields__}
         return cls(**known)
 
 

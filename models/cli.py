@@ -16,6 +16,11 @@ from typing import Any
 
 import click
 
+from core.errors import FakewatchError
+from core.model_metadata import SHIPPED_MODEL, read_metadata
+from core.policy import decide_verdict
+from models.preprocessing import decode_image_file
+
 log = logging.getLogger("fakewatch.models")
 SCORE_BATCH = 32
 
@@ -60,8 +65,7 @@ def train_command(data_dirs: tuple[str, ...], arch: str, epochs: int | None, out
                   crop_span: float | None, init_from: str | None, seed: int, threads: int | None) -> None:
     """Train a detector; writes the .keras model, its metadata JSON and a curves PNG."""
     configure_tensorflow(threads)
-    from models.metadata import read_metadata
-    from models.train import train
+    from models.train import train  # noqa: PLC0415 - TensorFlow, only for this command
 
     path = train([Path(d) for d in data_dirs], arch=arch, epochs=epochs, out=Path(out), batch_size=batch_size,
                  crops_per_image=crops_per_image, steps_per_epoch=steps_per_epoch, time_budget_s=time_budget_s,
@@ -83,7 +87,7 @@ def evaluate_command(model: str, dataset_dir: str, split: str, roc_png: str | No
                      threads: int | None) -> None:
     """Print a model's metrics on a dataset split (or a bare {real,fake}/ folder) as JSON."""
     configure_tensorflow(threads)
-    from models.evaluate import evaluate, jpeg75_three_quarters
+    from models.evaluate import evaluate, jpeg75_three_quarters  # noqa: PLC0415 - TensorFlow
 
     report = evaluate(model, dataset_dir, split, transform=jpeg75_three_quarters if robustness else None,
                       roc_png=roc_png)
@@ -99,9 +103,7 @@ def evaluate_command(model: str, dataset_dir: str, split: str, roc_png: str | No
 def score_command(paths: tuple[str, ...], model: str | None, jsonl: bool, threads: int | None) -> None:
     """Score image files or folders locally, without a server. Exits 1 if any file could not be scored."""
     configure_tensorflow(threads)
-    from backend.policy import decide_verdict
-    from models.metadata import SHIPPED_MODEL
-    from models.serving import Detector
+    from models.serving import Detector  # noqa: PLC0415 - TensorFlow
 
     detector = Detector.load(model or SHIPPED_MODEL)
     failed = 0
@@ -148,13 +150,10 @@ def _batches(paths: Iterator[Path], size: int) -> Iterator[list[Path]]:
 
 def _decode_batch(batch: list[Path]) -> tuple[list[tuple[Path, Any]], dict[Path, str]]:
     """Decoded images of a batch, and an error message for each file that failed."""
-    from backend.errors import FakewatchError
-    from models.preprocessing import read_image
-
     decoded, errors = [], {}
     for path in batch:
         try:
-            decoded.append((path, read_image(path)))
+            decoded.append((path, decode_image_file(path)))
         except FakewatchError as error:
             errors[path] = f"{error.code}: {error.message}"
         except Exception as error:  # noqa: BLE001 - an unreadable file gets its error line; the rest still run

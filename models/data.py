@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.preprocessing import read_image
+from core.enums import Label
+from models.preprocessing import decode_image_file
 
 log = logging.getLogger(__name__)
 
-CLASSES = {"real": 0, "fake": 1}
+# Class folder name -> label: 0 real, 1 fake.
+CLASSES = {label.value: label.target for label in Label}
 SPLITS = ("train", "valid", "test")
 Item = tuple[Path, int]  # (image file, label: 0 real, 1 fake)
 # Items outside the seed layout (reviewed images from the store) form one group of their own.
@@ -67,7 +69,7 @@ def list_many(dataset_dirs: Iterable[str | Path], split: str) -> list[Item]:
 
 def _read_or_error(path: Path) -> Image.Image | str:
     try:
-        image = read_image(path)
+        image = decode_image_file(path)
         image.load()
         return image
     except Exception as error:  # noqa: BLE001 - any decoder failure: report and skip, never fatal
@@ -89,7 +91,7 @@ def load_items(items: Sequence[Item], workers: int = 4, cache: dict[Path, Image.
         return cache[path]
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for (path, label), result in zip(items, pool.map(lambda item: decode(item[0]), items)):
+        for (path, label), result in zip(items, pool.map(lambda item: decode(item[0]), items), strict=True):
             if isinstance(result, str):
                 log.warning("skipped %s: %s", path, result)
                 loaded.skipped.append((path, result))
@@ -135,7 +137,7 @@ def sampling_probabilities(
 
 def _balanced(items: Sequence[Item], datasets: Sequence[str], temper: float) -> np.ndarray:
     """Half the draws per class (all of them when one class is missing), tempered by dataset size within it."""
-    groups = [(dataset, label) for dataset, (_, label) in zip(datasets, items)]
+    groups = [(dataset, label) for dataset, (_, label) in zip(datasets, items, strict=True)]
     sizes: dict[tuple[str, int], int] = {}
     for group in groups:
         sizes[group] = sizes.get(group, 0) + 1

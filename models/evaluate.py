@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core.enums import Verdict
+from core.policy import decide_verdict
 from models.augment import reencode_jpeg
 from models.data import list_items, load_items
 from models.metrics import compute_metrics
@@ -55,9 +57,7 @@ def evaluate(
 
 def count_verdicts(scores: Sequence[float], threshold: float, band: float) -> dict[str, int]:
     """How many images the verdict policy calls real, uncertain and fake."""
-    from backend.policy import decide_verdict
-
-    counts = {"real": 0, "uncertain": 0, "fake": 0}
+    counts = {verdict.value: 0 for verdict in Verdict}
     for score in scores:
         counts[decide_verdict(score, threshold, band)] += 1
     return counts

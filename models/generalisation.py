@@ -170,7 +170,7 @@ def run_fold(
     rounds: int = BOOTSTRAP_ROUNDS,
 ) -> dict[str, Any]:
     """Train without what ``fold`` leaves out, then score every split of it (and any dataset it also dropped)."""
-    from backend.policy import decide_verdict
+    from core.policy import decide_verdict
     from models.serving import Detector
     from models.train import train
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core.decoding import LOCAL_FILES, decode_image
+
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -29,11 +31,10 @@ _INTERPOLATIONS = {
 }
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """Decode an image file as the backend decodes uploads: EXIF orientation applied, RGB."""
-    from backend.intake import decode_image  # pure Pillow; the backend's one decoding path
-
-    return decode_image(Path(path).read_bytes())
+def decode_image_file(path: str | Path) -> Image.Image:
+    """Decode a local image file the way uploads are decoded (EXIF orientation applied, RGB), without the API's
+    upload caps: a dataset's large photo is trained on, not skipped."""
+    return decode_image(Path(path).read_bytes(), LOCAL_FILES)
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:

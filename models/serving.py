@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.metadata import read_metadata
+from core.model_metadata import read_metadata
 from models.preprocessing import crop_boxes, input_size, prepare
 
 # Rows (crops) per model call: large enough to amortise the call, small enough for a worker's memory.
@@ -56,7 +56,7 @@ def pool_logits(logits: np.ndarray, counts: Sequence[int], pool: str = "mean") -
     if pool != "mean":
         raise ValueError(f"unknown pooling {pool!r}")
     ends = np.cumsum(counts)
-    return np.asarray([float(np.mean(logits[end - count : end])) for count, end in zip(counts, ends)],
+    return np.asarray([float(np.mean(logits[end - count : end])) for count, end in zip(counts, ends, strict=True)],
                       dtype=np.float64)
 
 
@@ -102,7 +102,7 @@ class Detector:
             logits = rows_to_logits(outputs, self.metadata.get("output", "logit"))
             pooled = pool_logits(logits, counts, self.preprocessing.get("pool", "mean"))
             ends = np.cumsum(counts)
-            results += [(float(p), logits[end - count : end]) for p, count, end in zip(pooled, counts, ends)]
+            results += [(float(p), logits[end - count : end]) for p, count, end in zip(pooled, counts, ends, strict=True)]
         return results
 
     def score(self, images: Sequence[Image.Image]) -> list[float]:

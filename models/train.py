@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from core.model_metadata import file_sha256, metadata_path, read_metadata
 from models.architectures import ArchSpec, get_arch
 from models.augment import AugmentRecipe, augment_crop
 from models.data import Item, LoadedImages, describe, group_weights, list_many, load_items, sampling_probabilities
-from models.metadata import file_sha256, metadata_path, read_metadata
 from models.metrics import compute_metrics, flag_bound, operating_point
 from models.preprocessing import input_size, prepare
 from models.serving import Detector, calibrate
@@ -374,7 +374,7 @@ def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> Path
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, label in (("", "train"), ("val_", "valid")):
             values = history.get(prefix + metric, [])
             axis.plot(range(1, len(values) + 1), values, marker="o", label=label)

@@ -1,5 +1,8 @@
 """Shared fixtures. The detector fixtures (tiny dataset, tiny model) come from tests/fixtures_models.py.
 
+Tests configure fakewatch the way its entry points are configured: a ``Settings`` object (``settings``, on a fresh
+data dir, with nothing read from the environment) handed to ``create_app``, to the services and to the console.
+
 ``stack`` is parametrised over both backends; ``embedded_stack`` and ``production_stack`` give one each.
 Each starts once per test session."""
 
@@ -9,8 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apiflask import APIFlask
+from flask.testing import FlaskClient
 
-from tests.stack import Stack, start_stack
+from backend.api import create_app
+from backend.db import get_engine, session_scope
+from backend.keys import create_key
+from backend.migrate import upgrade_database
+from backend.model_versions import register_model
+from backend.schema import ModelVersion
+from backend.settings import Settings
+from tests.stack import Stack, create_postgres_database, drop_postgres_database, isolated_settings, start_stack
 
 pytest_plugins = ["tests.fixtures_models", "tests.fixtures_images"]
 
@@ -18,23 +30,67 @@ STACK_KINDS = ["embedded", "redis-postgres"]
 
 
 @pytest.fixture
-def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """Point this process's settings at a fresh data dir (embedded default) and forget cached engines."""
-    from backend.db import reset_engines
-    from backend.queue import sender
-    from backend.settings import get_settings
+def settings(tmp_path: Path) -> Settings:
+    """Settings of a fresh embedded default (SQLite database and broker) under this test's own data dir."""
+    return isolated_settings(data_dir=tmp_path / "var")
 
-    for name in ("FAKEWATCH_DATABASE_URL", "FAKEWATCH_BROKER_URL", "FAKEWATCH_FETCH_ALLOWLIST", "FAKEWATCH_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("FAKEWATCH_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.chdir(tmp_path)
-    get_settings.cache_clear()
-    reset_engines()
-    sender.cache_clear()
-    yield tmp_path / "var"
-    get_settings.cache_clear()
-    reset_engines()
-    sender.cache_clear()
+
+def _migrated(settings: Settings) -> Iterator[Settings]:
+    upgrade_database(settings.database)
+    try:
+        yield settings
+    finally:
+        get_engine(settings.database).dispose()
+
+
+@pytest.fixture
+def database(settings: Settings) -> Iterator[Settings]:
+    """``settings`` with its database migrated to the latest schema."""
+    yield from _migrated(settings)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_database(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
+    """A migrated database on each dialect in turn (PostgreSQL: a database of its own, dropped afterwards), for the
+    services whose SQL differs between them."""
+    if request.param == "sqlite":
+        yield from _migrated(settings)
+        return
+    url = create_postgres_database()
+    try:
+        yield from _migrated(settings.model_copy(update={"database_url": url}))
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def active_model(database: Settings, tiny_model_path: Path) -> ModelVersion:
+    """The tiny trained model, registered and active."""
+    with session_scope(database) as session:
+        return register_model(session, tiny_model_path, activate=True)
+
+
+@pytest.fixture
+def app(database: Settings) -> APIFlask:
+    """The API on the fresh database, with no worker: checks and batches stay queued."""
+    return create_app(database, test_config={"TESTING": True})
+
+
+@pytest.fixture
+def client(app: APIFlask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def api_key(database: Settings) -> str:
+    with session_scope(database) as session:
+        _, key = create_key(session, "tests")
+    return key
+
+
+@pytest.fixture
+def auth_headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 _stacks: dict[str, Stack] = {}

@@ -13,7 +13,7 @@ from PIL import Image
 
 
 def photo_bytes(name: str = "astronaut", fmt: str = "JPEG", size: int | None = None) -> bytes:
-    import skimage.data
+    import skimage.data  # noqa: PLC0415 - seconds to import; only tests that need photos pay for it
 
     pixels = getattr(skimage.data, name)()
     image = Image.fromarray(pixels).convert("RGB")
@@ -26,7 +26,7 @@ def photo_bytes(name: str = "astronaut", fmt: str = "JPEG", size: int | None = N
 
 def distinct_photos(count: int, size: int = 160) -> list[bytes]:
     """``count`` different JPEGs: crops of real photos at different offsets (distinct SHA-256s)."""
-    import skimage.data
+    import skimage.data  # noqa: PLC0415
 
     sources = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()]
     out = []

@@ -13,21 +13,42 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any
 
 import psycopg
 import redis
 import requests
-from sqlalchemy.orm import Session, sessionmaker
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from sqlalchemy.orm import Session
 
-if TYPE_CHECKING:
-    from backend.settings import Settings
+from backend.db import get_engine, session_scope
+from backend.model_versions import register_model
+from backend.settings import Settings
+from core.enums import CheckStatus
 
 POSTGRES_ADMIN_URL = os.environ.get("FAKEWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("FAKEWATCH_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+class _IsolatedSettings(Settings):
+    """Settings from the values given and the defaults only."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def isolated_settings(**values: Any) -> Settings:
+    """Settings made of these values and the defaults, never of this process's ``FAKEWATCH_*`` variables or a
+    ``.env`` file: what tests hand to the entry points (``create_app``, the console, the CLI's ``obj``)."""
+    return _IsolatedSettings(**values)
 
 
 def free_port() -> int:
@@ -36,7 +57,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_url(url: str, process: subprocess.Popen, log: Callable[[], str], timeout: float = 60) -> None:
+def wait_for_url(url: str, process: subprocess.Popen[Any], log: Callable[[], str], timeout: float = 60) -> None:
     """Poll ``url`` until it answers 200; fail early, with the end of the log, if ``process`` exits or time runs
     out."""
     deadline = time.monotonic() + timeout
@@ -98,16 +119,11 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
-    def settings(self) -> "Settings":
-        """This stack's settings, for calling services in the test process against its database and files."""
-        from backend.settings import Settings
-
-        return Settings(_env_file=None, **{key.removeprefix("FAKEWATCH_").lower(): value  # type: ignore[arg-type]
-                                           for key, value in self.env.items()})
-
-    @property
-    def database_url(self) -> str:
-        return self.env.get("FAKEWATCH_DATABASE_URL") or f"sqlite:///{self.data_dir / 'fakewatch.db'}"
+    def settings(self) -> Settings:
+        """This stack's settings (what its processes read from their environment), for calling services in the
+        test process against its database, files and broker."""
+        return isolated_settings(**{key.removeprefix("FAKEWATCH_").lower(): value for key, value in self.env.items()
+                                    if key.startswith("FAKEWATCH_")})
 
     def run_cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "fakewatch.cli", *args], env={**os.environ, **self.env},
@@ -174,28 +190,20 @@ class Stack:
         deadline = time.monotonic() + timeout
         while True:
             check = self.get_check(check_id)
-            if check["status"] in ("done", "failed", "cancelled") or time.monotonic() > deadline:
+            if CheckStatus(check["status"]).is_final or time.monotonic() > deadline:
                 return check
             time.sleep(0.1)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A database session on this stack's database, for seeding and asserting through the services."""
-        from backend.db import get_engine
-
-        session = sessionmaker(bind=get_engine(self.database_url), expire_on_commit=False)()
-        try:
+        with session_scope(self.settings) as session:
             yield session
-            session.commit()
-        finally:
-            session.close()
 
     def stop(self) -> None:
         for name in list(self.processes):
             self.stop_process(name)
-        from backend.db import get_engine
-
-        get_engine(self.database_url).dispose()
+        get_engine(self.settings.database).dispose()
         if self.kind == "redis-postgres":
             drop_postgres_database(self.env["FAKEWATCH_DATABASE_URL"])
 
@@ -204,8 +212,6 @@ def start_stack(kind: str, data_dir: Path, model_path: Path) -> Stack:
     """Migrate, register ``model_path`` as the active model, create a key, start the API and one scoring worker."""
     stack = Stack(kind=kind, env=backend_env(kind, data_dir), data_dir=data_dir)
     stack.run_cli("db", "upgrade")
-    from backend.model_versions import register_model
-
     with stack.session() as session:
         register_model(session, model_path, activate=True)
     stack.api_key = stack.run_cli("keys", "create", "tests").stdout.strip().splitlines()[-1]

@@ -3,8 +3,9 @@ streamlit.testing.v1.AppTest against a real SQLite database seeded through the s
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,24 +15,34 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from backend.checks import check_to_dict, claim_checks, get_check, record_score, submit_image
+from admin.cli import streamlit_command, users
+from admin.context import SETTINGS_KEY
+from backend.checks import claim_checks, get_check, record_score, submit_image
+from backend.dashboard import dashboard_data
 from backend.db import session_scope
-from backend.errors import FakewatchError
 from backend.model_versions import register_model
-from backend.schema import Batch, Check, ModelVersion, Review
+from backend.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
+from backend.schema import Batch, Check, ModelVersion, Review, User
+from backend.settings import Settings
+from backend.shapes import CheckOut
+from backend.store import read_stored
+from backend.users import authenticate, create_user, first_run_lines, hash_password, verify_password
+from core.enums import Source, Verdict
+from core.errors import FakewatchError
 from tests.fixtures_images import LocalServer, distinct_photos
-from tests.stack import Stack, create_postgres_database, drop_postgres_database
+from tests.stack import Stack
 
 APP = Path(__file__).resolve().parent.parent / "admin" / "app.py"
 MODERATOR, PASSWORD = "mona", "correct horse battery"
-APP_TIMEOUT_S = 30
+APP_TIMEOUT_S = 60
 
 
 # --- seeding through the services -----------------------------------------------------------------------------
 
 
-def register_test_model(folder: Path, name: str = "test-model-v1", activate: bool = True) -> ModelVersion:
+def register_test_model(settings: Settings, name: str = "test-model-v1", activate: bool = True) -> ModelVersion:
     """A model version with metadata only: the console never loads the model, it reads what workers recorded."""
+    folder = settings.models_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.keras"
     path.write_bytes(f"placeholder weights for {name}".encode())
@@ -41,25 +52,25 @@ def register_test_model(folder: Path, name: str = "test-model-v1", activate: boo
                          "fpr_at_threshold": 0.05, "ece": 0.04}}
     path.with_suffix(".json").write_text(json.dumps({"name": name, "architecture": "default", "threshold": 0.5,
                                                      "band": 0.1, "metrics": metrics, "history": history}))
-    with session_scope() as session:
+    with session_scope(settings) as session:
         return register_model(session, path, activate=activate)
 
 
-def scored_check(data: bytes, score: float, *, source: str = "upload", page_url: str | None = None,
-                 created_at: datetime | None = None) -> str:
+def scored_check(settings: Settings, data: bytes, score: float, *, source: Source = Source.UPLOAD,
+                 page_url: str | None = None, created_at: datetime | None = None) -> str:
     """Submit bytes and record the worker's score for them, as the scoring worker would."""
-    with session_scope() as session:
-        submission = submit_image(session, data, source=source, page_url=page_url)
+    with session_scope(settings) as session:
+        submission = submit_image(session, data, settings, source=source, page_url=page_url)
         if created_at is not None:
             submission.check.created_at = created_at
         check_id = submission.check.id
         needs_scoring = submission.needs_scoring
     if needs_scoring:
-        with session_scope() as session:
+        with session_scope(settings) as session:
             [check] = claim_checks(session, [check_id], stale_after_s=60)
             assert check.image is not None
             version = session.scalars(select(ModelVersion).where(ModelVersion.active.is_(True))).one()
-            record_score(session, check, version, score)
+            record_score(check, version, score)
     return check_id
 
 
@@ -69,81 +80,66 @@ class Seeded:
     real: str
 
 
-def seed_queue(folder: Path) -> Seeded:
-    register_test_model(folder / "models")
+def seed_queue(settings: Settings) -> Seeded:
+    register_test_model(settings)
     photos = distinct_photos(4, size=96)
     start = datetime.now(UTC) - timedelta(hours=3)
     scores = [0.7, 0.95, 0.55]
-    flagged = [scored_check(photo, score, page_url=f"https://example.org/post/{n}", created_at=start + timedelta(minutes=n))
-               for n, (photo, score) in enumerate(zip(photos, scores))]
-    real = scored_check(photos[3], 0.1, source="extension", created_at=start + timedelta(minutes=5))
+    flagged = [scored_check(settings, photo, score, page_url=f"https://example.org/post/{n}",
+                            created_at=start + timedelta(minutes=n))
+               for n, (photo, score) in enumerate(zip(photos, scores, strict=False))]
+    real = scored_check(settings, photos[3], 0.1, source=Source.EXTENSION, created_at=start + timedelta(minutes=5))
     return Seeded(flagged=flagged, real=real)
 
 
-def image_id_of(check_id: str) -> int:
-    with session_scope() as session:
+def image_id_of(settings: Settings, check_id: str) -> int:
+    with session_scope(settings) as session:
         image_id = get_check(session, check_id).image_id
         assert image_id is not None
         return image_id
 
 
-def reviews() -> list[Review]:
-    with session_scope() as session:
+def reviews(settings: Settings) -> list[Review]:
+    with session_scope(settings) as session:
         return list(session.scalars(select(Review).order_by(Review.id)))
 
 
-def review_field(check_id: str) -> dict[str, str] | None:
-    with session_scope() as session:
-        review: dict[str, str] | None = check_to_dict(session, get_check(session, check_id))["review"]
+def review_field(settings: Settings, check_id: str) -> dict[str, str] | None:
+    with session_scope(settings) as session:
+        review: dict[str, str] | None = CheckOut().dump(get_check(session, check_id))["review"]
         return review
 
 
-def _prepare_database(data_dir: Path) -> Path:
-    from backend.migrate import upgrade_database
-    from backend.users import create_user
-
-    upgrade_database()
-    with session_scope() as session:
+def add_moderator(settings: Settings) -> Settings:
+    with session_scope(settings) as session:
         create_user(session, MODERATOR, PASSWORD)
-    return data_dir
+    return settings
 
 
 @pytest.fixture
-def database(settings_env: Path) -> Path:
+def console_db(database: Settings) -> Settings:
     """A fresh SQLite database (the embedded default) with one moderator: what the console tests run on."""
-    return _prepare_database(settings_env)
+    return add_moderator(database)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_database(request: pytest.FixtureRequest, settings_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The services' SQL (grouping by day, histogram bins, the queue) on both dialects."""
-    from backend.db import get_engine, reset_engines
-    from backend.settings import get_settings
-
-    if request.param == "sqlite":
-        yield _prepare_database(settings_env)
-        return
-    url = create_postgres_database()
-    monkeypatch.setenv("FAKEWATCH_DATABASE_URL", url)
-    get_settings.cache_clear()
-    reset_engines()
-    try:
-        yield _prepare_database(settings_env)
-    finally:
-        get_engine(url).dispose()
-        reset_engines()
-        drop_postgres_database(url)
+@pytest.fixture
+def both_dialects(any_database: Settings) -> Settings:
+    """The services' SQL (grouping by day, histogram bins, the queue) on both dialects, with one moderator."""
+    return add_moderator(any_database)
 
 
 # --- AppTest helpers ---------------------------------------------------------------------------------------------
 
 
-def new_app() -> AppTest:
-    return AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT_S)
+def new_app(settings: Settings) -> AppTest:
+    """The console, handed these settings the way its start-up takes them (admin/context.py)."""
+    at = AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT_S)
+    at.session_state[SETTINGS_KEY] = settings
+    return at
 
 
-def logged_in(page: str | None = None) -> AppTest:
-    at = new_app().run()
+def logged_in(settings: Settings, page: str | None = None) -> AppTest:
+    at = new_app(settings).run()
     at.text_input(key="login_name").input(MODERATOR)
     at.text_input(key="login_password").input(PASSWORD)
     press(at, "Log in")
@@ -169,15 +165,12 @@ def texts(at: AppTest) -> str:
 # --- moderators ------------------------------------------------------------------------------------------------
 
 
-def test_passwords_are_salted_scrypt_hashes(database: Path) -> None:
-    from backend.schema import User
-    from backend.users import authenticate, hash_password, verify_password
-
+def test_passwords_are_salted_scrypt_hashes(console_db: Settings) -> None:
     first, second = hash_password("same password"), hash_password("same password")
-    assert first != second and first.startswith("scrypt$") and "same password" not in first
+    assert first != second and first.startswith("scrypt:16384:8:1$") and "same password" not in first
     assert verify_password("same password", first) and not verify_password("same passworD", first)
     assert not verify_password("anything", "md5$garbage")
-    with session_scope() as session:
+    with session_scope(console_db) as session:
         stored = session.scalars(select(User).where(User.name == MODERATOR)).one().password_hash
         assert PASSWORD not in stored
         assert authenticate(session, MODERATOR, PASSWORD).name == MODERATOR
@@ -187,52 +180,39 @@ def test_passwords_are_salted_scrypt_hashes(database: Path) -> None:
             assert refused.value.code == "unauthorized" and refused.value.message == "Wrong name or password."
 
 
-def test_first_run_creates_admin_once(settings_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from backend.migrate import upgrade_database
-    from backend.settings import get_settings
-    from backend.users import authenticate, first_run_lines
-
-    upgrade_database()
-    monkeypatch.setenv("FAKEWATCH_ADMIN_PASSWORD", "from-settings-123")
-    get_settings.cache_clear()
-    assert first_run_lines() == ["Admin password: from-settings-123 (user admin)"]
-    assert first_run_lines() == []
-    with session_scope() as session:
+def test_first_run_creates_admin_once(database: Settings) -> None:
+    settings = database.model_copy(update={"admin_password": "from-settings-123"})
+    assert first_run_lines(settings) == ["Admin password: from-settings-123 (user admin)"]
+    assert first_run_lines(settings) == []
+    with session_scope(database) as session:
         assert authenticate(session, "admin", "from-settings-123").name == "admin"
 
 
-def test_first_run_password_is_random_without_a_setting(settings_env: Path) -> None:
-    from backend.migrate import upgrade_database
-    from backend.users import authenticate, first_run_lines
-
-    upgrade_database()
-    [line] = first_run_lines()
+def test_first_run_password_is_random_without_a_setting(database: Settings) -> None:
+    [line] = first_run_lines(database)
     password = line.removeprefix("Admin password: ").removesuffix(" (user admin)")
     assert len(password) >= 12 and password != line
-    with session_scope() as session:
+    with session_scope(database) as session:
         authenticate(session, "admin", password)
 
 
-def test_users_cli_creates_and_lists_moderators(database: Path) -> None:
-    from admin.cli import users
-
+def test_users_cli_creates_and_lists_moderators(console_db: Settings) -> None:
     runner = CliRunner()
-    created = runner.invoke(users, ["create", "omar", "--password-stdin"], input="a long password\n")
+    created = runner.invoke(users, ["create", "omar", "--password-stdin"], input="a long password\n", obj=console_db)
     assert created.exit_code == 0, created.output
     assert "Created moderator omar." in created.output
-    too_short = runner.invoke(users, ["create", "olga", "--password-stdin"], input="short\n")
+    too_short = runner.invoke(users, ["create", "olga", "--password-stdin"], input="short\n", obj=console_db)
     assert too_short.exit_code == 1 and "at least 8 characters" in too_short.output
-    duplicate = runner.invoke(users, ["create", "omar", "--password-stdin"], input="another password\n")
+    duplicate = runner.invoke(users, ["create", "omar", "--password-stdin"], input="another password\n",
+                              obj=console_db)
     assert duplicate.exit_code == 1 and "already a moderator named 'omar'" in duplicate.output
-    listed = runner.invoke(users, ["list"])
+    listed = runner.invoke(users, ["list"], obj=console_db)
     assert [line.split("\t")[0] for line in listed.output.splitlines()] == [MODERATOR, "omar"]
 
 
 def test_admin_command_runs_streamlit_headless_with_xsrf_protection() -> None:
-    from admin.cli import streamlit_command
-
     command = streamlit_command("127.0.0.1", 8599)
-    options = dict(zip(command[5::2], command[6::2]))
+    options = dict(zip(command[5::2], command[6::2], strict=True))
     assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("admin/app.py")
     assert options["--server.enableXsrfProtection"] == "true" and options["--server.headless"] == "true"
     assert options["--server.port"] == "8599" and options["--browser.gatherUsageStats"] == "false"
@@ -241,27 +221,23 @@ def test_admin_command_runs_streamlit_headless_with_xsrf_protection() -> None:
 # --- review services ----------------------------------------------------------------------------------------------
 
 
-def test_queue_holds_flagged_unreviewed_images_with_filters_and_order(any_database: Path) -> None:
-    from backend.reviews import QueueFilters, queue_size, review_queue
-
-    seeded = seed_queue(any_database)
+def test_queue_holds_flagged_unreviewed_images_with_filters_and_order(both_dialects: Settings) -> None:
+    seeded = seed_queue(both_dialects)
     # The same bytes again: a second (cached) check of the first image, which must not make a second item.
-    with session_scope() as session:
+    with session_scope(both_dialects) as session:
         first = get_check(session, seeded.flagged[0])
         assert first.image is not None
-        from backend.store import read_image
-
-        again = submit_image(session, read_image(first.image.storage_key))
+        again = submit_image(session, read_stored(first.image.storage_key, both_dialects.images_dir), both_dialects)
         assert again.check.cached and again.check.flagged
-    with session_scope() as session:
+    with session_scope(both_dialects) as session:
         oldest = review_queue(session)
         assert [item.check_id for item in oldest] == seeded.flagged
         assert [item.verdict for item in oldest] == ["fake", "fake", "uncertain"]
         by_score = review_queue(session, QueueFilters(order="highest_score"))
         assert [round(item.score, 2) for item in by_score] == [0.95, 0.7, 0.55]
-        assert [i.score for i in review_queue(session, QueueFilters(verdicts=("uncertain",)))] == [0.55]
+        assert [i.score for i in review_queue(session, QueueFilters(verdicts=(Verdict.UNCERTAIN,)))] == [0.55]
         assert [i.score for i in review_queue(session, QueueFilters(min_score=0.6, max_score=0.9))] == [0.7]
-        assert review_queue(session, QueueFilters(sources=("extension",))) == []
+        assert review_queue(session, QueueFilters(sources=(Source.EXTENSION,))) == []
         assert review_queue(session, QueueFilters(batch_id="no-such-batch")) == []
         future = datetime.now(UTC) + timedelta(days=1)
         assert review_queue(session, QueueFilters(created_from=future)) == []
@@ -272,57 +248,50 @@ def test_queue_holds_flagged_unreviewed_images_with_filters_and_order(any_databa
             review_queue(session, QueueFilters(order="random"))
 
 
-def test_label_applies_to_every_check_of_the_image_and_undo_restores(any_database: Path) -> None:
-    from backend.reviews import label_image, queue_size, undo_last_decision
-
-    seeded = seed_queue(any_database)
-    image_id = image_id_of(seeded.flagged[0])
-    with session_scope() as session:
+def test_label_applies_to_every_check_of_the_image_and_undo_restores(both_dialects: Settings) -> None:
+    seeded = seed_queue(both_dialects)
+    image_id = image_id_of(both_dialects, seeded.flagged[0])
+    with session_scope(both_dialects) as session:
         label_image(session, image_id, "real", "omar", note="a photo of a real event")
-    with session_scope() as session:
+    with session_scope(both_dialects) as session:
         label_image(session, image_id, "fake", MODERATOR)
-    assert review_field(seeded.flagged[0]) is not None and review_field(seeded.flagged[0])["label"] == "fake"  # type: ignore[index]
-    with session_scope() as session:
-        cached = submit_image(session, _stored_bytes(seeded.flagged[0])).check
+    assert review_field(both_dialects, seeded.flagged[0]) is not None and review_field(both_dialects, seeded.flagged[0])["label"] == "fake"  # type: ignore[index]
+    with session_scope(both_dialects) as session:
+        cached = submit_image(session, _stored_bytes(both_dialects, seeded.flagged[0]), both_dialects).check
         cached_id = cached.id
-    assert review_field(cached_id) == review_field(seeded.flagged[0])
-    with session_scope() as session:
+    assert review_field(both_dialects, cached_id) == review_field(both_dialects, seeded.flagged[0])
+    with session_scope(both_dialects) as session:
         undone = undo_last_decision(session, MODERATOR)
         assert undone is not None and undone.image_ids == (image_id,)
         assert undo_last_decision(session, MODERATOR) is None
         assert queue_size(session) == 2  # still reviewed, by omar
-    assert review_field(cached_id) == {"label": "real", "by": "omar", "at": review_field(cached_id)["at"]}  # type: ignore[index]
-    with session_scope() as session:
+    assert review_field(both_dialects, cached_id) == {"label": "real", "by": "omar", "at": review_field(both_dialects, cached_id)["at"]}  # type: ignore[index]
+    with session_scope(both_dialects) as session:
         for label, reviewer in (("maybe", MODERATOR), ("fake", " ")):
             with pytest.raises(FakewatchError):
                 label_image(session, image_id, label, reviewer)
 
 
-def _stored_bytes(check_id: str) -> bytes:
-    from backend.store import read_image
-
-    with session_scope() as session:
+def _stored_bytes(settings: Settings, check_id: str) -> bytes:
+    with session_scope(settings) as session:
         image = get_check(session, check_id).image
         assert image is not None
-        return read_image(image.storage_key)
+        return read_stored(image.storage_key, settings.images_dir)
 
 
 # --- dashboard aggregates -----------------------------------------------------------------------------------------
 
 
-def test_dashboard_aggregates_count_what_was_seeded(any_database: Path) -> None:
-    from backend.dashboard import dashboard_data
-    from backend.reviews import label_image
-
-    seeded = seed_queue(any_database)
-    with session_scope() as session:
-        label_image(session, image_id_of(seeded.flagged[0]), "fake", MODERATOR)   # model said fake: agree
-        label_image(session, image_id_of(seeded.flagged[1]), "real", MODERATOR)   # model said fake: disagree
-        label_image(session, image_id_of(seeded.flagged[2]), "fake", MODERATOR)   # uncertain
-        label_image(session, image_id_of(seeded.real), "real", MODERATOR)         # model said real: agree
+def test_dashboard_aggregates_count_what_was_seeded(both_dialects: Settings) -> None:
+    seeded = seed_queue(both_dialects)
+    with session_scope(both_dialects) as session:
+        label_image(session, image_id_of(both_dialects, seeded.flagged[0]), "fake", MODERATOR)   # model said fake: agree
+        label_image(session, image_id_of(both_dialects, seeded.flagged[1]), "real", MODERATOR)   # model said fake: disagree
+        label_image(session, image_id_of(both_dialects, seeded.flagged[2]), "fake", MODERATOR)   # uncertain
+        label_image(session, image_id_of(both_dialects, seeded.real), "real", MODERATOR)         # model said real: agree
     yesterday = datetime.now(UTC) - timedelta(days=1)
-    scored_check(distinct_photos(6, size=96)[5], 0.99, created_at=yesterday)
-    with session_scope() as session:
+    scored_check(both_dialects, distinct_photos(6, size=96)[5], 0.99, created_at=yesterday)
+    with session_scope(both_dialects) as session:
         data = dashboard_data(session, days=7)
     assert data.total_checks == data.done_checks == 5
     assert data.flagged_rate == pytest.approx(4 / 5)
@@ -338,10 +307,8 @@ def test_dashboard_aggregates_count_what_was_seeded(any_database: Path) -> None:
     assert agreement.agreement_rate == pytest.approx(2 / 3)
 
 
-def test_dashboard_aggregates_on_an_empty_database(any_database: Path) -> None:
-    from backend.dashboard import dashboard_data
-
-    with session_scope() as session:
+def test_dashboard_aggregates_on_an_empty_database(both_dialects: Settings) -> None:
+    with session_scope(both_dialects) as session:
         data = dashboard_data(session)
     assert data.total_checks == 0 and data.flagged_rate is None and data.agreement == []
     assert data.queue.size == 0 and data.queue.age_s is None and sum(d.checks for d in data.per_day) == 0
@@ -351,9 +318,9 @@ def test_dashboard_aggregates_on_an_empty_database(any_database: Path) -> None:
 # --- the console, through AppTest -----------------------------------------------------------------------------------
 
 
-def test_login_is_required(database: Path) -> None:
-    seed_queue(database)
-    at = new_app().run()
+def test_login_is_required(console_db: Settings) -> None:
+    seed_queue(console_db)
+    at = new_app(console_db).run()
     assert not at.exception
     assert "Review queue" not in texts(at) and len(at.button) == 1  # the login form only
     at.switch_page("views/dashboard.py").run()
@@ -368,65 +335,65 @@ def test_login_is_required(database: Path) -> None:
     assert [title.value for title in at.title] == ["Dashboard"]
 
 
-def test_labelling_from_the_queue_writes_reviews_and_empties_it(database: Path) -> None:
-    seeded = seed_queue(database)
-    at = logged_in()
+def test_labelling_from_the_queue_writes_reviews_and_empties_it(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    at = logged_in(console_db)
     assert "**3** image(s) waiting" in texts(at)
-    for check_id, label in zip(seeded.flagged, ("fake", "real", "fake")):
-        at.button(key=f"{label}_{image_id_of(check_id)}").click().run()
+    for check_id, label in zip(seeded.flagged, ("fake", "real", "fake"), strict=True):
+        at.button(key=f"{label}_{image_id_of(console_db, check_id)}").click().run()
         assert not at.exception, at.exception
     assert "Nothing to review under these filters." in texts(at)
-    assert [(r.label, r.reviewer, r.check_id) for r in reviews()] == [
+    assert [(r.label, r.reviewer, r.check_id) for r in reviews(console_db)] == [
         ("fake", MODERATOR, seeded.flagged[0]), ("real", MODERATOR, seeded.flagged[1]), ("fake", MODERATOR, seeded.flagged[2])]
-    review = review_field(seeded.flagged[1])
+    review = review_field(console_db, seeded.flagged[1])
     assert review is not None and review["label"] == "real" and review["by"] == MODERATOR
 
 
-def test_bulk_labelling_and_undo_from_the_queue(database: Path) -> None:
-    seeded = seed_queue(database)
-    at = logged_in()
-    chosen = [image_id_of(check_id) for check_id in seeded.flagged[:2]]
+def test_bulk_labelling_and_undo_from_the_queue(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    at = logged_in(console_db)
+    chosen = [image_id_of(console_db, check_id) for check_id in seeded.flagged[:2]]
     for image_id in chosen:
         at.checkbox(key=f"select_{image_id}").check()
     at.button(key="bulk_real").click().run()
     assert "Labelled 2 image(s) real." in texts(at)
-    assert sorted(r.image_id for r in reviews()) == sorted(chosen) and {r.label for r in reviews()} == {"real"}
+    assert sorted(r.image_id for r in reviews(console_db)) == sorted(chosen) and {r.label for r in reviews(console_db)} == {"real"}
     assert "**1** image(s) waiting" in texts(at)
     at.button(key="undo").click().run()
-    assert reviews() == [] and "**3** image(s) waiting" in texts(at)
+    assert reviews(console_db) == [] and "**3** image(s) waiting" in texts(at)
     assert "Undid labelling 2 image(s) real." in texts(at)
     at.button(key="select_all").click().run()
     at.button(key="bulk_fake").click().run()
-    assert len(reviews()) == 3 and "Nothing to review under these filters." in texts(at)
+    assert len(reviews(console_db)) == 3 and "Nothing to review under these filters." in texts(at)
 
 
-def test_skip_hides_an_image_for_the_session_without_a_review(database: Path) -> None:
-    seeded = seed_queue(database)
-    at = logged_in()
-    skipped = image_id_of(seeded.flagged[0])
+def test_skip_hides_an_image_for_the_session_without_a_review(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    at = logged_in(console_db)
+    skipped = image_id_of(console_db, seeded.flagged[0])
     at.button(key=f"skip_{skipped}").click().run()
-    assert reviews() == [] and "**2** image(s) waiting, 1 skipped this session" in texts(at)
+    assert reviews(console_db) == [] and "**2** image(s) waiting, 1 skipped this session" in texts(at)
     assert f"fake_{skipped}" not in [button.key for button in at.button]
     at.button(key="unskip").click().run()
     assert "**3** image(s) waiting" in texts(at)
 
 
-def test_queue_filters_from_the_sidebar(database: Path) -> None:
-    seed_queue(database)
-    at = logged_in()
+def test_queue_filters_from_the_sidebar(console_db: Settings) -> None:
+    seed_queue(console_db)
+    at = logged_in(console_db)
     at.slider(key="queue_scores").set_range(0.9, 1.0).run()
     assert "**1** image(s) waiting" in texts(at)
     at.multiselect(key="queue_sources").select("extension").run()
     assert "Nothing to review under these filters." in texts(at)
 
 
-def test_image_page_shows_checks_and_reviews_and_labels(database: Path) -> None:
-    seeded = seed_queue(database)
-    with session_scope() as session:
+def test_image_page_shows_checks_and_reviews_and_labels(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    with session_scope(console_db) as session:
         image = get_check(session, seeded.flagged[0]).image
         assert image is not None
         sha256 = image.sha256
-    at = logged_in()
+    at = logged_in(console_db)
     at.query_params["sha256"] = sha256
     at.switch_page("views/image.py").run()
     assert not at.exception, at.exception
@@ -434,47 +401,45 @@ def test_image_page_shows_checks_and_reviews_and_labels(database: Path) -> None:
     assert at.dataframe[0].value["model version"].tolist() == ["test-model-v1"]
     at.text_input(key="image_note").input("watermark of a generator")
     at.button(key="image_real").click().run()
-    assert [(r.label, r.note) for r in reviews()] == [("real", "watermark of a generator")]
+    assert [(r.label, r.note) for r in reviews(console_db)] == [("real", "watermark of a generator")]
     assert f"Current label: **real** by {MODERATOR}" in texts(at) and len(at.dataframe) == 2
     at.text_input(key="image_sha256").input("0" * 64).run()
     assert "No stored image has SHA-256" in texts(at)
 
 
-def test_dashboard_page_renders_with_data_and_empty(database: Path) -> None:
-    at = logged_in("views/dashboard.py")
+def test_dashboard_page_renders_with_data_and_empty(console_db: Settings) -> None:
+    at = logged_in(console_db, "views/dashboard.py")
     assert "No checks yet." in texts(at)
     assert [metric.value for metric in at.metric] == ["0", "–", "0", "empty"]
-    seeded = seed_queue(database)
-    from backend.reviews import label_image
-
-    with session_scope() as session:
-        label_image(session, image_id_of(seeded.flagged[0]), "fake", MODERATOR)
+    seeded = seed_queue(console_db)
+    with session_scope(console_db) as session:
+        label_image(session, image_id_of(console_db, seeded.flagged[0]), "fake", MODERATOR)
     at.run()
     assert not at.exception, at.exception
     assert [metric.value for metric in at.metric][:3] == ["4", "75.0%", "2"]
     assert at.dataframe[0].value["model version"].tolist() == ["test-model-v1"]
 
 
-def test_models_page_lists_versions_and_curves(database: Path) -> None:
-    register_test_model(database / "models", "older-model", activate=False)
-    register_test_model(database / "models", "test-model-v1", activate=True)
-    at = logged_in("views/models.py")
+def test_models_page_lists_versions_and_curves(console_db: Settings) -> None:
+    register_test_model(console_db, "older-model", activate=False)
+    register_test_model(console_db, "test-model-v1", activate=True)
+    at = logged_in(console_db, "views/models.py")
     assert "Active version: **test-model-v1**" in texts(at)
     table = at.dataframe[0].value
     assert sorted(table["name"]) == ["older-model", "test-model-v1"] and table["roc_auc"].tolist() == [0.91, 0.91]
     assert at.selectbox(key="models_version").value == "test-model-v1"
 
 
-def test_submitting_a_batch_from_the_page_creates_it(database: Path, image_server: LocalServer) -> None:
-    register_test_model(database / "models")
-    at = logged_in("views/batches.py")
+def test_submitting_a_batch_from_the_page_creates_it(console_db: Settings, image_server: LocalServer) -> None:
+    register_test_model(console_db)
+    at = logged_in(console_db, "views/batches.py")
     assert "No batch yet." in texts(at)
     urls = [image_server.url(f"/batch/{n}.jpg") for n in range(3)]
     at.text_input(key="batch_name").input("console batch")
     at.text_area(key="batch_urls").input("\n".join([urls[0], "not a url", urls[1], urls[2], urls[0]]))
     press(at, "Submit batch")
     assert not at.exception, at.exception
-    with session_scope() as session:
+    with session_scope(console_db) as session:
         [batch] = session.scalars(select(Batch)).all()
         items = list(session.scalars(select(Check).where(Check.batch_id == batch.id).order_by(Check.id)))
     assert batch.name == "console batch" and batch.total == 3
@@ -486,8 +451,8 @@ def test_submitting_a_batch_from_the_page_creates_it(database: Path, image_serve
     assert results["url"].tolist() == urls and set(results["status"]) == {"queued"}
 
 
-def test_an_empty_batch_is_refused_on_the_page(database: Path) -> None:
-    at = logged_in("views/batches.py")
+def test_an_empty_batch_is_refused_on_the_page(console_db: Settings) -> None:
+    at = logged_in(console_db, "views/batches.py")
     at.text_area(key="batch_urls").input("nothing useful here")
     press(at, "Submit batch")
     assert "no valid http(s) URL" in texts(at)
@@ -497,8 +462,6 @@ def test_an_empty_batch_is_refused_on_the_page(database: Path) -> None:
 
 
 def test_api_returns_the_moderators_label_for_every_check_of_the_image(embedded_stack: Stack) -> None:
-    from backend.reviews import label_image
-
     data = distinct_photos(1, size=128)[0]
     first = embedded_stack.wait_for_check(embedded_stack.post_image(data, wait=10).json()["id"])
     second = embedded_stack.wait_for_check(embedded_stack.post_image(data, wait=10).json()["id"])
@@ -510,3 +473,21 @@ def test_api_returns_the_moderators_label_for_every_check_of_the_image(embedded_
     for check_id in (first["id"], second["id"]):
         review = embedded_stack.get_check(check_id)["review"]
         assert review["label"] == "fake" and review["by"] == MODERATOR and review["at"].endswith("Z")
+
+
+def test_a_password_hashed_before_werkzeug_still_logs_in_once_and_is_rehashed(console_db: Settings) -> None:
+    """Moderators created before the move to werkzeug's hashes keep their passwords: the old scrypt hash is checked
+    one last time, then replaced with a werkzeug hash of the same password."""
+    salt = b"0123456789abcdef"
+    digest = hashlib.scrypt(b"an old password", salt=salt, n=2**14, r=8, p=1, dklen=32)
+    legacy = "$".join(["scrypt", "16384", "8", "1", base64.b64encode(salt).decode(), base64.b64encode(digest).decode()])
+    with session_scope(console_db) as session:
+        session.add(User(name="veteran", password_hash=legacy))
+    with session_scope(console_db) as session, pytest.raises(FakewatchError):
+        authenticate(session, "veteran", "not the old password")
+    with session_scope(console_db) as session:
+        assert authenticate(session, "veteran", "an old password").name == "veteran"
+    with session_scope(console_db) as session:
+        stored = session.scalars(select(User).where(User.name == "veteran")).one().password_hash
+        assert stored.startswith("scrypt:") and verify_password("an old password", stored)
+        assert authenticate(session, "veteran", "an old password").name == "veteran"

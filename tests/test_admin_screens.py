@@ -18,9 +18,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from backend.batches.lifecycle import create_batch
+from backend.batches.lists import entries_from_text, validate_entries
+from backend.db import get_engine, session_scope
+from backend.migrate import upgrade_database
+from backend.reviews import label_image
+from backend.settings import Settings
 from tests.fixtures_images import LocalServer
-from tests.stack import free_port, wait_for_url
-from tests.test_admin import MODERATOR, PASSWORD, image_id_of, seed_queue
+from tests.stack import free_port, isolated_settings, wait_for_url
+from tests.test_admin import MODERATOR, PASSWORD, add_moderator, image_id_of, seed_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -39,41 +45,23 @@ class Console:
     log: Path
 
 
-def seed_console_database(data_dir: Path, image_server: LocalServer) -> None:
+def seed_console_database(settings: Settings, image_server: LocalServer) -> None:
     """Users, flagged checks, one review (for the agreement chart) and a batch, all through the services."""
-    from backend.batches import create_batch, entries_from_text, validate_entries
-    from backend.db import reset_engines, session_scope
-    from backend.migrate import upgrade_database
-    from backend.reviews import label_image
-    from backend.settings import get_settings
-    from backend.users import create_user
-
-    get_settings.cache_clear()
-    reset_engines()
-    upgrade_database()
-    with session_scope() as session:
-        create_user(session, MODERATOR, PASSWORD)
-    seeded = seed_queue(data_dir)
-    with session_scope() as session:
-        label_image(session, image_id_of(seeded.real), "real", MODERATOR)
+    upgrade_database(settings.database)
+    seeded = seed_queue(add_moderator(settings))
+    with session_scope(settings) as session:
+        label_image(session, image_id_of(settings, seeded.real), "real", MODERATOR)
         urls = "\n".join(image_server.url(f"/crawl/{n}.jpg") for n in range(5))
-        create_batch(session, validate_entries(entries_from_text(urls + "\nnot a url")), name="crawl of example pages")
+        create_batch(session, validate_entries(entries_from_text(urls + "\nnot a url"), settings.batch_max_urls),
+                     name="crawl of example pages")
+    get_engine(settings.database).dispose()
 
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory, image_server: LocalServer) -> Iterator[Console]:
     data_dir = tmp_path_factory.mktemp("console") / "var"
     env = {"FAKEWATCH_DATA_DIR": str(data_dir)}
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("FAKEWATCH_DATABASE_URL", "FAKEWATCH_BROKER_URL"):
-            patch.delenv(name, raising=False)
-        patch.setenv("FAKEWATCH_DATA_DIR", str(data_dir))
-        seed_console_database(data_dir, image_server)
-        from backend.db import reset_engines
-        from backend.settings import get_settings
-
-        get_settings.cache_clear()
-        reset_engines()
+    seed_console_database(isolated_settings(data_dir=data_dir), image_server)
     port = free_port()
     log = data_dir / "admin.log"
     child_env = {key: value for key, value in os.environ.items()

@@ -11,26 +11,29 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text, update
 
-from backend.batches import (
-    Entry,
-    entries_from_csv,
-    entries_from_json,
-    entries_from_text,
-    validate_entries,
-)
-from backend.errors import FakewatchError
+from backend.batches.lifecycle import create_batch
+from backend.batches.lists import Entry, entries_from_csv, entries_from_json, entries_from_text, validate_entries
+from backend.checks import claim_checks, commit_finished, record_failure
+from backend.db import session_scope
+from backend.dispatch import message_chunk_size
+from backend.schema import Batch, Check
 from backend.settings import Settings
+from core.enums import BatchStatus, CheckStatus
+from core.errors import FakewatchError
 from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
-from tests.stack import Stack
+from tests.stack import Stack, isolated_settings
+from worker import fetching
 from worker.fetching import HostLimiter, fetch_all
+
+MAX_URLS = 10_000  # FAKEWATCH_BATCH_MAX_URLS's default
 
 # --- reading lists ----------------------------------------------------------------------------------------------
 
@@ -47,7 +50,7 @@ def test_text_list_reports_bad_lines_by_number_and_folds_duplicates() -> None:
         "  http://example.org/c.png  ",
         "https://user:pw@example.org/d.jpg",
     ])
-    parsed = validate_entries(entries_from_text(text))
+    parsed = validate_entries(entries_from_text(text), MAX_URLS)
     assert parsed.urls == ["https://example.org/a.jpg", "http://example.org/c.png"]
     assert parsed.duplicates == 1
     assert [item["line"] for item in parsed.invalid] == [4, 6, 7, 9]
@@ -61,7 +64,7 @@ def test_csv_list_uses_the_url_column_and_file_line_numbers() -> None:
     entries = entries_from_csv(text)
     assert [(entry.line, entry.value) for entry in entries] == [
         (3, "https://example.org/a.jpg"), (4, "javascript:alert(1)"), (6, "https://example.org/b.jpg")]
-    parsed = validate_entries(entries)
+    parsed = validate_entries(entries, MAX_URLS)
     assert parsed.urls == ["https://example.org/a.jpg", "https://example.org/b.jpg"]
     assert parsed.invalid[0]["line"] == 4
 
@@ -70,7 +73,7 @@ def test_csv_without_url_column_and_empty_lists_are_refused() -> None:
     with pytest.raises(FakewatchError, match="url` column"):
         entries_from_csv("link,name\nhttps://example.org/a.jpg,a\n")
     with pytest.raises(FakewatchError, match="no valid"):
-        validate_entries(entries_from_text("nope\nftp://x/y\n"))
+        validate_entries(entries_from_text("nope\nftp://x/y\n"), MAX_URLS)
     with pytest.raises(FakewatchError, match="urls"):
         entries_from_json({"url": "https://example.org/a.jpg"})
 
@@ -78,11 +81,11 @@ def test_csv_without_url_column_and_empty_lists_are_refused() -> None:
 def test_json_list_positions_and_size_limit() -> None:
     entries, name = entries_from_json({"urls": ["https://example.org/a.jpg", 7, "https://example.org/b.jpg"],
                                        "name": "crawl"})
-    parsed = validate_entries(entries)
+    parsed = validate_entries(entries, MAX_URLS)
     assert name == "crawl" and parsed.invalid[0]["line"] == 2 and len(parsed.urls) == 2
     too_many = [Entry(index, f"https://example.org/{index}.jpg") for index in range(1, 10_002)]
     with pytest.raises(FakewatchError) as refused:
-        validate_entries(too_many)
+        validate_entries(too_many, MAX_URLS)
     assert refused.value.code == "too_large" and refused.value.status == 413
 
 
@@ -90,7 +93,7 @@ def test_json_list_positions_and_size_limit() -> None:
 
 
 def local_settings(**overrides: Any) -> Settings:
-    return Settings(_env_file=None, fetch_allowlist=["127.0.0.1"], **overrides)  # type: ignore[call-arg]
+    return isolated_settings(fetch_allowlist="127.0.0.1", **overrides)
 
 
 def test_fetcher_caps_requests_per_host(image_server: LocalServer) -> None:
@@ -154,27 +157,9 @@ def test_fetcher_times_out_slow_hosts_and_leaves_unstarted_urls(image_server: Lo
 # --- the API in-process ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def api_client(settings_env: Path) -> Iterator[tuple[FlaskClient, dict[str, str]]]:
-    """The API on a fresh embedded database with no worker: batches stay queued."""
-    from backend.api import create_app
-    from backend.db import session_scope
-    from backend.keys import create_key
-    from backend.migrate import upgrade_database
-
-    upgrade_database()
-    with session_scope() as session:
-        _, key = create_key(session, "tests")
-    app = create_app(test_config={"TESTING": True})
-    yield app.test_client(), {"Authorization": f"Bearer {key}"}
-
-
-def test_ten_thousand_urls_are_accepted_at_once_in_chunks(api_client: tuple[FlaskClient, dict[str, str]]) -> None:
-    from sqlalchemy import create_engine, text
-
-    from backend.settings import get_settings
-
-    client, headers = api_client
+def test_ten_thousand_urls_are_accepted_at_once_in_chunks(client: FlaskClient, auth_headers: dict[str, str],
+                                                          database: Settings) -> None:
+    headers = auth_headers
     body = "\n".join(f"https://images.example.org/{index}.jpg" for index in range(10_000)) + "\nnot-a-url\n"
     started = time.monotonic()
     response = client.post("/api/v1/batches?name=big", headers={**headers, "Content-Type": "text/plain"}, data=body)
@@ -187,12 +172,11 @@ def test_ten_thousand_urls_are_accepted_at_once_in_chunks(api_client: tuple[Flas
     # The target is 2 s (benchmarks/batch.py measures it); this bound leaves room for a loaded CI machine and the
     # embedded broker's fsync per message, but not for one insert or one broker message per URL (minutes).
     assert elapsed < 15, f"accepting 10,000 URLs took {elapsed:.2f} s"
-    broker = create_engine(get_settings().broker.removeprefix("sqla+"))
+    broker = create_engine(database.broker.removeprefix("sqla+"))
     with broker.connect() as connection:
         messages = connection.execute(text("SELECT count(*) FROM kombu_message")).scalar_one()
-    from backend.queue import message_chunk_size
-
-    assert message_chunk_size(40) == 32 and message_chunk_size(10_000) == 63
+    assert message_chunk_size(40, database.score_batch_size) == 32
+    assert message_chunk_size(10_000, database.score_batch_size) == 63
     assert messages == 159, "chunks of ids, never one message per URL"
     results = client.get(f"/api/v1/batches/{batch['id']}/results?format=jsonl", headers=headers)
     rows = [json.loads(line) for line in results.get_data(as_text=True).splitlines()]
@@ -200,8 +184,8 @@ def test_ten_thousand_urls_are_accepted_at_once_in_chunks(api_client: tuple[Flas
     assert len(rows) == 10_000 and rows[-1]["url"].endswith("/9999.jpg"), "input order"
 
 
-def test_batch_api_refusals_and_listing(api_client: tuple[FlaskClient, dict[str, str]]) -> None:
-    client, headers = api_client
+def test_batch_api_refusals_and_listing(client: FlaskClient, auth_headers: dict[str, str]) -> None:
+    headers = auth_headers
     assert client.post("/api/v1/batches", json={"urls": ["https://example.org/a.jpg"]}).status_code == 401
     refused = client.post("/api/v1/batches", headers=headers, json={"urls": ["nope"]})
     assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "invalid_request"
@@ -248,7 +232,7 @@ def wait_for_batch(stack: Stack, batch_id: str, timeout: float = 90) -> dict[str
     deadline = time.monotonic() + timeout
     while True:
         batch = get_batch(stack, batch_id)
-        if (batch["status"] in ("done", "cancelled") and not batch["running"]) or time.monotonic() > deadline:
+        if (BatchStatus(batch["status"]).is_final and not batch["running"]) or time.monotonic() > deadline:
             return batch
         time.sleep(0.2)
 
@@ -322,8 +306,6 @@ def test_batch_of_every_kind_of_url_ends_with_the_right_states(stack: Stack, ima
     assert sorted(row["error_code"] for row in failed_only) == sorted(expected_failures.values())
 
     with stack.session() as session:
-        from backend.schema import Check
-
         check = session.get(Check, rows[urls["photo1.jpg"]]["check_id"])
         assert check is not None and check.source == "batch" and check.batch_id == batch["id"]
 
@@ -387,23 +369,10 @@ def test_scan_command_waits_and_writes_results(embedded_stack: Stack, image_serv
     assert get_batch(embedded_stack, batch_id)["name"] == "cli"
 
 
-def test_items_the_chunk_had_no_time_for_go_back_to_the_queue(settings_env: Path, monkeypatch: pytest.MonkeyPatch,
+def test_items_the_chunk_had_no_time_for_go_back_to_the_queue(database: Settings, monkeypatch: pytest.MonkeyPatch,
                                                                 image_server: LocalServer) -> None:
     """A host too slow for the chunk's budget: started fetches fail with the reason, the rest are queued again."""
-    from sqlalchemy import create_engine, text
-
-    from backend.batches import create_batch, validate_entries
-    from backend.checks import claim_checks
-    from backend.db import session_scope
-    from backend.migrate import upgrade_database
-    from backend.schema import Check
-    from backend.settings import get_settings
-    from worker import fetching
-
-    monkeypatch.setenv("FAKEWATCH_FETCH_ALLOWLIST", "127.0.0.1")
-    monkeypatch.setenv("FAKEWATCH_FETCH_TIMEOUT_S", "0.4")
-    get_settings.cache_clear()
-    upgrade_database()
+    settings = database.model_copy(update={"fetch_allowlist": ("127.0.0.1",), "fetch_timeout_s": 0.4})
 
     def stall() -> tuple[int, dict[str, str], bytes]:
         time.sleep(2)
@@ -412,21 +381,65 @@ def test_items_the_chunk_had_no_time_for_go_back_to_the_queue(settings_env: Path
     for index in range(6):
         image_server.routes[f"/requeue/{index}.jpg"] = stall
     entries = [Entry(index + 1, image_server.url(f"/requeue/{index}.jpg")) for index in range(6)]
-    with session_scope() as session:
-        ids = create_batch(session, validate_entries(entries)).check_ids
+    with session_scope(settings) as session:
+        ids = create_batch(session, validate_entries(entries, MAX_URLS)).check_ids
     monkeypatch.setattr(fetching, "chunk_budget_s", lambda _settings: 1.0)
     monkeypatch.setattr(fetching, "_host_limiter", HostLimiter(1))
-    with session_scope() as session:
+    with session_scope(settings) as session:
         checks = claim_checks(session, ids, stale_after_s=60)
-        released = fetching.fetch_into_checks(session, checks)
+        released = fetching.fetch_into_checks(session, checks, settings)
         session.commit()
-    with session_scope() as session:
+    with session_scope(settings) as session:
         rows = {row.id: row for row in session.query(Check).filter(Check.id.in_(ids))}
     assert released and len(released) < 6
     assert all(rows[check_id].status == "queued" and rows[check_id].started_at is None for check_id in released)
     failed = [row for row in rows.values() if row.id not in released]
     assert failed and all(row.status == "failed" and row.error_code == "fetch_failed" for row in failed)
-    broker = create_engine(get_settings().broker.removeprefix("sqla+"))
+    broker = create_engine(settings.broker.removeprefix("sqla+"))
     with broker.connect() as connection:
         payloads = [row[0] for row in connection.execute(text("SELECT payload FROM kombu_message"))]
     assert any(all(check_id in payload for check_id in released) for payload in payloads), "sent again"
+
+
+def test_reading_a_batch_never_writes_and_its_last_item_settles_it(client: FlaskClient, auth_headers: dict[str, str],
+                                                                   database: Settings) -> None:
+    """A batch's status is written as its items move (claimed: running; last one final: done, at that item's end),
+    never by a GET, which only reads."""
+    urls = [f"https://example.org/{index}.jpg" for index in range(2)]
+    with session_scope(database) as session:
+        created = create_batch(session, validate_entries([Entry(n + 1, url) for n, url in enumerate(urls)], MAX_URLS))
+    batch_id, (first, second) = created.batch.id, created.check_ids
+
+    def stored_status() -> tuple[BatchStatus, Any]:
+        with session_scope(database) as session:
+            batch = session.get(Batch, batch_id)
+            assert batch is not None
+            return batch.status, batch.finished_at
+
+    # Items ended behind the services' back: a read reports the counts, and writes nothing.
+    with session_scope(database) as session:
+        session.execute(update(Check).where(Check.batch_id == batch_id).values(status=CheckStatus.CANCELLED))
+    read = client.get(f"/api/v1/batches/{batch_id}", headers=auth_headers).get_json()
+    assert (read["status"], read["cancelled"]) == ("queued", 2)
+    client.get("/api/v1/batches", headers=auth_headers)
+    assert stored_status() == (BatchStatus.QUEUED, None), "GET requests do not commit"
+    with session_scope(database) as session:
+        session.execute(update(Check).where(Check.batch_id == batch_id).values(status=CheckStatus.QUEUED))
+
+    with session_scope(database) as session:
+        claimed = claim_checks(session, [first, second], stale_after_s=60)
+    assert stored_status()[0] == BatchStatus.RUNNING
+    with session_scope(database) as session:
+        one = session.get(Check, first)
+        assert one is not None
+        record_failure(one, "fetch_failed", "gone")
+        commit_finished(session, [one])
+    assert stored_status()[0] == BatchStatus.RUNNING, "one item is still running"
+    with session_scope(database) as session:
+        two = session.get(Check, second)
+        assert two is not None and len(claimed) == 2
+        record_failure(two, "fetch_failed", "gone too")
+        commit_finished(session, [two])
+        ended = two.finished_at
+    assert stored_status() == (BatchStatus.DONE, ended)
+    assert client.get(f"/api/v1/batches/{batch_id}", headers=auth_headers).get_json()["status"] == "done"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +18,8 @@ import requests
 import yaml
 from click.testing import CliRunner
 
+from backend.settings import Settings
+from fakewatch.api_client import ApiClient
 from fakewatch.cli import cli
 from tests.fixtures_images import photo_bytes
 from tests.stack import free_port, wait_for_url
@@ -102,8 +108,6 @@ def test_up_runs_everything_on_a_fresh_data_dir(tmp_path: Path) -> None:
         checked = run(["check", "--jsonl", str(photo)],
                       {**env, "FAKEWATCH_API_URL": f"http://127.0.0.1:{api_port}", "FAKEWATCH_API_KEY": key})
         assert checked.returncode == 0, checked.stderr
-        import json
-
         result = json.loads(checked.stdout.strip().splitlines()[-1])
         assert result["status"] == "done" and result["verdict"] in ("real", "fake", "uncertain")
         assert (tmp_path / "var/logs/api.log").exists() and (tmp_path / "var/logs/worker.log").exists()
@@ -147,15 +151,38 @@ def test_compose_file_names_commands_that_exist() -> None:
             assert option in result.output, f"service {name}: {option} is not an option of {args[:options_at]}"
     gunicorn = services["api"]["command"]
     assert gunicorn[0] == "gunicorn" and gunicorn[-1] == "backend.wsgi:app"
-    import importlib
-
     assert importlib.import_module("backend.wsgi").app is not None
     assert (ROOT / "Dockerfile").is_file()
 
 
 def test_every_setting_is_documented_in_env_example() -> None:
-    from backend.settings import Settings
-
     documented = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
     missing = [name for name in Settings.model_fields if f"FAKEWATCH_{name.upper()}=" not in documented]
     assert missing == [], f".env.example lacks {missing}"
+
+
+def test_client_polls_survive_a_kept_alive_connection_the_server_closed() -> None:
+    """The first GET on a connection the server drops without answering (an idle keep-alive it just closed) is
+    sent again, so `retrain --wait` and `scan --wait` do not die on a race they cannot see."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    answered: list[bytes] = []
+
+    def serve() -> None:
+        for attempt in range(2):
+            connection, _ = listener.accept()
+            with connection:
+                request = connection.recv(65536)
+                if attempt == 0:
+                    continue  # closed without a response
+                answered.append(request.split(b"\r\n", 1)[0])
+                body = b'{"status": "done"}'
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                                   + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    client = ApiClient(f"http://127.0.0.1:{listener.getsockname()[1]}", "fw_test", timeout_s=10)
+    assert client.get_json("/api/v1/training-runs/x") == {"status": "done"}
+    assert answered == [b"GET /api/v1/training-runs/x HTTP/1.1"]
+    server.join(timeout=10)
+    listener.close()

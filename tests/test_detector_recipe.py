@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from models.augment import AugmentRecipe, augment_crop, upsampling_trace
-from models.data import OTHER_GROUP, dataset_of, sampling_probabilities
+from models.data import OTHER_GROUP, dataset_of, group_weights, sampling_probabilities
+from models.metrics import flag_bound
 from models.preprocessing import coverage, crop_boxes, crop_grid, crops_along, prepare
 
 GRID = {"kind": "crops", "crop_size": 96, "grid": 4, "max_grid": 6, "span": 1.0}
@@ -44,9 +45,6 @@ def test_reviewed_images_can_get_a_fixed_share_of_the_draws() -> None:
 
 
 def test_group_weights_give_small_collections_a_say() -> None:
-    from models.data import group_weights
-    from models.metrics import flag_bound
-
     items = ([(Path(f"/d/big/valid/real/{i}.jpg"), 0) for i in range(400)]
              + [(Path(f"/d/small/valid/real/{i}.jpg"), 0) for i in range(16)])
     weights = group_weights(items, temper=0.5)
@@ -88,7 +86,7 @@ def test_the_recipe_round_trips_through_metadata() -> None:
 
 
 def test_synthetic_fakes_keep_the_content_and_leave_an_upsampling_trace() -> None:
-    import skimage.data
+    import skimage.data  # noqa: PLC0415 - seconds to import
 
     photo = Image.fromarray(skimage.data.astronaut()).crop((100, 100, 228, 228))
     trace = upsampling_trace(photo, np.random.default_rng(1))

@@ -188,7 +188,8 @@ def serve_test_page(server: LocalServer, name: str) -> ServedPage:
     figures += [
         figure(data_url, "data: URL"),
         figure(f"{prefix}/small.jpg", "srcset", f'srcset="{prefix}/small.jpg 1x, {prefix}/large.jpg 2x"'),
-        figure("data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7", "lazy (data-src)", f'data-src="{prefix}/lazy-js.jpg"'),
+        figure("data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7", "lazy (data-src)",
+               f'data-src="{prefix}/lazy-js.jpg"'),
         figure("", "blob: URL", 'id="blob-image"').replace(' src=""', ""),
         figure(f"{prefix}/big.jpg", f"{BIG_SIZE[0]}x{BIG_SIZE[1]} photo"),
     ]
@@ -243,7 +244,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
 def checks_for_page(stack: Stack, page_url: str) -> list[StoredCheck]:
     with stack.session() as session:
         rows = session.scalars(select(Check).where(Check.page_url == page_url))
-        return [StoredCheck(row.source, row.status, row.source_url, row.image.width * row.image.height) for row in rows]
+        return [StoredCheck(row.source, row.status, row.source_url, _pixels(row)) for row in rows]
+
+
+def _pixels(check: Check) -> int:
+    assert check.image is not None
+    return check.image.width * check.image.height
 
 
 def short_src(url: str) -> str:

@@ -28,8 +28,9 @@ import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-from backend.fetch import FetchError, fetch_image, is_address_allowed, validate_url
+from backend.fetch import FetchError, check_address, fetch_image, is_address_allowed, validate_url
 from backend.settings import Settings
+from tests.stack import isolated_settings
 
 # Stand-ins for public addresses. The connect guard forwards them to a local server, never to the internet.
 PUBLIC_A = "93.184.216.34"
@@ -279,7 +280,7 @@ def server() -> Iterator[ImageServer]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """The allow-list opens 127.0.0.1 only, as a test deployment would; short timeouts keep tests fast."""
-    return Settings(
+    return isolated_settings(
         data_dir=tmp_path,
         fetch_allowlist=["127.0.0.1"],
         fetch_connect_timeout_s=0.5,
@@ -291,7 +292,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def strict_settings(tmp_path: Path) -> Settings:
     """The production default: nothing allow-listed."""
-    return Settings(data_dir=tmp_path, fetch_allowlist=[], fetch_timeout_s=1.0, fetch_connect_timeout_s=0.5)
+    return isolated_settings(data_dir=tmp_path, fetch_allowlist=[], fetch_timeout_s=1.0, fetch_connect_timeout_s=0.5)
 
 
 def fetch_error(url: str, settings: Settings) -> FetchError:
@@ -684,3 +685,22 @@ def test_a_url_without_or_with_a_wrong_scheme_says_what_to_fix() -> None:
     with pytest.raises(FetchError) as wrong:
         validate_url("ftp://images.example.org/cat.jpg")
     assert wrong.value.message == "Only http and https URLs can be fetched, not ftp:."
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The check a single URL check gets at submission
+
+
+def test_submission_check_refuses_blocked_hosts_without_connecting(
+    strict_settings: Settings, resolver: FakeResolver, guard: ConnectGuard
+) -> None:
+    """A single URL check is refused at once only for a syntax error or a blocked address; a public host, or one
+    that does not resolve yet, is left to the worker's fetch."""
+    with pytest.raises(FetchError) as refused:
+        check_address("http://metadata.test/latest/", strict_settings)
+    assert (refused.value.code, refused.value.status) == ("blocked_address", 403)
+    assert "169.254.169.254" in refused.value.message
+    check_address("http://img.test/photo.jpg", strict_settings)
+    check_address("https://no-such-host.test/cat.jpg", strict_settings)
+    assert "img.test" in resolver.calls and "no-such-host.test" in resolver.calls
+    assert guard.attempts == [], "nothing is fetched at submission"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from models.augment import AugmentRecipe
 from models.generalisation import (
@@ -18,7 +19,7 @@ from models.generalisation import (
     run_fold,
     standard_folds,
 )
-from tests.fixtures_models import write_tiny_dataset
+from tests.fixtures_models import SPLIT_SIZES, write_tiny_dataset
 
 
 def write_manifest(dataset: Path, generator_of: dict[str, str]) -> None:
@@ -57,7 +58,7 @@ def test_standard_folds_name_every_dataset_and_generator(data_root: Path) -> Non
 def test_a_dataset_fold_scores_all_of_it_and_trains_on_none_of_it(data_root: Path) -> None:
     data = fold_data(Fold("alpha", "alpha"), data_root)
     scored = {path for items in data.scored.values() for path, _ in items}
-    assert set(data.scored) == {"train", "valid", "test"} and len(scored) == 2 * (16 + 6 + 6)
+    assert set(data.scored) == {"train", "valid", "test"} and len(scored) == 2 * sum(SPLIT_SIZES.values())
     trained = {path for path, _ in data.train + data.valid}
     assert not scored & trained
     assert all(path.parts[-4] != "alpha" for path in trained)
@@ -85,9 +86,9 @@ def test_bootstrap_interval_brackets_the_estimate() -> None:
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 100)
     scores = labels + rng.normal(0, 0.8, 200)
-    from sklearn.metrics import roc_auc_score
-
-    low, high = bootstrap_interval(labels, scores, lambda y, s: float(roc_auc_score(y, s)), rounds=300)
+    interval = bootstrap_interval(labels, scores, lambda y, s: float(roc_auc_score(y, s)), rounds=300)
+    assert interval is not None
+    low, high = interval
     assert low < roc_auc_score(labels, scores) < high and high - low < 0.2
 
 
@@ -109,7 +110,8 @@ def test_a_fold_model_beats_chance_on_the_dataset_it_never_saw(data_root: Path, 
                       {"epochs": 4, "steps_per_epoch": 12, "batch_size": 16, "patience": 4, "recipe": plain},
                       rounds=100)
     pooled = report["all_splits"]
-    assert pooled["count"] == {"real": 28, "fake": 28}
+    per_class = sum(SPLIT_SIZES.values())
+    assert pooled["count"] == {"real": per_class, "fake": per_class}
     # The upsampling trace is learnable from pixels: an unseen dataset with it must rank well above chance.
     assert pooled["auc"] >= 0.8, pooled
     assert pooled["auc_ci95"][0] > 0.5

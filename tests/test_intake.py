@@ -14,17 +14,18 @@ from PIL import Image
 from skimage import data as skimage_data
 from sklearn.datasets import load_sample_images
 
-from backend.errors import FakewatchError
-from backend.intake import decode_image, inspect_image
-from backend.settings import Settings
+from core.decoding import LOCAL_FILES, ImageLimits, decode_image, inspect_image
+from core.errors import FakewatchError
+from tests.stack import isolated_settings
 
 ALLOWED_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "AVIF", "HEIF"]
 LOSSLESS_FORMATS = {"PNG", "BMP"}
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("intake"))
+def limits() -> ImageLimits:
+    """The caps uploads are decoded under by default (20 MB, 40 MP)."""
+    return isolated_settings().image_limits
 
 
 @pytest.fixture(scope="module")
@@ -44,21 +45,21 @@ def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
     return buffer.getvalue()
 
 
-def refusal(data: bytes, settings: Settings) -> FakewatchError:
+def refusal(data: bytes, limits: ImageLimits) -> FakewatchError:
     with pytest.raises(FakewatchError) as caught:
-        inspect_image(data, settings)
+        inspect_image(data, limits)
     with pytest.raises(FakewatchError) as caught_decode:
-        decode_image(data, settings)
+        decode_image(data, limits)
     assert caught_decode.value.code == caught.value.code
     return caught.value
 
 
 @pytest.mark.parametrize("fmt", ALLOWED_FORMATS)
-def test_real_photo_in_each_allowed_format_is_accepted(fmt: str, chelsea: Image.Image, settings: Settings) -> None:
+def test_real_photo_in_each_allowed_format_is_accepted(fmt: str, chelsea: Image.Image, limits: ImageLimits) -> None:
     data = encode(chelsea, fmt)
 
-    info = inspect_image(data, settings)
-    decoded = decode_image(data, settings)
+    info = inspect_image(data, limits)
+    decoded = decode_image(data, limits)
 
     assert info.format == fmt
     assert (info.width, info.height) == (451, 300)
@@ -72,21 +73,21 @@ def test_real_photo_in_each_allowed_format_is_accepted(fmt: str, chelsea: Image.
         assert difference < 12, f"{fmt} decoded to something unlike the photo (mean error {difference:.1f})"
 
 
-def test_second_sample_photo_decodes_the_same_through_both_functions(china: Image.Image, settings: Settings) -> None:
+def test_second_sample_photo_decodes_the_same_through_both_functions(china: Image.Image, limits: ImageLimits) -> None:
     data = encode(china, "JPEG", quality=90)
-    info = inspect_image(data, settings)
-    assert (info.width, info.height) == decode_image(data, settings).size == (640, 427)
+    info = inspect_image(data, limits)
+    assert (info.width, info.height) == decode_image(data, limits).size == (640, 427)
 
 
-def test_exif_orientation_is_applied(chelsea: Image.Image, settings: Settings) -> None:
+def test_exif_orientation_is_applied(chelsea: Image.Image, limits: ImageLimits) -> None:
     marked = chelsea.copy()
     marked.paste((255, 0, 0), (0, 0, 60, 60))  # a red top-left corner
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     data = encode(marked, "JPEG", exif=exif, quality=95)
 
-    info = inspect_image(data, settings)
-    upright = decode_image(data, settings)
+    info = inspect_image(data, limits)
+    upright = decode_image(data, limits)
 
     assert (info.width, info.height) == (300, 451)
     assert upright.size == (300, 451)
@@ -97,62 +98,62 @@ def test_exif_orientation_is_applied(chelsea: Image.Image, settings: Settings) -
     assert not (top_left[0] > 200 and top_left[1] < 60)
 
 
-def test_animated_gif_gives_its_first_frame(settings: Settings) -> None:
+def test_animated_gif_gives_its_first_frame(limits: ImageLimits) -> None:
     frames = [Image.new("RGB", (64, 48), colour) for colour in ((200, 0, 0), (0, 200, 0), (0, 0, 200))]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 3
 
-    info = inspect_image(data, settings)
-    first = np.asarray(decode_image(data, settings)).mean(axis=(0, 1))
+    info = inspect_image(data, limits)
+    first = np.asarray(decode_image(data, limits)).mean(axis=(0, 1))
 
     assert (info.format, info.width, info.height) == ("GIF", 64, 48)
     assert first[0] > 150 and first[1] < 50 and first[2] < 50
 
 
-def test_animated_webp_gives_its_first_frame(settings: Settings) -> None:
+def test_animated_webp_gives_its_first_frame(limits: ImageLimits) -> None:
     frames = [Image.new("RGB", (64, 48), colour) for colour in ((0, 0, 200), (200, 0, 0))]
     data = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100, lossless=True)
 
-    first = np.asarray(decode_image(data, settings)).mean(axis=(0, 1))
+    first = np.asarray(decode_image(data, limits)).mean(axis=(0, 1))
 
-    assert inspect_image(data, settings).format == "WEBP"
+    assert inspect_image(data, limits).format == "WEBP"
     assert first[2] > 150 and first[0] < 50
 
 
-def test_transparent_areas_are_laid_on_white(settings: Settings) -> None:
+def test_transparent_areas_are_laid_on_white(limits: ImageLimits) -> None:
     image = Image.new("RGBA", (32, 32), (0, 0, 0, 0))  # fully transparent black
-    decoded = decode_image(encode(image, "PNG"), settings)
+    decoded = decode_image(encode(image, "PNG"), limits)
     assert decoded.mode == "RGB"
     assert np.asarray(decoded).min() == 255
 
 
-def test_truncated_jpeg_is_invalid(chelsea: Image.Image, settings: Settings) -> None:
+def test_truncated_jpeg_is_invalid(chelsea: Image.Image, limits: ImageLimits) -> None:
     data = encode(chelsea, "JPEG")
-    error = refusal(data[: len(data) // 2], settings)
+    error = refusal(data[: len(data) // 2], limits)
     assert (error.code, error.status) == ("invalid_image", 400)
     assert "truncated" in error.message
 
 
-def test_truncated_png_is_invalid(chelsea: Image.Image, settings: Settings) -> None:
+def test_truncated_png_is_invalid(chelsea: Image.Image, limits: ImageLimits) -> None:
     data = encode(chelsea, "PNG")
-    assert refusal(data[: len(data) - 5000], settings).code == "invalid_image"
+    assert refusal(data[: len(data) - 5000], limits).code == "invalid_image"
 
 
-def test_image_cut_inside_its_header_is_invalid(chelsea: Image.Image, settings: Settings) -> None:
-    assert refusal(encode(chelsea, "PNG")[:20], settings).code == "invalid_image"
+def test_image_cut_inside_its_header_is_invalid(chelsea: Image.Image, limits: ImageLimits) -> None:
+    assert refusal(encode(chelsea, "PNG")[:20], limits).code == "invalid_image"
 
 
-def test_jpeg_header_with_garbage_body_is_invalid(settings: Settings) -> None:
+def test_jpeg_header_with_garbage_body_is_invalid(limits: ImageLimits) -> None:
     garbage = np.random.default_rng(1).bytes(5000)
-    assert refusal(b"\xff\xd8\xff\xe0" + garbage, settings).code == "invalid_image"
+    assert refusal(b"\xff\xd8\xff\xe0" + garbage, limits).code == "invalid_image"
 
 
-def test_empty_file_is_invalid(settings: Settings) -> None:
-    assert refusal(b"", settings).code == "invalid_image"
+def test_empty_file_is_invalid(limits: ImageLimits) -> None:
+    assert refusal(b"", limits).code == "invalid_image"
 
 
-def test_random_bytes_are_unsupported(settings: Settings) -> None:
-    error = refusal(np.random.default_rng(0).bytes(4096), settings)
+def test_random_bytes_are_unsupported(limits: ImageLimits) -> None:
+    error = refusal(np.random.default_rng(0).bytes(4096), limits)
     assert (error.code, error.status) == ("unsupported_format", 415)
     assert "JPEG" in error.message  # says what to send instead
 
@@ -172,19 +173,19 @@ HTML = b"<!DOCTYPE html><html><body><img src='cat.jpg'></body></html>"
     ],
     ids=["svg-with-xml-prolog", "bare-svg", "html-page", "html-error-page", "pdf"],
 )
-def test_documents_are_unsupported_and_named(data: bytes, named: str, settings: Settings) -> None:
-    error = refusal(data, settings)
+def test_documents_are_unsupported_and_named(data: bytes, named: str, limits: ImageLimits) -> None:
+    error = refusal(data, limits)
     assert (error.code, error.status) == ("unsupported_format", 415)
     assert named in error.message
 
 
-def test_tiff_photo_is_unsupported_although_pillow_reads_it(chelsea: Image.Image, settings: Settings) -> None:
-    error = refusal(encode(chelsea, "TIFF"), settings)
+def test_tiff_photo_is_unsupported_although_pillow_reads_it(chelsea: Image.Image, limits: ImageLimits) -> None:
+    error = refusal(encode(chelsea, "TIFF"), limits)
     assert error.code == "unsupported_format" and "TIFF" in error.message
 
 
-def test_ico_is_unsupported(settings: Settings) -> None:
-    assert refusal(encode(Image.new("RGB", (16, 16)), "ICO"), settings).code == "unsupported_format"
+def test_ico_is_unsupported(limits: ImageLimits) -> None:
+    assert refusal(encode(Image.new("RGB", (16, 16)), "ICO"), limits).code == "unsupported_format"
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -203,12 +204,12 @@ def png_declaring(width: int, height: int) -> bytes:
     [(8_000, 8_000), (50_000, 50_000), (1, 2_000_000_000)],
     ids=["above-our-cap", "above-pillows-own-guard", "one-pixel-wide-strip"],
 )
-def test_decompression_bomb_is_refused_from_its_header(width: int, height: int, settings: Settings) -> None:
+def test_decompression_bomb_is_refused_from_its_header(width: int, height: int, limits: ImageLimits) -> None:
     bomb = png_declaring(width, height)
     assert len(bomb) < 200
 
     started = time.perf_counter()
-    error = refusal(bomb, settings)
+    error = refusal(bomb, limits)
 
     # The file is truncated far before its declared size: refusing as too_many_pixels (not invalid_image)
     # proves the decision came from the header, before any decoding.
@@ -216,19 +217,28 @@ def test_decompression_bomb_is_refused_from_its_header(width: int, height: int, 
     assert time.perf_counter() - started < 0.5
 
 
-def test_pixel_cap_follows_settings(chelsea: Image.Image, tmp_path: object) -> None:
-    small_cap = Settings(max_image_pixels=100_000)
+def test_pixel_cap_follows_settings(chelsea: Image.Image) -> None:
+    small_cap = isolated_settings(max_image_pixels=100_000).image_limits
     error = refusal(encode(chelsea, "PNG"), small_cap)  # 451 x 300 = 135,300 pixels
     assert error.code == "too_many_pixels" and "451x300" in error.message
 
 
 def test_oversize_bytes_are_refused_before_anything_else(chelsea: Image.Image) -> None:
     data = encode(chelsea, "BMP")  # about 400 kB
-    error = refusal(data, Settings(max_image_bytes=100_000))
+    error = refusal(data, isolated_settings(max_image_bytes=100_000).image_limits)
     assert (error.code, error.status) == ("too_large", 413)
     assert "0.1 MB" in error.message
 
 
 def test_oversize_check_counts_bytes_not_validity() -> None:
-    error = refusal(b"\x00" * 2_000, Settings(max_image_bytes=1_000))
+    error = refusal(b"\x00" * 2_000, isolated_settings(max_image_bytes=1_000).image_limits)
     assert error.code == "too_large"
+
+
+def test_local_files_are_decoded_without_the_upload_caps(limits: ImageLimits) -> None:
+    """A person's own file above the upload caps still decodes under LOCAL_FILES; a bomb is still refused."""
+    big = encode(Image.new("L", (7_000, 6_000), 128), "PNG")  # 42 MP: over the 40 MP an upload may have
+    assert refusal(big, limits).code == "too_many_pixels"
+    assert decode_image(big, LOCAL_FILES).size == (7_000, 6_000)
+    assert inspect_image(big, ImageLimits(max_bytes=len(big), max_pixels=None)).width == 7_000
+    assert refusal(png_declaring(50_000, 50_000), LOCAL_FILES).code == "too_many_pixels"

@@ -9,6 +9,8 @@ import time
 import requests
 from sqlalchemy import select
 
+from backend.checks import submit_image
+from backend.dispatch import SCORE_TASK, SCORING_QUEUE, FakewatchCelery
 from backend.schema import Check
 from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
 from tests.stack import Stack
@@ -54,6 +56,23 @@ def test_url_served_locally_is_fetched_and_scored(stack: Stack, image_server: Lo
     assert body["image"]["format"] == "PNG"
 
 
+def test_a_url_that_fails_when_fetched_is_a_failed_check(stack: Stack, image_server: LocalServer) -> None:
+    """The deliberate change of issue 11: a single URL check is fetched by a worker, so what goes wrong with the
+    URL itself (404, not an image, a redirect to a refused address) ends the check failed, with the reason, and
+    ``wait`` returns it like any final check."""
+    image_server.routes["/single/page.html"] = (200, {"Content-Type": "text/html"}, b"<!doctype html><p>hi</p>")
+    image_server.routes["/single/away.jpg"] = (302, {"Location": f"http://127.0.0.2:{image_server.port}/x.jpg"}, b"")
+    expected = {"/single/missing.jpg": ("fetch_failed", "404"), "/single/page.html": ("unsupported_format", "HTML"),
+                "/single/away.jpg": ("blocked_address", "loopback")}
+    for path, (code, said) in expected.items():
+        response = requests.post(f"{stack.api_url}/api/v1/checks?wait=10", headers=stack.headers(),
+                                 json={"url": image_server.url(path)}, timeout=60)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["status"], body["error"]["code"]) == ("failed", code), body
+        assert said in body["error"]["message"] and body["verdict"] is None and body["image"] is None
+
+
 def test_refused_url_is_a_clear_error(stack: Stack, image_server: LocalServer) -> None:
     # 127.0.0.2 is loopback but not on the allow-list: refused before any connection is made.
     response = requests.post(f"{stack.api_url}/api/v1/checks", headers=stack.headers(),
@@ -78,14 +97,11 @@ def test_ready_when_database_broker_and_model_are(stack: Stack) -> None:
 
 def test_check_survives_a_killed_worker(stack: Stack) -> None:
     """Kill the worker mid-task: the sweeper re-queues the checks it held and a new worker finishes them."""
-    from backend.checks import submit_image
-    from backend.queue import SCORE_TASK, SCORING_QUEUE, make_celery
-
     photos = distinct_photos(150, size=400)
     with stack.session() as session:
-        ids = [submit_image(session, data, source="upload", settings=stack.settings).check.id for data in photos]
+        ids = [submit_image(session, data, stack.settings).check.id for data in photos]
         session.commit()
-    sender = make_celery(stack.settings)
+    sender = FakewatchCelery(stack.settings)
     sender.send_task(SCORE_TASK, args=[ids], queue=SCORING_QUEUE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.policy import decide_verdict, is_flagged, verdict_confidence
+from core.policy import decide_verdict, is_flagged, verdict_confidence
 
 
 @pytest.mark.parametrize(("score", "threshold", "band", "verdict"), [
@@ -36,4 +36,5 @@ def test_confidence_is_the_verdicts_probability() -> None:
 def test_a_model_verdict_never_reads_under_fifty_percent(threshold: float, band: float) -> None:
     for score in [i / 200 for i in range(201)]:
         verdict = decide_verdict(score, threshold, band)
-        assert verdict_confidence(score, verdict) >= 0.5, (score, verdict)
+        confidence = verdict_confidence(score, verdict)
+        assert confidence is not None and confidence >= 0.5, (score, verdict)

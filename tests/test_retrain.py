@@ -20,11 +20,24 @@ import requests
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from backend.errors import FakewatchError
+import backend.training.data
+import backend.training.runs
+import worker.training
+from backend.checks import store_image
+from backend.db import session_scope
+from backend.model_versions import active_version, promote_version, register_model, roll_back
+from backend.reviews import label_images
 from backend.schema import Check, Image, ModelVersion, Review, TrainingRun
+from backend.settings import Settings
+from backend.shapes import RunOut
+from backend.training.data import assemble_training_data, base_datasets, is_heldout
+from backend.training.rescoring import rescore_flagged
+from backend.training.runs import cancel_run, claim_run, finish_run, get_run, request_training, start_training
+from core.enums import Label
+from core.errors import FakewatchError
 from tests.fixtures_models import write_tiny_dataset
-from tests.stack import Stack
-from tests.test_admin import press, texts
+from tests.stack import Stack, isolated_settings
+from tests.test_admin import MODERATOR, add_moderator, logged_in, press, texts
 
 
 def unique_png(seed: int | None = None) -> bytes:
@@ -36,45 +49,17 @@ def unique_png(seed: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def _clear_process_caches() -> None:
-    from backend.db import reset_engines
-    from backend.queue import sender
-    from backend.settings import get_settings
-
-    get_settings.cache_clear()
-    reset_engines()
-    sender.cache_clear()
+# --- services, on a fresh database in this process ---------------------------------------------------------
 
 
-# --- services, on a fresh embedded database in this process -------------------------------------------------
+@pytest.fixture
+def services_db(any_database: Settings) -> Settings:
+    """A fresh database on each backend, trained on reviewed images only (never the shipped model's datasets)."""
+    return any_database.model_copy(update={"training_datasets": ("none",)})
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def services_db(request: pytest.FixtureRequest, settings_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh database on each backend (PostgreSQL: a database of its own, dropped afterwards)."""
-    from backend.db import get_engine
-    from backend.migrate import upgrade_database
-    from tests.stack import create_postgres_database, drop_postgres_database
-
-    monkeypatch.setenv("FAKEWATCH_TRAINING_DATASETS", "none")  # hermetic: never the shipped model's datasets
-    _clear_process_caches()
-    url = create_postgres_database() if request.param == "postgres" else ""
-    if url:
-        monkeypatch.setenv("FAKEWATCH_DATABASE_URL", url)
-        _clear_process_caches()
-    upgrade_database()
-    try:
-        yield settings_env
-    finally:
-        if url:
-            get_engine(url).dispose()
-            drop_postgres_database(url)
-
-
-def _review(session: Any, data: bytes, label: str, reviewer: str = "mod") -> Image:
-    from backend.checks import store_image
-
-    image = store_image(session, data)
+def _review(session: Any, settings: Settings, data: bytes, label: str, reviewer: str = "mod") -> Image:
+    image = store_image(session, data, settings)
     session.add(Review(image_id=image.id, label=label, reviewer=reviewer))
     session.flush()
     return image
@@ -89,131 +74,104 @@ def _fake_version(models_dir: Path, name: str) -> Path:
     return folder / "model.keras"
 
 
-def test_heldout_split_is_by_hash_and_latest_label_wins(services_db: Path) -> None:
-    from backend.db import session_scope
-    from backend.training import assemble_training_data, is_heldout
-
+def test_heldout_split_is_by_hash_and_latest_label_wins(services_db: Settings) -> None:
     hashes = [uuid.uuid4().hex + uuid.uuid4().hex for _ in range(2000)]
     share = sum(is_heldout(digest, 20) for digest in hashes) / len(hashes)
     assert 0.16 < share < 0.24
     assert [is_heldout(digest, 20) for digest in hashes] == [is_heldout(digest, 20) for digest in hashes]
-    with session_scope() as session:
-        images = [_review(session, unique_png(seed), "real") for seed in range(40)]
-        _review(session, unique_png(0), "fake")  # a later review relabels image 0
-        _review(session, unique_png(1), "unsure")  # the moderator withdrew the label: image 1 is left out
-        first = assemble_training_data(session)
-        second = assemble_training_data(session)
+    with session_scope(services_db) as session:
+        images = [_review(session, services_db, unique_png(seed), "real") for seed in range(40)]
+        _review(session, services_db, unique_png(0), "fake")  # a later review relabels image 0
+        unreviewed = store_image(session, unique_png(1000), services_db)  # checked, never labelled: left out
+        first = assemble_training_data(session, services_db)
+        second = assemble_training_data(session, services_db)
     assert first.train == second.train and first.heldout == second.heldout
-    assert len(first.train) + len(first.heldout) == 39
+    assert len(first.train) + len(first.heldout) == 40
     labels = {path.name: label for path, label in first.train + first.heldout}
-    assert labels[Path(images[0].storage_key).name] == 1 and Path(images[1].storage_key).name not in labels
-    assert labels[Path(images[2].storage_key).name] == 0
-    expected_heldout = {Path(image.storage_key).name for image in images[2:] if is_heldout(image.sha256, 20)}
+    assert labels[Path(images[0].storage_key).name] == Label.FAKE.target == 1
+    assert Path(unreviewed.storage_key).name not in labels
+    assert labels[Path(images[2].storage_key).name] == Label.REAL.target == 0
+    expected_heldout = {Path(image.storage_key).name for image in images[1:] if is_heldout(image.sha256, 20)}
     expected_heldout |= {Path(images[0].storage_key).name} if is_heldout(images[0].sha256, 20) else set()
     assert {path.name for path, _ in first.heldout} == expected_heldout and expected_heldout
     assert all(path.is_file() for path, _ in first.train)
 
 
 def test_base_datasets_default_to_the_shipped_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import backend.training
-    from backend.settings import Settings
-
     present, missing = tmp_path / "present", tmp_path / "missing"
     present.mkdir()
     shipped = tmp_path / "shipped" / "default.keras"
     shipped.parent.mkdir()
     shipped.with_suffix(".json").write_text(json.dumps({"training_data": {"datasets": [str(present), str(missing)]}}))
-    monkeypatch.setattr(backend.training, "SHIPPED_MODEL", shipped)
-    assert backend.training.base_datasets(Settings(_env_file=None)) == [present]
-    assert backend.training.base_datasets(Settings(_env_file=None, training_datasets=f"{missing},{tmp_path}")) == [tmp_path]
-    assert backend.training.base_datasets(Settings(_env_file=None, training_datasets="none")) == []
+    monkeypatch.setattr(backend.training.data, "SHIPPED_MODEL", shipped)
+    assert base_datasets(isolated_settings()) == [present]
+    assert base_datasets(isolated_settings(training_datasets=f"{missing},{tmp_path}")) == [tmp_path]
+    assert base_datasets(isolated_settings(training_datasets="none")) == []
     shipped.with_suffix(".json").unlink()
-    assert backend.training.base_datasets(Settings(_env_file=None)) == []
+    assert base_datasets(isolated_settings()) == []
 
 
-def test_one_run_at_a_time_and_cancel_before_start(services_db: Path) -> None:
-    from backend.db import session_scope
-    from backend.model_versions import register_model
-    from backend.settings import get_settings
-    from backend.training import cancel_run, request_training
-
-    with session_scope() as session:
-        register_model(session, _fake_version(get_settings().models_dir, "v1"), activate=True)
+def test_one_run_at_a_time_and_cancel_before_start(services_db: Settings) -> None:
+    with session_scope(services_db) as session:
+        register_model(session, _fake_version(services_db.models_dir, "v1"), activate=True)
         with pytest.raises(FakewatchError) as nothing:
-            request_training(session)
+            request_training(session, services_db)
         assert nothing.value.code == "no_training_data"
         for seed in range(6):
-            _review(session, unique_png(100 + seed), "fake" if seed % 2 else "real")
+            _review(session, services_db, unique_png(100 + seed), "fake" if seed % 2 else "real")
         with pytest.raises(FakewatchError) as bad_epochs:
-            request_training(session, epochs=10_000)
+            request_training(session, services_db, epochs=10_000)
         assert bad_epochs.value.code == "invalid_request"
-        first = request_training(session, epochs=2, requested_by="alice")
+        first = request_training(session, services_db, epochs=2, requested_by="alice")
         assert first.status == "queued" and first.params["base_version_id"] is not None
         with pytest.raises(FakewatchError) as busy:
-            request_training(session, requested_by="bob")
+            request_training(session, services_db, requested_by="bob")
         assert busy.value.code == "training_busy" and busy.value.status == 409
         assert first.id in busy.value.message and "alice" in busy.value.message
         assert cancel_run(session, first.id).status == "cancelled"
         with pytest.raises(FakewatchError) as ended:
             cancel_run(session, first.id)
         assert ended.value.code == "not_cancellable"
-        second = request_training(session, from_scratch=True, epochs=1)
+        second = request_training(session, services_db, from_scratch=True, epochs=1)
         assert second.params["from_scratch"] is True and second.params["base_version_id"] is None
 
 
-def test_racing_requests_start_one_run(services_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_racing_requests_start_one_run(services_db: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two requests that both pass the service's check (a race): the database's unique index refuses the second."""
-    import backend.training
-    from backend.db import session_scope
-    from backend.model_versions import register_model
-    from backend.settings import get_settings
-    from backend.training import request_training
-
-    with session_scope() as session:
-        register_model(session, _fake_version(get_settings().models_dir, "v1"), activate=True)
+    with session_scope(services_db) as session:
+        register_model(session, _fake_version(services_db.models_dir, "v1"), activate=True)
         for seed in range(4):
-            _review(session, unique_png(200 + seed), "fake" if seed % 2 else "real")
-        request_training(session, epochs=1, requested_by="alice")
-    monkeypatch.setattr(backend.training, "current_run", lambda _session: None)
-    with session_scope() as session:
+            _review(session, services_db, unique_png(200 + seed), "fake" if seed % 2 else "real")
+        request_training(session, services_db, epochs=1, requested_by="alice")
+    monkeypatch.setattr(backend.training.runs, "current_run", lambda _session: None)
+    with session_scope(services_db) as session:
         with pytest.raises(FakewatchError) as busy:
-            request_training(session, epochs=1, requested_by="bob")
+            request_training(session, services_db, epochs=1, requested_by="bob")
         assert busy.value.code == "training_busy"
-    with session_scope() as session:
+    with session_scope(services_db) as session:
         assert len(list(session.scalars(select(TrainingRun)))) == 1
 
 
-def test_silent_running_run_is_expired_so_it_does_not_block(services_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from backend.db import session_scope
-    from backend.training import claim_run, request_training
-
-    monkeypatch.setenv("FAKEWATCH_TRAINING_STALE_AFTER_S", "0.5")
-    from backend.settings import get_settings
-
-    get_settings.cache_clear()
-    with session_scope() as session:
+def test_silent_running_run_is_expired_so_it_does_not_block(services_db: Settings) -> None:
+    services_db = services_db.model_copy(update={"training_stale_after_s": 0.5})
+    with session_scope(services_db) as session:
         for seed in range(4):
-            _review(session, unique_png(200 + seed), "fake" if seed % 2 else "real")
-        run = request_training(session, from_scratch=True)
+            _review(session, services_db, unique_png(200 + seed), "fake" if seed % 2 else "real")
+        run = request_training(session, services_db, from_scratch=True)
         assert claim_run(session, run.id) is not None
         assert claim_run(session, run.id) is None  # a redelivered message does not start it twice
         with pytest.raises(FakewatchError):
-            request_training(session, from_scratch=True)
+            request_training(session, services_db, from_scratch=True)
         time.sleep(0.7)
-        again = request_training(session, from_scratch=True)
+        again = request_training(session, services_db, from_scratch=True)
         session.refresh(run)
     assert run.status == "failed" and "stopped reporting" in (run.error or "")
     assert again.status == "queued"
 
 
-def test_roll_back_reactivates_the_previous_version(services_db: Path) -> None:
-    from backend.db import session_scope
-    from backend.model_versions import active_version, register_model
-    from backend.settings import get_settings
-    from backend.training import promote_version, roll_back
-
-    models_dir = get_settings().models_dir
-    with session_scope() as session:
+def test_roll_back_reactivates_the_previous_version(services_db: Settings) -> None:
+    models_dir = services_db.models_dir
+    with session_scope(services_db) as session:
         with pytest.raises(FakewatchError) as nothing:
             roll_back(session)
         assert nothing.value.code == "nothing_to_roll_back"
@@ -250,16 +208,6 @@ def training_stack(embedded_stack: Stack, tiny_dataset: Path) -> Iterator[Stack]
         embedded_stack.env.pop("FAKEWATCH_TRAINING_DATASETS", None)
 
 
-@pytest.fixture
-def on_stack(training_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    """Services called in this process act on the stack's database, files and broker."""
-    for key, value in training_stack.env.items():
-        monkeypatch.setenv(key, value)
-    _clear_process_caches()
-    yield training_stack
-    _clear_process_caches()
-
-
 @pytest.fixture(scope="module")
 def reviewed(training_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> int:
     """Checks submitted through the API and labelled by a moderator: 12 real and 12 fake images."""
@@ -270,8 +218,6 @@ def reviewed(training_stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
             response = training_stack.post_image(path.read_bytes(), wait=0)
             assert response.status_code in (200, 202), response.text
             ids.append((response.json()["id"], label))
-    from backend.reviews import label_images
-
     with training_stack.session() as session:
         for label in ("real", "fake"):
             checks = [session.get(Check, check_id) for check_id, item_label in ids if item_label == label]
@@ -280,13 +226,11 @@ def reviewed(training_stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
     return len(ids)
 
 
-def _wait_for_run(run_id: str, timeout: float = 120, until: tuple[str, ...] = ("done", "failed", "cancelled")) -> TrainingRun:
-    from backend.db import session_scope
-    from backend.training import get_run
-
+def _wait_for_run(settings: Settings, run_id: str, timeout: float = 120,
+                  until: tuple[str, ...] = ("done", "failed", "cancelled")) -> TrainingRun:
     deadline = time.monotonic() + timeout
     while True:
-        with session_scope() as session:
+        with session_scope(settings) as session:
             run = get_run(session, run_id)
             if run.status in until or time.monotonic() > deadline:
                 return run
@@ -297,27 +241,24 @@ def _model_files(models_dir: Path) -> set[str]:
     return {str(path.relative_to(models_dir)) for path in models_dir.rglob("*") if path.is_file()} if models_dir.exists() else set()
 
 
-def test_retrain_promote_then_roll_back_without_restarting_the_scorer(on_stack: Stack, reviewed: int) -> None:
-    from backend.db import session_scope
-    from backend.model_versions import active_version
-    from backend.training import promote_version, roll_back, run_to_dict, start_training
-
-    scorer = on_stack.processes["worker"]
-    with session_scope() as session:
+def test_retrain_promote_then_roll_back_without_restarting_the_scorer(training_stack: Stack, reviewed: int) -> None:
+    settings = training_stack.settings
+    scorer = training_stack.processes["worker"]
+    with session_scope(settings) as session:
         old = active_version(session)
         assert old is not None
-        run = start_training(session, epochs=2, requested_by="moderator")  # what the console's button calls
+        run = start_training(session, settings, epochs=2, requested_by="moderator")  # what the console's button calls
         assert run.params["data"]["reviewed_train"]["real"] + run.params["data"]["reviewed_heldout"]["real"] == 12
-    run = _wait_for_run(run.id)
+    run = _wait_for_run(settings, run.id)
     assert run.status == "done", run.error
-    with session_scope() as session:
-        body = run_to_dict(session, run)
+    with session_scope(settings) as session:
+        body = RunOut().dump(get_run(session, run.id))
         candidate = session.get(ModelVersion, run.model_version_id)
         assert candidate is not None and not candidate.active and active_version(session).id == old.id  # type: ignore[union-attr]
     assert [entry["epoch"] for entry in body["history"]] == [1, 2] and "val_loss" in body["history"][0]
     assert body["candidate"]["name"] == candidate.name and Path(candidate.file).is_file()
-    assert Path(candidate.file).parent.parent == on_stack.settings.models_dir
-    assert not (on_stack.settings.models_dir / ".staging" / run.id).exists()
+    assert Path(candidate.file).parent.parent == settings.models_dir
+    assert not (settings.models_dir / ".staging" / run.id).exists()
     sets = {part["name"]: part for part in body["comparison"]["sets"]}
     heldout = sets["held-out reviewed images"]
     assert heldout["count"] == sum(run.params["data"]["reviewed_heldout"].values()) > 0
@@ -328,33 +269,30 @@ def test_retrain_promote_then_roll_back_without_restarting_the_scorer(on_stack: 
     assert candidate.metrics.get("valid") and candidate.sha256 and candidate.details["name"] == candidate.name
 
     try:
-        with session_scope() as session:
+        with session_scope(settings) as session:
             promote_version(session, candidate.id)
-        fresh = on_stack.post_image(unique_png(), wait=10).json()
+        fresh = training_stack.post_image(unique_png(), wait=10).json()
         assert fresh["status"] == "done" and fresh["model_version"] == candidate.name and fresh["cached"] is False
-        _rescore_flagged_with(candidate)
+        _rescore_flagged_with(settings, candidate)
     finally:
-        with session_scope() as session:
+        with session_scope(settings) as session:
             assert roll_back(session).name == old.name
-    again = on_stack.post_image(unique_png(), wait=10).json()
+    again = training_stack.post_image(unique_png(), wait=10).json()
     assert again["status"] == "done" and again["model_version"] == old.name and again["cached"] is False
-    assert scorer.poll() is None and on_stack.processes["worker"] is scorer  # the same scoring process throughout
+    assert scorer.poll() is None and training_stack.processes["worker"] is scorer  # the same scoring process throughout
 
 
-def _rescore_flagged_with(candidate: ModelVersion) -> None:
-    from backend.db import session_scope
-    from backend.training import rescore_flagged
-
-    with session_scope() as session:
+def _rescore_flagged_with(settings: Settings, candidate: ModelVersion) -> None:
+    with session_scope(settings) as session:
         flagged = set(session.scalars(select(Check.image_id).where(Check.flagged.is_(True), Check.status == "done")))
-        batch = rescore_flagged(session, requested_by="moderator")
+        batch = rescore_flagged(session, settings, requested_by="moderator")
     if not flagged:
         assert batch is None
         return
     assert batch is not None and batch.total == len(flagged)
     deadline = time.monotonic() + 90
     while True:
-        with session_scope() as session:
+        with session_scope(settings) as session:
             items = list(session.scalars(select(Check).where(Check.batch_id == batch.id)))
         if all(item.status == "done" for item in items) or time.monotonic() > deadline:
             break
@@ -363,58 +301,52 @@ def _rescore_flagged_with(candidate: ModelVersion) -> None:
     assert {(item.status, item.model_version_id) for item in items} == {("done", candidate.id)}
 
 
-def test_running_run_is_cancelled_and_leaves_nothing(on_stack: Stack, reviewed: int) -> None:
-    from backend.db import session_scope
-    from backend.training import cancel_run, start_training
-
-    models_before = _model_files(on_stack.settings.models_dir)
-    with session_scope() as session:
+def test_running_run_is_cancelled_and_leaves_nothing(training_stack: Stack, reviewed: int) -> None:
+    settings = training_stack.settings
+    models_before = _model_files(settings.models_dir)
+    with session_scope(settings) as session:
         versions_before = len(list(session.scalars(select(ModelVersion))))
-        run = start_training(session, epochs=200)
-    running = _wait_for_run(run.id, until=("running",), timeout=60)
+        run = start_training(session, settings, epochs=200)
+    running = _wait_for_run(settings, run.id, until=("running",), timeout=60)
     assert running.status == "running"
     deadline = time.monotonic() + 60
     while running.progress.get("epoch", 0) < 1 and time.monotonic() < deadline:
         time.sleep(0.3)
-        running = _wait_for_run(run.id, until=("running",))
-    with session_scope() as session:
+        running = _wait_for_run(settings, run.id, until=("running",))
+    with session_scope(settings) as session:
         cancel_run(session, run.id)
-    ended = _wait_for_run(run.id, timeout=60)
+    ended = _wait_for_run(settings, run.id, timeout=60)
     assert ended.status == "cancelled" and "unchanged" in (ended.error or "")
     assert ended.progress["epoch"] < 200
-    with session_scope() as session:
+    with session_scope(settings) as session:
         assert len(list(session.scalars(select(ModelVersion)))) == versions_before
-    assert _model_files(on_stack.settings.models_dir) == models_before
+    assert _model_files(settings.models_dir) == models_before
 
 
-def test_run_that_raises_midway_changes_nothing_active(on_stack: Stack, reviewed: int,
+def test_run_that_raises_midway_changes_nothing_active(training_stack: Stack, reviewed: int,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = training_stack.settings
     """Real training in this process, made to fail after its first epoch (the checkpoint is already on disk)."""
-    import worker.training
-    from backend.db import session_scope
-    from backend.model_versions import active_version
-    from backend.training import request_training
-
     def broken_epoch(self: worker.training.RunMonitor, epoch: int, metrics: dict[str, float]) -> None:
-        staged = list((on_stack.settings.models_dir / ".staging" / self.run_id).iterdir())
+        staged = list((settings.models_dir / ".staging" / self.run_id).iterdir())
         assert staged, "the failure should happen with files half-written"
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(worker.training.RunMonitor, "on_epoch", broken_epoch)
-    models_before = _model_files(on_stack.settings.models_dir)
-    with session_scope() as session:
+    models_before = _model_files(settings.models_dir)
+    with session_scope(settings) as session:
         active_before = active_version(session)
         versions_before = len(list(session.scalars(select(ModelVersion))))
-        run = request_training(session, epochs=3)
-    result = worker.training.train_model(run.id)
+        run = request_training(session, settings, epochs=3)
+    result = worker.training.train_model(run.id, settings)
     assert result["status"] == "failed"
-    with session_scope() as session:
-        run = session.get(TrainingRun, run.id)
-        assert run is not None and run.status == "failed" and run.model_version_id is None
-        assert "No space left on device" in (run.error or "") and "unchanged" in (run.error or "")
+    with session_scope(settings) as session:
+        ended = session.get(TrainingRun, run.id)
+        assert ended is not None and ended.status == "failed" and ended.model_version_id is None
+        assert "No space left on device" in (ended.error or "") and "unchanged" in (ended.error or "")
         assert active_version(session).id == active_before.id  # type: ignore[union-attr]
         assert len(list(session.scalars(select(ModelVersion)))) == versions_before
-    assert _model_files(on_stack.settings.models_dir) == models_before
+    assert _model_files(settings.models_dir) == models_before
 
 
 def test_cli_retrain_through_the_api(training_stack: Stack, reviewed: int) -> None:
@@ -443,44 +375,23 @@ def test_cli_retrain_through_the_api(training_stack: Stack, reviewed: int) -> No
 # --- the console section, through AppTest ------------------------------------------------------------------
 
 
-def _logged_in_models_page() -> Any:
-    from streamlit.testing.v1 import AppTest
-
-    from backend.db import session_scope
-    from backend.users import create_user
-
-    with session_scope() as session:
-        create_user(session, "mod", "a long enough password")
-    app = Path(__file__).resolve().parent.parent / "admin" / "app.py"
-    at = AppTest.from_file(str(app), default_timeout=60).run()
-    at.text_input(key="login_name").input("mod")
-    at.text_input(key="login_password").input("a long enough password")
-    press(at, "Log in")
-    at.switch_page("views/models.py").run()
-    assert not at.exception, at.exception
-    return at
 
 
-def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Path) -> None:
-    from backend.db import session_scope
-    from backend.model_versions import active_version, register_model
-    from backend.settings import get_settings
-    from backend.training import claim_run, finish_run, request_training
-
-    models_dir = get_settings().models_dir
+def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Settings) -> None:
+    models_dir = services_db.models_dir
     metrics = {"roc_auc": 0.8, "accuracy": 0.75, "fpr_at_threshold": 0.1}
     comparison = {"active_version": "v1", "candidate_version": "cand", "sets": [
         {"name": "held-out reviewed images", "count": 8, "active": metrics,
          "candidate": {**metrics, "roc_auc": 0.9, "fpr_at_threshold": 0.05}}]}
-    with session_scope() as session:
+    with session_scope(services_db) as session:
         register_model(session, _fake_version(models_dir, "v1"), activate=True)
         for seed in range(6):
-            _review(session, unique_png(300 + seed), "fake" if seed % 2 else "real")
-        run = request_training(session, epochs=1)
+            _review(session, services_db, unique_png(300 + seed), "fake" if seed % 2 else "real")
+        run = request_training(session, services_db, epochs=1)
         claim_run(session, run.id)
         finish_run(session, run.id, _fake_version(models_dir, "cand"), comparison)
 
-    at = _logged_in_models_page()
+    at = logged_in(add_moderator(services_db), "views/models.py")
     assert "Candidate vs active" in texts(at) and "Reviewed images: **3 real, 3 fake**" in texts(at)
     table = at.dataframe[-1].value
     assert table["metric"].tolist() == ["roc_auc", "accuracy", "fpr_at_threshold"]
@@ -488,22 +399,22 @@ def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Path
     assert table["change"].round(3).tolist() == [0.1, 0.0, -0.05]
     press(at, "Promote cand")
     assert not at.exception, at.exception
-    with session_scope() as session:
+    with session_scope(services_db) as session:
         assert active_version(session).name == "cand"  # type: ignore[union-attr]
     assert "cand is active" in texts(at)
     assert at.selectbox(key="retrain_rollback_choice").value == "v1"
     press(at, "Roll back from cand")
-    with session_scope() as session:
+    with session_scope(services_db) as session:
         assert active_version(session).name == "v1"  # type: ignore[union-attr]
 
     at.number_input(key="retrain_epochs").set_value(3)
     press(at, "Retrain")
     assert not at.exception, at.exception
-    with session_scope() as session:
+    with session_scope(services_db) as session:
         queued = session.scalars(select(TrainingRun).where(TrainingRun.status == "queued")).one()
-    assert queued.params["epochs"] == 3 and queued.requested_by == "mod"
+    assert queued.params["epochs"] == 3 and queued.requested_by == MODERATOR
     assert f"Training run {queued.id} queued." in texts(at)
     assert [button.disabled for button in at.button if button.label == "Retrain"] == [True]
     press(at, "Cancel training")
-    with session_scope() as session:
+    with session_scope(services_db) as session:
         assert session.get(TrainingRun, queued.id).status == "cancelled"  # type: ignore[union-attr]

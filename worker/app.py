@@ -1,37 +1,41 @@
-"""The worker's Celery app: the same configuration the API sends with, plus the task modules.
+"""The worker's Celery app: the same configuration the API sends with, the task modules, and the per-process set-up.
 
-Per-process resources (database engine, the loaded model) are created after the fork, in
-``worker_process_init``, never in the parent."""
+The worker's start-up reads its settings here, once; tasks and signal handlers take them from the app
+(``FakewatchCelery.settings``). Per-process resources (database engine, the loaded model) are created after the
+fork, in ``worker_process_init``, never in the parent."""
 
 from __future__ import annotations
 
-import logging
 import threading
+from typing import Any, cast
 
+from celery import current_app
 from celery.signals import celeryd_init, worker_process_init, worker_ready, worker_shutdown
 
+import worker.tasks  # noqa: F401 - registers the tasks with whichever app is current
 from backend.db import reset_engines
-from backend.queue import SCORING_QUEUE, make_celery
+from backend.dispatch import SCORING_QUEUE, FakewatchCelery
+from backend.settings import Settings
+from worker.detectors import warm_up
+from worker.sweeper import start_sweeper
 
-log = logging.getLogger("fakewatch.worker")
-
-celery_app = make_celery()
-
-import worker.tasks  # noqa: E402,F401 - registers the tasks on celery_app
+celery_app = FakewatchCelery(Settings())
 
 _sweeper_stop = threading.Event()
-
-
 _serves_scoring = True
+
+
+def _settings() -> Settings:
+    return cast(FakewatchCelery, current_app).settings
 
 
 @celeryd_init.connect
 def _note_queues(options: dict[str, object] | None = None, **_kwargs: object) -> None:
     """Remember, before the pool forks, whether this worker scores (a training-only worker needs no model)."""
     global _serves_scoring
-    queues = (options or {}).get("queues")
+    queues: Any = (options or {}).get("queues")
     if queues:
-        names = queues.split(",") if isinstance(queues, str) else list(queues)  # type: ignore[arg-type]
+        names = queues.split(",") if isinstance(queues, str) else list(queues)
         _serves_scoring = SCORING_QUEUE in names
 
 
@@ -39,19 +43,14 @@ def _note_queues(options: dict[str, object] | None = None, **_kwargs: object) ->
 def _init_process(**_kwargs: object) -> None:
     reset_engines()
     if _serves_scoring:
-        from worker.detectors import warm_up
-
-        warm_up()
+        warm_up(_settings())
 
 
 @worker_ready.connect
-def _start_sweeper(sender: object = None, **_kwargs: object) -> None:
+def _start_sweeper(**_kwargs: object) -> None:
     # Only workers that serve the scoring queue sweep; a training-only worker has nothing to re-queue.
-    if not _serves_scoring:
-        return
-    from worker.sweeper import start_sweeper
-
-    start_sweeper(_sweeper_stop)
+    if _serves_scoring:
+        start_sweeper(_sweeper_stop, _settings())
 
 
 @worker_shutdown.connect

@@ -8,20 +8,21 @@ from typing import TYPE_CHECKING
 from backend.db import session_scope
 from backend.model_versions import active_version
 from backend.schema import ModelVersion
+from backend.settings import Settings
 
 if TYPE_CHECKING:
     from models.serving import Detector
 
 log = logging.getLogger("fakewatch.worker")
 
-_loaded: dict[int, "Detector"] = {}
+_loaded: dict[int, Detector] = {}
 
 
-def detector_for(version: ModelVersion) -> "Detector":
+def detector_for(version: ModelVersion) -> Detector:
     """The detector for this version, loading it (and dropping any other) on first use."""
     detector = _loaded.get(version.id)
     if detector is None:
-        from models.serving import Detector
+        from models.serving import Detector  # noqa: PLC0415 - loading a model needs TensorFlow; importing this must not
 
         log.info("loading model version %s from %s", version.name, version.file)
         detector = Detector.load(version.file)
@@ -30,10 +31,10 @@ def detector_for(version: ModelVersion) -> "Detector":
     return detector
 
 
-def warm_up() -> None:
+def warm_up(settings: Settings) -> None:
     """Load the active model when the process starts, so the first check does not pay for it."""
     try:
-        with session_scope() as session:
+        with session_scope(settings) as session:
             version = active_version(session)
             if version is None:
                 log.warning("no active model version yet: checks will fail with no_active_model until one is promoted")

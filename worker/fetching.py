@@ -27,11 +27,12 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from backend.checks import attach_image, record_failure, requeue_checks
-from backend.errors import FakewatchError
+from backend.dispatch import enqueue_scoring
 from backend.fetch import FetchedImage, FetchError, fetch_image
-from backend.queue import enqueue_scoring
 from backend.schema import Check
-from backend.settings import Settings, get_settings
+from backend.settings import Settings
+from core.enums import CheckStatus
+from core.errors import FakewatchError
 
 log = logging.getLogger("fakewatch.worker")
 
@@ -83,10 +84,9 @@ def chunk_budget_s(settings: Settings) -> float:
     return BUDGET_SHARE * min(settings.stuck_after_s, float(settings.task_soft_time_limit_s))
 
 
-def fetch_all(urls: Sequence[str], settings: Settings | None = None, *, budget_s: float | None = None,
+def fetch_all(urls: Sequence[str], settings: Settings, *, budget_s: float | None = None,
               limiter: HostLimiter | None = None) -> list[FetchOutcome]:
     """Fetch every URL (retrying transient failures) and return one outcome per URL, in order."""
-    settings = settings or get_settings()
     deadline = time.monotonic() + (budget_s if budget_s is not None else chunk_budget_s(settings))
     limiter = limiter or _host_limiter
     if not urls:
@@ -113,7 +113,8 @@ def fetch_with_retries(url: str, settings: Settings, deadline: float, limiter: H
             break
         time.sleep(wait)
     if outcome.error is not None and outcome.tries > 1:
-        outcome.error = FakewatchError(outcome.error.code, f"{outcome.error.message} (gave up after {outcome.tries} tries)",
+        outcome.error = FakewatchError(outcome.error.code,
+                                       f"{outcome.error.message} (gave up after {outcome.tries} tries)",
                                        outcome.error.status)
     return outcome
 
@@ -141,15 +142,14 @@ def _fetch_once(url: str, settings: Settings, deadline: float,
         slot.release()
 
 
-def fetch_into_checks(session: Session, checks: Sequence[Check], settings: Settings | None = None) -> list[str]:
-    """Fetch the images of the running checks that have a URL but no image yet, and record each outcome on its
-    check: the image attached, or the failure with its reason. Checks the chunk had no time to start are put back
-    in the queue and sent again; their ids are returned."""
-    settings = settings or get_settings()
-    waiting = [check for check in checks if check.image_id is None and check.status == "running"]
+def fetch_into_checks(session: Session, checks: Sequence[Check], settings: Settings) -> list[str]:
+    """Fetch the images of the running checks that have a URL but no image yet (single URL checks and batch items),
+    and record each outcome on its check: the image attached, or the failure with its reason. Checks the chunk had
+    no time to start are put back in the queue and sent again; their ids are returned."""
+    waiting = [check for check in checks if check.image_id is None and check.status == CheckStatus.RUNNING]
     for check in waiting:
         if not check.source_url:
-            record_failure(session, check, "invalid_request", "The check has neither an image nor a URL.")
+            record_failure(check, "invalid_request", "The check has neither an image nor a URL.")
     waiting = [check for check in waiting if check.source_url]
     outcomes = fetch_all([check.source_url or "" for check in waiting], settings)
     released: list[str] = []
@@ -157,12 +157,12 @@ def fetch_into_checks(session: Session, checks: Sequence[Check], settings: Setti
         if outcome.image is not None:
             _attach(session, check, outcome.image, settings)
         elif outcome.error is not None:
-            record_failure(session, check, outcome.error.code, outcome.error.message)
+            record_failure(check, outcome.error.code, outcome.error.message)
         else:
             released.append(check.id)
     if released:
-        released = requeue_checks(session, released, Check.status == "running")
-        enqueue_scoring(released)
+        released = requeue_checks(session, released, Check.status == CheckStatus.RUNNING)
+        enqueue_scoring(settings, released)
         log.info("%d items were not fetched within the chunk's time budget and were queued again", len(released))
     return released
 
@@ -171,4 +171,4 @@ def _attach(session: Session, check: Check, fetched: FetchedImage, settings: Set
     try:
         attach_image(session, check, fetched.data, settings, fetched.info)
     except FakewatchError as error:
-        record_failure(session, check, error.code, error.message)
+        record_failure(check, error.code, error.message)

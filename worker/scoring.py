@@ -7,23 +7,24 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from backend.checks import claim_checks, find_cached_scores, record_failure, record_score
+from backend.checks import claim_checks, commit_finished, find_cached_scores, record_failure, record_score
 from backend.db import session_scope
-from backend.errors import FakewatchError
-from backend.intake import decode_image
 from backend.model_versions import require_active_version
 from backend.schema import Check, ModelVersion
-from backend.settings import get_settings
-from backend.store import read_image
+from backend.settings import Settings
+from backend.store import read_stored
+from core.decoding import decode_image
+from core.enums import CheckStatus
+from core.errors import FakewatchError
 from worker.detectors import detector_for
 from worker.fetching import fetch_into_checks
 
 log = logging.getLogger("fakewatch.worker")
 
-def score_checks(check_ids: Sequence[str]) -> dict[str, int]:
+
+def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]:
     """Score the given checks; returns counts by outcome. Safe to run twice on the same ids."""
-    settings = get_settings()
-    with session_scope() as session:
+    with session_scope(settings) as session:
         checks = claim_checks(session, list(check_ids), stale_after_s=settings.stuck_after_s)
         if not checks:
             return {"claimed": 0}
@@ -32,15 +33,16 @@ def score_checks(check_ids: Sequence[str]) -> dict[str, int]:
             version = require_active_version(session)
         except FakewatchError as error:
             for check in checks:
-                record_failure(session, check, error.code, error.message)
-            return {"claimed": len(checks), "failed": len(checks)}
+                record_failure(check, error.code, error.message)
+            commit_finished(session, checks)
+            return {"claimed": len(checks), CheckStatus.FAILED.value: len(checks)}
         # Concurrent, per-host capped, retried within the chunk's time budget: see worker/fetching.py.
-        fetch_into_checks(session, checks)
+        fetch_into_checks(session, checks, settings)
         session.commit()
-        pending = [check for check in checks if check.status == "running"]
+        pending = [check for check in checks if check.status == CheckStatus.RUNNING]
         pending = _apply_cached_scores(session, pending, version)
-        _score_with_model(session, pending, version)
-        session.commit()
+        _score_with_model(pending, version, settings)
+        commit_finished(session, checks)
         return _tally(checks)
 
 
@@ -51,13 +53,13 @@ def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVe
     for check in checks:
         assert check.image_id is not None
         if check.image_id in cached:
-            record_score(session, check, version, cached[check.image_id], cached=True)
+            record_score(check, version, cached[check.image_id], cached=True)
         else:
             remaining.append(check)
     return remaining
 
 
-def _score_with_model(session: Session, checks: list[Check], version: ModelVersion) -> None:
+def _score_with_model(checks: list[Check], version: ModelVersion, settings: Settings) -> None:
     # Several checks of the same bytes in one chunk are scored once.
     by_image: dict[int, list[Check]] = {}
     for check in checks:
@@ -65,14 +67,16 @@ def _score_with_model(session: Session, checks: list[Check], version: ModelVersi
         by_image.setdefault(check.image_id, []).append(check)
     images, groups = [], []
     for group in by_image.values():
+        stored = group[0].image
+        assert stored is not None
         try:
-            images.append(decode_image(read_image(group[0].image.storage_key)))  # type: ignore[union-attr]
+            images.append(decode_image(read_stored(stored.storage_key, settings.images_dir), settings.image_limits))
             groups.append(group)
         except (FakewatchError, OSError) as error:
             code = error.code if isinstance(error, FakewatchError) else "invalid_image"
             message = error.message if isinstance(error, FakewatchError) else f"The stored image could not be read: {error}"
             for check in group:
-                record_failure(session, check, code, message)
+                record_failure(check, code, message)
     if not images:
         return
     try:
@@ -81,15 +85,15 @@ def _score_with_model(session: Session, checks: list[Check], version: ModelVersi
         log.exception("model %s failed on %d images", version.name, len(images))
         for group in groups:
             for check in group:
-                record_failure(session, check, "model_error", f"The model failed on this image: {error}")
+                record_failure(check, "model_error", f"The model failed on this image: {error}")
         return
     for group, score in zip(groups, scores, strict=True):
         for check in group:
-            record_score(session, check, version, float(score))
+            record_score(check, version, float(score))
 
 
 def _tally(checks: list[Check]) -> dict[str, int]:
     counts: dict[str, int] = {"claimed": len(checks)}
     for check in checks:
-        counts[check.status] = counts.get(check.status, 0) + 1
+        counts[check.status.value] = counts.get(check.status.value, 0) + 1
     return counts

@@ -10,32 +10,32 @@ import threading
 
 from backend.checks import sweep_stuck_checks
 from backend.db import session_scope
-from backend.queue import enqueue_scoring
-from backend.settings import get_settings
+from backend.dispatch import enqueue_scoring
+from backend.settings import Settings
 
 log = logging.getLogger("fakewatch.sweeper")
 
 
-def sweep_once() -> int:
-    with session_scope() as session:
-        ids = sweep_stuck_checks(session)
+def sweep_once(settings: Settings) -> int:
+    with session_scope(settings) as session:
+        ids = sweep_stuck_checks(session, settings)
     if ids:
-        log.warning("re-queued %d checks left unfinished past %.0f s", len(ids), get_settings().stuck_after_s)
-        enqueue_scoring(ids)
+        log.warning("re-queued %d checks left unfinished past %.0f s", len(ids), settings.stuck_after_s)
+        enqueue_scoring(settings, ids)
     return len(ids)
 
 
-def _loop(stop: threading.Event, interval_s: float) -> None:
-    while not stop.wait(interval_s):
+def _loop(stop: threading.Event, settings: Settings) -> None:
+    while not stop.wait(settings.sweep_interval_s):
         try:
-            sweep_once()
+            sweep_once(settings)
         except Exception:  # noqa: BLE001 - a database hiccup must not kill the sweeper
-            log.exception("sweep failed; retrying in %.0f s", interval_s)
+            log.exception("sweep failed; retrying in %.0f s", settings.sweep_interval_s)
 
 
-def start_sweeper(stop: threading.Event) -> threading.Thread:
-    interval = get_settings().sweep_interval_s
-    thread = threading.Thread(target=_loop, args=(stop, interval), name="fakewatch-sweeper", daemon=True)
+def start_sweeper(stop: threading.Event, settings: Settings) -> threading.Thread:
+    thread = threading.Thread(target=_loop, args=(stop, settings), name="fakewatch-sweeper", daemon=True)
     thread.start()
-    log.info("sweeper started: every %.0f s, re-queues checks stuck past %.0f s", interval, get_settings().stuck_after_s)
+    log.info("sweeper started: every %.0f s, re-queues checks stuck past %.0f s", settings.sweep_interval_s,
+             settings.stuck_after_s)
     return thread

@@ -1,23 +1,26 @@
-"""Celery tasks. Thin: they take ids and call the same service code as the API."""
+"""Celery tasks. Thin: they take ids and call the same service code as the API, with the settings of the worker's
+start-up (the app they run in carries them)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from celery import shared_task
+from celery import Task, shared_task
 
-from backend.queue import SCORE_TASK, TRAIN_TASK
-
-
-@shared_task(name=SCORE_TASK)  # late ack, reject on worker loss: celery_config sets them for every task
-def score_checks(check_ids: list[str]) -> dict[str, int]:
-    from worker.scoring import score_checks as run
-
-    return run(check_ids)
+from backend.dispatch import SCORE_TASK, TRAIN_TASK, FakewatchCelery
+from backend.settings import Settings
+from worker import scoring, training
 
 
-@shared_task(name=TRAIN_TASK)  # acknowledged on receipt, long time limits: see celery_config's task_annotations
-def train_model(run_id: str) -> dict[str, Any]:
-    from worker.training import train_model as run
+def _app_settings(task: Task) -> Settings:
+    return cast(FakewatchCelery, task.app).settings
 
-    return run(run_id)
+
+@shared_task(name=SCORE_TASK, bind=True)  # late ack, reject on worker loss: celery_config sets them for every task
+def score_checks(self: Task, check_ids: list[str]) -> dict[str, int]:
+    return scoring.score_checks(check_ids, _app_settings(self))
+
+
+@shared_task(name=TRAIN_TASK, bind=True)  # acknowledged on receipt, long time limits: see celery_config
+def train_model(self: Task, run_id: str) -> dict[str, Any]:
+    return training.train_model(run_id, _app_settings(self))

@@ -17,16 +17,10 @@ from typing import Any
 from backend.db import session_scope
 from backend.model_versions import active_version
 from backend.schema import ModelVersion
-from backend.settings import Settings, get_settings
-from backend.training import (
-    Item,
-    TrainingData,
-    assemble_training_data,
-    claim_run,
-    end_run,
-    finish_run,
-    record_progress,
-)
+from backend.settings import Settings
+from backend.training.data import Item, TrainingData, assemble_training_data
+from backend.training.runs import claim_run, end_run, finish_run, record_progress
+from core.enums import RunStatus
 
 log = logging.getLogger("fakewatch.training")
 
@@ -38,37 +32,40 @@ UNCHANGED = "Nothing was registered; the active model is unchanged."
 class RunMonitor:
     """The hooks models.train calls: per-epoch progress into the run's row, and a throttled cancel check."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, settings: Settings) -> None:
         self.run_id = run_id
+        self.settings = settings
         self.cancelled = False
         self._checked_at = 0.0
 
+    def _report(self, *, phase: str | None = None, epoch: int | None = None,
+                metrics: dict[str, float] | None = None) -> None:
+        with session_scope(self.settings) as session:
+            cancel_requested = record_progress(session, self.run_id, phase=phase, epoch=epoch, metrics=metrics)
+        self.cancelled = cancel_requested or self.cancelled
+
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        with session_scope() as session:
-            self.cancelled = record_progress(session, self.run_id, epoch=epoch, metrics=_rounded(metrics)) or self.cancelled
+        self._report(epoch=epoch, metrics=_rounded(metrics))
 
     def should_stop(self) -> bool:
         if not self.cancelled and time.monotonic() - self._checked_at >= CANCEL_POLL_S:
             self._checked_at = time.monotonic()
-            with session_scope() as session:
-                self.cancelled = record_progress(session, self.run_id)
+            self._report()
         return self.cancelled
 
     def phase(self, name: str) -> None:
-        with session_scope() as session:
-            self.cancelled = record_progress(session, self.run_id, phase=name) or self.cancelled
+        self._report(phase=name)
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {key: round(float(value), 5) for key, value in metrics.items()}
 
 
-def train_model(run_id: str) -> dict[str, Any]:
+def train_model(run_id: str, settings: Settings) -> dict[str, Any]:
     """Execute one training run to its end: done (a candidate registered), failed or cancelled, with the reason."""
-    from models.train import TrainingCancelled
+    from models.train import TrainingCancelled  # noqa: PLC0415 - models.train imports TensorFlow
 
-    settings = get_settings()
-    with session_scope() as session:
+    with session_scope(settings) as session:
         run = claim_run(session, run_id)
         if run is None:
             return {"run": run_id, "status": "not claimed"}
@@ -77,27 +74,27 @@ def train_model(run_id: str) -> dict[str, Any]:
     try:
         version_name = _train_and_register(run_id, params, staging, settings)
     except TrainingCancelled:
-        _end(run_id, "cancelled", f"Cancelled by a moderator. {UNCHANGED}")
-        return {"run": run_id, "status": "cancelled"}
+        _end(settings, run_id, RunStatus.CANCELLED, f"Cancelled by a moderator. {UNCHANGED}")
+        return {"run": run_id, "status": RunStatus.CANCELLED.value}
     except Exception as error:  # whatever went wrong is the run's reason, shown in the console
         log.exception("training run %s failed", run_id)
-        _end(run_id, "failed", f"{type(error).__name__}: {error}. {UNCHANGED}")
-        return {"run": run_id, "status": "failed"}
+        _end(settings, run_id, RunStatus.FAILED, f"{type(error).__name__}: {error}. {UNCHANGED}")
+        return {"run": run_id, "status": RunStatus.FAILED.value}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"run": run_id, "status": "done", "version": version_name}
+    return {"run": run_id, "status": RunStatus.DONE.value, "version": version_name}
 
 
-def _end(run_id: str, status: str, reason: str) -> None:
-    with session_scope() as session:
+def _end(settings: Settings, run_id: str, status: RunStatus, reason: str) -> None:
+    with session_scope(settings) as session:
         end_run(session, run_id, status, reason)
 
 
 def _train_and_register(run_id: str, params: dict[str, Any], staging: Path, settings: Settings) -> str:
-    from models.train import TrainingCancelled, train
+    from models.train import TrainingCancelled, train  # noqa: PLC0415 - TensorFlow
 
-    monitor = RunMonitor(run_id)
-    with session_scope() as session:
+    monitor = RunMonitor(run_id, settings)
+    with session_scope(settings) as session:
         data = assemble_training_data(session, settings)
         base = session.get(ModelVersion, params["base_version_id"]) if params.get("base_version_id") else None
         init_from = base.file if base is not None else None
@@ -110,26 +107,26 @@ def _train_and_register(run_id: str, params: dict[str, Any], staging: Path, sett
         on_epoch=monitor.on_epoch, should_stop=monitor.should_stop, name=name, verbose=0,
     )
     monitor.phase("comparing")
-    comparison = compare_with_active(model_path, data)
+    comparison = compare_with_active(model_path, data, settings)
     if monitor.should_stop():
         raise TrainingCancelled("training was cancelled")
     final_dir = settings.models_dir / name
     os.rename(staging, final_dir)  # one atomic step: the version's files appear together or not at all
     try:
-        with session_scope() as session:
+        with session_scope(settings) as session:
             return finish_run(session, run_id, final_dir / model_path.name, comparison).name
     except BaseException:
         shutil.rmtree(final_dir, ignore_errors=True)
         raise
 
 
-def compare_with_active(candidate_path: Path, data: TrainingData) -> dict[str, Any]:
+def compare_with_active(candidate_path: Path, data: TrainingData, settings: Settings) -> dict[str, Any]:
     """Score the held-out reviewed images and the base datasets' validation splits with both models, each at its
-    own threshold, so the console can put them side by side."""
-    from models.data import list_many
-    from models.serving import Detector
+    own threshold, so the console can put them side by side (backend/training/comparison.py reads the result)."""
+    from models.data import list_many  # noqa: PLC0415 - the models package stays out of the worker's import
+    from models.serving import Detector  # noqa: PLC0415
 
-    with session_scope() as session:
+    with session_scope(settings) as session:
         active = active_version(session)
         active_file, active_name = (active.file, active.name) if active is not None else (None, None)
     candidate = Detector.load(candidate_path)
@@ -142,8 +139,8 @@ def compare_with_active(candidate_path: Path, data: TrainingData) -> dict[str, A
 
 
 def _compare_on(label: str, items: list[Item], candidate: Any, current: Any) -> dict[str, Any]:
-    from models.data import load_items
-    from models.metrics import compute_metrics
+    from models.data import load_items  # noqa: PLC0415
+    from models.metrics import compute_metrics  # noqa: PLC0415 - scikit-learn
 
     loaded = load_items(items)
 

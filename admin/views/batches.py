@@ -1,6 +1,7 @@
 """Batches: submit a list of image URLs (pasted or uploaded), follow running batches live, read and download
 a batch's results, and jump to its flagged images in the review queue. Everything goes through
-backend/batches.py, the same functions the API's batch endpoints call."""
+backend/batches/, the same functions the API's batch endpoints call, and a batch is shown as the API's BatchOut
+dumps it."""
 
 from __future__ import annotations
 
@@ -11,22 +12,15 @@ import pandas as pd
 import streamlit as st
 
 from admin.auth import current_user, require_user
+from admin.context import console_settings, session_scope
 from admin.notices import flash, show_flash
-from backend.batches import (
-    CreatedBatch,
-    ResultFilter,
-    batch_to_dict,
-    cancel_batch,
-    entries_from_file,
-    entries_from_text,
-    format_results,
-    get_batch,
-    iter_results,
-    list_batches,
-    submit_list,
-)
-from backend.db import session_scope
-from backend.errors import FakewatchError
+from backend.batches.lifecycle import CreatedBatch, cancel_batch, get_batch, submit_list
+from backend.batches.lists import entries_from_file, entries_from_text
+from backend.batches.progress import list_batches, summarize
+from backend.batches.results import ResultFilter, format_results, iter_results
+from backend.shapes import BatchOut
+from core.enums import BatchStatus
+from core.errors import FakewatchError
 
 LIVE_REFRESH_S = 2.0
 SHOWN_RESULTS = 1000
@@ -44,7 +38,7 @@ def submit_form(name: str, pasted: str, upload: Any) -> CreatedBatch:
     if not entries:
         raise FakewatchError("invalid_request", "Paste URLs (one per line) or upload a .txt or .csv file.")
     with session_scope() as session:
-        return submit_list(session, entries, name=name.strip() or f"console ({current_user()})")
+        return submit_list(session, entries, console_settings(), name=name.strip() or f"console ({current_user()})")
 
 
 def render_submit_form() -> None:
@@ -80,11 +74,12 @@ def render_progress(batches: list[dict[str, Any]]) -> None:
 def render_batch_list() -> None:
     """Re-drawn every few seconds on its own, so running batches' bars move without reloading the page."""
     with session_scope() as session:
-        batches, total = list_batches(session, per_page=50)
+        summaries, total = list_batches(session, per_page=50)
+        batches: list[dict[str, Any]] = BatchOut(many=True).dump(summaries)
     if not batches:
         st.info("No batch yet.")
         return
-    live = [batch for batch in batches if batch["status"] in ("queued", "running")]
+    live = [batch for batch in batches if not BatchStatus(batch["status"]).is_final]
     if live:
         st.subheader("Running")
         render_progress(live)
@@ -109,24 +104,25 @@ def results_csv(batch_id: str, only: ResultFilter) -> str:
 def render_results() -> None:
     st.subheader("Results")
     with session_scope() as session:
-        batches, _ = list_batches(session, per_page=200)
-    ids = [batch["id"] for batch in batches]
+        summaries, _ = list_batches(session, per_page=200)
+    ids = [summary.batch.id for summary in summaries]
     if not ids:
         return
-    labels = {batch["id"]: f"{batch['name'] or '(no name)'} · {batch['id'][:8]} · {batch['status']}" for batch in batches}
+    labels = {summary.batch.id: f"{summary.batch.name or '(no name)'} · {summary.batch.id[:8]} · {summary.batch.status}"
+              for summary in summaries}
     selected = st.session_state.get("batch_selected")
     chosen = st.selectbox("Batch", ids, format_func=labels.__getitem__, key="batch_choice",
                           index=ids.index(selected) if selected in ids else 0)
     only = FILTERS[st.radio("Show", list(FILTERS), horizontal=True, key="batch_filter")]
     with session_scope() as session:
-        summary = batch_to_dict(session, get_batch(session, chosen))
+        summary: dict[str, Any] = BatchOut().dump(summarize(session, get_batch(session, chosen)))
         rows = list(islice(iter_results(session, chosen, only), SHOWN_RESULTS))
     actions = st.columns(3)
     actions[0].download_button("Download CSV", data=lambda: results_csv(chosen, only), mime="text/csv",
                                file_name=f"batch-{chosen}-{only}.csv", key="batch_download")
     actions[1].page_link("views/queue.py", label=f"Review its {summary['flagged']} flagged image(s)",
                          query_params={"batch": chosen}, icon=":material/fact_check:")
-    if summary["status"] in ("queued", "running"):
+    if not BatchStatus(summary["status"]).is_final:
         actions[2].button("Cancel batch", key="batch_cancel", on_click=cancel, args=(chosen,))
     if summary["invalid"]:
         with st.expander(f"{len(summary['invalid'])} invalid line(s)"):

@@ -8,8 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from admin.auth import require_user
+from admin.context import session_scope
 from backend.dashboard import Agreement, DashboardData, dashboard_data
-from backend.db import session_scope
+from core.enums import Verdict
 
 
 def format_age(seconds: float | None) -> str:
@@ -53,7 +54,8 @@ def render_distributions(data: DashboardData) -> None:
 def confusion_chart(agreement: Agreement) -> alt.Chart:
     cells = pd.DataFrame([{"model verdict": verdict, "moderator label": label, "images": count}
                           for verdict, row in agreement.confusion.items() for label, count in row.items()])
-    base = alt.Chart(cells).encode(x=alt.X("moderator label:N"), y=alt.Y("model verdict:N", sort=["fake", "uncertain", "real"]))
+    base = alt.Chart(cells).encode(x=alt.X("moderator label:N"),
+                                   y=alt.Y("model verdict:N", sort=[verdict.value for verdict in reversed(Verdict)]))
     heat = base.mark_rect().encode(color=alt.Color("images:Q", scale=alt.Scale(scheme="blues")))
     text = base.mark_text(fontSize=16).encode(text="images:Q")
     chart: alt.Chart = (heat + text).properties(height=200, title=agreement.model_version)
@@ -70,7 +72,7 @@ def render_agreement(data: DashboardData) -> None:
     st.dataframe(summary, hide_index=True, width="stretch",
                  column_config={"agreement (real/fake verdicts)": st.column_config.NumberColumn(format="percent")})
     for start in range(0, len(data.agreement), 3):
-        for column, agreement in zip(st.columns(3), data.agreement[start : start + 3]):
+        for column, agreement in zip(st.columns(3), data.agreement[start : start + 3], strict=False):
             column.altair_chart(confusion_chart(agreement), width="stretch")
 
 

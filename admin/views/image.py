@@ -7,13 +7,15 @@ import pandas as pd
 import streamlit as st
 
 from admin.auth import current_user, require_user
+from admin.context import session_scope
 from admin.notices import flash, show_flash
 from admin.thumbnails import full_image
-from backend.db import session_scope
-from backend.errors import FakewatchError
 from backend.reviews import ImageHistory, image_history, label_image
+from core.enums import Label
+from core.errors import FakewatchError
 
-def label(image_id: int, label_name: str) -> None:
+
+def label(image_id: int, label_name: Label) -> None:
     """on_click callback: record the moderator's label with the note typed beside the buttons."""
     user = current_user()
     if user is None:
@@ -47,8 +49,8 @@ def render_labelling(history: ImageHistory) -> None:
     st.markdown(f"Current label: **{latest.label}** by {latest.reviewer}" if latest else "Not reviewed yet.")
     st.text_input("Note (optional)", key="image_note", max_chars=2000)
     fake, real, _ = st.columns([1, 1, 4])
-    fake.button("Fake", key="image_fake", type="primary", on_click=label, args=(history.image.id, "fake"))
-    real.button("Real", key="image_real", on_click=label, args=(history.image.id, "real"))
+    fake.button("Fake", key="image_fake", type="primary", on_click=label, args=(history.image.id, Label.FAKE))
+    real.button("Real", key="image_real", on_click=label, args=(history.image.id, Label.REAL))
 
 
 def render_image_page() -> None:

@@ -9,9 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from admin.auth import require_user
+from admin.context import session_scope
 from admin.curves import history_frame, render_curves
 from admin.retraining import render_retraining
-from backend.db import session_scope
 from backend.model_versions import list_versions
 from backend.schema import ModelVersion
 
@@ -51,8 +51,9 @@ def render_models() -> None:
     else:
         active = next((v.name for v in versions if v.active), None)
         st.markdown(f"Active version: **{active}**" if active else "No version is active: nothing can be scored.")
-        st.dataframe(versions_table(versions), hide_index=True, width="stretch",
-                     column_config={"active": st.column_config.CheckboxColumn(), "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+        columns = {"active": st.column_config.CheckboxColumn(),
+                   "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")}
+        st.dataframe(versions_table(versions), hide_index=True, width="stretch", column_config=columns)
         st.subheader("Training curves")
         names = [v.name for v in versions]
         chosen = st.selectbox("Version", names, index=names.index(active) if active else 0, key="models_version")

@@ -12,13 +12,10 @@ from datetime import UTC, date, datetime, time, timedelta
 import streamlit as st
 
 from admin.auth import current_user, require_user
+from admin.context import session_scope
 from admin.notices import flash, show_flash
 from admin.thumbnails import thumbnail
-from backend.checks import SOURCES
-from backend.db import session_scope
-from backend.errors import FakewatchError
 from backend.reviews import (
-    FLAGGED_VERDICTS,
     QueueFilters,
     QueueItem,
     label_images,
@@ -26,6 +23,8 @@ from backend.reviews import (
     review_queue,
     undo_last_decision,
 )
+from core.enums import FLAGGED_VERDICTS, Label, Source
+from core.errors import FakewatchError
 
 PAGE_SIZE = 12
 GRID_COLUMNS = 4
@@ -55,18 +54,18 @@ def read_filters() -> QueueFilters:
         if st.session_state.get("queue_batch_link") != linked_batch:
             st.session_state["queue_batch_link"] = st.session_state["queue_batch"] = linked_batch
         verdicts = st.multiselect("Verdict", FLAGGED_VERDICTS, default=list(FLAGGED_VERDICTS), key="queue_verdicts")
-        sources = st.multiselect("Source", SOURCES, key="queue_sources")
+        sources = st.multiselect("Source", list(Source), key="queue_sources")
         batch_id = st.text_input("Batch id", key="queue_batch")
         days = st.date_input("Checked between", value=[], key="queue_days")
         low, high = st.slider("Score", 0.0, 1.0, (0.0, 1.0), step=0.01, key="queue_scores")
         order = st.radio("Order", list(ORDERS), key="queue_order")
-    created_from, created_to = _day_bounds(list(days) if isinstance(days, (tuple, list)) else [days])
+    created_from, created_to = _day_bounds(list(days) if isinstance(days, tuple | list) else [days])
     return QueueFilters(verdicts=tuple(verdicts) or FLAGGED_VERDICTS, sources=tuple(sources),
                         batch_id=batch_id.strip() or None, created_from=created_from, created_to=created_to,
                         min_score=low, max_score=high, order=ORDERS[order])
 
 
-def decide(image_ids: list[int], check_ids: list[str], label: str) -> None:
+def decide(image_ids: list[int], check_ids: list[str], label: Label) -> None:
     """Record one decision (on_click callback)."""
     user = current_user()
     if user is None:
@@ -82,7 +81,7 @@ def decide(image_ids: list[int], check_ids: list[str], label: str) -> None:
     flash("success", f"Labelled {len(decision.image_ids)} image(s) {label}.")
 
 
-def decide_selected(items: list[QueueItem], label: str) -> None:
+def decide_selected(items: list[QueueItem], label: Label) -> None:
     chosen = [item for item in items if st.session_state.get(f"select_{item.image_id}")]
     if not chosen:
         flash("error", "Select images first (the checkbox on each card).")
@@ -127,15 +126,15 @@ def render_card(item: QueueItem) -> None:
         st.checkbox("Select", key=f"select_{item.image_id}")
         fake, real, skip_column = st.columns(3)
         fake.button("Fake", key=f"fake_{item.image_id}", type="primary", width="stretch",
-                    on_click=decide, args=([item.image_id], [item.check_id], "fake"))
+                    on_click=decide, args=([item.image_id], [item.check_id], Label.FAKE))
         real.button("Real", key=f"real_{item.image_id}", width="stretch",
-                    on_click=decide, args=([item.image_id], [item.check_id], "real"))
+                    on_click=decide, args=([item.image_id], [item.check_id], Label.REAL))
         skip_column.button("Skip", key=f"skip_{item.image_id}", width="stretch", on_click=skip, args=(item.image_id,))
 
 
 def render_grid(items: list[QueueItem]) -> None:
     for start in range(0, len(items), GRID_COLUMNS):
-        for column, item in zip(st.columns(GRID_COLUMNS), items[start : start + GRID_COLUMNS]):
+        for column, item in zip(st.columns(GRID_COLUMNS), items[start : start + GRID_COLUMNS], strict=False):
             with column:
                 render_card(item)
 
@@ -159,8 +158,8 @@ def render_queue() -> None:
         return
     bulk = st.columns([1, 1, 1, 3])
     bulk[0].button("Select all shown", key="select_all", on_click=select_all, args=(items,))
-    bulk[1].button("Label selected Fake", key="bulk_fake", on_click=decide_selected, args=(items, "fake"))
-    bulk[2].button("Label selected Real", key="bulk_real", on_click=decide_selected, args=(items, "real"))
+    bulk[1].button("Label selected Fake", key="bulk_fake", on_click=decide_selected, args=(items, Label.FAKE))
+    bulk[2].button("Label selected Real", key="bulk_real", on_click=decide_selected, args=(items, Label.REAL))
     render_grid(items)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -10,8 +11,9 @@ from flask_cors import CORS
 
 from backend.api import batches, checks, errors, health, images, training
 from backend.api.auth import make_limiter
-from backend.api.session import close_session
-from backend.settings import get_settings
+from backend.api.context import EXTENSION, close_session
+from backend.settings import Settings
+from backend.shapes import ErrorOut
 
 EXTENSION_ORIGINS = [re.compile(r"^chrome-extension://[a-z]+$"), re.compile(r"^moz-extension://[0-9a-f-]+$"),
                      re.compile(r"^safari-web-extension://[0-9A-Za-z-]+$")]
@@ -19,17 +21,24 @@ EXTENSION_ORIGINS = [re.compile(r"^chrome-extension://[a-z]+$"), re.compile(r"^m
 REQUEST_OVERHEAD_BYTES = 64 * 1024
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
-    settings = get_settings()
+def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> APIFlask:
+    """The API for these settings (by default, those of the environment: ``FAKEWATCH_*`` and ``.env``); every
+    view reads them, and its database session is on the database they name. ``test_config`` overrides Flask's
+    own configuration, as in Flask's tutorial."""
+    settings = settings if settings is not None else Settings()
     app = APIFlask("fakewatch", title="fakewatch API", version="1.0",
                    spec_path="/api/openapi.json", docs_path="/docs")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_image_bytes + REQUEST_OVERHEAD_BYTES,
         INFO={"description": "Submit images or URLs and get a real / fake / uncertain verdict. "
                              "Authenticate with `Authorization: Bearer <key>` (`fakewatch keys create NAME`)."},
+        # The spec documents the error body every endpoint really sends.
+        HTTP_ERROR_SCHEMA=ErrorOut,
+        VALIDATION_ERROR_SCHEMA=ErrorOut,
     )
     if test_config:
         app.config.update(test_config)
+    app.extensions[EXTENSION] = settings
     CORS(app, resources={r"/api/*": {"origins": EXTENSION_ORIGINS + list(settings.cors_origins)}},
          allow_headers=["Authorization", "Content-Type"], max_age=600)
     limiter = make_limiter(settings.rate_limit, settings.rate_limit_storage)
@@ -37,20 +46,34 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     # Probes and docs are not API calls; a load balancer polling them must never be throttled.
     limiter.exempt(health.bp)
     errors.register(app)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(checks.bp)
-    app.register_blueprint(images.bp)
-    app.register_blueprint(training.bp)
-    app.register_blueprint(batches.bp)
+    for blueprint in (health.bp, checks.bp, images.bp, training.bp, batches.bp):
+        app.register_blueprint(blueprint)
     app.teardown_appcontext(close_session)
 
     @app.spec_processor
-    def document_request_bodies(spec: dict[str, Any]) -> dict[str, Any]:
+    def finish_spec(spec: Any) -> Any:
         # These bodies come in several content types (multipart, JSON, text), which one input schema cannot say.
         for path, body_doc in (("/api/v1/checks", checks.CHECK_BODY_DOC), ("/api/v1/batches", batches.BATCH_BODY_DOC)):
             operation = spec.get("paths", {}).get(path, {}).get("post")
             if operation is not None:
                 operation.update(body_doc)
-        return spec
+        return fold_duplicate_schemas(spec)
 
     return app
+
+
+def fold_duplicate_schemas(spec: dict[str, Any]) -> dict[str, Any]:
+    """APIFlask registers a response schema it first met nested in another one (BatchOut inside BatchPage) a second
+    time, as ``BatchOut1``: point the references back at the one declaration and drop the copy."""
+    schemas: dict[str, Any] = spec.get("components", {}).get("schemas", {})
+    copies = {name: name.rstrip("0123456789") for name in schemas
+              if name[-1].isdigit() and schemas.get(name.rstrip("0123456789")) == schemas[name]}
+    if not copies:
+        return spec
+    for name in copies:
+        del schemas[name]
+    text = json.dumps(spec)
+    for name, original in copies.items():
+        text = text.replace(f'"#/components/schemas/{name}"', f'"#/components/schemas/{original}"')
+    folded: dict[str, Any] = json.loads(text)
+    return folded

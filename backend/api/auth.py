@@ -7,15 +7,16 @@ from flask import request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from backend.api.session import db
-from backend.errors import FakewatchError
-from backend.keys import authenticate
+from backend.api.context import db
+from backend.keys import authenticate, hash_key
+from backend.schema import ApiKey
+from core.errors import FakewatchError
 
 auth = HTTPTokenAuth(scheme="Bearer", description="An API key from `fakewatch keys create NAME`.")
 
 
 @auth.verify_token
-def verify_token(token: str):  # type: ignore[no-untyped-def]
+def verify_token(token: str) -> ApiKey | None:
     if not token:
         return None
     try:
@@ -25,12 +26,17 @@ def verify_token(token: str):  # type: ignore[no-untyped-def]
     return key  # the view reads it as auth.current_user
 
 
+def current_key() -> ApiKey:
+    """The API key the request was authenticated with (only in views behind ``auth_required``)."""
+    key = auth.current_user
+    assert isinstance(key, ApiKey)
+    return key
+
+
 def rate_limit_key() -> str:
     """Limit per API key (its hash prefix, never the key itself); anonymous requests by address."""
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer ") and len(header) > 20:
-        from backend.keys import hash_key
-
         return "key:" + hash_key(header[7:].strip())[:16]
     return "ip:" + get_remote_address()
 

@@ -3,34 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from apiflask import APIBlueprint, Schema
-from apiflask.fields import Float, Integer, List, Nested, String
+from apiflask.fields import Integer, String
 from apiflask.validators import OneOf, Range
 from flask import Response, request, stream_with_context, url_for
 
-from backend.api.auth import auth
-from backend.api.session import db
-from backend.batches import (
+from backend.api.auth import auth, current_key
+from backend.api.context import app_settings, db
+from backend.batches.lifecycle import cancel_batch, get_batch, submit_list
+from backend.batches.lists import Entry, entries_from_file, entries_from_json
+from backend.batches.progress import BatchSummary, list_batches, summarize
+from backend.batches.results import (
     RESULT_COLUMNS,
-    Entry,
-    batch_to_dict,
-    cancel_batch,
-    entries_from_file,
-    entries_from_json,
+    RESULT_FILTERS,
+    ResultFilter,
+    ResultFormat,
     format_results,
-    get_batch,
     iter_results,
-    list_batches,
-    submit_list,
 )
 from backend.db import new_session
-from backend.errors import FakewatchError
+from backend.settings import Settings
+from backend.shapes import BatchOut, BatchPage, CreatedBatchOut, response_doc
+from core.errors import FakewatchError
 
 bp = APIBlueprint("batches", __name__, url_prefix="/api/v1/batches", tag="Batches")
 
-RESULT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+RESULT_TYPES: dict[ResultFormat, str] = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
 BATCH_BODY_DOC = {
     "requestBody": {
@@ -50,36 +51,11 @@ BATCH_BODY_DOC = {
 }
 
 
-class InvalidLine(Schema):
-    line = Integer()
-    value = String()
-    reason = String()
+@dataclass(frozen=True)
+class Created(BatchSummary):
+    """A batch just submitted: its summary and the duplicates folded, which only the submission reports."""
 
-
-class BatchOut(Schema):
-    id = String()
-    name = String()
-    status = String(validate=OneOf(["queued", "running", "done", "cancelled"]))
-    total = Integer(metadata={"description": "Distinct valid URLs, one check each."})
-    queued = Integer()
-    running = Integer()
-    done = Integer()
-    failed = Integer()
-    cancelled = Integer()
-    flagged = Integer()
-    rate_per_s = Float(allow_none=True, metadata={"description": "Items finished per second, recently."})
-    eta_s = Float(allow_none=True, metadata={"description": "Estimated seconds until every item is final."})
-    invalid = List(Nested(InvalidLine))
-    duplicates = Integer(metadata={"description": "Repeated URLs folded into one item (only when created)."})
-    created_at = String()
-    finished_at = String(allow_none=True)
-
-
-class BatchPage(Schema):
-    batches = List(Nested(BatchOut))
-    page = Integer()
-    per_page = Integer()
-    total = Integer()
+    duplicates: int = 0
 
 
 class NameQuery(Schema):
@@ -94,7 +70,7 @@ class PageQuery(Schema):
 class ResultsQuery(Schema):
     format = String(load_default="csv", validate=OneOf(list(RESULT_TYPES)))
     # Named apart from its query key: ``only`` is an attribute of every marshmallow Schema.
-    which = String(data_key="only", load_default="all", validate=OneOf(["all", "flagged", "failed"]))
+    which = String(data_key="only", load_default="all", validate=OneOf(list(RESULT_FILTERS)))
 
 
 def _read_entries() -> tuple[list[Entry], str]:
@@ -115,15 +91,25 @@ def _read_entries() -> tuple[list[Entry], str]:
 @bp.post("")
 @bp.auth_required(auth)
 @bp.input(NameQuery, location="query", arg_name="query")
-@bp.output(BatchOut, status_code=202, description="Accepted: the items are queued")
+@bp.output(CreatedBatchOut, status_code=202, description="Accepted: the items are queued")
 @bp.doc(summary="Check a list of image URLs")
-def submit_batch(query: dict[str, Any]):  # type: ignore[no-untyped-def]
+def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
     entries, name = _read_entries()
     session = db()
-    created = submit_list(session, entries, name=name or query.get("name") or "", api_key_id=auth.current_user.id)
-    body = batch_to_dict(session, created.batch)
-    body["duplicates"] = created.duplicates
+    created = submit_list(session, entries, app_settings(), name=name or query.get("name") or "",
+                          api_key_id=current_key().id)
+    summary = summarize(session, created.batch)
+    body = Created(batch=summary.batch, progress=summary.progress, duplicates=created.duplicates)
     return body, 202, {"Location": url_for("batches.read_batch", batch_id=created.batch.id)}
+
+
+@bp.get("/<batch_id>")
+@bp.auth_required(auth)
+@bp.output(BatchOut)
+@bp.doc(summary="Read a batch's progress")
+def read_batch(batch_id: str) -> BatchSummary:
+    session = db()
+    return summarize(session, get_batch(session, batch_id))
 
 
 @bp.get("")
@@ -131,51 +117,40 @@ def submit_batch(query: dict[str, Any]):  # type: ignore[no-untyped-def]
 @bp.input(PageQuery, location="query", arg_name="query")
 @bp.output(BatchPage)
 @bp.doc(summary="List batches, newest first")
-def read_batches(query: dict[str, Any]):  # type: ignore[no-untyped-def]
-    session = db()
-    batches, total = list_batches(session, query["page"], query["per_page"])
-    session.commit()  # a batch seen finished for the first time is marked done
+def read_batches(query: dict[str, Any]) -> dict[str, Any]:
+    batches, total = list_batches(db(), query["page"], query["per_page"])
     return {"batches": batches, "page": query["page"], "per_page": query["per_page"], "total": total}
-
-
-@bp.get("/<batch_id>")
-@bp.auth_required(auth)
-@bp.output(BatchOut)
-@bp.doc(summary="Read a batch's progress")
-def read_batch(batch_id: str):  # type: ignore[no-untyped-def]
-    session = db()
-    body = batch_to_dict(session, get_batch(session, batch_id))
-    session.commit()
-    return body
 
 
 @bp.post("/<batch_id>/cancel")
 @bp.auth_required(auth)
 @bp.output(BatchOut)
 @bp.doc(summary="Cancel a batch: items not started end cancelled, running ones finish")
-def cancel(batch_id: str):  # type: ignore[no-untyped-def]
+def cancel(batch_id: str) -> BatchSummary:
     session = db()
     batch = cancel_batch(session, batch_id)
     session.commit()
-    return batch_to_dict(session, batch)
+    return summarize(session, batch)
 
 
 @bp.get("/<batch_id>/results")
 @bp.auth_required(auth)
 @bp.input(ResultsQuery, location="query", arg_name="query")
-@bp.doc(summary="Stream one row per URL (CSV or JSON lines)",
-        responses={200: "text/csv or application/x-ndjson, columns: " + ", ".join(RESULT_COLUMNS)})
+@bp.doc(summary="Stream one row per URL (CSV or JSON lines)", responses=response_doc(
+    200, "One row per URL in input order, columns: " + ", ".join(RESULT_COLUMNS), RESULT_TYPES.values(),
+    {"type": "string"}))
 def read_results(batch_id: str, query: dict[str, Any]) -> Response:
     get_batch(db(), batch_id)  # 404 before the stream starts
     fmt, only = query["format"], query["which"]
     headers = {"Content-Disposition": f'attachment; filename="batch-{batch_id}-{only}.{fmt}"'}
-    return Response(stream_with_context(_stream(batch_id, only, fmt)), mimetype=RESULT_TYPES[fmt], headers=headers)
+    stream = stream_with_context(_stream(app_settings(), batch_id, only, fmt))
+    return Response(stream, mimetype=RESULT_TYPES[fmt], headers=headers)
 
 
-def _stream(batch_id: str, only: str, fmt: str) -> Iterator[str]:
+def _stream(settings: Settings, batch_id: str, only: ResultFilter, fmt: ResultFormat) -> Iterator[str]:
     # A session of its own: the request's session closes when the view returns, before the stream is read.
-    session = new_session()
+    session = new_session(settings)
     try:
-        yield from format_results(iter_results(session, batch_id, only), fmt)  # type: ignore[arg-type]
+        yield from format_results(iter_results(session, batch_id, only), fmt)
     finally:
         session.close()

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from apiflask import APIBlueprint
+from apiflask import APIBlueprint, Schema
+from apiflask.fields import Float
+from apiflask.validators import Range
 from flask import request, url_for
 
-from backend.api.auth import auth
-from backend.api.schemas import CheckOut, WaitQuery
-from backend.api.session import db
-from backend.checks import check_to_dict, get_check, submit_image, wait_for_final
-from backend.errors import FakewatchError
-from backend.fetch import fetch_image, validate_url
-from backend.queue import enqueue_scoring
-from backend.settings import get_settings
+from backend.api.auth import auth, current_key
+from backend.api.context import app_settings, db
+from backend.checks import get_check, submit_image, submit_url, wait_for_final
+from backend.dispatch import enqueue_scoring
+from backend.schema import Check
+from backend.shapes import CheckOut, response_doc
+from core.enums import UPLOAD_SOURCES, CheckStatus, Source
+from core.errors import FakewatchError
 
 bp = APIBlueprint("checks", __name__, url_prefix="/api/v1/checks", tag="Checks")
 
@@ -28,13 +30,20 @@ CHECK_BODY_DOC = {
                 "image": {"type": "string", "format": "binary"},
                 "image_url": {"type": "string", "description": "Where the image was found (not fetched)."},
                 "page_url": {"type": "string"},
-                "source": {"type": "string", "enum": ["upload", "extension"]}}}},
+                "source": {"type": "string", "enum": [source.value for source in UPLOAD_SOURCES]}}}},
             "application/json": {"schema": {"type": "object", "required": ["url"], "properties": {
-                "url": {"type": "string", "description": "An http(s) image URL for the server to fetch."},
+                "url": {"type": "string", "description": "An http(s) image URL for a worker to fetch."},
                 "page_url": {"type": "string"}}}},
         },
     }
 }
+
+
+class WaitQuery(Schema):
+    # Only the sign is checked here; the server caps the wait at FAKEWATCH_MAX_WAIT_S.
+    wait = Float(load_default=0.0, validate=Range(min=0),
+                 metadata={"description": "Seconds to wait for the verdict before answering 202 "
+                                          "(capped at the server's FAKEWATCH_MAX_WAIT_S, 10 by default)."})
 
 
 def _optional_field(value: Any, name: str) -> str | None:
@@ -45,60 +54,65 @@ def _optional_field(value: Any, name: str) -> str | None:
     return value
 
 
-def _read_submission() -> tuple[bytes, dict[str, Any]]:
-    """The image bytes and check fields, from either a multipart upload or a JSON ``{"url"}``."""
-    if request.mimetype == "multipart/form-data":
-        upload = request.files.get("image")
-        if upload is None:
-            raise FakewatchError("invalid_request", "Send the image as a multipart file field named `image`.")
-        data = upload.read()
-        if not data:
-            raise FakewatchError("invalid_image", "The uploaded file is empty.")
-        source = request.form.get("source") or "upload"
-        if source not in ("upload", "extension"):
-            raise FakewatchError("invalid_request", "source must be `upload` or `extension` for an uploaded image.")
-        return data, {"source": source,
-                      "source_url": _optional_field(request.form.get("image_url"), "image_url"),
-                      "page_url": _optional_field(request.form.get("page_url"), "page_url")}
-    if request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
-            raise FakewatchError("invalid_request", 'Send JSON like {"url": "https://example.com/photo.jpg"}.')
-        url = validate_url(body["url"])
-        fetched = fetch_image(url)
-        return fetched.data, {"source": "url", "source_url": url, "info": fetched.info,
-                              "page_url": _optional_field(body.get("page_url"), "page_url")}
-    raise FakewatchError("unsupported_format",
-                         "Send either multipart/form-data with an `image` file, or JSON with a `url`.", 415)
+def _submit_upload() -> Check:
+    """A check for the image of a multipart upload: done at once when these bytes were scored already."""
+    upload = request.files.get("image")
+    if upload is None:
+        raise FakewatchError("invalid_request", "Send the image as a multipart file field named `image`.")
+    data = upload.read()
+    if not data:
+        raise FakewatchError("invalid_image", "The uploaded file is empty.")
+    source = request.form.get("source") or Source.UPLOAD
+    if source not in UPLOAD_SOURCES:
+        raise FakewatchError("invalid_request", "source must be `upload` or `extension` for an uploaded image.")
+    session = db()
+    submission = submit_image(session, data, app_settings(), source=Source(source), api_key_id=current_key().id,
+                              source_url=_optional_field(request.form.get("image_url"), "image_url"),
+                              page_url=_optional_field(request.form.get("page_url"), "page_url"))
+    session.commit()
+    if submission.needs_scoring:
+        enqueue_scoring(app_settings(), [submission.check.id])
+    return submission.check
+
+
+def _submit_url() -> Check:
+    """A queued check for a JSON ``{"url"}``: a worker fetches it (with retries and the per-host cap)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+        raise FakewatchError("invalid_request", 'Send JSON like {"url": "https://example.com/photo.jpg"}.')
+    session = db()
+    check = submit_url(session, body["url"], app_settings(), api_key_id=current_key().id,
+                       page_url=_optional_field(body.get("page_url"), "page_url"))
+    session.commit()
+    enqueue_scoring(app_settings(), [check.id])
+    return check
 
 
 @bp.post("")
 @bp.auth_required(auth)
 @bp.input(WaitQuery, location="query", arg_name="query")
-@bp.output(CheckOut, status_code=202, description="Queued (202), or the verdict (200) when it was ready in time")
-@bp.doc(summary="Check an image", responses={200: "The verdict was ready within `wait`", 202: "Queued"})
-def create_check(query: dict[str, Any]):  # type: ignore[no-untyped-def]
-    data, fields = _read_submission()
-    session = db()
-    submission = submit_image(session, data, api_key_id=auth.current_user.id, **fields)
-    session.commit()
-    check = submission.check
-    if submission.needs_scoring:
-        enqueue_scoring([check.id])
-        wait = min(query["wait"], get_settings().max_wait_s)
-        if wait > 0:
-            check = wait_for_final(session, check.id, wait)
-    body = check_to_dict(session, check)
-    if check.status in ("done", "failed"):
-        return body, 200
-    return body, 202, {"Location": url_for("checks.read_check", check_id=check.id)}
+@bp.output(CheckOut, status_code=202, description="Queued (202), or final (200) when it was ready in time")
+@bp.doc(summary="Check an image", responses=response_doc(
+    200, "The check was final within `wait`: done, or failed with the reason", ["application/json"], CheckOut))
+def create_check(query: dict[str, Any]) -> tuple[Check, int] | tuple[Check, int, dict[str, str]]:
+    if request.mimetype == "multipart/form-data":
+        check = _submit_upload()
+    elif request.is_json:
+        check = _submit_url()
+    else:
+        raise FakewatchError("unsupported_format",
+                             "Send either multipart/form-data with an `image` file, or JSON with a `url`.", 415)
+    wait = min(query["wait"], app_settings().max_wait_s)
+    if not check.status.is_final and wait > 0:
+        check = wait_for_final(db(), check.id, wait)
+    if check.status in (CheckStatus.DONE, CheckStatus.FAILED):
+        return check, 200
+    return check, 202, {"Location": url_for("checks.read_check", check_id=check.id)}
 
 
 @bp.get("/<check_id>")
 @bp.auth_required(auth)
 @bp.output(CheckOut)
 @bp.doc(summary="Read a check")
-def read_check(check_id: str):  # type: ignore[no-untyped-def]
-    session = db()
-    return check_to_dict(session, get_check(session, check_id))
-
+def read_check(check_id: str) -> Check:
+    return get_check(db(), check_id)

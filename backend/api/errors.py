@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import cast
 
 from apiflask import APIFlask, HTTPError
 from flask import Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from backend.errors import FakewatchError
-from backend.settings import get_settings
+from backend.api.context import app_settings
+from backend.shapes import ErrorOut
+from core.errors import FakewatchError
 
 log = logging.getLogger(__name__)
 
 # Codes for the errors Flask and its extensions raise themselves.
 HTTP_CODES = {
     400: ("invalid_request", "The request could not be read."),
-    401: ("unauthorized", "Send an API key as `Authorization: Bearer <key>`; create one with `fakewatch keys create NAME`."),
+    401: ("unauthorized",
+          "Send an API key as `Authorization: Bearer <key>`; create one with `fakewatch keys create NAME`."),
     403: ("forbidden", "This key may not do that."),
     404: ("not_found", "There is nothing at this address."),
     405: ("method_not_allowed", "This address does not accept that HTTP method."),
@@ -27,30 +31,32 @@ HTTP_CODES = {
 }
 
 
-def _body(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> tuple[Response, int, dict[str, str]]:
-    return jsonify({"error": {"code": code, "message": message}}), status, headers or {}
+def _body(code: str, message: str, status: int, headers: dict[str, str] | None = None
+          ) -> tuple[Response, int, dict[str, str]]:
+    return jsonify(ErrorOut().dump({"error": FakewatchError(code, message)})), status, headers or {}
 
 
 def register(app: APIFlask) -> None:
     @app.error_processor
-    def apiflask_error(error: HTTPError):  # type: ignore[no-untyped-def]
+    def apiflask_error(error: HTTPError) -> tuple[Response, int, dict[str, str]]:
         code, default_message = HTTP_CODES.get(error.status_code, ("error", "The request failed."))
-        message = error.message if error.message and error.message not in ("Unauthorized", "Not Found") else default_message
+        generic = error.message in ("Unauthorized", "Not Found")
+        message = error.message if error.message and not generic else default_message
         if error.detail:
             message = f"{message} {_describe_detail(error.detail)}"
-        return _body(code, message, error.status_code, dict(error.headers or {}))
+        return _body(code, message, error.status_code, dict(cast(Mapping[str, str], error.headers or {})))
 
     @app.errorhandler(FakewatchError)
-    def fakewatch_error(error: FakewatchError):  # type: ignore[no-untyped-def]
+    def fakewatch_error(error: FakewatchError) -> tuple[Response, int, dict[str, str]]:
         return _body(error.code, error.message, error.status)
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):  # type: ignore[no-untyped-def]
+    def http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
         status = error.code or 500
         code, message = HTTP_CODES.get(status, ("error", error.description or "The request failed."))
         if status == 413:
             message = "The request is larger than the server accepts: images may be at most " \
-                      f"{get_settings().max_image_bytes // (1024 * 1024)} MB."
+                      f"{app_settings().max_image_bytes // (1024 * 1024)} MB."
         if status == 429:
             message = f"Too many requests for this key ({error.description}); wait a little and try again."
         headers = dict(error.get_headers()) if status in (405, 429) else {}
@@ -58,7 +64,7 @@ def register(app: APIFlask) -> None:
         return _body(code, message, status, headers)
 
     @app.errorhandler(Exception)
-    def unexpected_error(error: Exception):  # type: ignore[no-untyped-def]
+    def unexpected_error(_error: Exception) -> tuple[Response, int, dict[str, str]]:
         log.exception("unhandled error")
         return _body("internal_error", "The server failed on this request; it has been logged. Try again, "
                      "and report it if it repeats.", 500)

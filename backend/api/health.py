@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from apiflask import APIBlueprint
 from sqlalchemy import text
 
-from backend.api.session import db
+from backend.api.context import app_settings, db
+from backend.dispatch import broker_reachable
 from backend.model_versions import active_version
-from backend.queue import broker_reachable
+from backend.shapes import HealthOut, ReadyOut, response_doc
 
 bp = APIBlueprint("health", __name__, tag="Health")
 
 
 @bp.get("/healthz")
+@bp.output(HealthOut)
 @bp.doc(summary="Liveness")
-def healthz():  # type: ignore[no-untyped-def]
+def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @bp.get("/readyz")
-@bp.doc(summary="Readiness: database and broker reachable, an active model exists")
-def readyz():  # type: ignore[no-untyped-def]
+@bp.output(ReadyOut, description="Ready (200), or not ready (503) with the reasons")
+@bp.doc(summary="Readiness: database and broker reachable, an active model exists",
+        responses=response_doc(503, "Not ready, and why", ["application/json"], ReadyOut))
+def readyz() -> tuple[dict[str, Any], int]:
     problems: dict[str, str] = {}
     try:
         db().execute(text("SELECT 1"))
@@ -30,7 +36,7 @@ def readyz():  # type: ignore[no-untyped-def]
     except Exception as error:  # noqa: BLE001 - any failure is the reason it is not ready
         problems["database"] = f"database unreachable: {error}"
         version = None
-    broker_problem = broker_reachable()
+    broker_problem = broker_reachable(app_settings())
     if broker_problem:
         problems["broker"] = broker_problem
     body = {"status": "ready" if not problems else "not_ready", "problems": problems,

@@ -12,9 +12,11 @@ from apiflask.fields import Boolean, Integer
 from apiflask.validators import Range
 from flask import url_for
 
-from backend.api.auth import auth
-from backend.api.session import db
-from backend.training import cancel_run, get_run, list_runs, run_to_dict, start_training
+from backend.api.auth import auth, current_key
+from backend.api.context import app_settings, db
+from backend.schema import TrainingRun
+from backend.shapes import RunList, RunOut
+from backend.training.runs import cancel_run, get_run, list_runs, start_training
 
 bp = APIBlueprint("training", __name__, url_prefix="/api/v1/training-runs", tag="Training")
 
@@ -29,35 +31,36 @@ class TrainingRequest(Schema):
 @bp.post("")
 @bp.auth_required(auth)
 @bp.input(TrainingRequest, arg_name="body")
-@bp.doc(summary="Start a training run", responses={202: "Queued", 409: "Another run is queued or running"})
-def create_run(body: dict[str, Any]):  # type: ignore[no-untyped-def]
-    session = db()
-    run = start_training(session, from_scratch=body["from_scratch"], epochs=body.get("epochs"),
-                         requested_by=f"API key {auth.current_user.name}")
-    return run_to_dict(session, run), 202, {"Location": url_for("training.read_run", run_id=run.id)}
+@bp.output(RunOut, status_code=202, description="Queued")
+@bp.doc(summary="Start a training run", responses={409: "Another run is queued or running, or nothing to train on"})
+def create_run(body: dict[str, Any]) -> tuple[TrainingRun, int, dict[str, str]]:
+    run = start_training(db(), app_settings(), from_scratch=body["from_scratch"], epochs=body.get("epochs"),
+                         requested_by=f"API key {current_key().name}")
+    return run, 202, {"Location": url_for("training.read_run", run_id=run.id)}
 
 
 @bp.get("")
 @bp.auth_required(auth)
+@bp.output(RunList)
 @bp.doc(summary="List recent training runs, newest first")
-def read_runs():  # type: ignore[no-untyped-def]
-    session = db()
-    return {"runs": [run_to_dict(session, run) for run in list_runs(session)]}
+def read_runs() -> dict[str, list[TrainingRun]]:
+    return {"runs": list_runs(db())}
 
 
 @bp.get("/<run_id>")
 @bp.auth_required(auth)
+@bp.output(RunOut)
 @bp.doc(summary="Read a training run: status, epoch, metrics history, candidate and comparison")
-def read_run(run_id: str):  # type: ignore[no-untyped-def]
-    session = db()
-    return run_to_dict(session, get_run(session, run_id))
+def read_run(run_id: str) -> TrainingRun:
+    return get_run(db(), run_id)
 
 
 @bp.post("/<run_id>/cancel")
 @bp.auth_required(auth)
+@bp.output(RunOut)
 @bp.doc(summary="Cancel a queued run, or ask a running one to stop")
-def cancel(run_id: str):  # type: ignore[no-untyped-def]
+def cancel(run_id: str) -> TrainingRun:
     session = db()
     run = cancel_run(session, run_id)
     session.commit()
-    return run_to_dict(session, run)
+    return run

@@ -1,4 +1,4 @@
-"""Alembic environment: migrates whatever database the settings name."""
+"""Alembic environment: migrates the database whose URL ``backend.migrate.alembic_config`` was given."""
 
 from __future__ import annotations
 
@@ -20,10 +20,21 @@ def run_migrations(connection: Connection) -> None:
 
 
 def run_online() -> None:
-    url = config.get_main_option("sqlalchemy.url") or None
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("alembic_config(database_url) names the database to migrate")
     with get_engine(url).connect() as connection:
-        run_migrations(connection)
-        connection.commit()
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # A batch-mode rebuild drops and re-creates a table other tables point at; with foreign keys enforced,
+            # SQLite refuses the drop. Set before the first statement opens a transaction (it is a no-op inside one).
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        try:
+            run_migrations(connection)
+            connection.commit()
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 run_online()

@@ -1,4 +1,4 @@
-"""A small HTTP client for the fakewatch API, used by `fakewatch check` and other client commands."""
+"""A small HTTP client for the fakewatch API, used by the client commands (fakewatch/client_commands.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
-from backend.settings import Settings, get_settings
+from backend.settings import Settings
+from core.enums import CheckStatus
 
 
 class ClientError(Exception):
@@ -19,16 +22,23 @@ class ClientError(Exception):
         self.message = message
 
 
+# A poll reuses its kept-alive connection, which the server may close at the same moment (gunicorn drops idle ones
+# after 2 s, the retrain command polls every 2 s): a GET, which changes nothing, is sent again on a fresh one.
+READ_RETRIES = Retry(total=3, connect=3, read=3, status=0, other=0, backoff_factor=0.1,
+                     allowed_methods=frozenset({"GET"}))
+
+
 class ApiClient:
     def __init__(self, base_url: str, api_key: str, timeout_s: float = 60) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
+        self.session.mount("http://", HTTPAdapter(max_retries=READ_RETRIES))
+        self.session.mount("https://", HTTPAdapter(max_retries=READ_RETRIES))
         self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout_s = timeout_s
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "ApiClient":
-        settings = settings or get_settings()
+    def from_settings(cls, settings: Settings) -> ApiClient:
         if not settings.api_key:
             raise SystemExit("Set FAKEWATCH_API_KEY (printed by `fakewatch up`, or `fakewatch keys create NAME`).")
         return cls(settings.api_base_url, settings.api_key)
@@ -42,8 +52,8 @@ class ApiClient:
                                              "(`fakewatch up`) and is FAKEWATCH_API_URL right?") from error
         if response.status_code >= 400:
             try:
-                error = response.json()["error"]
-                raise ClientError(error["code"], error["message"])
+                body = response.json()["error"]
+                raise ClientError(body["code"], body["message"])
             except (ValueError, KeyError, TypeError):
                 raise ClientError("http_error", f"HTTP {response.status_code} from {path}") from None
         return response
@@ -68,7 +78,7 @@ class ApiClient:
 
     def wait_for_check(self, check: dict[str, Any], deadline: float) -> dict[str, Any]:
         """Poll a check until it is final or the deadline (a time.monotonic() value) passes."""
-        while check.get("status") in ("queued", "running") and time.monotonic() < deadline:
+        while not CheckStatus(check["status"]).is_final and time.monotonic() < deadline:
             time.sleep(0.5)
             check = self.get_json(f"/api/v1/checks/{check['id']}")
         return check

@@ -16,9 +16,6 @@ class FakewatchError(Exception):
         if status is not None:
             self.status = status
 
-    def as_dict(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code, "message": self.message}}
-
 
 class NotFound(FakewatchError):
     status = 404

@@ -1,7 +1,7 @@
 """Where a model version's files are and what its metadata JSON says, without TensorFlow.
 
-The backend registers versions from these files (it never imports TensorFlow), and training writes them, so both
-sides use these functions."""
+The backend registers versions from these files (it never imports TensorFlow), and training (models/) writes them,
+so both sides use these functions."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-# The shipped default model, committed in the repository (see models/MODEL_CARD.md).
-SHIPPED_MODEL = Path(__file__).resolve().parent / "shipped" / "default.keras"
+# The shipped default model, committed in the repository beside the Keras code (see models/MODEL_CARD.md).
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "shipped" / "default.keras"
 
 
 def metadata_path(model_path: str | Path) -> Path:

@@ -1,4 +1,9 @@
-"""Intake of untrusted image bytes: the checks every upload, fetched URL and scored file goes through.
+"""Decoding untrusted image bytes: the checks every upload, fetched URL, stored image and local file goes through.
+
+The caller states the caps (``ImageLimits``): the API and the workers pass the configured upload caps
+(``Settings.image_limits``), while training, evaluation and ``fakewatch score`` read a person's own files under
+``LOCAL_FILES`` (Pillow's own decompression-bomb guard only), so a large photo in a dataset is never skipped for
+being larger than an upload may be.
 
 Order matters: the byte cap first (cheap), then the format is sniffed from the header with only the
 allow-listed Pillow plugins (so TIFF, PDF, SVG... never reach a parser), then the pixel cap is decided from
@@ -15,8 +20,7 @@ from dataclasses import dataclass
 import pillow_heif
 from PIL import Image, ImageOps
 
-from backend.errors import FakewatchError
-from backend.settings import Settings, get_settings
+from core.errors import FakewatchError
 
 # HEIC comes through pillow-heif; AVIF through Pillow's own plugin (this libheif build has no AV1 decoder).
 pillow_heif.register_heif_opener()
@@ -57,6 +61,18 @@ REFUSED_MAGIC = (
 
 
 @dataclass(frozen=True)
+class ImageLimits:
+    """The caps bytes are decoded under; None means no cap of ours (Pillow's own bomb guard still applies)."""
+
+    max_bytes: int | None
+    max_pixels: int | None
+
+
+# A person's own files (datasets, `fakewatch score`): trusted not to be attacks, so only Pillow's guard applies.
+LOCAL_FILES = ImageLimits(max_bytes=None, max_pixels=None)
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     sha256: str
     byte_size: int
@@ -65,9 +81,9 @@ class ImageInfo:
     height: int
 
 
-def inspect_image(data: bytes, settings: Settings | None = None) -> ImageInfo:
+def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo:
     """Check untrusted bytes and describe them; raises FakewatchError with a stable code when refused."""
-    image, fmt = _open_checked(data, settings or get_settings())
+    image, fmt = _open_checked(data, limits)
     with image:
         width, height = image.size
         if _orientation(image) in SIDEWAYS_ORIENTATIONS:
@@ -81,19 +97,19 @@ def inspect_image(data: bytes, settings: Settings | None = None) -> ImageInfo:
     )
 
 
-def decode_image(data: bytes, settings: Settings | None = None) -> Image.Image:
+def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     """The same checks as inspect_image, then the image as RGB (EXIF orientation applied, first frame)."""
-    image, _ = _open_checked(data, settings or get_settings())
+    image, _ = _open_checked(data, limits)
     with image:
         return _to_rgb(_upright(image))
 
 
-def _open_checked(data: bytes, settings: Settings) -> tuple[Image.Image, str]:
+def _open_checked(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
     """Open, check and fully decode the first frame; returns it with its format name."""
-    _check_byte_size(data, settings)
+    _check_byte_size(data, limits.max_bytes)
     image = _open_header(data)
     try:
-        _check_pixels(image.size, settings)
+        _check_pixels(image.size, limits.max_pixels)
         _load_first_frame(image)
     except BaseException:
         image.close()
@@ -116,11 +132,11 @@ def _upright(image: Image.Image) -> Image.Image:
         return image.copy()
 
 
-def _check_byte_size(data: bytes, settings: Settings) -> None:
-    if len(data) > settings.max_image_bytes:
+def _check_byte_size(data: bytes, max_bytes: int | None) -> None:
+    if max_bytes is not None and len(data) > max_bytes:
         raise FakewatchError(
             "too_large",
-            f"The image is {_megabytes(len(data))}; the limit is {_megabytes(settings.max_image_bytes)}. "
+            f"The image is {_megabytes(len(data))}; the limit is {_megabytes(max_bytes)}. "
             "Send a smaller or more compressed file.",
             413,
         )
@@ -156,15 +172,15 @@ def _unreadable_error(data: bytes) -> FakewatchError:
     return FakewatchError("unsupported_format", f"{what} a supported image: send a {ALLOWED_LIST} file.", 415)
 
 
-def _check_pixels(size: tuple[int, int], settings: Settings) -> None:
+def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
     width, height = size
     if width <= 0 or height <= 0:
         raise FakewatchError("invalid_image", f"The image declares an empty size ({width}x{height}).", 400)
-    if width * height > settings.max_image_pixels:
+    if max_pixels is not None and width * height > max_pixels:
         raise FakewatchError(
             "too_many_pixels",
             f"The image is {width}x{height} pixels ({width * height / 1e6:.0f} MP); the limit is "
-            f"{settings.max_image_pixels / 1e6:.0f} MP. Resize it before sending.",
+            f"{max_pixels / 1e6:.0f} MP. Resize it before sending.",
             413,
         )
 

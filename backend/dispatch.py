@@ -1,7 +1,8 @@
-"""The Celery app as the API and the console see it: configuration and sending tasks by name.
+"""Sending work to the workers: the Celery configuration both sides use, and sending tasks by name.
 
-The broker carries only check ids; the database holds their state. Task code lives in worker/, and this
-module never imports it (so the API process never loads TensorFlow)."""
+The broker carries only ids; the database holds their state. Task code lives in worker/, and this module never
+imports it (so the API process never loads TensorFlow). Named for what it does: a module called ``queue`` would
+shadow the standard library's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from celery import Celery
 
 from backend.broker import broker_connection_url
-from backend.settings import Settings, get_settings
+from backend.settings import Settings
 
 SCORE_TASK = "fakewatch.score_checks"
 TRAIN_TASK = "fakewatch.train_model"
@@ -48,21 +49,28 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if transport:
         config["broker_transport"] = transport
+        # kombu polls an idle virtual queue once a second; a single check must not wait that long for a worker.
+        config["broker_transport_options"] = {"polling_interval": settings.broker_poll_interval_s}
     if settings.broker_is_redis:
         # Unacknowledged messages come back after this long; the sweeper usually acts first.
         config["broker_transport_options"] = {"visibility_timeout": 3600}
     return config
 
 
-def make_celery(settings: Settings | None = None) -> Celery:
-    app = Celery("fakewatch")
-    app.conf.update(celery_config(settings or get_settings()))
-    return app
+class FakewatchCelery(Celery):
+    """A Celery app that carries the settings it was made from, so a worker's tasks and signal handlers get the
+    settings of the worker's start-up (``self.app.settings`` in a bound task)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("fakewatch")
+        self.settings = settings
+        self.conf.update(celery_config(settings))
 
 
-@lru_cache(maxsize=1)
-def sender() -> Celery:
-    return make_celery()
+@lru_cache(maxsize=8)
+def sender(settings: Settings) -> FakewatchCelery:
+    """The app this process sends tasks with, one per settings value (a connection pool each)."""
+    return FakewatchCelery(settings)
 
 
 # Many ids get larger chunks so that sending stays fast on the embedded broker, where every message is a database
@@ -70,25 +78,29 @@ def sender() -> Celery:
 MAX_MESSAGES_PER_SEND = 160
 
 
-def message_chunk_size(count: int) -> int:
+def message_chunk_size(count: int, score_batch_size: int) -> int:
     """Ids per message for a send of ``count`` ids: the scoring batch size, raised so a send stays under
     ``MAX_MESSAGES_PER_SEND`` messages."""
-    return max(get_settings().score_batch_size, -(-count // MAX_MESSAGES_PER_SEND))
+    return max(score_batch_size, -(-count // MAX_MESSAGES_PER_SEND))
 
 
-def enqueue_scoring(check_ids: Sequence[str]) -> None:
+def enqueue_scoring(settings: Settings, check_ids: Sequence[str]) -> None:
     """Send check ids to the scoring workers, several per message so a worker scores them as one batch. If the
     broker fails here the checks stay queued in the database and the sweeper sends them again."""
     ids = list(check_ids)
-    size = message_chunk_size(len(ids))
+    size = message_chunk_size(len(ids), settings.score_batch_size)
     for start in range(0, len(ids), size):
-        sender().send_task(SCORE_TASK, args=[ids[start : start + size]], queue=SCORING_QUEUE)
+        sender(settings).send_task(SCORE_TASK, args=[ids[start : start + size]], queue=SCORING_QUEUE)
 
 
-def broker_reachable() -> str | None:
+def enqueue_training(settings: Settings, run_id: str) -> None:
+    sender(settings).send_task(TRAIN_TASK, args=[run_id], queue=TRAINING_QUEUE)
+
+
+def broker_reachable(settings: Settings) -> str | None:
     """None when the broker answers, else why not."""
     try:
-        with sender().connection_for_write() as connection:
+        with sender(settings).connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
     except Exception as error:  # noqa: BLE001 - any failure means "not ready", and its text is the reason
         return f"broker unreachable: {error}"

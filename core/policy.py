@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-Verdict = Literal["real", "fake", "uncertain"]
-VERDICTS: tuple[Verdict, ...] = ("real", "uncertain", "fake")
-# Fake and uncertain verdicts go to the review queue.
-FLAGGED_VERDICTS: tuple[Verdict, ...] = ("fake", "uncertain")
+from core.enums import Verdict
 
 
 def decide_verdict(score: float, threshold: float, band: float) -> Verdict:
@@ -15,15 +10,15 @@ def decide_verdict(score: float, threshold: float, band: float) -> Verdict:
     uncertain in between. The 0.5 bounds keep a model verdict from ever reading under 50%: a "real" at 0.59
     would otherwise be shown as "Real 41%"."""
     if score >= max(threshold + band, 0.5):
-        return "fake"
+        return Verdict.FAKE
     if score < min(threshold - band, 0.5):
-        return "real"
-    return "uncertain"
+        return Verdict.REAL
+    return Verdict.UNCERTAIN
 
 
 def is_flagged(verdict: str) -> bool:
     """Fake and uncertain verdicts go to the review queue."""
-    return verdict in FLAGGED_VERDICTS
+    return Verdict(verdict).is_flagged
 
 
 def verdict_confidence(score: float | None, verdict: str | None) -> float | None:
@@ -31,8 +26,8 @@ def verdict_confidence(score: float | None, verdict: str | None) -> float | None
     None for a check without a score."""
     if score is None or not verdict:
         return None
-    if verdict == "fake":
+    if verdict == Verdict.FAKE:
         return score
-    if verdict == "real":
+    if verdict == Verdict.REAL:
         return 1.0 - score
     return max(score, 1.0 - score)

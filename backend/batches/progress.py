@@ -1,0 +1,106 @@
+"""How far a batch has come: its items counted per status in the database, its recent rate and the time left.
+Read-only: a batch's own status is written by backend/batches/lifecycle.py as its items move."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from backend.schema import Batch, Check, utcnow
+from core.enums import BatchStatus, CheckStatus
+
+# Rates are measured over the last RATE_WINDOW_S seconds, so the time left follows the current pace.
+RATE_WINDOW_S = 30.0
+
+
+@dataclass
+class Progress:
+    queued: int = 0
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    flagged: int = 0
+    recent: int = 0  # items finished in the rate window
+    last_finished: datetime | None = None
+
+    @property
+    def pending(self) -> int:
+        return self.queued + self.running
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """A batch with its items' progress: what a batch looks like to the API (backend/shapes.py's BatchOut) and the
+    console."""
+
+    batch: Batch
+    progress: Progress
+
+    @property
+    def rate_per_s(self) -> float | None:
+        """Items finished per second: over the last window while running, over the whole batch once finished."""
+        rate = self._rate()
+        return round(rate, 3) if rate is not None else None
+
+    def _rate(self) -> float | None:
+        batch, progress = self.batch, self.progress
+        processed = progress.done + progress.failed
+        if batch.status.is_final or not progress.pending:
+            end = progress.last_finished or batch.finished_at
+            if not processed or end is None:
+                return None
+            elapsed = (end - batch.created_at).total_seconds()
+            return processed / elapsed if elapsed > 0 else None
+        elapsed = min(RATE_WINDOW_S, (utcnow() - batch.created_at).total_seconds())
+        return progress.recent / elapsed if elapsed > 0 and progress.recent else None
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until every item is final at the current rate; 0 when nothing is left, None when unknown."""
+        # A cancelled batch's queued items were cancelled with it: only those already running are left.
+        remaining = self.progress.running if self.batch.status == BatchStatus.CANCELLED else self.progress.pending
+        if not remaining:
+            return 0.0
+        rate = self._rate()
+        return round(remaining / rate, 1) if rate else None
+
+
+def progress_of(session: Session, batch_ids: Sequence[str]) -> dict[str, Progress]:
+    """Counts per status (and flagged, and recently finished) for several batches in one query."""
+    window_start = utcnow() - timedelta(seconds=RATE_WINDOW_S)
+    rows = session.execute(
+        select(Check.batch_id, Check.status, func.count(),
+               func.sum(case((Check.flagged.is_(True), 1), else_=0)),
+               func.sum(case((Check.finished_at >= window_start, 1), else_=0)),
+               func.max(Check.finished_at))
+        .where(Check.batch_id.in_(list(batch_ids)))
+        .group_by(Check.batch_id, Check.status)
+    )
+    progress = {batch_id: Progress() for batch_id in batch_ids}
+    for batch_id, status, count, flagged, recent, last in rows:
+        entry = progress[batch_id]
+        setattr(entry, CheckStatus(status).value, int(count))
+        entry.flagged += int(flagged or 0)
+        if status in (CheckStatus.DONE, CheckStatus.FAILED):
+            entry.recent += int(recent or 0)
+        if last is not None and status != CheckStatus.CANCELLED:
+            entry.last_finished = max(filter(None, (entry.last_finished, last)))
+    return progress
+
+
+def summarize(session: Session, batch: Batch) -> BatchSummary:
+    return BatchSummary(batch=batch, progress=progress_of(session, [batch.id])[batch.id])
+
+
+def list_batches(session: Session, page: int = 1, per_page: int = 20) -> tuple[list[BatchSummary], int]:
+    """One page of batches, newest first, with the total number of batches."""
+    total = session.scalar(select(func.count()).select_from(Batch)) or 0
+    batches = list(session.scalars(
+        select(Batch).order_by(Batch.created_at.desc(), Batch.id).offset((page - 1) * per_page).limit(per_page)))
+    progress = progress_of(session, [batch.id for batch in batches]) if batches else {}
+    return [BatchSummary(batch=batch, progress=progress[batch.id]) for batch in batches], total

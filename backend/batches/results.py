@@ -1,0 +1,66 @@
+"""A batch's results: one row per URL in input order, streamed as CSV (with a header) or JSON lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.schema import Check, Image, ModelVersion, isoformat_z
+from core.enums import CheckStatus
+from core.policy import verdict_confidence
+
+RESULT_COLUMNS = ("url", "status", "verdict", "score", "confidence", "flagged", "cached", "model_version",
+                  "sha256", "error_code", "error_message", "check_id", "finished_at")
+ResultFilter = Literal["all", "flagged", "failed"]
+ResultFormat = Literal["csv", "jsonl"]
+RESULT_FILTERS: tuple[ResultFilter, ...] = ("all", "flagged", "failed")
+RESULT_FORMATS: tuple[ResultFormat, ...] = ("csv", "jsonl")
+
+
+def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", chunk: int = 500) -> Iterator[dict[str, Any]]:
+    """One row per URL in input order, read in chunks so a 10,000-item batch never sits in memory at once."""
+    query = (
+        select(Check.id, Check.source_url, Check.status, Check.verdict, Check.score, Check.flagged, Check.cached,
+               Check.error_code, Check.error_message, Check.finished_at, Image.sha256, ModelVersion.name)
+        .outerjoin(Image, Image.id == Check.image_id)
+        .outerjoin(ModelVersion, ModelVersion.id == Check.model_version_id)
+        .where(Check.batch_id == batch_id)
+        .order_by(Check.id)
+    )
+    if only == "flagged":
+        query = query.where(Check.flagged.is_(True))
+    elif only == "failed":
+        query = query.where(Check.status == CheckStatus.FAILED)
+    for row in session.execute(query.execution_options(yield_per=chunk)):
+        yield {
+            "url": row.source_url, "status": row.status.value,
+            "verdict": row.verdict.value if row.verdict else None, "score": row.score,
+            "confidence": verdict_confidence(row.score, row.verdict),
+            "flagged": bool(row.flagged), "cached": bool(row.cached), "model_version": row.name,
+            "sha256": row.sha256, "error_code": row.error_code, "error_message": row.error_message,
+            "check_id": row.id, "finished_at": isoformat_z(row.finished_at),
+        }
+
+
+def format_results(rows: Iterable[dict[str, Any]], fmt: ResultFormat) -> Iterator[str]:
+    """CSV (with a header) or JSON lines, one piece per row, for streaming."""
+    if fmt == "jsonl":
+        for row in rows:
+            yield json.dumps(row) + "\n"
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue()

@@ -1,0 +1,256 @@
+"""What the API returns, each shape declared once: these schemas serialise the responses (``CheckOut().dump(check)``)
+and describe them in the OpenAPI spec (``@bp.output(CheckOut)``); the console and the CLI show the same dumps.
+
+A field reads the attribute of its name by default; a ``Derived*`` field computes its value from the whole object
+instead (a check's confidence from its score and verdict, its latest review from the database), so the rule for
+each field sits beside its declaration. A new field of a check is one line here (and, if stored, a column).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from apiflask import Schema
+from marshmallow import fields
+from marshmallow.utils import missing
+from sqlalchemy.orm import object_session
+
+from backend.reviews import latest_review
+from backend.schema import Check, TrainingRun, isoformat_z
+from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source, Verdict
+from core.policy import verdict_confidence
+
+# --- field kinds -------------------------------------------------------------------------------------------------
+
+
+class Timestamp(fields.DateTime):
+    """A timestamp as the API writes every one: ISO 8601 in UTC with a ``Z``."""
+
+    def _serialize(self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return isoformat_z(value)
+
+
+class Choice(fields.Enum):
+    """One of core.enums' sets, by value; documented as the list of its values."""
+
+    def __init__(self, enum: type[StrEnum], **kwargs: Any) -> None:
+        super().__init__(enum, by_value=True, **kwargs)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        # A plain string that names a member (a row written by Core SQL, say) serialises like the member.
+        return super()._serialize(None if value is None else self.enum(value), attr, obj, **kwargs)
+
+
+class _Derived:
+    """Mixed into a field kind: the value is ``compute(obj)`` rather than one attribute of ``obj``."""
+
+    def __init__(self, compute: Callable[[Any], Any], *args: Any, **kwargs: Any) -> None:
+        self.compute = compute
+        super().__init__(*args, **kwargs)
+
+    def get_value(self, obj: Any, attr: str, accessor: Any = None, default: Any = missing) -> Any:
+        return self.compute(obj)
+
+
+class DerivedString(_Derived, fields.String):
+    pass
+
+
+class DerivedFloat(_Derived, fields.Float):
+    pass
+
+
+class DerivedInteger(_Derived, fields.Integer):
+    pass
+
+
+class DerivedNested(_Derived, fields.Nested):
+    pass
+
+
+class DerivedList(_Derived, fields.List):
+    pass
+
+
+def _progress(run: TrainingRun) -> dict[str, Any]:
+    return run.progress or {}
+
+
+def _latest_review(check: Check) -> Any:
+    session = object_session(check)
+    return latest_review(session, check.image_id) if session is not None else None
+
+
+DocResponses = dict[int | str, dict[str, str | dict[str, dict[str, Any]]]]
+
+
+def response_doc(status: int, description: str, media_types: Iterable[str], schema: Any) -> DocResponses:
+    """A response a view sends besides its ``@bp.output`` one (another status, a file, a stream), for ``@bp.doc``."""
+    return {status: {"description": description, "content": {media: {"schema": schema} for media in media_types}}}
+
+
+# --- errors ------------------------------------------------------------------------------------------------------
+
+
+class ErrorDetail(Schema):
+    code = fields.String(metadata={"description": "Stable and machine-readable, e.g. `invalid_url`."})
+    message = fields.String(metadata={"description": "What went wrong and what to do, for a person."})
+
+
+class ErrorOut(Schema):
+    """Every error, from every endpoint (``{"error": {"code", "message"}}``)."""
+
+    error = fields.Nested(ErrorDetail)
+
+
+# --- checks ------------------------------------------------------------------------------------------------------
+
+
+class ImageOut(Schema):
+    sha256 = fields.String()
+    width = fields.Integer()
+    height = fields.Integer()
+    format = fields.String()
+
+
+class ReviewOut(Schema):
+    label = Choice(Label)
+    by = fields.String(attribute="reviewer")
+    at = Timestamp(attribute="created_at")
+
+
+def _check_error(check: Check) -> dict[str, str | None] | None:
+    return {"code": check.error_code, "message": check.error_message} if check.error_code else None
+
+
+class CheckOut(Schema):
+    """A check, as every endpoint returns it (DESIGN.md)."""
+
+    id = fields.String()
+    status = Choice(CheckStatus)
+    verdict = Choice(Verdict, allow_none=True)
+    score = fields.Float(allow_none=True, metadata={"description": "Probability that the image is fake."})
+    confidence = DerivedFloat(lambda check: verdict_confidence(check.score, check.verdict), allow_none=True,
+                              metadata={"description": "Probability of the verdict's class."})
+    flagged = fields.Boolean()
+    cached = fields.Boolean()
+    model_version = DerivedString(lambda check: check.model_version.name if check.model_version else None,
+                                  allow_none=True)
+    image = fields.Nested(ImageOut, allow_none=True)
+    source = Choice(Source)
+    source_url = fields.String(allow_none=True)
+    page_url = fields.String(allow_none=True)
+    batch_id = fields.String(allow_none=True)
+    review = DerivedNested(_latest_review, ReviewOut,
+                           allow_none=True, metadata={"description": "The latest moderator label of these bytes."})
+    error = DerivedNested(_check_error, ErrorDetail, allow_none=True)
+    attempts = fields.Integer()
+    created_at = Timestamp()
+    started_at = Timestamp(allow_none=True)
+    finished_at = Timestamp(allow_none=True)
+
+
+# --- batches -----------------------------------------------------------------------------------------------------
+
+
+class InvalidLine(Schema):
+    line = fields.Integer()
+    value = fields.String()
+    reason = fields.String()
+
+
+class BatchOut(Schema):
+    """A batch with its items' progress: dumps a backend.batches.progress.BatchSummary."""
+
+    id = fields.String(attribute="batch.id")
+    name = fields.String(attribute="batch.name")
+    status = Choice(BatchStatus, attribute="batch.status")
+    total = fields.Integer(attribute="batch.total", metadata={"description": "Distinct valid URLs, one check each."})
+    queued = fields.Integer(attribute="progress.queued")
+    running = fields.Integer(attribute="progress.running")
+    done = fields.Integer(attribute="progress.done")
+    failed = fields.Integer(attribute="progress.failed")
+    cancelled = fields.Integer(attribute="progress.cancelled")
+    flagged = fields.Integer(attribute="progress.flagged")
+    rate_per_s = fields.Float(allow_none=True, metadata={"description": "Items finished per second, recently."})
+    eta_s = fields.Float(allow_none=True, metadata={"description": "Estimated seconds until every item is final."})
+    invalid = fields.List(fields.Nested(InvalidLine), attribute="batch.invalid")
+    created_at = Timestamp(attribute="batch.created_at")
+    finished_at = Timestamp(attribute="batch.finished_at", allow_none=True)
+
+
+class CreatedBatchOut(BatchOut):
+    """A batch as its submission answers: with the duplicates folded (dumps a backend.api.batches.Created)."""
+
+    duplicates = fields.Integer(metadata={"description": "Repeated URLs folded into one item."})
+
+
+class BatchPage(Schema):
+    batches = fields.List(fields.Nested(BatchOut))
+    page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer()
+
+
+# --- training runs -----------------------------------------------------------------------------------------------
+
+
+class CandidateOut(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    active = fields.Boolean()
+
+
+class ComparedSetOut(Schema):
+    name = fields.String()
+    count = fields.Integer()
+    candidate = fields.Dict(metadata={"description": "The candidate's metrics on this set (empty: not measured)."})
+    active = fields.Dict(metadata={"description": "The active version's metrics on this set (empty: none active)."})
+
+
+class ComparisonOut(Schema):
+    active_version = fields.String(allow_none=True)
+    candidate_version = fields.String()
+    measured_at = fields.String()
+    sets = fields.List(fields.Nested(ComparedSetOut))
+
+
+class RunOut(Schema):
+    """A training run as the API returns it and the console shows it."""
+
+    id = fields.String()
+    status = Choice(RunStatus)
+    phase = DerivedString(lambda run: _progress(run).get("phase"), allow_none=True)
+    epoch = DerivedInteger(lambda run: _progress(run).get("epoch", 0))
+    epochs = DerivedInteger(lambda run: _progress(run).get("epochs", run.params.get("epochs")), allow_none=True)
+    history = DerivedList(lambda run: _progress(run).get("history", []), fields.Dict(),
+                          metadata={"description": "One entry per finished epoch: its number and metrics."})
+    params = fields.Dict()
+    cancel_requested = fields.Boolean()
+    error = fields.String(allow_none=True)
+    requested_by = fields.String()
+    candidate = fields.Nested(CandidateOut, attribute="model_version", allow_none=True)
+    comparison = DerivedNested(lambda run: _progress(run).get("comparison"), ComparisonOut, allow_none=True)
+    created_at = Timestamp()
+    started_at = Timestamp(allow_none=True)
+    finished_at = Timestamp(allow_none=True)
+
+
+class RunList(Schema):
+    runs = fields.List(fields.Nested(RunOut))
+
+
+# --- health ------------------------------------------------------------------------------------------------------
+
+
+class HealthOut(Schema):
+    status = fields.String()
+
+
+class ReadyOut(Schema):
+    status = fields.String(metadata={"description": "`ready`, or `not_ready` with the reasons in `problems`."})
+    problems = fields.Dict(keys=fields.String(), values=fields.String())
+    model_version = fields.String(allow_none=True)

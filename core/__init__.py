@@ -1,0 +1,8 @@
+"""The rules every part of fakewatch shares, with nothing to configure and nothing to connect to: the closed sets
+of states and labels (``core.enums``), the one error type (``core.errors``), decoding untrusted image bytes under
+caps the caller states (``core.decoding``), the verdict policy (``core.policy``) and what a saved model's metadata
+says (``core.model_metadata``).
+
+``backend`` (services, API, database) and ``models`` (Keras) both import from here and never from each other, so
+the arrows between the layers run one way. Nothing here imports Flask, SQLAlchemy, Celery or TensorFlow.
+"""

@@ -1,0 +1,217 @@
+"""The client commands, which work through the API (FAKEWATCH_API_URL with FAKEWATCH_API_KEY) rather than on the
+database: ``fakewatch check`` (images or URLs, one by one), ``fakewatch scan`` (a file of URLs as a batch, with a
+live progress bar and the results written out) and ``fakewatch retrain`` (a training run, followed epoch by
+epoch). The candidate a retrain produces is promoted from the console, never from here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from backend.batches.results import RESULT_FILTERS
+from backend.settings import Settings
+from backend.training.comparison import comparison_rows
+from core.enums import BatchStatus, CheckStatus, RunStatus
+from fakewatch.api_client import ApiClient, ClientError
+
+RESULT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SCAN_POLL_S = 1.0
+RETRAIN_POLL_S = 2.0
+
+
+# --- check --------------------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--jsonl", is_flag=True, help="Print one JSON check object per line.")
+@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True, help="Seconds to wait for each verdict.")
+@click.pass_obj
+def check(settings: Settings, targets: tuple[str, ...], jsonl: bool, wait_s: float) -> None:
+    """Submit image files or URLs to the API (FAKEWATCH_API_URL, FAKEWATCH_API_KEY) and print verdicts."""
+    client = ApiClient.from_settings(settings)
+    failures = 0
+    for target in targets:
+        try:
+            result = client.check(target, wait_s=wait_s)
+        except ClientError as error:
+            failures += 1
+            result = {"target": target, "error": {"code": error.code, "message": error.message}}
+        click.echo(json.dumps({"target": target, **result}) if jsonl else describe_check(target, result))
+    sys.exit(1 if failures else 0)
+
+
+def describe_check(target: str, result: dict[str, Any]) -> str:
+    status = result.get("status")
+    if result.get("error") and status != CheckStatus.DONE:
+        error = result["error"]
+        return f"{target}: error {error.get('code')}: {error.get('message')}"
+    if status != CheckStatus.DONE:
+        return f"{target}: {status} (check {result.get('id')}; not finished yet)"
+    review = f", reviewed {result['review']['label']}" if result.get("review") else ""
+    return (f"{target}: {result['verdict']} (confidence {result['confidence']:.2f}, score {result['score']:.3f}, "
+            f"model {result['model_version']}{review})")
+
+
+# --- scan ---------------------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", default="", help="A name for the batch (default: the file's name).")
+@click.option("--wait", is_flag=True, help="Show a live progress bar until every item is finished.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write one row per URL to this .csv or .jsonl file once the batch is finished (implies --wait).")
+@click.option("--only", type=click.Choice(RESULT_FILTERS), default="all", show_default=True,
+              help="Which rows --out writes.")
+@click.pass_obj
+def scan(settings: Settings, file: Path, name: str, wait: bool, out: Path | None, only: str) -> None:
+    """Check every image URL in FILE (text with one URL per line, or a .csv with a `url` column).
+
+    Uses the API at FAKEWATCH_API_URL with FAKEWATCH_API_KEY. The batch id is printed alone on stdout's last line.
+    """
+    fmt = result_format(out) if out else None
+    client = ApiClient.from_settings(settings)
+    try:
+        batch = submit_file(client, file, name or file.name)
+        report_accepted(batch)
+        if wait or out:
+            batch = watch(client, batch)
+            click.echo(summary(batch), err=True)
+        if out and fmt:
+            rows = download_results(client, batch["id"], out, fmt, only)
+            click.echo(f"Wrote {rows} rows to {out}", err=True)
+    except ClientError as error:
+        raise click.ClickException(f"{error.code}: {error.message}") from error
+    click.echo(batch["id"])
+
+
+def result_format(out: Path) -> str:
+    fmt = RESULT_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise click.BadParameter("end the file name with .csv or .jsonl", param_hint="--out")
+    return fmt
+
+
+def submit_file(client: ApiClient, file: Path, name: str) -> dict[str, Any]:
+    with file.open("rb") as handle:
+        response = client.request("POST", "/api/v1/batches", files={"file": (file.name, handle)}, data={"name": name})
+    batch: dict[str, Any] = response.json()
+    return batch
+
+
+def report_accepted(batch: dict[str, Any]) -> None:
+    click.echo(f"Batch {batch['id']}: {batch['total']} URLs queued, {len(batch['invalid'])} invalid lines, "
+               f"{batch.get('duplicates', 0)} duplicates folded.", err=True)
+    for item in batch["invalid"][:20]:
+        click.echo(f"  line {item['line']}: {item['reason']}", err=True)
+    if len(batch["invalid"]) > 20:
+        click.echo(f"  ... and {len(batch['invalid']) - 20} more invalid lines", err=True)
+
+
+def watch(client: ApiClient, batch: dict[str, Any]) -> dict[str, Any]:
+    """Poll the batch until it is done or cancelled, drawing done / flagged / failed / rate / time left."""
+    with tqdm(total=batch["total"], unit="url", file=sys.stderr, dynamic_ncols=True,
+              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}") as bar:
+        while True:
+            finished = batch["done"] + batch["failed"] + batch["cancelled"]
+            bar.update(finished - bar.n)
+            bar.set_postfix_str(progress_text(batch), refresh=True)
+            if BatchStatus(batch["status"]).is_final and not batch.get("running"):
+                return batch
+            time.sleep(SCAN_POLL_S)
+            batch = client.get_json(f"/api/v1/batches/{batch['id']}")
+
+
+def progress_text(batch: dict[str, Any]) -> str:
+    rate = batch.get("rate_per_s")
+    eta = batch.get("eta_s")
+    left = "--" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
+    return (f"done {batch['done']}, flagged {batch['flagged']}, failed {batch['failed']}, "
+            f"{'--' if rate is None else f'{rate:.1f}'}/s, {left} left")
+
+
+def summary(batch: dict[str, Any]) -> str:
+    return (f"Batch {batch['id']} {batch['status']}: {batch['done']} checked ({batch['flagged']} flagged), "
+            f"{batch['failed']} failed, {batch['cancelled']} cancelled.")
+
+
+def download_results(client: ApiClient, batch_id: str, out: Path, fmt: str, only: str) -> int:
+    """Stream the results into ``out``; returns the number of rows written."""
+    response = client.request("GET", f"/api/v1/batches/{batch_id}/results", params={"format": fmt, "only": only},
+                              stream=True)
+    lines = 0
+    with out.open("wb") as handle:
+        for chunk in response.iter_content(chunk_size=64 * 1024):
+            handle.write(chunk)
+            lines += chunk.count(b"\n")
+    return lines - 1 if fmt == "csv" else lines
+
+
+# --- retrain ------------------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--from-scratch", is_flag=True, help="Train a new model instead of fine-tuning the active version.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default FAKEWATCH_TRAINING_EPOCHS).")
+@click.option("--wait", is_flag=True, help="Follow the run until it ends; Ctrl-C cancels it.")
+@click.pass_obj
+def retrain(settings: Settings, from_scratch: bool, epochs: int | None, wait: bool) -> None:
+    """Retrain the detector on the base datasets plus every moderator-reviewed image.
+
+    One run at a time; the result is a candidate version to compare and promote in the console."""
+    client = ApiClient.from_settings(settings)
+    try:
+        run = client.request("POST", "/api/v1/training-runs",
+                             json={"from_scratch": from_scratch, "epochs": epochs}).json()
+    except ClientError as error:
+        raise click.ClickException(f"{error.code}: {error.message}") from error
+    click.echo(f"Training run {run['id']} queued ({run['epochs']} epochs, "
+               f"{'from scratch' if from_scratch else 'fine-tuning the active version'}).")
+    if not wait:
+        return
+    try:
+        run = follow_run(client, run["id"])
+    except KeyboardInterrupt:
+        client.request("POST", f"/api/v1/training-runs/{run['id']}/cancel")
+        click.echo("Cancel requested; the run stops after its current batch.", err=True)
+        sys.exit(130)
+    report_run(run)
+    sys.exit(0 if run["status"] == RunStatus.DONE else 1)
+
+
+def follow_run(client: ApiClient, run_id: str) -> dict[str, Any]:
+    """Poll the run, printing each new epoch to stderr, until it ends."""
+    shown = 0
+    while True:
+        run: dict[str, Any] = client.get_json(f"/api/v1/training-runs/{run_id}")
+        for entry in run["history"][shown:]:
+            metrics = ", ".join(f"{key} {value:.3f}" for key, value in entry.items() if key != "epoch")
+            click.echo(f"epoch {entry['epoch']}/{run['epochs']}: {metrics}", err=True)
+        shown = len(run["history"])
+        if not RunStatus(run["status"]).is_active:
+            return run
+        time.sleep(RETRAIN_POLL_S)
+
+
+def report_run(run: dict[str, Any]) -> None:
+    if run["status"] != RunStatus.DONE:
+        click.echo(f"Training run {run['id']} {run['status']}: {run['error']}")
+        return
+    click.echo(f"Candidate: {run['candidate']['name']} (not active; compare and promote it in the console)")
+    for row in comparison_rows(run["comparison"]):
+        click.echo(f"  {row['set']} [{row['images']}] {row['metric']}: active {_metric(row['active'])}, "
+                   f"candidate {_metric(row['candidate'])}")
+
+
+def _metric(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+COMMANDS = [check, scan, retrain]
