@@ -1,0 +1,137 @@
+"""The provenance a check carries (DESIGN.md: ``{"c2pa": {...} | null, "signals": [...]}``) and the three
+facts the verdict policy reads from it.
+
+A signal's ``says`` is "ai", "edited" or "capture"; a signal that only reports a reading problem (an
+unreadable manifest, metadata too large to read) says ``None``: it is shown, and it decides nothing.
+Signals read from the C2PA manifest have a ``source`` that starts with "c2pa", so the policy facts can be
+computed again from the stored JSON alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Says = Literal["ai", "edited", "capture"]
+# "valid": the signature checks out and the signer is in the trust list; "untrusted": the signature checks out
+# but the signer is not in the trust list (anyone can make a certificate); "invalid": the manifest does not
+# validate (tampered, mismatched hash, broken signature), so nothing it says is verified.
+C2paState = Literal["valid", "untrusted", "invalid"]
+
+
+@dataclass(frozen=True)
+class Signal:
+    kind: str  # c2pa_source_type, c2pa_action, iptc_source_type, iptc_ai_system, generator, editor, camera,
+    #            unreadable, too_large, remote_manifest
+    says: Says | None
+    detail: str  # for a person: what was found
+    source: str  # where: "c2pa", "c2pa ingredient 'A.jpg'", "xmp Iptc4xmpExt:DigitalSourceType", "exif Software"
+
+    @property
+    def from_manifest(self) -> bool:
+        return self.source == "c2pa" or self.source.startswith("c2pa ")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "says": self.says, "detail": self.detail, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Signal:
+        return cls(kind=data["kind"], says=data.get("says"), detail=data.get("detail", ""),
+                   source=data.get("source", ""))
+
+
+@dataclass(frozen=True)
+class SourceType:
+    """One digital source type found on an action in the manifest chain."""
+
+    type: str  # the IPTC term ("trainedAlgorithmicMedia") or the URI as written when it is not one we know
+    says: Says | None
+    action: str  # "c2pa.created"
+    manifest: str  # "active" or "ingredient 'title'"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "says": self.says, "action": self.action, "manifest": self.manifest}
+
+
+@dataclass(frozen=True)
+class C2paEvidence:
+    state: C2paState
+    signer: str | None  # the signing certificate's common name
+    issuer: str | None  # its organisation
+    signed_at: str | None  # the trusted timestamp, when there is one
+    claim_generator: str | None
+    source_types: tuple[SourceType, ...] = ()
+    errors: tuple[str, ...] = ()  # C2PA validation failure codes ("claimSignature.mismatch", ...)
+    summary: str = ""  # "signed by C2PA Signer (C2PA Test Signing Cert), not in your trust list"
+
+    @property
+    def trusted(self) -> bool:
+        return self.state == "valid"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "trusted": self.trusted, "signer": self.signer, "issuer": self.issuer,
+                "signed_at": self.signed_at, "claim_generator": self.claim_generator,
+                "digital_source_types": [t.to_dict() for t in self.source_types],
+                "errors": list(self.errors), "summary": self.summary}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> C2paEvidence:
+        return cls(state=data["state"], signer=data.get("signer"), issuer=data.get("issuer"),
+                   signed_at=data.get("signed_at"), claim_generator=data.get("claim_generator"),
+                   source_types=tuple(SourceType(**t) for t in data.get("digital_source_types", [])),
+                   errors=tuple(data.get("errors", [])), summary=data.get("summary", ""))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    c2pa: C2paEvidence | None = None
+    signals: tuple[Signal, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"c2pa": self.c2pa.to_dict() if self.c2pa else None,
+                "signals": [s.to_dict() for s in self.signals]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Provenance:
+        """Read back what ``to_dict`` stored (None, as an older check has, reads as no evidence)."""
+        if not data:
+            return cls()
+        c2pa = data.get("c2pa")
+        return cls(c2pa=C2paEvidence.from_dict(c2pa) if c2pa else None,
+                   signals=tuple(Signal.from_dict(s) for s in data.get("signals", [])))
+
+    def _manifest_invalid(self) -> bool:
+        return self.c2pa is not None and self.c2pa.state == "invalid"
+
+    @property
+    def declares_ai(self) -> bool:
+        """Something in the file says it is AI-made: a C2PA source type or generator (trusted signer or not),
+        an IPTC digital source type, a generator's own metadata. An invalid manifest's claims do not count
+        here (see ``invalid_manifest_claims_ai``); metadata outside the manifest still does."""
+        return any(s.says == "ai" and not (s.from_manifest and self._manifest_invalid()) for s in self.signals)
+
+    @property
+    def invalid_manifest_claims_ai(self) -> bool:
+        """A manifest that fails validation says AI: never real, at least uncertain (DESIGN.md rule 2)."""
+        return self._manifest_invalid() and any(s.says == "ai" and s.from_manifest for s in self.signals)
+
+    @property
+    def trusted_capture(self) -> bool:
+        """A valid manifest from a signer in the trust list declares a capture (in the active manifest or an
+        ingredient it vouches for) and nothing in it says AI (DESIGN.md rule 4)."""
+        if self.c2pa is None or not self.c2pa.trusted:
+            return False
+        from_manifest = [s for s in self.signals if s.from_manifest]
+        return (any(s.says == "capture" for s in from_manifest)
+                and not any(s.says == "ai" for s in from_manifest))
+
+    def ai_evidence(self) -> list[str]:
+        """Short names of what says AI, for a badge or a tooltip: ["Content Credentials", "OpenAI"]."""
+        names: list[str] = []
+        for s in self.signals:
+            if s.says != "ai" or (s.from_manifest and self._manifest_invalid()):
+                continue
+            name = "Content Credentials" if s.kind == "c2pa_source_type" else s.detail.split(":", 1)[0]
+            if name not in names:
+                names.append(name)
+        return names
