@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,9 +25,9 @@ from backend.model_versions import require_active_version
 from backend.schema import Check, Image, ModelVersion, utcnow
 from backend.settings import Settings
 from backend.store import put_image
+from backend.verdicts import decide_at_scoring
 from core.decoding import ImageInfo, inspect_image
 from core.enums import CheckStatus, Source
-from core.policy import decide_verdict
 
 
 def store_image(session: Session, data: bytes, settings: Settings, info: ImageInfo | None = None) -> Image:
@@ -51,16 +52,25 @@ def store_image(session: Session, data: bytes, settings: Settings, info: ImageIn
     return image
 
 
-def find_cached_scores(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, float]:
+@dataclass(frozen=True)
+class CachedScore:
+    """An earlier score of the same bytes by the same model version, with the regions it was pooled from."""
+
+    score: float
+    regions: list[Any] | None
+
+
+def find_cached_scores(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, CachedScore]:
     """Earlier scores of the same bytes by the same model version, by image id (one query for all of them)."""
     rows = session.execute(
-        select(Check.image_id, Check.score)
+        select(Check.image_id, Check.score, Check.regions)
         .where(Check.image_id.in_(set(image_ids)), Check.model_version_id == model_version_id,
                Check.status == CheckStatus.DONE, Check.score.is_not(None))
         .order_by(Check.finished_at.desc())
     )
     # Newest first, so the oldest score of each image is written last and wins (the one first reported).
-    return {image_id: score for image_id, score in rows if image_id is not None and score is not None}
+    return {image_id: CachedScore(score, regions) for image_id, score, regions in rows
+            if image_id is not None and score is not None}
 
 
 @dataclass
@@ -82,7 +92,7 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
     session.add(check)
     cached = find_cached_scores(session, [image.id], version.id).get(image.id)
     if cached is not None:
-        _finish(check, version, cached, cached=True)
+        _finish(check, version, cached.score, cached=True, regions=cached.regions, match=None)
     session.flush()
     return Submission(check=check, needs_scoring=cached is None)
 
@@ -148,12 +158,16 @@ def claim_checks(session: Session, check_ids: list[str], stale_after_s: float) -
     return list(session.scalars(select(Check).where(Check.id.in_(claimed)))) if claimed else []
 
 
-def _finish(check: Check, version: ModelVersion, score: float, cached: bool) -> None:
-    verdict = decide_verdict(score, version.threshold, version.band)
+def _finish(check: Check, version: ModelVersion, score: float, cached: bool, regions: list[Any] | None,
+            match: dict[str, Any] | None) -> None:
+    decision = decide_at_scoring(check, score, version.threshold, version.band, match)
     check.status = CheckStatus.DONE
     check.score = float(score)
-    check.verdict = verdict
-    check.flagged = verdict.is_flagged
+    check.verdict = decision.verdict
+    check.verdict_source = decision.source
+    check.flagged = decision.flagged
+    check.match = match
+    check.regions = regions
     check.cached = cached
     check.model_version_id = version.id
     check.model_version = version
@@ -161,10 +175,13 @@ def _finish(check: Check, version: ModelVersion, score: float, cached: bool) -> 
     check.finished_at = utcnow()
 
 
-def record_score(check: Check, version: ModelVersion, score: float, cached: bool = False) -> None:
+def record_score(check: Check, version: ModelVersion, score: float, cached: bool = False,
+                 regions: list[Any] | None = None, match: dict[str, Any] | None = None) -> None:
+    """The model's score of a running check, its per-crop regions and any near-duplicate match: the check is done,
+    with the verdict the policy decides from them and the image's provenance."""
     if check.status != CheckStatus.RUNNING:
         return
-    _finish(check, version, score, cached)
+    _finish(check, version, score, cached, regions, match)
 
 
 def record_failure(check: Check, code: str, message: str) -> None:

@@ -165,7 +165,7 @@ def _flush(index: faiss.IndexBinaryIDMap, ids: list[int], codes: list[bytes]) ->
 def _fold(ids: np.ndarray, distances: np.ndarray) -> list[Match]:
     """One match per id (its nearest row), nearest first."""
     nearest: dict[int, int] = {}
-    for image_id, distance in zip(ids.tolist(), distances.tolist()):
+    for image_id, distance in zip(ids.tolist(), distances.tolist(), strict=True):
         distance = int(distance)
         if image_id not in nearest or distance < nearest[image_id]:
             nearest[image_id] = distance

@@ -54,8 +54,8 @@ class PdqHash:
 
 
 def hash_image(image: Image.Image, *, min_side: int = MIN_SIDE) -> PdqHash:
-    """The PDQ hash of a decoded, upright image (intake's ``decode_image`` gives one). An image whose shorter side is under ``min_side`` gets quality 0 (never
-    matched): see MIN_SIDE."""
+    """The PDQ hash of a decoded, upright image (intake's ``decode_image`` gives one). An image whose shorter side
+    is under ``min_side`` gets quality 0 (never matched): see MIN_SIDE."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     factor = min(rgb.width, rgb.height) // WORKING_SIDE
     if factor >= 2:

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from core.enums import ACTIVE_RUN_STATUSES, BatchStatus, CheckStatus, Label, RunStatus, Source, Verdict
+from core.enums import ACTIVE_RUN_STATUSES, BatchStatus, CheckStatus, Label, RunStatus, Source, Verdict, VerdictSource
 
 
 def utcnow() -> datetime:
@@ -82,6 +82,11 @@ class Image(Base):
     height: Mapped[int] = mapped_column(Integer)
     storage_key: Mapped[str] = mapped_column(String(200))
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    # Evidence read from the original bytes once, whatever the model version (DESIGN.md's check "provenance").
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # PDQ perceptual hash (64 hex digits) and its quality (0-100), for near-duplicate matching.
+    pdq_hex: Mapped[str | None] = mapped_column(String(64))
+    pdq_quality: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
@@ -151,6 +156,13 @@ class Check(Base):
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     score: Mapped[float | None] = mapped_column(Float)
     verdict: Mapped[Verdict | None] = mapped_column(enum_column(Verdict, "ck_checks_verdict"))
+    # What decided the verdict when the check was scored (a later review overrides both when read).
+    verdict_source: Mapped[VerdictSource | None] = mapped_column(
+        enum_column(VerdictSource, "ck_checks_verdict_source"))
+    # The labelled near-duplicate that decided (or was weighed): DESIGN.md's "match", plus every label seen.
+    match: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The detector's per-crop scores with their boxes: [{"box": [x0, y0, x1, y1], "score": 0.8}, ...].
+    regions: Mapped[list[Any] | None] = mapped_column(JSON)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))

@@ -20,8 +20,9 @@ from sqlalchemy.orm import object_session
 
 from backend.reviews import latest_review
 from backend.schema import Check, TrainingRun, isoformat_z
-from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source, Verdict
-from core.policy import verdict_confidence
+from backend.verdicts import decision_when_read, provenance_of
+from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source, Verdict, VerdictSource
+from core.policy import Decision
 
 # --- field kinds -------------------------------------------------------------------------------------------------
 
@@ -68,6 +69,14 @@ class DerivedInteger(_Derived, fields.Integer):
 
 
 class DerivedNested(_Derived, fields.Nested):
+    pass
+
+
+class DerivedBoolean(_Derived, fields.Boolean):
+    pass
+
+
+class DerivedChoice(_Derived, Choice):
     pass
 
 
@@ -122,8 +131,44 @@ class ReviewOut(Schema):
     at = Timestamp(attribute="created_at")
 
 
+def _decision(check: Check) -> Decision:
+    """What the check shows now (backend.verdicts): computed once per dump and kept on the object for its fields."""
+    cached: Decision | None = getattr(check, "_served_decision", None)
+    if cached is None:
+        cached = decision_when_read(check, _latest_review(check))
+        check._served_decision = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def _check_error(check: Check) -> dict[str, str | None] | None:
     return {"code": check.error_code, "message": check.error_message} if check.error_code else None
+
+
+class RegionOut(Schema):
+    box = fields.List(fields.Integer(), metadata={"description": "[x0, y0, x1, y1] in the image's pixels."})
+    score = fields.Float(metadata={"description": "P(fake) of this crop, calibrated like the image's score."})
+
+
+class MatchOut(Schema):
+    sha256 = fields.String(metadata={"description": "The labelled image this one is a near-copy of."})
+    distance = fields.Integer(metadata={"description": "Hamming distance of their PDQ hashes (of 256 bits)."})
+    label = Choice(Label, metadata={"description": "That image's latest moderator label."})
+    by = fields.String(allow_none=True)
+    at = fields.String(allow_none=True)
+    labels = fields.List(Choice(Label), metadata={"description": "Every label among the near-copies found."})
+
+
+class SignalOut(Schema):
+    kind = fields.String()
+    says = fields.String(allow_none=True, metadata={"description": "ai, edited, capture; null for a reading problem."})
+    detail = fields.String()
+    source = fields.String()
+
+
+class ProvenanceOut(Schema):
+    c2pa = fields.Dict(allow_none=True, metadata={"description": "Content Credentials: state, signer, claim "
+                                                                 "generator, digital source types, summary."})
+    signals = fields.List(fields.Nested(SignalOut))
 
 
 class CheckOut(Schema):
@@ -131,11 +176,15 @@ class CheckOut(Schema):
 
     id = fields.String()
     status = Choice(CheckStatus)
-    verdict = Choice(Verdict, allow_none=True)
-    score = fields.Float(allow_none=True, metadata={"description": "Probability that the image is fake."})
-    confidence = DerivedFloat(lambda check: verdict_confidence(check.score, check.verdict), allow_none=True,
-                              metadata={"description": "Probability of the verdict's class."})
-    flagged = fields.Boolean()
+    verdict = DerivedChoice(lambda check: _decision(check).verdict, Verdict, allow_none=True)
+    score = fields.Float(allow_none=True, metadata={"description": "Probability that the image is fake, by the "
+                                                                   "model (always computed, whatever decided)."})
+    confidence = DerivedFloat(lambda check: _decision(check).confidence, allow_none=True,
+                              metadata={"description": "Probability of the verdict's class when the model "
+                                                       "decided; null when other evidence did."})
+    flagged = DerivedBoolean(lambda check: _decision(check).flagged)
+    verdict_source = DerivedChoice(lambda check: _decision(check).source, VerdictSource, allow_none=True,
+                                   metadata={"description": "What decided the verdict."})
     cached = fields.Boolean()
     model_version = DerivedString(lambda check: check.model_version.name if check.model_version else None,
                                   allow_none=True)
@@ -147,6 +196,11 @@ class CheckOut(Schema):
     review = DerivedNested(_latest_review, ReviewOut,
                            allow_none=True, metadata={"description": "The latest moderator label of these bytes."})
     error = DerivedNested(_check_error, ErrorDetail, allow_none=True)
+    provenance = DerivedNested(lambda check: provenance_of(check.image), ProvenanceOut,
+                               metadata={"description": "Evidence read from the file's original bytes."})
+    match = fields.Nested(MatchOut, allow_none=True)
+    regions = fields.List(fields.Nested(RegionOut), allow_none=True,
+                          metadata={"description": "The detector's per-crop scores with their boxes (heat map)."})
     attempts = fields.Integer()
     created_at = Timestamp()
     started_at = Timestamp(allow_none=True)

@@ -39,9 +39,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.intake import decode_image
 from backend.near_duplicates import Match, NearDuplicateIndex
 from backend.perceptual_hash import MATCH_DISTANCE, MIN_QUALITY, MIN_SIDE, PdqHash, hamming_distance, hash_image
+from core.decoding import LOCAL_FILES, decode_image
 
 SEED = 0
 SPLITS = ("test", "train", "valid")
@@ -74,7 +74,7 @@ class Hashed:
 
     def load(self) -> Image.Image:
         """Decoded again when needed: holding every decoded photo (some 4600 px) would take gigabytes."""
-        return decode_image(self.source.path.read_bytes())
+        return decode_image(self.source.path.read_bytes(), LOCAL_FILES)
 
 
 def log(message: str) -> None:
@@ -135,7 +135,7 @@ def inventory(data: Path) -> tuple[list[Source], dict[str, Any]]:
 def hash_sources(sources: list[Source]) -> list[Hashed]:
     out = []
     for number, source in enumerate(sources, start=1):
-        image = decode_image(source.path.read_bytes())
+        image = decode_image(source.path.read_bytes(), LOCAL_FILES)
         started = time.perf_counter()
         pdq = hash_image(image)
         out.append(Hashed(source, image.size, pdq, (time.perf_counter() - started) * 1000))
@@ -150,7 +150,7 @@ def hash_sources(sources: list[Source]) -> list[Hashed]:
 def reencode(image: Image.Image, fmt: str, **options: Any) -> Image.Image:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
-    return decode_image(buffer.getvalue())
+    return decode_image(buffer.getvalue(), LOCAL_FILES)
 
 
 def make_copy(image: Image.Image, kind: str) -> Image.Image:
@@ -204,16 +204,16 @@ def measure_recall(hashed: list[Hashed], count: int) -> dict[str, Any]:
 
 def recall_entry(hashed: list[Hashed], originals: list[int], copies: list[PdqHash],
                  answers: list[list[Match]]) -> dict[str, Any]:
-    matched = [any(m.id == original for m in found) for original, found in zip(originals, answers)]
-    nearest = [bool(found) and found[0].id == original for original, found in zip(originals, answers)]
-    distances = [hamming_distance(hashed[o].pdq.hex, c.hex) for o, c in zip(originals, copies)]
+    matched = [any(m.id == original for m in found) for original, found in zip(originals, answers, strict=True)]
+    nearest = [bool(found) and found[0].id == original for original, found in zip(originals, answers, strict=True)]
+    distances = [hamming_distance(hashed[o].pdq.hex, c.hex) for o, c in zip(originals, copies, strict=True)]
     per_set: dict[str, list[bool]] = defaultdict(list)
-    for original, hit in zip(originals, matched):
+    for original, hit in zip(originals, matched, strict=True):
         per_set[hashed[original].source.dataset].append(hit)
     usable = [hashed[o].pdq.is_matchable() for o in originals]
     misses = Counter("original under the quality floor" if not ok_original else "copy under the quality floor"
                      if not copy.is_matchable() else f"distance over {MATCH_DISTANCE}"
-                     for ok_original, copy, hit in zip(usable, copies, matched) if not hit)
+                     for ok_original, copy, hit in zip(usable, copies, matched, strict=True) if not hit)
     return {"recall": round(float(np.mean(matched)), 4), "matched": int(sum(matched)), "of": len(matched),
             "recall_of_matchable_originals": round(sum(matched) / max(1, sum(usable)), 4),
             "misses": dict(misses), "nearest_is_original": round(float(np.mean(nearest)), 4),
@@ -234,13 +234,13 @@ def measure_tiny(hashed: list[Hashed], originals: list[int], tiny: dict[int, lis
 
     full = index.query_many([PdqHash(hashed[o].pdq.hex, None) for o in originals])
     out: dict[str, Any] = {"min_side": MIN_SIDE, "full size": {
-        "any_unrelated_within_31": round(float(np.mean([unrelated(o, f) for o, f in zip(originals, full)])), 4)}}
+        "any_unrelated_within_31": round(float(np.mean([unrelated(o, f) for o, f in zip(originals, full, strict=True)])), 4)}}
     for side, copies in tiny.items():
         answers = index.query_many([PdqHash(c.hex, None) for c in copies])
-        within = [hamming_distance(hashed[o].pdq.hex, c.hex) <= MATCH_DISTANCE for o, c in zip(originals, copies)]
+        within = [hamming_distance(hashed[o].pdq.hex, c.hex) <= MATCH_DISTANCE for o, c in zip(originals, copies, strict=True)]
         out[f"{side} px"] = {"within_31_of_original": round(float(np.mean(within)), 4),
                              "any_unrelated_within_31": round(float(np.mean([unrelated(o, f) for o, f in
-                                                                             zip(originals, answers)])), 4),
+                                                                             zip(originals, answers, strict=True)])), 4),
                              "pdq_quality_p50": float(np.median([c.quality or 0 for c in copies]))}
     return out
 
@@ -304,7 +304,7 @@ def index_cross_check(kept: list[Hashed], groups: np.ndarray) -> int:
 def pairs_within(kept: list[Hashed], distances: np.ndarray) -> list[dict[str, Any]]:
     rows, cols = np.nonzero(np.triu(distances <= MATCH_DISTANCE, k=1))
     pairs = []
-    for a, b in sorted(zip(rows.tolist(), cols.tolist()), key=lambda p: distances[p[0], p[1]]):
+    for a, b in sorted(zip(rows.tolist(), cols.tolist(), strict=True), key=lambda p: distances[p[0], p[1]]):
         first, second = kept[a].source, kept[b].source
         pairs.append({"distance": int(distances[a, b]),
                       "a": f"{first.dataset}/{first.split}/{first.label}/{first.path.name}",
@@ -370,7 +370,7 @@ def measure_lookups(size: int, lookups: int, rounds: int = 3) -> dict[str, Any]:
     agree = True
     load_before = os.getloadavg()[0]
     for _ in range(rounds):
-        for query, code in zip(queries, query_codes):
+        for query, code in zip(queries, query_codes, strict=True):
             answers, times = timed_ms(index.query, [query], flat_cpu_ms)
             flat_ms += times
             found, times = timed_ms(lambda c: multi.range_search(c, MATCH_DISTANCE + 1), [code], multi_cpu_ms)

@@ -87,18 +87,18 @@ def time_reads(samples: list[bytes], repeats: int) -> dict[str, Any]:
 
 def model_time(files: list[Path], threads: int) -> dict[str, Any]:
     """The shipped detector's time for one image alone (decode included), as benchmarks/detector.py does."""
+    from core.model_metadata import SHIPPED_MODEL
     from models.cli import configure_tensorflow
-    from models.metadata import SHIPPED_MODEL
-    from models.preprocessing import read_image
+    from models.preprocessing import decode_image_file
     from models.serving import Detector
 
     configure_tensorflow(threads)
     detector = Detector.load(SHIPPED_MODEL)
-    detector.score([read_image(files[0])])  # trace the graph once
+    detector.score([decode_image_file(files[0])])  # trace the graph once
     single = []
     for path in files[:40]:
         started = time.perf_counter()
-        detector.score([read_image(path)])
+        detector.score([decode_image_file(path)])
         single.append((time.perf_counter() - started) * 1000)
     return {"model_version": detector.version, "cpu_threads": threads, "images": len(single),
             "single_image_ms_p50": round(statistics.median(single), 1),

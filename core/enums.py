@@ -77,6 +77,16 @@ class Verdict(StrEnum):
 FLAGGED_VERDICTS: tuple[Verdict, ...] = (Verdict.FAKE, Verdict.UNCERTAIN)
 
 
+class VerdictSource(StrEnum):
+    """What decided a check's verdict (DESIGN.md, "Verdict policy"): a moderator's review of these bytes,
+    provenance in the file's metadata, a near-duplicate of a labelled image, or the model's score."""
+
+    MODEL = "model"
+    PROVENANCE = "provenance"
+    MATCH = "match"
+    REVIEW = "review"
+
+
 class Label(StrEnum):
     """A moderator's review of an image, and the class a training item belongs to."""
 

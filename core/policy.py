@@ -1,14 +1,30 @@
-"""The one place that turns a score into a verdict (DESIGN.md, "Verdict policy")."""
+"""The one place that decides a verdict (DESIGN.md, "Verdict policy"), first rule that applies:
+
+1. a moderator's review of these exact bytes: its label (``review``);
+2. declared-AI provenance (a C2PA action or ingredient, an IPTC digital source type or a generator signature that
+   says AI, trusted signer or not): fake (``provenance``); an invalid manifest that claims AI: never real;
+3. a near-duplicate of a labelled image: a fake label gives fake (``match``); a real label gives real only if the
+   model also says real, else uncertain; labels that disagree give uncertain;
+4. a valid C2PA capture manifest from a signer in the trust list: real unless the model says fake, then
+   uncertain (``provenance``);
+5. the model, with threshold t and band b: fake when score >= max(t + b, 0.5), real when score < min(t - b, 0.5),
+   uncertain otherwise, so a model verdict never reads under 50% (``model``).
+
+Fake and uncertain are flagged. ``confidence`` is the probability of the verdict's class when the model decides,
+and None when other evidence does (clients show the evidence instead).
+"""
 
 from __future__ import annotations
 
-from core.enums import Verdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.enums import Label, Verdict, VerdictSource
 
 
 def decide_verdict(score: float, threshold: float, band: float) -> Verdict:
-    """Rule 5 of the verdict policy: fake when score >= max(t + b, 0.5), real when score < min(t - b, 0.5),
-    uncertain in between. The 0.5 bounds keep a model verdict from ever reading under 50%: a "real" at 0.59
-    would otherwise be shown as "Real 41%"."""
+    """Rule 5: fake when score >= max(t + b, 0.5), real when score < min(t - b, 0.5), uncertain in between. The 0.5
+    bounds keep a model verdict from ever reading under 50%: a "real" at 0.59 would otherwise read "Real 41%"."""
     if score >= max(threshold + band, 0.5):
         return Verdict.FAKE
     if score < min(threshold - band, 0.5):
@@ -31,3 +47,65 @@ def verdict_confidence(score: float | None, verdict: str | None) -> float | None
     if verdict == Verdict.REAL:
         return 1.0 - score
     return max(score, 1.0 - score)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the policy weighs for one check. ``score`` is None only while the model has not scored."""
+
+    score: float | None
+    threshold: float = 0.5
+    band: float = 0.0
+    review: Label | None = None  # rule 1: the latest moderator label of these exact bytes
+    declares_ai: bool = False  # rule 2: any AI claim in the file's metadata, signer trusted or not
+    invalid_manifest_claims_ai: bool = False  # rule 2: a manifest that fails validation and claims AI
+    match_labels: Sequence[Label] = ()  # rule 3: latest labels of the labelled near-duplicates
+    trusted_capture: bool = False  # rule 4: a valid capture manifest from a trusted signer
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict | None
+    source: VerdictSource | None
+    confidence: float | None
+
+    @property
+    def flagged(self) -> bool:
+        return self.verdict is not None and self.verdict.is_flagged
+
+
+def decide(evidence: Evidence) -> Decision:
+    """The verdict, what decided it and its confidence, by the first rule that applies."""
+    if evidence.review is not None:
+        return Decision(Verdict(evidence.review.value), VerdictSource.REVIEW, None)
+    if evidence.declares_ai:
+        return Decision(Verdict.FAKE, VerdictSource.PROVENANCE, None)
+    model = None if evidence.score is None else decide_verdict(evidence.score, evidence.threshold, evidence.band)
+    decision = _by_match(evidence.match_labels, model) or _by_capture(evidence.trusted_capture, model)
+    if decision is None:
+        if model is None:
+            return Decision(None, None, None)
+        decision = Decision(model, VerdictSource.MODEL, verdict_confidence(evidence.score, model))
+    if evidence.invalid_manifest_claims_ai and decision.verdict == Verdict.REAL:
+        # A broken manifest proves nothing, but one that claims AI must not end up cleared.
+        return Decision(Verdict.UNCERTAIN, VerdictSource.PROVENANCE, None)
+    return decision
+
+
+def _by_match(labels: Sequence[Label], model: Verdict | None) -> Decision | None:
+    if not labels:
+        return None
+    kinds = set(labels)
+    if kinds == {Label.FAKE}:
+        return Decision(Verdict.FAKE, VerdictSource.MATCH, None)
+    if kinds == {Label.REAL} and model == Verdict.REAL:
+        return Decision(Verdict.REAL, VerdictSource.MATCH, None)
+    # A real label never clears a copy the model doubts (a face swap of a cleared photo is a near-copy of it),
+    # and labels that disagree settle nothing.
+    return Decision(Verdict.UNCERTAIN, VerdictSource.MATCH, None)
+
+
+def _by_capture(trusted_capture: bool, model: Verdict | None) -> Decision | None:
+    if not trusted_capture:
+        return None
+    return Decision(Verdict.UNCERTAIN if model == Verdict.FAKE else Verdict.REAL, VerdictSource.PROVENANCE, None)

@@ -13,6 +13,11 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import c2pa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 from PIL import Image, PngImagePlugin
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "c2pa"
@@ -112,11 +117,6 @@ class SigningAuthority:
 
 def make_authority(signer_name: str = "Test Camera Signer", ocsp_url: str | None = None) -> SigningAuthority:
     """A root and an end-entity certificate with the profile C2PA requires of a signer."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
-
     def name(common_name: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                           x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Fakewatch Tests")])
@@ -156,8 +156,6 @@ def signed_jpeg(authority: SigningAuthority, source_type: str | None, *, softwar
                 remote_url: str | None = None) -> bytes:
     """A small JPEG with a C2PA manifest whose c2pa.created action has this digital source type; with
     ``remote_url`` the manifest is not embedded, only referenced (XMP dcterms:provenance)."""
-    import c2pa
-
     action: dict[str, object] = {"action": "c2pa.created"}
     if source_type:
         action["digitalSourceType"] = IPTC + source_type

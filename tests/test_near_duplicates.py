@@ -28,8 +28,8 @@ ZERO = "0" * 64
 
 @pytest.fixture(scope="module")
 def photos() -> dict[str, Image.Image]:
-    import skimage.data
-    from sklearn.datasets import load_sample_images
+    import skimage.data  # noqa: PLC0415 - seconds to import
+    from sklearn.datasets import load_sample_images  # noqa: PLC0415
 
     out = {name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in PHOTO_NAMES}
     samples = load_sample_images()

@@ -3,6 +3,7 @@ and hostile metadata that must be skipped and reported, never followed."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import socket
@@ -11,18 +12,39 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 
+import c2pa
 import pytest
 
-from backend.provenance import (InputTooLarge, Provenance, ProvenanceLimits, TrustAnchorsError,
-                                check_trust_anchors, read_provenance)
+from backend.provenance import (
+    InputTooLarge,
+    Provenance,
+    ProvenanceLimits,
+    TrustAnchorsError,
+    check_trust_anchors,
+    read_provenance,
+)
 from backend.provenance.c2pa_evidence import OFFLINE_SETTINGS, read_c2pa
 from backend.provenance.fields import MetadataField
 from backend.provenance.signatures import SIGNATURES, match_signatures
 from backend.provenance.source_types import SOURCE_TYPES
 from tests.provenance_files import (
-    IPTC, LoopbackListener, SigningAuthority, deflated_zeros, encoded, exif_bytes, fixture, jpeg_segments,
-    jpeg_with_app1, jpeg_with_xmp, make_authority, png_chunk, png_with_chunks, png_with_text, signed_jpeg,
-    source_type_xmp, xmp_packet,
+    IPTC,
+    LoopbackListener,
+    SigningAuthority,
+    deflated_zeros,
+    encoded,
+    exif_bytes,
+    fixture,
+    jpeg_segments,
+    jpeg_with_app1,
+    jpeg_with_xmp,
+    make_authority,
+    png_chunk,
+    png_with_chunks,
+    png_with_text,
+    signed_jpeg,
+    source_type_xmp,
+    xmp_packet,
 )
 
 LIMITS = ProvenanceLimits()
@@ -231,8 +253,6 @@ def test_a_remote_manifest_is_reported_and_never_fetched(listener: LoopbackListe
 def test_the_listener_would_see_a_fetch_if_fetching_were_on(listener: LoopbackListener,
                                                             authority: SigningAuthority) -> None:
     """Proves the test above can fail: c2pa's defaults fetch remote manifests."""
-    import c2pa
-
     remote = signed_jpeg(authority, "trainedAlgorithmicMedia", remote_url=listener.url("/manifest.c2pa"))
     context = c2pa.Context.from_dict({"verify": {"remote_manifest_fetch": True, "ocsp_fetch": False}})
     with pytest.raises(c2pa.C2paError):
@@ -247,10 +267,6 @@ def test_revocation_is_never_asked_of_the_ocsp_responder(listener: LoopbackListe
     assert provenance.c2pa is not None and provenance.c2pa.state == "valid"
     assert _wait_for_connections(listener) == 0
     # And with OCSP fetching on, the same file does reach the responder (so the check above can fail).
-    import io
-
-    import c2pa
-
     context = c2pa.Context.from_dict({"verify": {"ocsp_fetch": True, "remote_manifest_fetch": False},
                                       "trust": {"trust_anchors": authority.root_pem}})
     c2pa.Reader("image/jpeg", io.BytesIO(signed), None, context).close()

@@ -53,7 +53,8 @@ def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVe
     for check in checks:
         assert check.image_id is not None
         if check.image_id in cached:
-            record_score(check, version, cached[check.image_id], cached=True)
+            earlier = cached[check.image_id]
+            record_score(check, version, earlier.score, cached=True, regions=earlier.regions)
         else:
             remaining.append(check)
     return remaining
@@ -80,16 +81,17 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
     if not images:
         return
     try:
-        scores = detector_for(version).score(images)
+        scored = detector_for(version).score_with_regions(images)
     except Exception as error:  # noqa: BLE001 - the model failing must end the checks, not leave them running
         log.exception("model %s failed on %d images", version.name, len(images))
         for group in groups:
             for check in group:
                 record_failure(check, "model_error", f"The model failed on this image: {error}")
         return
-    for group, score in zip(groups, scores, strict=True):
+    for group, result in zip(groups, scored, strict=True):
+        regions = [region.to_dict() for region in result.regions]
         for check in group:
-            record_score(check, version, float(score))
+            record_score(check, version, result.score, regions=regions)
 
 
 def _tally(checks: list[Check]) -> dict[str, int]:

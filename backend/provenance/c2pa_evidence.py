@@ -44,7 +44,7 @@ def has_manifest_marker(data: bytes) -> bool:
 def check_trust_anchors(trust_anchors_pem: str | None) -> int:
     """How many certificates the anchors hold; TrustAnchorsError unless every block is one c2pa can load
     (for settings to call once at start-up, so a bad file is not read as "trust nobody")."""
-    from cryptography import x509
+    from cryptography import x509  # noqa: PLC0415 - only when anchors are configured
 
     if not trust_anchors_pem or not trust_anchors_pem.strip():
         return 0
@@ -63,7 +63,7 @@ def read_c2pa(data: bytes, mime: str, trust_anchors_pem: str | None, limits: Pro
     """The manifest's evidence, the signals it gives, and its tool fields (for the generator table)."""
     # Imported here: loading the native library costs ~150 ms, which commands that never read an image
     # (fakewatch --help) should not pay.
-    import c2pa
+    import c2pa  # noqa: PLC0415 - the native library costs ~150 ms to load
 
     with _offline_context(trust_anchors_pem) as context:
         try:
@@ -92,7 +92,7 @@ def read_c2pa(data: bytes, mime: str, trust_anchors_pem: str | None, limits: Pro
 
 
 def _offline_context(trust_anchors_pem: str | None) -> Any:
-    import c2pa
+    import c2pa  # noqa: PLC0415 - the native library costs ~150 ms to load
 
     settings = copy.deepcopy(OFFLINE_SETTINGS)
     if trust_anchors_pem and trust_anchors_pem.strip():

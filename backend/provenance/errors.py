@@ -4,7 +4,7 @@ Everything wrong inside a file's metadata is a signal instead, never an exceptio
 
 from __future__ import annotations
 
-from backend.errors import FakewatchError
+from core.errors import FakewatchError
 
 
 class InputTooLarge(FakewatchError):
