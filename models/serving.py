@@ -87,6 +87,11 @@ class Detector:
         model = keras.saving.load_model(Path(model_path), compile=False)
         return cls(model, read_metadata(model_path))
 
+    def warm(self) -> None:
+        """Trace the inference graph once on a blank image, so the first real image does not pay for it (seconds on
+        a busy CPU)."""
+        self.raw_logits([Image.new("RGB", (input_size(self.preprocessing),) * 2)])
+
     def raw_logits(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Pooled, uncalibrated logits per image (what calibration is fitted on), for any number of images."""
         return np.asarray([pooled for pooled, _ in self._logits_in_groups(images)], dtype=np.float64)

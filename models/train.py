@@ -128,7 +128,7 @@ def train(
 
     metadata = _metadata(spec, out, name, data_dirs, train_items, val_items, history.history, seed, n_epochs,
                          crops_per_image)
-    metadata["training"].update({"steps_per_epoch": steps, "batch_size": batch, "temper": temper, "shares": shares,
+    metadata["training"].update({"steps_per_epoch": steps, "batch_size": batch, "train_crop": spec.train_crop, "temper": temper, "shares": shares,
                                  "recipe": recipe.to_dict(), "time_budget_s": time_budget_s})
     metadata.update(_calibrate(model, metadata, val_set, group_weights(loaded_items(val_items, val_set)),
                                max_flagged))
@@ -204,7 +204,7 @@ def _train_dataset(
     real crop becomes a synthetic fake with the recipe's ``synthetic_fake_p``."""
     import tensorflow as tf
 
-    size = input_size(spec.preprocessing)
+    size = spec.train_crop or input_size(spec.preprocessing)
     span = float(spec.preprocessing.get("span", 1.0))
     labels = np.asarray(loaded.labels, dtype=np.float32)
     if not spec.augment:

@@ -136,9 +136,13 @@ class Stack:
         self.processes[name] = process
         return process
 
-    def start_worker(self, name: str = "worker", *extra: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str = "worker", *extra: str, warm: bool = True) -> subprocess.Popen[bytes]:
+        """Start a worker and wait until it is ready and, for a scoring worker (``warm``), until its process has
+        loaded the active model and traced its graph, so a test's first check does not wait behind that."""
         process = self.start_process(name, "worker", "--concurrency", "1", *extra)
         self.wait_for_log(name, "ready.", timeout=120)
+        if warm:
+            self.wait_for_log(name, "loaded and warm", timeout=120)
         return process
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM) -> None:

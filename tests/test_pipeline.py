@@ -35,6 +35,27 @@ def test_uploaded_photo_gets_a_stored_verdict(stack: Stack) -> None:
     assert stack.get_check(body["id"])["score"] == body["score"]
 
 
+def test_a_scored_check_carries_its_verdict_source_and_the_regions_behind_its_score(stack: Stack) -> None:
+    body = stack.wait_for_check(stack.post_image(photo_bytes("chelsea"), wait=10).json()["id"])
+    assert body["status"] == "done" and body["verdict_source"] == "model"
+    assert body["provenance"] == {"c2pa": None, "signals": []} and body["match"] is None
+    width, height = body["image"]["width"], body["image"]["height"]
+    regions = body["regions"]
+    assert len(regions) >= 16
+    covered = set()
+    for region in regions:
+        x0, y0, x1, y1 = region["box"]
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height and 0.0 <= region["score"] <= 1.0
+        covered.update((x, y) for x in range(x0, x1, 8) for y in range(y0, y1, 8))
+    # The crops reach from edge to edge, with gaps under a third of a crop: most of the picture is under one.
+    assert min(r["box"][0] for r in regions) == 0 and max(r["box"][2] for r in regions) == width
+    assert min(r["box"][1] for r in regions) == 0 and max(r["box"][3] for r in regions) == height
+    assert len(covered) / len(range(0, width, 8)) / len(range(0, height, 8)) > 0.65
+    # The image's score is the pooled crops' (their mean logit, so it lies between the crop scores).
+    scores = [region["score"] for region in regions]
+    assert min(scores) - 1e-6 <= body["score"] <= max(scores) + 1e-6
+
+
 def test_same_bytes_again_are_answered_from_cache(stack: Stack) -> None:
     data = photo_bytes("coffee")
     first = stack.post_image(data, wait=10).json()
@@ -43,6 +64,7 @@ def test_same_bytes_again_are_answered_from_cache(stack: Stack) -> None:
     assert again.status_code == 200
     assert again.json()["cached"] is True and again.json()["score"] == first["score"]
     assert again.json()["id"] != first["id"]
+    assert again.json()["regions"] == first["regions"]  # the cached answer keeps its heat map
 
 
 def test_url_served_locally_is_fetched_and_scored(stack: Stack, image_server: LocalServer) -> None:

@@ -200,7 +200,7 @@ def test_roll_back_reactivates_the_previous_version(services_db: Settings) -> No
 def training_stack(embedded_stack: Stack, tiny_dataset: Path) -> Iterator[Stack]:
     """The embedded stack with a training worker; the tiny dataset is the base dataset (never the real data)."""
     embedded_stack.env["FAKEWATCH_TRAINING_DATASETS"] = str(tiny_dataset)
-    embedded_stack.start_worker("training-worker", "--queues", "training")
+    embedded_stack.start_worker("training-worker", "--queues", "training", warm=False)
     try:
         yield embedded_stack
     finally:

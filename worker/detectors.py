@@ -26,6 +26,7 @@ def detector_for(version: ModelVersion) -> Detector:
 
         log.info("loading model version %s from %s", version.name, version.file)
         detector = Detector.load(version.file)
+        detector.warm()
         _loaded.clear()
         _loaded[version.id] = detector
     return detector
@@ -40,5 +41,6 @@ def warm_up(settings: Settings) -> None:
                 log.warning("no active model version yet: checks will fail with no_active_model until one is promoted")
                 return
             detector_for(version)
+            log.info("model %s loaded and warm", version.name)
     except Exception:  # noqa: BLE001 - a failed warm-up is retried by the first task, which reports the error
         log.exception("could not load the active model at start-up")
