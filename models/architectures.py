@@ -2,9 +2,10 @@
 so serving cannot forget a step.
 
 - ``seed``: the original CNN, kept exactly as described for comparison (never the default).
-- ``default``: a small fully-convolutional detector on native-resolution crops that sees only residuals: the
-  NPR residual (the image minus its 2x nearest-neighbour down-up copy, Tan et al. CVPR 2024) and fixed
-  high-pass filters, normalised per crop.
+- ``default``: a small fully-convolutional detector on native-resolution crops whose first layers compute the
+  NPR residual (the image minus its 2x nearest-neighbour down-up copy, Tan et al. CVPR 2024) beside the pixels.
+- ``residual``: the same idea with residuals only (NPR and fixed high-pass filters, normalised per crop, no
+  pixels, a 29 px receptive field), measured leave-one-out beside ``default`` (models/MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -69,6 +70,23 @@ def npr_residual(pixels: Any) -> Any:
     return layers.Subtract(name="npr")([pixels, copy])
 
 
+def build_default(crop: int = 96) -> keras.Model:
+    """Pixels + NPR residual computed at full resolution, then a stride-2 stem and three conv stages with global
+    average pooling and one logit (about 0.29M params). The residual is taken before any striding so the 2x2
+    upsampling pattern survives; the stride-2 stem keeps 96 px crops (context for blends) affordable on a CPU."""
+    inputs = keras.Input((crop, crop, 3), name="pixels")
+    pixels = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
+    residual = layers.Rescaling(4.0, name="npr_gain")(npr_residual(pixels))
+    x = layers.Concatenate(name="pixels_and_npr")([pixels, residual])
+    x = _conv_block(x, 16, 2, "stem")
+    for index, (filters, strides) in enumerate([(32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1)]):
+        x = _conv_block(x, filters, strides, f"stage{index}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(0.2, name="dropout")(x)
+    outputs = layers.Dense(1, name="logit")(x)
+    return keras.Model(inputs, outputs, name="default")
+
+
 # Fixed high-pass kernels (SRM-style, Fridrich & Kodovsky 2012): horizontal and vertical second differences and
 # the 3x3 "KB" kernel. Their outputs hold noise and interpolation traces, not colours or shapes.
 _HIGH_PASS = (
@@ -93,7 +111,7 @@ def high_pass(pixels: Any) -> Any:
     return output
 
 
-def build_default(crop: int | None = 96) -> keras.Model:
+def build_residual(crop: int | None = None) -> keras.Model:  # noqa: ARG001 - any size: see below
     """Residuals only: the NPR residual and fixed high-pass filters of the pixels, never the pixels themselves,
     each channel normalised to unit variance over the crop, then five 3x3 conv blocks (receptive field about
     29 px) with global average pooling and one logit (about 60K params).
@@ -119,7 +137,7 @@ def build_default(crop: int | None = 96) -> keras.Model:
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(0.2, name="dropout")(x)
     outputs = layers.Dense(1, name="logit")(x)
-    return keras.Model(inputs, outputs, name="default")
+    return keras.Model(inputs, outputs, name="residual")
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -144,6 +162,18 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         epochs=30,
         batch_size=64,
         learning_rate=2e-3,
+        augment=True,
+        description="NPR residual + RGB fully-convolutional CNN on native 96px crops, 4x4 to 6x6 grid edge to "
+                    "edge, mean logit",
+    ),
+    "residual": ArchSpec(
+        name="residual",
+        build=build_residual,
+        preprocessing={"kind": "crops", "crop_size": 96, "grid": 4, "max_grid": 6, "span": 1.0, "pool": "mean"},
+        output="logit",
+        epochs=30,
+        batch_size=64,
+        learning_rate=3e-3,
         augment=True,
         train_crop=64,
         description="normalised NPR + high-pass residuals (no pixels), 29 px receptive field, native 96px crops, "

@@ -41,11 +41,11 @@ class AugmentRecipe:
     colour_p: float = 0.3  # brightness, contrast and saturation by 0.75-1.25
     # Blur, sharpening and noise on both classes: overall sharpness must not tell the classes apart (it points
     # different ways in different collections).
-    blur_p: float = 0.3
-    blur_sigma: tuple[float, float] = (0.3, 2.0)
-    sharpen_p: float = 0.3  # unsharp masking, 30-150%
-    noise_p: float = 0.25  # Gaussian noise of noise_sigma grey levels
-    noise_sigma: tuple[float, float] = (1.0, 4.0)
+    blur_p: float = 0.2
+    blur_sigma: tuple[float, float] = (0.2, 1.5)
+    sharpen_p: float = 0.15  # unsharp masking, 30-150%
+    noise_p: float = 0.15  # Gaussian noise of noise_sigma grey levels
+    noise_sigma: tuple[float, float] = (1.0, 3.0)
     jpeg_p: float = 0.5
     jpeg_quality: tuple[int, int] = (60, 95)
     jpeg_low_p: float = 0.1  # a harsher recompression, quality 30-60

@@ -85,8 +85,8 @@ def train(
 
     started = time.monotonic()
     spec = get_arch(arch)
-    if init_from is not None and metadata_path(init_from).exists():
-        # A fine-tuned model sees what its base saw: the base's crops, not today's defaults.
+    if init_from is not None and crop_span is None and metadata_path(init_from).exists():
+        # A fine-tuned model sees what its base saw (the base's crops, not today's defaults) unless told a span.
         spec = replace(spec, preprocessing=read_metadata(init_from)["preprocessing"])
     if crop_span is not None and spec.preprocessing["kind"] == "crops":
         spec = replace(spec, preprocessing={**spec.preprocessing, "span": crop_span})
@@ -128,7 +128,8 @@ def train(
 
     metadata = _metadata(spec, out, name, data_dirs, train_items, val_items, history.history, seed, n_epochs,
                          crops_per_image)
-    metadata["training"].update({"steps_per_epoch": steps, "batch_size": batch, "train_crop": spec.train_crop, "temper": temper, "shares": shares,
+    metadata["training"].update({"steps_per_epoch": steps, "batch_size": batch, "train_crop": spec.train_crop,
+                                 "temper": temper, "shares": shares,
                                  "recipe": recipe.to_dict(), "time_budget_s": time_budget_s})
     metadata.update(_calibrate(model, metadata, val_set, group_weights(loaded_items(val_items, val_set)),
                                max_flagged))

@@ -42,7 +42,7 @@ def test_a_scored_check_carries_its_verdict_source_and_the_regions_behind_its_sc
     width, height = body["image"]["width"], body["image"]["height"]
     regions = body["regions"]
     assert len(regions) >= 16
-    covered = set()
+    covered: set[tuple[int, int]] = set()
     for region in regions:
         x0, y0, x1, y1 = region["box"]
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height and 0.0 <= region["score"] <= 1.0
