@@ -51,9 +51,7 @@ def build_seed(size: int = 150) -> keras.Model:
 
 def _conv_block(x: Any, filters: int, strides: int, name: str) -> Any:
     x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    # Momentum 0.9, not 0.99: short runs (tests, fine-tuning on a few hundred reviews) must end with usable
-    # moving statistics.
-    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -132,7 +130,7 @@ def build_residual(crop: int | None = None) -> keras.Model:  # noqa: ARG001 - an
     for index, (filters, strides) in enumerate([(16, 2), (24, 1), (32, 2), (48, 1), (64, 2)]):
         x = _conv_block(x, filters, strides, f"block{index}")
     x = layers.Conv2D(128, 1, use_bias=False, name="mix_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, name="mix_bn")(x)
+    x = layers.BatchNormalization(name="mix_bn")(x)
     x = layers.ReLU(name="mix_relu")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(0.2, name="dropout")(x)

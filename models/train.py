@@ -40,6 +40,12 @@ class TrainingCancelled(RuntimeError):
     """``should_stop()`` returned True; nothing was written."""
 
 
+# A fine-tune starts at a third of the architecture's learning rate: Adam's first steps move every weight by about
+# the rate, and at the full rate a short retrain on a few hundred reviews overwrites what the base model knew
+# instead of adjusting it.
+FINE_TUNE_RATE = 0.3
+
+
 def train(
     data_dirs: Sequence[str | Path] = (),
     arch: str = "default",
@@ -105,7 +111,8 @@ def train(
     batch = batch_size or spec.batch_size
     n_epochs = epochs or spec.epochs
     steps = steps_per_epoch or max(1, (len(train_set.images) * crops_per_image) // batch)
-    _compile(model, spec, learning_rate or spec.learning_rate, steps * n_epochs)
+    default_rate = spec.learning_rate * (FINE_TUNE_RATE if init_from is not None else 1.0)
+    _compile(model, spec, learning_rate or default_rate, steps * n_epochs)
     probabilities = (sampling_probabilities(loaded_items(train_items, train_set), temper, shares)
                      if temper is not None else None)
     train_ds = _train_dataset(train_set, spec, batch, steps, seed, probabilities, recipe)

@@ -24,6 +24,7 @@ from models.metrics import compute_metrics, expected_calibration_error, flag_bou
 from models.preprocessing import crop_grid, grid_offsets, prepare
 from models.serving import IMAGES_PER_GROUP, Detector
 from models.train import TrainingCancelled, train
+from tests.fixtures_models import GENTLE
 
 REQUIRED_METADATA = {"name", "architecture", "input_size", "preprocessing", "threshold", "band", "training_data",
                      "metrics", "sha256", "created_at"}
@@ -153,16 +154,18 @@ def test_default_architecture_learns_the_tiny_dataset(tiny_model_path: Path, tin
     assert meta["architecture"] == "default" and meta["sha256"] == file_sha256(tiny_model_path)
     assert 0 < meta["threshold"] < 1 and 0 <= meta["band"] < 0.5
     assert meta["training_data"]["train"] == {"real": 16, "fake": 16}
-    assert meta["preprocessing"]["span"] == 1.0 and meta["training"]["crops_per_image"] == 4
+    assert meta["preprocessing"]["span"] == 1.0 and meta["training"]["crops_per_image"] == 6
     assert tiny_model_path.with_name("tiny-curves.png").stat().st_size > 1000
     assert not tiny_model_path.with_name("tiny.checkpoint.keras").exists()
     detector = Detector.load(tiny_model_path)
     scores = detector.score([Image.new("RGB", (100, 80), "white"), Image.new("RGB", (640, 480), "black")])
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
     assert detector.score([]) == []
-    # It learned: on the 40 held-out test images (never trained or selected on), better than a coin.
+    # It learned: on the 40 held-out test images (never trained or selected on) it ranks fakes above reals far
+    # better than a coin. (Its threshold is chosen to flag at most a few percent of 6 validation reals, so accuracy
+    # at that threshold says little here.)
     report = evaluate(detector, tiny_dataset, "test")
-    assert report["counts"]["total"] == 40 and report["accuracy"] >= 0.6 and report["roc_auc"] >= 0.6, report
+    assert report["counts"]["total"] == 40 and report["roc_auc"] >= 0.7, report
 
 
 def test_scoring_many_images_in_groups_matches_scoring_them_one_by_one(tiny_model_path: Path) -> None:
@@ -192,7 +195,7 @@ def test_fine_tuning_from_items_reports_epochs_and_can_be_cancelled(
     items = [(path, 1 if path.parent.name == "fake" else 0) for path in sorted(tiny_dataset.glob("train/*/*.png"))]
     epochs: list[tuple[int, dict]] = []
     path = train(items=items, init_from=tiny_model_path, epochs=2, out=tmp_path / "tuned.keras", batch_size=16,
-                 crop_span=1.0, on_epoch=lambda epoch, logs: epochs.append((epoch, logs)), verbose=0)
+                 crop_span=1.0, on_epoch=lambda epoch, logs: epochs.append((epoch, logs)), verbose=0, recipe=GENTLE)
     assert [epoch for epoch, _ in epochs] == [1, 2] and "val_loss" in epochs[0][1]
     assert read_metadata(path)["preprocessing"]["span"] == 1.0  # the override reaches serving
     assert read_metadata(path)["training_data"]["valid"]["real"] + read_metadata(path)["training_data"]["valid"]["fake"] == 4
