@@ -40,8 +40,9 @@ def configure_tensorflow(threads: int | None) -> None:
 @click.command("train")
 @click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset folder in the layout {train,valid,test}/{real,fake}/; repeat to combine several.")
-@click.option("--arch", type=click.Choice(["default", "seed"]), default="default", show_default=True,
-              help="default: the shipped detector (residuals of native crops); seed: the original CNN, for comparison.")
+@click.option("--arch", type=click.Choice(["default", "residual", "seed"]), default="default", show_default=True,
+              help="default: the shipped detector (pixels and upsampling residuals of native crops); residual: "
+                   "residuals only, no pixels (kept for the leave-one-out comparison); seed: the original CNN.")
 @click.option("--epochs", type=int, default=None,
               help="Maximum epochs (early stopping on validation AUC; the seed on validation loss).")
 @click.option("--out", type=click.Path(dir_okay=False), default="var/models/model.keras", show_default=True)
@@ -58,18 +59,21 @@ def configure_tensorflow(threads: int | None) -> None:
                    "training windows and written to the model for serving (default: the architecture's).")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Fine-tune from this model file instead of starting from scratch.")
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=None,
+              help="Peak learning rate (default: the architecture's, a third of it when fine-tuning).")
 @click.option("--seed", type=int, default=1337, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads TensorFlow may use.")
 def train_command(data_dirs: tuple[str, ...], arch: str, epochs: int | None, out: str, batch_size: int | None,
                   crops_per_image: int, steps_per_epoch: int | None, time_budget_s: float | None,
-                  crop_span: float | None, init_from: str | None, seed: int, threads: int | None) -> None:
+                  crop_span: float | None, init_from: str | None, learning_rate: float | None, seed: int,
+                  threads: int | None) -> None:
     """Train a detector; writes the .keras model, its metadata JSON and a curves PNG."""
     configure_tensorflow(threads)
     from models.train import train  # noqa: PLC0415 - TensorFlow, only for this command
 
     path = train([Path(d) for d in data_dirs], arch=arch, epochs=epochs, out=Path(out), batch_size=batch_size,
                  crops_per_image=crops_per_image, steps_per_epoch=steps_per_epoch, time_budget_s=time_budget_s,
-                 crop_span=crop_span, init_from=init_from, seed=seed)
+                 crop_span=crop_span, init_from=init_from, learning_rate=learning_rate, seed=seed)
     meta = read_metadata(path)
     click.echo(json.dumps({"model": str(path), "name": meta["name"], "threshold": meta["threshold"],
                            "band": meta["band"], "valid": meta["metrics"]["valid"],
