@@ -77,6 +77,8 @@ def main() -> None:
             report = run_fold(fold, args.data, Path(scratch) / f"fold{index}", kwargs, base=args.base)
             result["folds"].append(report)
             print(json.dumps(summary(report)), file=sys.stderr, flush=True)
+            if args.out:  # after every fold, so a long run that is stopped still leaves what it measured
+                args.out.write_text(json.dumps({**result, "partial": True}, indent=2) + "\n")
             if args.seed_cnn:
                 seed_kwargs = {**SEED_RECIPE, "time_budget_s": args.budget_s, "image_cache": cache}
                 seed_report = run_fold(fold, args.data, Path(scratch) / f"seed{index}", seed_kwargs)
