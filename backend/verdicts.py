@@ -23,6 +23,11 @@ def provenance_of(image: Image | None) -> dict[str, Any]:
     return image.provenance if image is not None and image.provenance else EMPTY_PROVENANCE
 
 
+def provenance_summary(provenance: dict[str, Any] | None) -> str:
+    """The evidence in one line ("AI: Content Credentials, OpenAI"), as the API, exports and console show it."""
+    return Provenance.from_dict(provenance).summary()
+
+
 def match_labels(match: dict[str, Any] | None) -> list[Label]:
     """Every label among the labelled near-duplicates a check was matched to (the nearest one's when only that
     was recorded)."""
