@@ -14,8 +14,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from backend.provenance import (InputTooLarge, Provenance, ProvenanceLimits, Signal, TrustAnchorsError,
-                                check_trust_anchors, read_provenance)
+from backend.provenance import (
+    InputTooLarge,
+    Provenance,
+    ProvenanceLimits,
+    Signal,
+    TrustAnchorsError,
+    check_trust_anchors,
+    read_provenance,
+)
 from backend.settings import Settings
 
 log = logging.getLogger("fakewatch.provenance")

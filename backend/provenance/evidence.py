@@ -11,13 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 Says = Literal["ai", "edited", "capture"]
 # "valid": the signature checks out and the signer is in the trust list; "untrusted": the signature checks out
 # but the signer is not in the trust list (anyone can make a certificate); "invalid": the manifest does not
 # validate (tampered, mismatched hash, broken signature), so nothing it says is verified.
 C2paState = Literal["valid", "untrusted", "invalid"]
+
+
+class PolicyFacts(TypedDict):
+    """What core.policy.Evidence takes from provenance (rules 2 and 4)."""
+
+    declares_ai: bool
+    invalid_manifest_claims_ai: bool
+    trusted_capture: bool
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,11 @@ class Provenance:
         from_manifest = [s for s in self.signals if s.from_manifest]
         return (any(s.says == "capture" for s in from_manifest)
                 and not any(s.says == "ai" for s in from_manifest))
+
+    def policy_facts(self) -> PolicyFacts:
+        """What core.policy.Evidence takes from provenance, so every caller passes the same three facts."""
+        return {"declares_ai": self.declares_ai, "invalid_manifest_claims_ai": self.invalid_manifest_claims_ai,
+                "trusted_capture": self.trusted_capture}
 
     def ai_evidence(self) -> list[str]:
         """Short names of what says AI, for a badge or a tooltip: ["Content Credentials", "OpenAI"]."""
