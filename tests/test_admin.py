@@ -509,6 +509,8 @@ def test_queue_cards_and_the_image_page_show_the_verdict_source_and_the_evidence
     assert not at.exception, at.exception
     assert "Provenance" in [element.value for element in at.subheader]
     assert "AI: Content Credentials" in [element.value for element in at.text]
-    checks, signals = at.dataframe[0].value, at.dataframe[1].value
+    tables = [frame.value for frame in at.dataframe]
+    [checks] = [table for table in tables if "verdict source" in table.columns]
+    [signals] = [table for table in tables if "says" in table.columns]
     assert checks["verdict source"].tolist() == ["provenance"]
     assert signals[["kind", "says"]].values.tolist() == [["c2pa_source_type", "ai"]]
