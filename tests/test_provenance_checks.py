@@ -27,7 +27,7 @@ from backend.model_versions import require_active_version
 from backend.schema import Check, Image, ModelVersion
 from backend.settings import Settings
 from backend.shapes import CheckOut
-from backend.verdicts import decision_when_read
+from backend.verdicts import decision_when_read, provenance_summary
 from core.enums import Verdict, VerdictSource
 from core.policy import verdict_confidence
 from models.cli import score_command
@@ -45,7 +45,7 @@ from tests.provenance_files import (
     signed_jpeg,
     source_type_xmp,
 )
-from tests.stack import Stack
+from tests.stack import Stack, isolated_settings
 from tests.test_batches import read_results, submit_text, wait_for_batch
 
 A1111 = "a photo of a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64"
@@ -299,3 +299,23 @@ def test_score_command_follows_the_policy_and_keeps_its_fixed_fields(tiny_model_
     path, verdict, score, source, evidence = text.stdout.strip().split("\t")
     assert (Path(path).name, verdict, source, evidence) == ("C.jpg", "fake", "provenance", "AI: Content Credentials")
     assert 0 <= float(score) <= 1
+
+
+@pytest.mark.parametrize(("name", "summary"), [
+    ("C.jpg", "AI: Content Credentials"),
+    ("CA.jpg", "Content Credentials signed by C2PA Signer (C2PA Test Signing Cert), not in your trust list; "
+               "Edited: c2pa.color_adjustments"),
+    ("XCA.jpg", "Invalid Content Credentials (assertion.dataHash.mismatch): claimed signer C2PA Signer "
+                "(C2PA Test Signing Cert), not verified; Edited: c2pa.color_adjustments"),
+    ("A.jpg", "Edited: Adobe Lightroom; Capture: Canon EOS REBEL T3 (unsigned EXIF)"),
+])
+def test_the_one_line_summary_puts_the_strongest_evidence_first(name: str, summary: str) -> None:
+    assert provenance_summary(read_image_provenance(fixture(name), isolated_settings())) == summary
+
+
+def test_an_invalid_manifest_that_claims_ai_says_so_in_its_summary() -> None:
+    stored = {"c2pa": {"state": "invalid", "summary": "invalid Content Credentials (claimSignature.mismatch)"},
+              "signals": [{"kind": "c2pa_source_type", "says": "ai", "detail": "Content Credentials: ...",
+                           "source": "c2pa"}]}
+    assert provenance_summary(stored).startswith("AI claimed by invalid Content Credentials (not verified)")
+    assert provenance_summary(None) == "" and provenance_summary({"c2pa": None, "signals": []}) == ""
