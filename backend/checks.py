@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from backend.batches.lifecycle import mark_batches_running, settle_batches
 from backend.db import get_or_not_found
 from backend.fetch import check_address, validate_url
+from backend.image_provenance import read_image_provenance
 from backend.model_versions import require_active_version
 from backend.schema import Check, Image, ModelVersion, utcnow
 from backend.settings import Settings
@@ -37,12 +38,16 @@ def store_image(session: Session, data: bytes, settings: Settings, info: ImageIn
     # Bytes with a known SHA-256 passed every intake check when first stored: skip decoding them again.
     known = session.scalar(select(Image).where(Image.sha256 == hashlib.sha256(data).hexdigest()))
     if known is not None:
+        if known.provenance is None:  # stored before provenance was read: read it now, once
+            known.provenance = read_image_provenance(data, settings)
         return known
     if info is None:
         info = inspect_image(data, settings.image_limits)
     key = put_image(data, info.sha256, settings.images_dir)
     image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
                   width=info.width, height=info.height, storage_key=key)
+    # From the original bytes, before anything decodes or re-encodes them (backend/image_provenance.py).
+    image.provenance = read_image_provenance(data, settings)
     try:
         with session.begin_nested():
             session.add(image)

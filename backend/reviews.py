@@ -14,7 +14,8 @@ from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
 from backend.schema import Check, Image, Review, utcnow
-from core.enums import FLAGGED_VERDICTS, CheckStatus, Label, Source, Verdict
+from backend.verdicts import provenance_summary
+from core.enums import FLAGGED_VERDICTS, CheckStatus, Label, Source, Verdict, VerdictSource
 from core.errors import FakewatchError, NotFound
 
 QUEUE_ORDERS = ("oldest", "highest_score")
@@ -51,6 +52,9 @@ class QueueItem:
     batch_id: str | None
     model_version: str | None
     created_at: datetime
+    # What decided the flag (the model, provenance, a near-duplicate) and the file's evidence in one line.
+    verdict_source: VerdictSource | None = None
+    evidence: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ def _queue_item(check: Check) -> QueueItem:
         width=check.image.width, height=check.image.height, score=check.score, verdict=check.verdict,
         source=check.source, source_url=check.source_url, page_url=check.page_url, batch_id=check.batch_id,
         model_version=check.model_version.name if check.model_version else None, created_at=check.created_at,
+        verdict_source=check.verdict_source, evidence=provenance_summary(check.image.provenance),
     )
 
 

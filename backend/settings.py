@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Where Flask-Limiter keeps its counters; empty means Redis when the broker is Redis, memory otherwise.
     rate_limit_storage_url: str = ""
 
+    # C2PA trust anchors: a PEM file of the certificates whose signatures you trust (empty: trust none, and a valid
+    # signature reads "signed by X, not in your trust list"). Read by backend/image_provenance.py.
+    trust_anchors: str = ""
+
     # Most distinct URLs one batch may hold.
     batch_max_urls: int = 10_000
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import object_session
 
 from backend.reviews import latest_review
 from backend.schema import Check, TrainingRun, isoformat_z
-from backend.verdicts import decision_when_read, provenance_of
+from backend.verdicts import decision_when_read, provenance_of, provenance_summary
 from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source, Verdict, VerdictSource
 from core.policy import Decision
 
@@ -169,6 +169,9 @@ class ProvenanceOut(Schema):
     c2pa = fields.Dict(allow_none=True, metadata={"description": "Content Credentials: state, signer, claim "
                                                                  "generator, digital source types, summary."})
     signals = fields.List(fields.Nested(SignalOut))
+    summary = DerivedString(provenance_summary, metadata={
+        "description": 'The evidence in one line, for clients to show ("AI: Content Credentials, OpenAI"); empty '
+                       "when the file carries none, which proves nothing (metadata is easily stripped)."})
 
 
 class CheckOut(Schema):

@@ -236,7 +236,9 @@ def test_score_jsonl_scores_odd_formats_and_reports_corrupt_files(tiny_model_pat
     version = read_metadata(tiny_model_path)["name"]
     for row in rows:
         if expected[Path(row["path"]).name]:
-            assert set(row) == {"path", "score", "verdict", "model_version"}
+            # The fixed fields, and beside them what decided the verdict and the file's provenance.
+            assert set(row) == {"path", "score", "verdict", "model_version", "verdict_source", "confidence",
+                                "provenance"}
             assert 0 <= row["score"] <= 1 and row["verdict"] in {"real", "fake", "uncertain"}
             assert row["model_version"] == version
         else:

@@ -15,6 +15,7 @@ from celery.signals import celeryd_init, worker_process_init, worker_ready, work
 import worker.tasks  # noqa: F401 - registers the tasks with whichever app is current
 from backend.db import reset_engines
 from backend.dispatch import SCORING_QUEUE, FakewatchCelery
+from backend.image_provenance import load_trust_anchors
 from backend.settings import Settings
 from worker.detectors import warm_up
 from worker.sweeper import start_sweeper
@@ -33,6 +34,7 @@ def _settings() -> Settings:
 def _note_queues(options: dict[str, object] | None = None, **_kwargs: object) -> None:
     """Remember, before the pool forks, whether this worker scores (a training-only worker needs no model)."""
     global _serves_scoring
+    load_trust_anchors(_settings())  # a wrong FAKEWATCH_TRUST_ANCHORS stops the worker before it takes work
     queues: Any = (options or {}).get("queues")
     if queues:
         names = queues.split(",") if isinstance(queues, str) else list(queues)

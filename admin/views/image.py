@@ -3,6 +3,8 @@ reviews, and the same Fake / Real labelling as the queue."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -11,6 +13,7 @@ from admin.context import session_scope
 from admin.notices import flash, show_flash
 from admin.thumbnails import full_image
 from backend.reviews import ImageHistory, image_history, label_image
+from backend.verdicts import provenance_summary
 from core.enums import Label
 from core.errors import FakewatchError
 
@@ -34,7 +37,8 @@ def label(image_id: int, label_name: Label) -> None:
 def checks_table(history: ImageHistory) -> pd.DataFrame:
     return pd.DataFrame([{
         "checked": check.created_at, "model version": check.model_version.name if check.model_version else None,
-        "score": check.score, "verdict": check.verdict, "status": check.status, "source": check.source,
+        "score": check.score, "verdict": check.verdict, "verdict source": check.verdict_source,
+        "status": check.status, "source": check.source,
         "page URL": check.page_url or check.source_url, "batch": check.batch_id, "check id": check.id,
     } for check in history.checks])
 
@@ -42,6 +46,18 @@ def checks_table(history: ImageHistory) -> pd.DataFrame:
 def reviews_table(history: ImageHistory) -> pd.DataFrame:
     return pd.DataFrame([{"at": review.created_at, "label": review.label, "by": review.reviewer,
                           "note": review.note} for review in history.reviews])
+
+
+def render_provenance(provenance: dict[str, Any] | None) -> None:
+    """The evidence read from the file's original bytes: its summary, the Content Credentials, every signal.
+    All of it comes from the file (signer names, tool names), so it is shown as text and tables, never markdown."""
+    st.subheader("Provenance")
+    summary = provenance_summary(provenance)
+    st.text(summary or "No provenance metadata. Metadata is easily stripped: its absence proves nothing.")
+    if provenance and provenance.get("c2pa"):
+        st.json(provenance["c2pa"], expanded=False)
+    if provenance and provenance.get("signals"):
+        st.dataframe(pd.DataFrame(provenance["signals"]), hide_index=True, width="stretch")
 
 
 def render_labelling(history: ImageHistory) -> None:
@@ -80,6 +96,7 @@ def render_image_page() -> None:
         st.markdown(f"**{image.format}**, {image.width} × {image.height}, {image.byte_size:,} bytes")
         st.caption(f"SHA-256 {image.sha256} · first seen {image.first_seen:%Y-%m-%d %H:%M} UTC")
         render_labelling(history)
+    render_provenance(image.provenance)
     st.subheader(f"Checks ({len(history.checks)})")
     st.dataframe(checks_table(history), hide_index=True, width="stretch")
     st.subheader(f"Reviews ({len(history.reviews)})")

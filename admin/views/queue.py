@@ -23,7 +23,7 @@ from backend.reviews import (
     review_queue,
     undo_last_decision,
 )
-from core.enums import FLAGGED_VERDICTS, Label, Source
+from core.enums import FLAGGED_VERDICTS, Label, Source, VerdictSource
 from core.errors import FakewatchError
 
 PAGE_SIZE = 12
@@ -118,7 +118,10 @@ def render_card(item: QueueItem) -> None:
             st.image(preview, width="stretch")
         else:
             st.caption("The stored image file is missing.")
-        st.markdown(f"**{item.verdict}** · score **{item.score:.3f}** · {item.source}")
+        decided = f" · by {item.verdict_source}" if item.verdict_source not in (None, VerdictSource.MODEL) else ""
+        st.markdown(f"**{item.verdict}**{decided} · score **{item.score:.3f}** · {item.source}")
+        if item.evidence:  # metadata text (signer names...) comes from the file: plain text, never markdown
+            st.text(item.evidence[:160])
         # Page URLs come from users: shown as plain text, never rendered as markdown or links.
         st.text((item.page_url or item.source_url or "no page URL")[:90])
         st.page_link("views/image.py", label="Image details", query_params={"sha256": item.sha256},
