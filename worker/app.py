@@ -6,6 +6,7 @@ fork, in ``worker_process_init``, never in the parent."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, cast
 
@@ -13,12 +14,14 @@ from celery import current_app
 from celery.signals import celeryd_init, worker_process_init, worker_ready, worker_shutdown
 
 import worker.tasks  # noqa: F401 - registers the tasks with whichever app is current
-from backend.db import reset_engines
+from backend.db import reset_engines, session_scope
 from backend.dispatch import SCORING_QUEUE, FakewatchCelery
+from backend.matching import warm_index
 from backend.settings import Settings
 from worker.detectors import warm_up
 from worker.sweeper import start_sweeper
 
+log = logging.getLogger("fakewatch.worker")
 celery_app = FakewatchCelery(Settings())
 
 _sweeper_stop = threading.Event()
@@ -44,6 +47,14 @@ def _init_process(**_kwargs: object) -> None:
     reset_engines()
     if _serves_scoring:
         warm_up(_settings())
+        load_match_index(_settings())
+
+
+def load_match_index(settings: Settings) -> None:
+    """Load the near-duplicate index from the database before the first chunk, as the model is."""
+    with session_scope(settings) as session:
+        held = warm_index(session, settings)
+    log.info("near-duplicate index loaded: %d hashes", held)
 
 
 @worker_ready.connect
