@@ -124,7 +124,8 @@ def _image_rows(session: Session, after_id: int) -> Iterator[HashRow]:
     query = (select(Image.id, Image.pdq_hex, Image.pdq_quality)
              .where(Image.id > after_id, Image.pdq_hex.is_not(None)).order_by(Image.id))
     for image_id, pdq_hex, quality in session.execute(query.execution_options(yield_per=10_000)):
-        yield image_id, pdq_hex, quality
+        if pdq_hex is not None:  # the query's filter; said again for the type
+            yield image_id, pdq_hex, quality
 
 
 def _listed_rows(session: Session, after_id: int) -> Iterator[HashRow]:
@@ -248,10 +249,13 @@ def copies_seen(session: Session, settings: Settings, image: Image) -> list[Copy
     for image_id, source, page_url, source_url in session.execute(
             select(Check.image_id, Check.source, Check.page_url, Check.source_url)
             .where(Check.image_id.in_(ids)).order_by(Check.created_at)):
+        if image_id is None:
+            continue
         count, sources, pages = seen[image_id]
         sources[str(source)] = None
-        if (page_url or source_url) and len(pages) < MAX_PAGES_LISTED:
-            pages[page_url or source_url] = None
+        where = page_url or source_url
+        if where and len(pages) < MAX_PAGES_LISTED:
+            pages[where] = None
         seen[image_id] = (count + 1, sources, pages)
     return [CopySeen(copy.image, copy.distance, labels.get(copy.image.id), seen[copy.image.id][0],
                      tuple(seen[copy.image.id][1]), tuple(seen[copy.image.id][2])) for copy in copies]

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-
 from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
@@ -160,7 +159,7 @@ class _WaitingHashes:
         waiting = queue.with_only_columns(Check.image_id).distinct().subquery()
         rows = session.execute(select(Image.id, Image.pdq_hex).join(waiting, waiting.c.image_id == Image.id)
                                .where(Image.pdq_hex.is_not(None), Image.pdq_quality >= rule.min_quality)).all()
-        codes = np.frombuffer(b"".join(hex_to_bytes(pdq_hex) for _, pdq_hex in rows), dtype=np.uint8)
+        codes = np.frombuffer(b"".join(hex_to_bytes(pdq_hex or "") for _, pdq_hex in rows), dtype=np.uint8)
         return cls([image_id for image_id, _ in rows], codes.reshape(len(rows), 32), rule)
 
     def near(self, image_id: int) -> list[tuple[int, int]]:
@@ -255,7 +254,7 @@ def _resolve_copies(session: Session, labelled_ids: list[int], label: Label, rev
     labelled = session.execute(select(Image.id, Image.pdq_hex).where(
         Image.id.in_(labelled_ids), Image.pdq_hex.is_not(None), Image.pdq_quality >= rule.min_quality))
     for image_id, pdq_hex in labelled:
-        code = np.frombuffer(hex_to_bytes(pdq_hex), dtype=np.uint8)
+        code = np.frombuffer(hex_to_bytes(pdq_hex or ""), dtype=np.uint8)
         for copy_id, distance in waiting.near_hash(code, exclude=image_id):
             if copy_id in labelled_ids or (copy_id in nearest and nearest[copy_id].distance <= distance):
                 continue

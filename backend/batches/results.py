@@ -16,7 +16,9 @@ from core.enums import CheckStatus
 from core.policy import verdict_confidence
 
 RESULT_COLUMNS = ("url", "status", "verdict", "score", "confidence", "flagged", "cached", "model_version",
-                  "sha256", "error_code", "error_message", "check_id", "finished_at")
+                  "sha256", "error_code", "error_message", "check_id", "finished_at",
+                  # What decided the verdict, and the labelled near-copy that did (or was weighed): DESIGN.md's match.
+                  "verdict_source", "match_sha256", "match_pdq_hex", "match_distance", "match_label")
 ResultFilter = Literal["all", "flagged", "failed"]
 ResultFormat = Literal["csv", "jsonl"]
 RESULT_FILTERS: tuple[ResultFilter, ...] = ("all", "flagged", "failed")
@@ -27,7 +29,8 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
     """One row per URL in input order, read in chunks so a 10,000-item batch never sits in memory at once."""
     query = (
         select(Check.id, Check.source_url, Check.status, Check.verdict, Check.score, Check.flagged, Check.cached,
-               Check.error_code, Check.error_message, Check.finished_at, Image.sha256, ModelVersion.name)
+               Check.error_code, Check.error_message, Check.finished_at, Image.sha256, ModelVersion.name,
+               Check.verdict_source, Check.match)
         .outerjoin(Image, Image.id == Check.image_id)
         .outerjoin(ModelVersion, ModelVersion.id == Check.model_version_id)
         .where(Check.batch_id == batch_id)
@@ -45,7 +48,15 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
             "flagged": bool(row.flagged), "cached": bool(row.cached), "model_version": row.name,
             "sha256": row.sha256, "error_code": row.error_code, "error_message": row.error_message,
             "check_id": row.id, "finished_at": isoformat_z(row.finished_at),
+            "verdict_source": row.verdict_source.value if row.verdict_source else None,
+            **_match_columns(row.match),
         }
+
+
+def _match_columns(match: dict[str, Any] | None) -> dict[str, Any]:
+    match = match or {}
+    return {"match_sha256": match.get("sha256"), "match_pdq_hex": match.get("pdq_hex"),
+            "match_distance": match.get("distance"), "match_label": match.get("label")}
 
 
 def format_results(rows: Iterable[dict[str, Any]], fmt: ResultFormat) -> Iterator[str]:
