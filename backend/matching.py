@@ -21,25 +21,27 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 from PIL import Image as PILImage
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from backend.near_duplicates import HashRow, Match, NearDuplicateIndex
 from backend.perceptual_hash import PdqHash, hash_image
 from backend.reviews import CopyRule
-from backend.schema import Check, Image, ListedHash, Review, isoformat_z
+from backend.schema import Check, Image, ListedHash, Review, isoformat_z, utcnow
 from backend.settings import Settings
 from core.enums import Label
 from core.errors import NotFound
 
-# Rows up to this many ids below the highest seen are read again on every sync: an id is assigned when a row is
-# inserted but seen only once its transaction commits, so a slow transaction's row can appear behind a later one.
+# Rows up to this many ids below the highest seen, and stored this recently, are read again on every sync: an id is
+# assigned when a row is inserted but seen only once its transaction commits, so a slow transaction's row (a worker
+# attaching a chunk's fetched images, up to about a minute) can appear behind a later one.
 LOOKBACK_IDS = 1000
+LOOKBACK_S = 300.0
 
 
 def hash_fields(image: PILImage.Image) -> tuple[str, int]:
@@ -86,12 +88,11 @@ class MatchIndex:
 
     def _catch_up(self, session: Session) -> None:
         for kind, rows in (("image", _image_rows), ("listed", _listed_rows)):
-            since = max(0, self._marks[kind] - LOOKBACK_IDS)
             seen = self._recent[kind]
-            fresh = [row for row in rows(session, since) if abs(row[0]) not in seen]
+            fresh = [row for row in rows(session, self._marks[kind]) if abs(row[0]) not in seen]
             self.index.add_many(self._track(kind, fresh))
             floor = self._marks[kind] - LOOKBACK_IDS
-            self._recent[kind] = {row_id for row_id in seen if row_id > floor}
+            self._recent[kind] = {row_id for row_id in self._recent[kind] if row_id > floor}
 
     def _track(self, kind: str, rows: Iterable[HashRow]) -> Iterator[HashRow]:
         """Pass rows through, noting the highest id and the ids within the look-back window."""
@@ -99,7 +100,11 @@ class MatchIndex:
             row_id = abs(row[0])
             if row_id > self._marks[kind]:
                 self._marks[kind] = row_id
-            self._recent[kind].add(row_id)
+            recent = self._recent[kind]
+            recent.add(row_id)
+            if len(recent) > 4 * LOOKBACK_IDS:  # a full load streams every id through: keep only the window
+                floor = self._marks[kind] - LOOKBACK_IDS
+                self._recent[kind] = {kept for kept in recent if kept > floor}
             yield row
 
     def lookup(self, session: Session, pdq: PdqHash) -> list[Match]:
@@ -120,16 +125,20 @@ def warm_index(session: Session, settings: Settings) -> int:
     return len(index.index)
 
 
-def _image_rows(session: Session, after_id: int) -> Iterator[HashRow]:
+def _image_rows(session: Session, mark: int) -> Iterator[HashRow]:
+    """Rows above the mark, and the recent ones just under it (LOOKBACK_IDS); every row when the mark is 0."""
+    late = and_(Image.id > mark - LOOKBACK_IDS, Image.first_seen >= utcnow() - timedelta(seconds=LOOKBACK_S))
     query = (select(Image.id, Image.pdq_hex, Image.pdq_quality)
-             .where(Image.id > after_id, Image.pdq_hex.is_not(None)).order_by(Image.id))
+             .where(or_(Image.id > mark, late), Image.pdq_hex.is_not(None)).order_by(Image.id))
     for image_id, pdq_hex, quality in session.execute(query.execution_options(yield_per=10_000)):
         if pdq_hex is not None:  # the query's filter; said again for the type
             yield image_id, pdq_hex, quality
 
 
-def _listed_rows(session: Session, after_id: int) -> Iterator[HashRow]:
-    query = select(ListedHash.id, ListedHash.pdq_hex).where(ListedHash.id > after_id).order_by(ListedHash.id)
+def _listed_rows(session: Session, mark: int) -> Iterator[HashRow]:
+    late = and_(ListedHash.id > mark - LOOKBACK_IDS,
+                ListedHash.created_at >= utcnow() - timedelta(seconds=LOOKBACK_S))
+    query = select(ListedHash.id, ListedHash.pdq_hex).where(or_(ListedHash.id > mark, late)).order_by(ListedHash.id)
     for listed_id, pdq_hex in session.execute(query):
         yield -listed_id, pdq_hex, None
 

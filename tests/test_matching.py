@@ -21,6 +21,7 @@ from backend.checks import claim_checks, get_check, record_score, store_image, s
 from backend.db import session_scope
 from backend.matching import match_for_image, match_index
 from backend.migrate import upgrade_database
+from backend.perceptual_hash import PdqHash
 from backend.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
 from backend.schema import Image, ListedHash, ModelVersion, Review
 from backend.settings import Settings
@@ -291,3 +292,23 @@ def test_backfill_hashes_images_stored_before_hashing(database: Settings) -> Non
         assert stored is not None and stored.pdq_hex is not None
         fresh.sync(session)
         assert len(fresh.index) == 2
+
+
+def test_the_index_catches_up_with_rows_committed_out_of_order(database: Settings) -> None:
+    index = match_index(database.model_copy(update={"match_reload_s": 3600.0}))
+    originals = [photo("retina"), photo("hubble_deep_field")]
+    with session_scope(database) as session:
+        store_image(session, encoded(originals[0]), database)
+        index.sync(session)
+        assert len(index.index) == 1
+        late = store_image(session, encoded(originals[1]), database)
+        later = store_image(session, half_size(originals[0]), database)
+        # A row whose transaction committed late sits under the highest id seen: it is still picked up once.
+        index.index.remove([late.id])
+        index._marks["image"] = later.id  # noqa: SLF001 - as if `later` had been seen before `late` committed
+        index._recent["image"].add(later.id)  # noqa: SLF001
+        index.index.add(later.id, PdqHash(later.pdq_hex or "", later.pdq_quality))
+        index.sync(session)
+        index.sync(session)
+        assert len(index.index) == 3
+        assert [m.id for m in index.index.query(PdqHash(late.pdq_hex or "", late.pdq_quality))] == [late.id]
