@@ -17,18 +17,19 @@ from flask.testing import FlaskClient
 from PIL import Image as PILImage
 from sqlalchemy import select
 
+from backend.batches.results import format_results, iter_results
 from backend.checks import claim_checks, get_check, record_score, store_image, submit_image
 from backend.db import session_scope
 from backend.matching import match_for_image, match_index
 from backend.migrate import upgrade_database
 from backend.perceptual_hash import PdqHash
 from backend.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
-from backend.schema import Image, ListedHash, ModelVersion, Review
+from backend.schema import Batch, Image, ListedHash, ModelVersion, Review
 from backend.settings import Settings
 from backend.shapes import CheckOut
 from fakewatch.cli import cli
 from tests.stack import Stack
-from tests.test_admin import register_test_model
+from tests.test_admin import add_moderator, logged_in, register_test_model, texts
 
 MODERATOR = "mona"
 
@@ -312,3 +313,50 @@ def test_the_index_catches_up_with_rows_committed_out_of_order(database: Setting
         index.sync(session)
         assert len(index.index) == 3
         assert [m.id for m in index.index.query(PdqHash(late.pdq_hex or "", late.pdq_quality))] == [late.id]
+
+
+# --- batch results and the console ---------------------------------------------------------------------------
+
+
+def test_batch_results_carry_the_match(scored_db: Settings) -> None:
+    original = photo("retina")
+    base = scored_as_the_worker_does(scored_db, encoded(original), 0.9)
+    with session_scope(scored_db) as session:
+        label_image(session, image_of(scored_db, base), "fake", MODERATOR)
+    copy = scored_as_the_worker_does(scored_db, half_size(original), 0.2)
+    with session_scope(scored_db) as session:
+        batch = Batch(name="copies", total=1)
+        session.add(batch)
+        session.flush()
+        get_check(session, copy).batch_id = batch.id
+        batch_id = batch.id
+        base_sha = get_check(session, base).image.sha256  # type: ignore[union-attr]
+    with session_scope(scored_db) as session:
+        [row] = list(iter_results(session, batch_id))
+        csv_text = "".join(format_results(iter_results(session, batch_id), "csv"))
+    assert (row["verdict"], row["verdict_source"], row["match_label"], row["match_sha256"]) == \
+        ("fake", "match", "fake", base_sha)
+    assert 0 <= row["match_distance"] <= 31 and "match_distance" in csv_text.splitlines()[0]
+
+
+def test_console_folds_copies_into_one_card_and_lists_them_on_the_image_page(database: Settings) -> None:
+    register_test_model(database)
+    add_moderator(database)
+    original = photo("hubble_deep_field")
+    base = scored_as_the_worker_does(database, encoded(original), 0.9)
+    copy = scored_as_the_worker_does(database, half_size(original), 0.8)
+    at = logged_in(database)
+    assert "**2** image(s) waiting" in texts(at) and "+ 1 near-copy waiting" in texts(at)
+    at.button(key=f"fake_{image_of(database, base)}").click().run()
+    assert not at.exception, at.exception
+    assert "Labelled 2 image(s) fake, 1 of them as near-copies." in texts(at)
+    assert "Nothing to review under these filters." in texts(at)
+    with session_scope(database) as session:
+        sha256 = get_check(session, base).image.sha256  # type: ignore[union-attr]
+    at.query_params["sha256"] = sha256
+    at.switch_page("views/image.py").run()
+    assert not at.exception, at.exception
+    assert "Copies seen (1)" in texts(at)
+    [copies] = [frame.value for frame in at.dataframe if "distance" in frame.value.columns]
+    assert copies["distance"].tolist()[0] <= 31 and copies["checks"].tolist() == [1]
+    assert copies["sha256"].tolist() == [shown(database, copy)["image"]["sha256"]]
