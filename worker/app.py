@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from celery import current_app
 from celery.signals import celeryd_init, worker_process_init, worker_ready, worker_shutdown
+from sqlalchemy.exc import SQLAlchemyError
 
 import worker.tasks  # noqa: F401 - registers the tasks with whichever app is current
 from backend.db import reset_engines, session_scope
@@ -51,9 +52,14 @@ def _init_process(**_kwargs: object) -> None:
 
 
 def load_match_index(settings: Settings) -> None:
-    """Load the near-duplicate index from the database before the first chunk, as the model is."""
-    with session_scope(settings) as session:
-        held = warm_index(session, settings)
+    """Load the near-duplicate index from the database before the first chunk, as the model is. A database that
+    does not answer yet is no reason to stop: the index then loads at the first lookup."""
+    try:
+        with session_scope(settings) as session:
+            held = warm_index(session, settings)
+    except SQLAlchemyError:
+        log.exception("the near-duplicate index could not be loaded at start; it loads at the first lookup")
+        return
     log.info("near-duplicate index loaded: %d hashes", held)
 
 
