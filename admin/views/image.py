@@ -9,9 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from admin.auth import current_user, require_user
-from admin.context import session_scope
+from admin.context import console_settings, session_scope
 from admin.notices import flash, show_flash
 from admin.thumbnails import full_image
+from backend.matching import CopySeen, copies_seen, copy_rule
 from backend.reviews import ImageHistory, image_history, label_image
 from backend.verdicts import provenance_summary
 from core.enums import Label
@@ -26,7 +27,7 @@ def label(image_id: int, label_name: Label) -> None:
     note = st.session_state.get("image_note") or None
     try:
         with session_scope() as session:
-            label_image(session, image_id, label_name, user, note=note)
+            label_image(session, image_id, label_name, user, note=note, copies=copy_rule(console_settings()))
     except FakewatchError as error:
         flash("error", error.message)
         return
@@ -45,7 +46,15 @@ def checks_table(history: ImageHistory) -> pd.DataFrame:
 
 def reviews_table(history: ImageHistory) -> pd.DataFrame:
     return pd.DataFrame([{"at": review.created_at, "label": review.label, "by": review.reviewer,
-                          "note": review.note} for review in history.reviews])
+                          "note": review.note,
+                          "as a near-copy": None if review.match_distance is None else
+                          f"distance {review.match_distance}"} for review in history.reviews])
+
+
+def copies_table(copies: list[CopySeen]) -> pd.DataFrame:
+    return pd.DataFrame([{"distance": copy.distance, "label": copy.label, "size": f"{copy.image.width}×"
+                          f"{copy.image.height}", "checks": copy.checks, "sources": ", ".join(copy.sources),
+                          "pages": "\n".join(copy.page_urls), "sha256": copy.image.sha256} for copy in copies])
 
 
 def render_provenance(provenance: dict[str, Any] | None) -> None:
@@ -80,6 +89,7 @@ def render_image_page() -> None:
     try:
         with session_scope() as session:
             history = image_history(session, sha256)
+            copies = copies_seen(session, console_settings(), history.image)
     except FakewatchError as error:
         st.error(error.message)
         return
@@ -99,6 +109,11 @@ def render_image_page() -> None:
     render_provenance(image.provenance)
     st.subheader(f"Checks ({len(history.checks)})")
     st.dataframe(checks_table(history), hide_index=True, width="stretch")
+    st.subheader(f"Copies seen ({len(copies)})")
+    if copies:
+        st.dataframe(copies_table(copies), hide_index=True, width="stretch")
+    else:
+        st.caption("No other stored image is a near-copy of this one (PDQ hashes within the match distance).")
     st.subheader(f"Reviews ({len(history.reviews)})")
     if history.reviews:
         st.dataframe(reviews_table(history), hide_index=True, width="stretch")
