@@ -38,6 +38,7 @@ from core.policy import decide_verdict
 from models.cli import configure_tensorflow
 from models.data import OTHER_GROUP, Item, list_items
 from models.generalisation import base_datasets, describe_scores, score_items
+from models.train import REVIEWED_SHARE
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_BEFORE = Path(__file__).resolve().parents[1] / "var" / "models" / "stage5" / "default.keras"
@@ -92,19 +93,19 @@ def measure(model_path: Path, rest: list[Item], base: dict[str, list[Item]]) -> 
 
 
 def adapt(domain: Path, before: Path, base_dirs: list[Path], args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    from models.train import REVIEWED_SHARE, train
+    from models.train import train
 
     reviews, rest = pick_reviews(domain, args.reviews, args.seed)
     base_valid = {path.name: list_items(path, "valid") for path in base_dirs}
     print(f"{domain.name}: {len(reviews)} reviews, {len(rest)} images scored", file=sys.stderr, flush=True)
     started = time.monotonic()
     after = train([str(path) for path in base_dirs], epochs=args.epochs, items=as_reviewed(reviews, scratch / "store"),
-                  init_from=before, shares={OTHER_GROUP: REVIEWED_SHARE}, out=scratch / "after.keras", verbose=0,
+                  init_from=before, shares={OTHER_GROUP: args.share}, out=scratch / "after.keras", verbose=0,
                   seed=args.seed)
     train_seconds = time.monotonic() - started
-    result = {"domain": domain.name, "reviews": {"real": args.reviews, "fake": args.reviews},
-              "train_seconds": round(train_seconds, 1), "before": measure(before, rest, base_valid),
-              "after": measure(after, rest, base_valid)}
+    result: dict[str, Any] = {"domain": domain.name, "reviews": {"real": args.reviews, "fake": args.reviews},
+                              "train_seconds": round(train_seconds, 1), "before": measure(before, rest, base_valid),
+                              "after": measure(after, rest, base_valid)}
     result["verdict"] = targets(result)
     print(json.dumps({"domain": domain.name, **result["verdict"]}), file=sys.stderr, flush=True)
     return result
@@ -134,6 +135,8 @@ def main() -> None:
     parser.add_argument("--domains", default=DEFAULT_DOMAINS, help="Comma-separated datasets to adapt to.")
     parser.add_argument("--reviews", type=int, default=100, help="Reviewed images per class.")
     parser.add_argument("--epochs", type=int, default=5, help="Retrain epochs (the console's default).")
+    parser.add_argument("--share", type=float, default=REVIEWED_SHARE,
+                        help="Share of the draws for reviewed images (the console's retrain: models.train.REVIEWED_SHARE).")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
@@ -141,7 +144,7 @@ def main() -> None:
     configure_tensorflow(args.threads)
     seen = base_datasets(args.before)
     base_dirs = [args.data / name for name in sorted(seen) if (args.data / name).is_dir()]
-    output: dict[str, Any] = {"before": str(args.before), "before_version": read_metadata(args.before)["name"],
+    output: dict[str, Any] = {"before": str(args.before), "share": args.share, "before_version": read_metadata(args.before)["name"],
                               "base_datasets": [path.name for path in base_dirs], "epochs": args.epochs, "domains": []}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
