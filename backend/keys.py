@@ -32,8 +32,8 @@ def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
 def authenticate(session: Session, key: str) -> ApiKey:
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
     if row is None or row.revoked_at is not None:
-        raise FakewatchError("unauthorized",
-                             "The API key is unknown or revoked. Create one with `fakewatch keys create NAME`.", 401)
+        raise FakewatchError("unauthorized", "This API key is not recognised or was revoked. Create one with "
+                                             "`fakewatch keys create NAME`.", 401)
     return row
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -170,6 +171,7 @@ def up(settings: Settings, no_admin: bool) -> None:
     Uses the embedded default unless FAKEWATCH_DATABASE_URL / FAKEWATCH_BROKER_URL say otherwise.
     Logs go to FAKEWATCH_DATA_DIR/logs/. Ctrl-C stops everything.
     """
+    _refuse_taken_ports(settings, no_admin)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
     click.echo(f"API: {api_url}")
@@ -194,6 +196,31 @@ def up(settings: Settings, no_admin: bool) -> None:
     else:
         click.echo(f"Something did not start; see the logs in {settings.logs_dir}.", err=True)
     _supervise(processes)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether this process could listen on host:port now (another server there would answer in ours' place)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the servers bind: a port left in TIME_WAIT by a stopped server is free, a listening one is not.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def _refuse_taken_ports(settings: Settings, no_admin: bool) -> None:
+    """Stop before starting anything when the API's or the console's port is taken: otherwise `up` would report
+    Ready while another program answers there."""
+    wanted = [("the API", settings.api_port, "FAKEWATCH_API_PORT")]
+    if not no_admin:
+        wanted.append(("the admin console", settings.admin_port, "FAKEWATCH_ADMIN_PORT"))
+    for what, port, setting in wanted:
+        if not port_is_free(settings.api_host, port):
+            raise click.ClickException(
+                f"Port {port} on {settings.api_host} is already in use by another program, so {what} cannot start "
+                f"there. Set {setting} to a free port (or stop the program using {port}).")
 
 
 def _spawn(name: str, args: list[str], logs_dir: Path) -> subprocess.Popen[bytes]:

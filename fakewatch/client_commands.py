@@ -120,8 +120,7 @@ def watch(client: ApiClient, batch: dict[str, Any]) -> dict[str, Any]:
     with tqdm(total=batch["total"], unit="url", file=sys.stderr, dynamic_ncols=True,
               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}") as bar:
         while True:
-            finished = batch["done"] + batch["failed"] + batch["cancelled"]
-            bar.update(finished - bar.n)
+            bar.update(finished_count(batch) - bar.n)
             bar.set_postfix_str(progress_text(batch), refresh=True)
             if BatchStatus(batch["status"]).is_final and not batch.get("running"):
                 return batch
@@ -129,11 +128,19 @@ def watch(client: ApiClient, batch: dict[str, Any]) -> dict[str, Any]:
             batch = client.get_json(f"/api/v1/batches/{batch['id']}")
 
 
+def finished_count(batch: dict[str, Any]) -> int:
+    """Items that are final, whatever their outcome: what the bar fills with and the text's "done" says."""
+    return int(batch["done"]) + int(batch["failed"]) + int(batch["cancelled"])
+
+
 def progress_text(batch: dict[str, Any]) -> str:
+    """The text beside the bar: "done" counts the same finished items as the bar (checked, failed or cancelled),
+    then says what became of them."""
     rate = batch.get("rate_per_s")
     eta = batch.get("eta_s")
     left = "--" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
-    return (f"done {batch['done']}, flagged {batch['flagged']}, failed {batch['failed']}, "
+    return (f"done {finished_count(batch)}/{batch['total']} ({batch['done']} checked, {batch['flagged']} flagged, "
+            f"{batch['failed']} failed, {batch['cancelled']} cancelled), "
             f"{'--' if rate is None else f'{rate:.1f}'}/s, {left} left")
 
 

@@ -51,6 +51,22 @@ def isolated_settings(**values: Any) -> Settings:
     return _IsolatedSettings(**values)
 
 
+def ephemeral_port_range() -> str:
+    """The kernel's range for port-0 binds (where every test server lands), as an allow-list port range: no
+    database or admin server listens there, so allow-listing it never opens PostgreSQL's or Redis's port."""
+    try:
+        first, last = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except OSError:
+        first, last = "32768", "60999"
+    return f"{first}-{last}"
+
+
+def local_allowlist(host: str = "127.0.0.1") -> str:
+    """An allow-list entry for the test servers on ``host`` (FAKEWATCH_FETCH_ALLOWLIST takes ports: an entry
+    without one allows only 80 and 443)."""
+    return f"{host}:{ephemeral_port_range()}"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -97,7 +113,7 @@ def fresh_redis_url() -> str:
 
 
 def backend_env(kind: str, data_dir: Path) -> dict[str, str]:
-    env = {"FAKEWATCH_DATA_DIR": str(data_dir), "FAKEWATCH_FETCH_ALLOWLIST": "127.0.0.1",
+    env = {"FAKEWATCH_DATA_DIR": str(data_dir), "FAKEWATCH_FETCH_ALLOWLIST": local_allowlist(),
            # Short enough that tests see the sweeper work, long enough that slow CI never trips it needlessly.
            "FAKEWATCH_STUCK_AFTER_S": "8", "FAKEWATCH_SWEEP_INTERVAL_S": "1",
            "FAKEWATCH_RATE_LIMIT": "100000 per minute"}

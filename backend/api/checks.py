@@ -16,7 +16,7 @@ from backend.dispatch import enqueue_scoring
 from backend.schema import Check
 from backend.shapes import CheckOut, response_doc
 from core.enums import UPLOAD_SOURCES, CheckStatus, Source
-from core.errors import FakewatchError
+from core.errors import FakewatchError, Unparseable
 
 bp = APIBlueprint("checks", __name__, url_prefix="/api/v1/checks", tag="Checks")
 
@@ -78,6 +78,8 @@ def _submit_upload() -> Check:
 def _submit_url() -> Check:
     """A queued check for a JSON ``{"url"}``: a worker fetches it (with retries and the per-host cap)."""
     body = request.get_json(silent=True)
+    if body is None:
+        raise Unparseable('The body is not JSON; send JSON like {"url": "https://example.com/photo.jpg"}.')
     if not isinstance(body, dict) or not isinstance(body.get("url"), str):
         raise FakewatchError("invalid_request", 'Send JSON like {"url": "https://example.com/photo.jpg"}.')
     session = db()
