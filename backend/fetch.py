@@ -262,9 +262,29 @@ def _connect_pinned(conn: HTTPConnection, ip: IPAddress) -> socket.socket:
         raise NewConnectionError(conn, f"Failed to connect to {conn.host} ({ip}): {exc}") from exc
 
 
+def post_json(url: str, body: bytes, headers: dict[str, str], settings: Settings) -> int:
+    """POST a JSON body (a callback) under the same guard and timeouts as an image fetch: the URL's syntax, every
+    address its host resolves to (public, or allow-listed with this port), a connection pinned to a checked
+    address, one deadline. Redirects are not followed (the caller counts a 3xx as a failed delivery). Returns the
+    receiver's status; raises FetchError when the address is refused or the connection fails."""
+    deadline = time.monotonic() + settings.fetch_timeout_s
+    url = validate_url(url)
+    sent = {**headers, "Content-Length": str(len(body))}
+    with _opened(url, settings, deadline, method="POST", body=body, headers=sent) as response:
+        # A little of the answer is read so the connection closes cleanly; what it says is not used.
+        _shrink_read_timeout(response, _remaining(deadline, url))
+        try:
+            response.read1(CHUNK_BYTES)
+        except HTTPError:
+            pass
+        return response.status
+
+
 @contextmanager
-def _opened(url: str, settings: Settings, deadline: float) -> Iterator[BaseHTTPResponse]:
-    """Send the GET for one hop to a checked address of its host; yields the response, body unread."""
+def _opened(url: str, settings: Settings, deadline: float, method: str = "GET", body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> Iterator[BaseHTTPResponse]:
+    """Send the request for one hop to a checked address of its host (a GET for an image, unless ``method`` says
+    otherwise); yields the response, body unread."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = parts.hostname or ""
@@ -275,9 +295,10 @@ def _opened(url: str, settings: Settings, deadline: float) -> Iterator[BaseHTTPR
         pool = _pool(scheme, host, port, ip, settings, deadline)
         try:
             response = pool.urlopen(
-                "GET",
+                method,
                 target,
-                headers=REQUEST_HEADERS,
+                body=body,
+                headers=headers if headers is not None else REQUEST_HEADERS,
                 retries=False,
                 redirect=False,
                 preload_content=False,

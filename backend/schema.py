@@ -246,6 +246,7 @@ class Review(Base):
     check_id: Mapped[str | None] = mapped_column(ForeignKey("checks.id"))
     label: Mapped[Label] = mapped_column(enum_column(Label, "ck_reviews_label"))
     reviewer: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

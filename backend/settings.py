@@ -82,9 +82,8 @@ class Settings(BaseSettings):
     broker_poll_interval_s: float = 0.02
 
     # Callbacks (backend/callbacks.py): the waits before each retry of a failed delivery (the default's sum is 84
-    # minutes, so a receiver may be down for over an hour), and the tolerance receivers give a signature's timestamp.
+    # minutes, so a receiver may be down for over an hour). A delivery has the fetcher's timeouts and address guard.
     callback_retry_delays_s: Annotated[tuple[float, ...], NoDecode] = (10, 30, 60, 120, 300, 600, 900, 1200, 1800)
-    callback_timeout_s: float = 10.0
 
     # Retention (backend/retention.py): images nobody reviewed are deleted this many days after they were first
     # seen, by the scoring workers' periodic work. None (the default) keeps them.

@@ -20,8 +20,9 @@ import click
 import requests
 
 from admin import cli as admin_cli
+from backend.callbacks import checked_callback_url
 from backend.db import session_scope
-from backend.keys import create_key, has_keys, list_keys, revoke_key
+from backend.keys import create_key, has_keys, list_keys, revoke_key, rotate_secret, set_callback_url
 from backend.migrate import upgrade_database
 from backend.model_versions import ensure_shipped_model
 from backend.settings import Settings
@@ -83,13 +84,51 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
+@click.option("--callback-url", default=None,
+              help="Post this key's checks and batches here when they finish, unless a submission names its own.")
 @click.pass_obj
-def keys_create(settings: Settings, name: str) -> None:
-    """Create a key named NAME; the key is printed once, alone on the last line."""
-    with session_scope(settings) as session:
-        row, key = create_key(session, name)
-        click.echo(f"Created key {row.id} ({row.name}). Keep it now: it cannot be shown again.", err=True)
+def keys_create(settings: Settings, name: str, callback_url: str | None) -> None:
+    """Create a key named NAME: prints its callback-signing secret, then the key alone on the last line."""
+    try:
+        url = checked_callback_url(callback_url, settings) if callback_url else None
+        with session_scope(settings) as session:
+            row, key = create_key(session, name, callback_url=url)
+            click.echo(f"Created key {row.id} ({row.name}). Keep it now: it cannot be shown again.", err=True)
+            click.echo(f"Callback secret: {row.secret}")
+    except FakewatchError as error:
+        raise click.ClickException(error.message) from error
     click.echo(key)
+
+
+@keys.command("rotate-secret")
+@click.argument("key")
+@click.pass_obj
+def keys_rotate_secret(settings: Settings, key: str) -> None:
+    """Issue a new callback-signing secret for the key with this id or name (printed alone on the last line);
+    callbacks sent from now on are signed with it."""
+    try:
+        with session_scope(settings) as session:
+            row, secret = rotate_secret(session, key)
+            click.echo(f"New callback secret for key {row.id} ({row.name}); the old one no longer signs.", err=True)
+    except FakewatchError as error:
+        raise click.ClickException(error.message) from error
+    click.echo(secret)
+
+
+@keys.command("set-callback")
+@click.argument("key")
+@click.argument("url", required=False)
+@click.pass_obj
+def keys_set_callback(settings: Settings, key: str, url: str | None) -> None:
+    """Set the default callback URL of the key with this id or name (no URL: clear it)."""
+    try:
+        checked = checked_callback_url(url, settings) if url else None
+        with session_scope(settings) as session:
+            row = set_callback_url(session, key, checked)
+            click.echo(f"Key {row.id} ({row.name}) posts to {checked}." if checked
+                       else f"Key {row.id} ({row.name}) has no default callback URL.")
+    except FakewatchError as error:
+        raise click.ClickException(error.message) from error
 
 
 @keys.command("list")
@@ -180,13 +219,16 @@ def up(settings: Settings, no_admin: bool) -> None:
     version = prepare_database(settings)
     with session_scope(settings) as session:
         if not has_keys(session):
-            _, key = create_key(session, "first key (fakewatch up)")
+            row, key = create_key(session, "first key (fakewatch up)")
             click.echo(f"API key: {key}")
+            click.echo(f"Callback secret: {row.secret}")
     for line in first_run_lines(settings):
         click.echo(line)
     sys.stdout.flush()
     commands = {"api": ["api"], "worker": ["worker", "--queues", "scoring"],
-                "training-worker": ["worker", "--queues", "training", "--concurrency", "1"]}
+                "training-worker": ["worker", "--queues", "training", "--concurrency", "1"],
+                # Callbacks on their own worker: a slow receiver never holds up scoring.
+                "callbacks-worker": ["worker", "--queues", "callbacks", "--concurrency", "2"]}
     if not no_admin:
         commands["admin"] = ["admin"]
     processes = [_spawn(name, args, settings.logs_dir) for name, args in commands.items()]

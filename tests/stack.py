@@ -116,7 +116,9 @@ def backend_env(kind: str, data_dir: Path) -> dict[str, str]:
     env = {"FAKEWATCH_DATA_DIR": str(data_dir), "FAKEWATCH_FETCH_ALLOWLIST": local_allowlist(),
            # Short enough that tests see the sweeper work, long enough that slow CI never trips it needlessly.
            "FAKEWATCH_STUCK_AFTER_S": "8", "FAKEWATCH_SWEEP_INTERVAL_S": "1",
-           "FAKEWATCH_RATE_LIMIT": "100000 per minute"}
+           "FAKEWATCH_RATE_LIMIT": "100000 per minute",
+           # Callback retries a test can wait for (the default spreads them over 84 minutes).
+           "FAKEWATCH_CALLBACK_RETRY_DELAYS_S": "0.5,0.5,0.5"}
     if kind == "redis-postgres":
         env["FAKEWATCH_DATABASE_URL"] = create_postgres_database()
         env["FAKEWATCH_BROKER_URL"] = fresh_redis_url()
@@ -229,7 +231,8 @@ class Stack:
 
 
 def start_stack(kind: str, data_dir: Path, model_path: Path) -> Stack:
-    """Migrate, register ``model_path`` as the active model, create a key, start the API and one scoring worker."""
+    """Migrate, register ``model_path`` as the active model, create a key, start the API, one scoring worker and
+    the callbacks worker."""
     stack = Stack(kind=kind, env=backend_env(kind, data_dir), data_dir=data_dir)
     stack.run_cli("db", "upgrade")
     with stack.session() as session:
@@ -237,4 +240,5 @@ def start_stack(kind: str, data_dir: Path, model_path: Path) -> Stack:
     stack.api_key = stack.run_cli("keys", "create", "tests").stdout.strip().splitlines()[-1]
     stack.start_api()
     stack.start_worker()
+    stack.start_worker("callbacks-worker", "--queues", "callbacks", warm=False)
     return stack

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
+from backend.callbacks import schedule as schedule_callbacks
 from backend.checks import claim_checks, commit_finished, find_cached_scores, record_failure, record_score
 from backend.db import session_scope
 from backend.model_versions import require_active_version
@@ -34,7 +35,7 @@ def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]
         except FakewatchError as error:
             for check in checks:
                 record_failure(check, error.code, error.message)
-            commit_finished(session, checks)
+            _finish_chunk(session, checks, settings)
             return {"claimed": len(checks), CheckStatus.FAILED.value: len(checks)}
         # Concurrent, per-host capped, retried within the chunk's time budget: see worker/fetching.py.
         fetch_into_checks(session, checks, settings)
@@ -42,8 +43,17 @@ def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]
         pending = [check for check in checks if check.status == CheckStatus.RUNNING]
         pending = _apply_cached_scores(session, pending, version)
         _score_with_model(pending, version, settings)
-        commit_finished(session, checks)
+        _finish_chunk(session, checks, settings)
         return _tally(checks)
+
+
+def _finish_chunk(session: Session, checks: list[Check], settings: Settings) -> None:
+    """Commit the chunk's outcomes, then owe the callbacks of the checks and batches it finished: rows written
+    here, posted by the callbacks worker (never from this task, so no receiver slows scoring down)."""
+    finished_batches = commit_finished(session, checks)
+    final = [check.id for check in checks if check.status.is_final and check.callback_url]
+    if final or finished_batches:
+        schedule_callbacks(session, settings, check_ids=final, batch_ids=finished_batches)
 
 
 def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVersion) -> list[Check]:

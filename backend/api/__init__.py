@@ -9,7 +9,7 @@ from typing import Any
 from apiflask import APIFlask
 from flask_cors import CORS
 
-from backend.api import batches, checks, errors, health, images, training
+from backend.api import batches, checks, errors, health, images, model_versions, reviews, training
 from backend.api.auth import make_limiter
 from backend.api.context import EXTENSION, close_session
 from backend.settings import Settings
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     # Probes and docs are not API calls; a load balancer polling them must never be throttled.
     limiter.exempt(health.bp)
     errors.register(app)
-    for blueprint in (health.bp, checks.bp, images.bp, training.bp, batches.bp):
+    for blueprint in (health.bp, checks.bp, images.bp, training.bp, batches.bp, reviews.bp, model_versions.bp):
         app.register_blueprint(blueprint)
     app.teardown_appcontext(close_session)
 

@@ -1,6 +1,6 @@
 """Callbacks and retention (issue 17): a signing secret and a default callback URL per API key, a callback URL on
-checks and batches, one delivery record per callback owed, and deleted images (the row stays, marked; its checks
-are marked too).
+checks and batches, one delivery record per callback owed, deleted images (the row stays, marked; its checks
+are marked too), and a review's reason (reviews now arrive over the API too).
 
 Keys created before this revision get a secret here, so every key can sign its callbacks.
 
@@ -37,6 +37,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("image_deleted_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("images") as batch:
         batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("reviews") as batch:
+        batch.add_column(sa.Column("reason", sa.String(200), nullable=True))
     op.create_table(
         "callback_deliveries",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -61,6 +63,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_callback_deliveries_status_next", table_name="callback_deliveries")
     op.drop_table("callback_deliveries")
+    with op.batch_alter_table("reviews") as batch:
+        batch.drop_column("reason")
     with op.batch_alter_table("images") as batch:
         batch.drop_column("deleted_at")
     with op.batch_alter_table("checks") as batch:
