@@ -1,7 +1,7 @@
 """Training runs over HTTP, for `fakewatch retrain` and scripts: start one, follow it, cancel it.
 
-Promotion and roll-back are deliberately not here: an API key (held by browser extensions and scripts) may
-produce a candidate, but only a moderator in the console decides what becomes active."""
+Promotion and roll-back are not here but in backend/api/model_versions.py (an admin's action once keys have roles,
+issue 14): a run only produces a candidate."""
 
 from __future__ import annotations
 
