@@ -127,7 +127,10 @@ ERROR_DESCRIPTIONS = {
     409: "Conflicts with the current state",
     413: "Too large (`too_large`, `too_many_pixels`)",
     415: "Not a content type (or image format) accepted here (`unsupported_format`)",
-    503: "A service the request needs is unavailable",
+    422: "A field failed validation: a wrong type, a value out of range, a malformed URL or SHA-256",
+    429: "Too many requests for this key (`rate_limited`); the Retry-After header says when to try again",
+    500: "The server failed on this request (`internal_error`); it was logged",
+    503: "A service the request needs is unavailable (`no_active_model`, `broker_unavailable`)",
 }
 
 

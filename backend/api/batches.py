@@ -28,7 +28,7 @@ from backend.callbacks import callback_url_for
 from backend.callbacks import schedule as schedule_callbacks
 from backend.db import new_session
 from backend.settings import Settings
-from backend.shapes import BatchOut, BatchPage, CreatedBatchOut, response_doc
+from backend.shapes import BatchOut, BatchPage, CreatedBatchOut, error_doc, response_doc
 from core.errors import FakewatchError
 
 bp = APIBlueprint("batches", __name__, url_prefix="/api/v1/batches", tag="Batches")
@@ -106,7 +106,7 @@ def _read_entries() -> tuple[list[Entry], str, str]:
 @bp.auth_required(auth)
 @bp.input(NameQuery, location="query", arg_name="query")
 @bp.output(CreatedBatchOut, status_code=202, description="Accepted: the items are queued")
-@bp.doc(summary="Check a list of image URLs")
+@bp.doc(summary="Check a list of image URLs", responses=error_doc(400, 403, 413, 415))
 def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
     entries, name, callback = _read_entries()
     session = db()

@@ -16,7 +16,7 @@ from backend.callbacks import schedule as schedule_callbacks
 from backend.checks import get_check, submit_image, submit_url, wait_for_final
 from backend.dispatch import enqueue_scoring
 from backend.schema import Check
-from backend.shapes import CheckOut, response_doc
+from backend.shapes import CheckOut, error_doc, response_doc
 from core.enums import UPLOAD_SOURCES, CheckStatus, Source
 from core.errors import FakewatchError, Unparseable
 
@@ -108,8 +108,9 @@ def _submit_url() -> Check:
 @bp.auth_required(auth)
 @bp.input(WaitQuery, location="query", arg_name="query")
 @bp.output(CheckOut, status_code=202, description="Queued (202), or final (200) when it was ready in time")
-@bp.doc(summary="Check an image", responses=response_doc(
-    200, "The check was final within `wait`: done, or failed with the reason", ["application/json"], CheckOut))
+@bp.doc(summary="Check an image", responses={**response_doc(
+    200, "The check was final within `wait`: done, or failed with the reason", ["application/json"], CheckOut),
+    **error_doc(400, 403, 413, 415, 503)})
 def create_check(query: dict[str, Any]) -> tuple[Check, int] | tuple[Check, int, dict[str, str]]:
     if request.mimetype == "multipart/form-data":
         check = _submit_upload()

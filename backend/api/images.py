@@ -14,7 +14,7 @@ from backend.api.auth import auth
 from backend.api.context import app_settings, db
 from backend.retention import Deleted, delete_image
 from backend.schema import Image
-from backend.shapes import DeletedImageOut, response_doc
+from backend.shapes import DeletedImageOut, error_doc, response_doc
 from backend.store import image_path, is_sha256
 from core.errors import FakewatchError, NotFound
 
@@ -26,8 +26,9 @@ MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "G
 
 @bp.get("/<sha256>")
 @bp.auth_required(auth)
-@bp.doc(summary="Download a stored image", responses=response_doc(
-    200, "The original image bytes, as they were submitted", MIME_TYPES.values(), {"type": "string", "format": "binary"}))
+@bp.doc(summary="Download a stored image", responses={**response_doc(
+    200, "The original image bytes, as they were submitted", MIME_TYPES.values(), {"type": "string", "format": "binary"}),
+    **error_doc(422)})
 def download_image(sha256: str) -> Response:
     if not is_sha256(sha256):
         raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")

@@ -78,7 +78,7 @@ def create_review(sha256: str, body: dict[str, Any]) -> tuple[dict[str, Any], in
 @bp.get("/images/<sha256>/reviews")
 @bp.auth_required(auth)
 @bp.output(ReviewList)
-@bp.doc(summary="An image's reviews, newest first")
+@bp.doc(summary="An image's reviews, newest first", responses=error_doc(422))
 def read_reviews(sha256: str) -> dict[str, Any]:
     _image(sha256)
     return _reviews(sha256)
