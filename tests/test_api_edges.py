@@ -138,6 +138,18 @@ def test_an_upload_over_the_cap_reads_its_size_in_mebibytes(client: FlaskClient,
     assert edge.status_code == 413 and "at most 20 MiB" in edge.get_json()["error"]["message"]
 
 
+def test_an_over_limit_upload_is_read_to_its_end_before_the_413(client: FlaskClient,
+                                                                 auth_headers: dict[str, str]) -> None:
+    """The server answers before reading an upload it refuses by its Content-Length; it then reads (and drops)
+    the rest, so a client still sending is not reset whatever the server in front does with the connection."""
+    size = 25 * 1024 * 1024
+    body = io.BytesIO(b"--x\r\n" + b"\x00" * (size - 5))
+    response = client.post("/api/v1/checks", headers=auth_headers, input_stream=body, content_length=size,
+                           content_type="multipart/form-data; boundary=x")
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "too_large"
+    assert body.tell() == size, "the refused body was drained"
+
+
 def test_an_over_limit_upload_gets_its_413_over_a_real_connection(embedded_stack: Stack) -> None:
     """Without Expect: 100-continue (requests never sends it) the client is still sending when the server
     answers; the server reads the rest, so the client gets the JSON instead of a reset connection."""
