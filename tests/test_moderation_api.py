@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from core.enums import CheckStatus, Source, Verdict
 from core.model_metadata import SHIPPED_MODEL, metadata_path
 from fakewatch import client_commands
 from tests.fixtures_images import distinct_photos
+from worker.sweeper import start_sweeper
 
 
 def _version_copy(tmp_path: Path, name: str) -> Path:
@@ -260,3 +263,26 @@ def _client_init(session_class: type) -> Any:
         self.session.headers["Authorization"] = f"Bearer {api_key}"
 
     return init
+
+
+def test_the_sweeper_applies_retention_as_periodic_work(database: Settings) -> None:
+    with session_scope(database) as session:
+        register_model(session, SHIPPED_MODEL, activate=True)
+    settings = database.model_copy(update={"retention_days": 1.0, "sweep_interval_s": 0.1})
+    [(_, sha)] = _flagged_checks(settings, [0.9])
+    with session_scope(settings) as session:
+        image = session.scalars(select(Image).where(Image.sha256 == sha)).one()
+        image.first_seen = image.first_seen - timedelta(days=2)
+        stored = image_path(image.storage_key, settings.images_dir)
+    stop = threading.Event()
+    thread = start_sweeper(stop, settings)
+    try:
+        deadline = time.monotonic() + 20
+        while stored.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not stored.exists(), "the sweeper deleted the expired image"
+    with session_scope(settings) as session:
+        assert session.scalars(select(Image).where(Image.sha256 == sha)).one().deleted_at is not None
