@@ -266,6 +266,20 @@ def _attempt(session: Session, settings: Settings, delivery: CallbackDelivery) -
     return status, f"The receiver answered HTTP {status}."
 
 
+def deliveries_for_checks(session: Session, check_ids: Sequence[str]) -> dict[str, CallbackDelivery]:
+    """The deliveries of these checks, by check id (the console shows them beside each check)."""
+    rows = session.scalars(select(CallbackDelivery).where(CallbackDelivery.check_id.in_(list(check_ids))))
+    return {row.check_id: row for row in rows if row.check_id is not None}
+
+
+def describe_delivery(delivery: CallbackDelivery | None) -> str | None:
+    """One line for a person: what became of a callback."""
+    if delivery is None:
+        return None
+    said = f", last: {delivery.last_error}" if delivery.last_error else ""
+    return f"{delivery.status} after {delivery.attempts} attempt{'s' if delivery.attempts != 1 else ''}{said}"
+
+
 def delivery_of(session: Session, *, check_id: str | None = None,
                 batch_id: str | None = None) -> CallbackDelivery | None:
     owner = CallbackDelivery.check_id == check_id if check_id else CallbackDelivery.batch_id == batch_id

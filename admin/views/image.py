@@ -10,7 +10,9 @@ from admin.auth import current_user, require_user
 from admin.context import session_scope
 from admin.notices import flash, show_flash
 from admin.thumbnails import full_image
+from backend.callbacks import deliveries_for_checks, describe_delivery
 from backend.reviews import ImageHistory, image_history, label_image
+from backend.schema import CallbackDelivery
 from core.enums import Label
 from core.errors import FakewatchError
 
@@ -31,17 +33,19 @@ def label(image_id: int, label_name: Label) -> None:
     flash("success", f"Labelled {label_name}.")
 
 
-def checks_table(history: ImageHistory) -> pd.DataFrame:
+def checks_table(history: ImageHistory, deliveries: dict[str, CallbackDelivery] | None = None) -> pd.DataFrame:
+    deliveries = deliveries or {}
     return pd.DataFrame([{
         "checked": check.created_at, "model version": check.model_version.name if check.model_version else None,
         "score": check.score, "verdict": check.verdict, "status": check.status, "source": check.source,
         "page URL": check.page_url or check.source_url, "batch": check.batch_id, "check id": check.id,
+        "callback": describe_delivery(deliveries.get(check.id)),
     } for check in history.checks])
 
 
 def reviews_table(history: ImageHistory) -> pd.DataFrame:
     return pd.DataFrame([{"at": review.created_at, "label": review.label, "by": review.reviewer,
-                          "note": review.note} for review in history.reviews])
+                          "reason": review.reason, "note": review.note} for review in history.reviews])
 
 
 def render_labelling(history: ImageHistory) -> None:
@@ -64,6 +68,7 @@ def render_image_page() -> None:
     try:
         with session_scope() as session:
             history = image_history(session, sha256)
+            deliveries = deliveries_for_checks(session, [check.id for check in history.checks])
     except FakewatchError as error:
         st.error(error.message)
         return
@@ -71,9 +76,11 @@ def render_image_page() -> None:
     image = history.image
     picture, details = st.columns([3, 2])
     with picture:
-        data = full_image(image.storage_key)
+        data = None if image.deleted_at else full_image(image.storage_key)
         if data:
             st.image(data)  # natural size up to the column width: small images stay sharp
+        elif image.deleted_at:
+            st.warning(f"This image was deleted on {image.deleted_at:%Y-%m-%d %H:%M} UTC; its checks are kept.")
         else:
             st.warning("The stored image file is missing.")
     with details:
@@ -81,7 +88,7 @@ def render_image_page() -> None:
         st.caption(f"SHA-256 {image.sha256} · first seen {image.first_seen:%Y-%m-%d %H:%M} UTC")
         render_labelling(history)
     st.subheader(f"Checks ({len(history.checks)})")
-    st.dataframe(checks_table(history), hide_index=True, width="stretch")
+    st.dataframe(checks_table(history, deliveries), hide_index=True, width="stretch")
     st.subheader(f"Reviews ({len(history.reviews)})")
     if history.reviews:
         st.dataframe(reviews_table(history), hide_index=True, width="stretch")
