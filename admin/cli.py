@@ -14,7 +14,7 @@ from backend.users import create_user, list_users
 from core.errors import FakewatchError
 
 APP = Path(__file__).resolve().parent / "app.py"
-MAX_UPLOAD_MB = 20
+MAX_UPLOAD_MB = 20  # MiB, as every size fakewatch writes
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
@@ -23,7 +23,7 @@ def streamlit_command(host: str, port: int) -> list[str]:
             "--server.address", host, "--server.port", str(port), "--server.headless", "true",
             "--server.enableXsrfProtection", "true", "--server.enableCORS", "true",
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-            # URL lists are text: 10,000 URLs are about 1 MB.
+            # URL lists are text: 10,000 URLs are about 1 MiB. (Streamlit counts this setting in MiB.)
             "--server.maxUploadSize", str(MAX_UPLOAD_MB),
             "--client.toolbarMode", "minimal", "--theme.base", "light"]
 

@@ -38,7 +38,12 @@ def store_image(session: Session, data: bytes, settings: Settings, info: ImageIn
     ``info`` is the result of ``inspect_image`` on these bytes when the caller already has it (the fetcher does)."""
     # Bytes with a known SHA-256 passed every intake check when first stored: skip decoding them again.
     known = session.scalar(select(Image).where(Image.sha256 == hashlib.sha256(data).hexdigest()))
+    if known is not None and known.deleted_at is None:
+        return known
     if known is not None:
+        # Deleted earlier (backend/retention.py) and submitted again: a new submission, stored again.
+        put_image(data, known.sha256, settings.images_dir)
+        known.deleted_at = None
         if known.provenance is None:  # stored before provenance was read: read it now, once
             known.provenance = read_image_provenance(data, settings)
         return known
@@ -89,7 +94,7 @@ class Submission:
 
 def submit_image(session: Session, data: bytes, settings: Settings, *, source: Source = Source.UPLOAD,
                  source_url: str | None = None, page_url: str | None = None, api_key_id: int | None = None,
-                 info: ImageInfo | None = None) -> Submission:
+                 info: ImageInfo | None = None, callback_url: str | None = None) -> Submission:
     """Create a check for image bytes. If the active model already scored these bytes, the check is done at once
     (with the labelled near-copies known now as its match).
 
@@ -97,7 +102,7 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
     image = store_image(session, data, settings, info)
     version = require_active_version(session)
     check = Check(image_id=image.id, image=image, source=Source(source), source_url=source_url, page_url=page_url,
-                  api_key_id=api_key_id)
+                  api_key_id=api_key_id, callback_url=callback_url)
     session.add(check)
     cached = find_cached_scores(session, [image.id], version.id).get(image.id)
     if cached is not None:
@@ -108,7 +113,7 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
 
 
 def submit_url(session: Session, url: str, settings: Settings, *, page_url: str | None = None,
-               api_key_id: int | None = None) -> Check:
+               api_key_id: int | None = None, callback_url: str | None = None) -> Check:
     """Create a queued check for an image URL, which a worker fetches like a batch item.
 
     Refused at once: a malformed URL (``invalid_url``) and a host that resolves to an address the fetcher may not
@@ -118,7 +123,8 @@ def submit_url(session: Session, url: str, settings: Settings, *, page_url: str 
     url = validate_url(url)
     check_address(url, settings)
     require_active_version(session)
-    check = Check(source=Source.URL, source_url=url, page_url=page_url, api_key_id=api_key_id)
+    check = Check(source=Source.URL, source_url=url, page_url=page_url, api_key_id=api_key_id,
+                  callback_url=callback_url)
     session.add(check)
     session.flush()
     return check
@@ -203,14 +209,17 @@ def record_failure(check: Check, code: str, message: str) -> None:
     check.finished_at = utcnow()
 
 
-def commit_finished(session: Session, checks: Iterable[Check]) -> None:
+def commit_finished(session: Session, checks: Iterable[Check]) -> list[str]:
     """Commit what a worker recorded on these checks, then settle the batches whose last items they were (after
-    the commit, so of two workers finishing one batch's last items, the later one sees both)."""
+    the commit, so of two workers finishing one batch's last items, the later one sees both); returns the ids of
+    the batches this call finished."""
     session.commit()
     batch_ids = {check.batch_id for check in checks if check.batch_id is not None and check.status.is_final}
-    if batch_ids:
-        settle_batches(session, batch_ids)
-        session.commit()
+    if not batch_ids:
+        return []
+    finished = settle_batches(session, batch_ids)
+    session.commit()
+    return finished
 
 
 def attach_image(session: Session, check: Check, data: bytes, settings: Settings,

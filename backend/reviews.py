@@ -28,6 +28,7 @@ from core.errors import FakewatchError, NotFound
 
 QUEUE_ORDERS = ("oldest", "highest_score")
 MAX_NOTE_CHARS = 2000
+MAX_REASON_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def _queue_query(filters: QueueFilters, exclude_image_ids: Sequence[int]) -> Sel
     query = select(Check).where(
         Check.status == CheckStatus.DONE, Check.flagged.is_(True), Check.image_id.is_not(None), ~reviewed,
         not_matched_fake,
+        Check.image_deleted_at.is_(None),  # a deleted image has nothing left to look at
         Check.verdict.in_([v for v in filters.verdicts if v in FLAGGED_VERDICTS] or FLAGGED_VERDICTS),
         Check.score >= filters.min_score, Check.score <= filters.max_score,
     )
@@ -218,11 +220,14 @@ def _validate_label(label: str, note: str | None) -> Label:
 
 def label_images(session: Session, image_ids: Sequence[int], label: str, reviewer: str,
                  note: str | None = None, check_ids: Sequence[str | None] | None = None,
-                 copies: CopyRule | None = DEFAULT_COPY_RULE) -> Decision:
+                 copies: CopyRule | None = DEFAULT_COPY_RULE, reason: str | None = None) -> Decision:
     """Record one decision: the same label for one or several images, by one moderator, at one instant
     (so undo takes back the whole decision). With ``copies``, the waiting near-copies of those images are
-    resolved in the same decision (see the module's docstring)."""
+    resolved in the same decision (see the module's docstring). ``reason`` is a short why (a policy name, say),
+    ``note`` free text."""
     chosen = _validate_label(label, note)
+    if reason is not None and len(reason) > MAX_REASON_CHARS:
+        raise FakewatchError("invalid_request", f"A reason has at most {MAX_REASON_CHARS} characters.")
     if not reviewer.strip():
         raise FakewatchError("invalid_request", "A review records who made it: reviewer is required.")
     ids = list(dict.fromkeys(image_ids))
@@ -235,7 +240,7 @@ def label_images(session: Session, image_ids: Sequence[int], label: str, reviewe
     now = utcnow()
     for image_id in ids:
         session.add(Review(image_id=image_id, check_id=by_image.get(image_id), label=chosen, reviewer=reviewer,
-                           note=note or None, created_at=now))
+                           note=note or None, reason=reason or None, created_at=now))
     session.flush()
     resolved = _resolve_copies(session, ids, chosen, reviewer, note, now, copies)
     return Decision(reviewer=reviewer, label=chosen, image_ids=tuple(ids) + tuple(c.image_id for c in resolved),
@@ -272,8 +277,9 @@ def _resolve_copies(session: Session, labelled_ids: list[int], label: Label, rev
 
 
 def label_image(session: Session, image_id: int, label: str, reviewer: str, note: str | None = None,
-                check_id: str | None = None, copies: CopyRule | None = DEFAULT_COPY_RULE) -> Decision:
-    return label_images(session, [image_id], label, reviewer, note, [check_id], copies)
+                check_id: str | None = None, copies: CopyRule | None = DEFAULT_COPY_RULE,
+                reason: str | None = None) -> Decision:
+    return label_images(session, [image_id], label, reviewer, note, [check_id], copies, reason=reason)
 
 
 def undo_last_decision(session: Session, reviewer: str) -> Decision | None:

@@ -27,7 +27,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from core.enums import ACTIVE_RUN_STATUSES, BatchStatus, CheckStatus, Label, RunStatus, Source, Verdict, VerdictSource
+from core.enums import (
+    ACTIVE_RUN_STATUSES,
+    BatchStatus,
+    CheckStatus,
+    DeliveryStatus,
+    Label,
+    RunStatus,
+    Source,
+    Verdict,
+    VerdictSource,
+)
 
 
 def utcnow() -> datetime:
@@ -87,6 +97,9 @@ class Image(Base):
     # PDQ perceptual hash (64 hex digits) and its quality (0-100), for near-duplicate matching.
     pdq_hex: Mapped[str | None] = mapped_column(String(64))
     pdq_quality: Mapped[int | None] = mapped_column(Integer)
+    # Deleted on request or by retention (backend/retention.py): the bytes and derived files are gone; the row stays
+    # for the checks' audit trail (and, unless purged, its PDQ hash and labels for near-duplicate matching).
+    deleted_at: Mapped[datetime | None]
 
 
 class ApiKey(Base):
@@ -99,6 +112,10 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    # Signs this key's callbacks (HMAC-SHA256): the receiver must know it, so it is kept as is, never hashed.
+    secret: Mapped[str | None] = mapped_column(String(80))
+    # Where this key's checks and batches are posted when they finish, unless a submission names its own URL.
+    callback_url: Mapped[str | None] = mapped_column(Text)
 
 
 class ModelVersion(Base):
@@ -128,6 +145,7 @@ class Batch(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     invalid: Mapped[list[Any]] = mapped_column(default=list)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    callback_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
@@ -166,6 +184,10 @@ class Check(Base):
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    # Posted the check once it is final (a batch item has none: its batch is posted when it finishes).
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    # When its image was deleted: the check and its verdict stay, its ``image`` reads null from then on.
+    image_deleted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # When the check was last handed to the broker; the sweeper re-queues checks that sat too long.
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -174,6 +196,31 @@ class Check(Base):
 
     image: Mapped[Image | None] = relationship(lazy="joined")
     model_version: Mapped[ModelVersion | None] = relationship(lazy="joined")
+
+
+class CallbackDelivery(Base):
+    """One callback owed to a receiver: a final check or a finished batch, posted (and retried) by the callbacks
+    worker (backend/callbacks.py)."""
+
+    __tablename__ = "callback_deliveries"
+    __table_args__ = (Index("ix_callback_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # One delivery per check or batch, even when two workers finish it at once.
+    check_id: Mapped[str | None] = mapped_column(ForeignKey("checks.id"), unique=True)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), unique=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[DeliveryStatus] = mapped_column(enum_column(DeliveryStatus, "ck_callback_deliveries_status"),
+                                                   default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # When the next attempt is due; while one is in flight, when it counts as lost.
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_attempt_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
 
 
 class User(Base):
@@ -199,6 +246,7 @@ class Review(Base):
     check_id: Mapped[str | None] = mapped_column(ForeignKey("checks.id"))
     label: Mapped[Label] = mapped_column(enum_column(Label, "ck_reviews_label"))
     reviewer: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Set when this review was not a look at these bytes but followed a moderator's label of a near-copy (the

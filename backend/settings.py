@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from backend.allowlist import parse_allowlist
 from core.decoding import ImageLimits
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -44,12 +45,14 @@ class Settings(BaseSettings):
     api_url: str = ""
     api_key: str = ""
 
-    # Hosts, IPs or CIDRs the URL fetcher may reach although they are not public.
+    # Hosts, IPs or CIDRs, each with optional ports (``10.0.0.0/8:8080-8090``), that image fetches and callbacks may
+    # reach although they are not public; without a port an entry allows only 80 and 443 (backend/allowlist.py).
     fetch_allowlist: CommaList = ()
     fetch_connect_timeout_s: float = 5.0
     fetch_timeout_s: float = 20.0
     fetch_max_redirects: int = 3
 
+    # 20 MiB: sizes are written in MiB everywhere (messages, README).
     max_image_bytes: int = 20 * 1024 * 1024
     # Far below Pillow's own 89 MP warning: a decompression bomb is refused from its header alone.
     max_image_pixels: int = 40_000_000
@@ -82,6 +85,15 @@ class Settings(BaseSettings):
     # How often the embedded broker (SQLite) is polled when idle.
     broker_poll_interval_s: float = 0.02
 
+    # Callbacks (backend/callbacks.py): the waits before each retry of a failed delivery (the default's sum is 84
+    # minutes, so a receiver may be down for over an hour). A delivery has the fetcher's timeouts and address guard.
+    callback_retry_delays_s: Annotated[tuple[float, ...], NoDecode] = (10, 30, 60, 120, 300, 600, 900, 1200, 1800)
+
+    # Retention (backend/retention.py): images nobody reviewed are deleted this many days after they were first
+    # seen, by the scoring workers' periodic work. None (the default) keeps them.
+    retention_days: float | None = None
+    retention_interval_s: float = 3600.0
+
     # Retraining (backend/training/): base dataset folders trained on beside the reviewed images (empty means the
     # datasets the shipped model was trained on, when present), the share of reviewed images held out for the
     # candidate-vs-active comparison, default epochs, and when a silent running run counts as dead.
@@ -104,6 +116,22 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("callback_retry_delays_s", mode="before")
+    @classmethod
+    def _delays(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("fetch_allowlist")
+    @classmethod
+    def _readable_allowlist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_allowlist(value)  # a ValueError names the entry that cannot be read
+        return value
 
     @property
     def image_limits(self) -> ImageLimits:

@@ -110,3 +110,12 @@ class Source(StrEnum):
 
 # What an uploaded image may say it came from (a URL check or a batch item is never uploaded).
 UPLOAD_SOURCES: tuple[Source, ...] = (Source.UPLOAD, Source.EXTENSION)
+
+
+class DeliveryStatus(StrEnum):
+    """A callback delivery: pending (its next attempt is due at ``next_attempt_at``) until the receiver answers 2xx
+    (delivered) or every retry has failed (failed)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"

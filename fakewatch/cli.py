@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,8 +20,9 @@ import click
 import requests
 
 from admin import cli as admin_cli
+from backend.callbacks import checked_callback_url
 from backend.db import session_scope
-from backend.keys import create_key, has_keys, list_keys, revoke_key
+from backend.keys import create_key, has_keys, list_keys, revoke_key, rotate_secret, set_callback_url
 from backend.migrate import upgrade_database
 from backend.model_versions import ensure_shipped_model
 from backend.settings import Settings
@@ -82,13 +84,51 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
+@click.option("--callback-url", default=None,
+              help="Post this key's checks and batches here when they finish, unless a submission names its own.")
 @click.pass_obj
-def keys_create(settings: Settings, name: str) -> None:
-    """Create a key named NAME; the key is printed once, alone on the last line."""
-    with session_scope(settings) as session:
-        row, key = create_key(session, name)
-        click.echo(f"Created key {row.id} ({row.name}). Keep it now: it cannot be shown again.", err=True)
+def keys_create(settings: Settings, name: str, callback_url: str | None) -> None:
+    """Create a key named NAME: prints its callback-signing secret, then the key alone on the last line."""
+    try:
+        url = checked_callback_url(callback_url, settings) if callback_url else None
+        with session_scope(settings) as session:
+            row, key = create_key(session, name, callback_url=url)
+            click.echo(f"Created key {row.id} ({row.name}). Keep it now: it cannot be shown again.", err=True)
+            click.echo(f"Callback secret: {row.secret}")
+    except FakewatchError as error:
+        raise click.ClickException(error.message) from error
     click.echo(key)
+
+
+@keys.command("rotate-secret")
+@click.argument("key")
+@click.pass_obj
+def keys_rotate_secret(settings: Settings, key: str) -> None:
+    """Issue a new callback-signing secret for the key with this id or name (printed alone on the last line);
+    callbacks sent from now on are signed with it."""
+    try:
+        with session_scope(settings) as session:
+            row, secret = rotate_secret(session, key)
+            click.echo(f"New callback secret for key {row.id} ({row.name}); the old one no longer signs.", err=True)
+    except FakewatchError as error:
+        raise click.ClickException(error.message) from error
+    click.echo(secret)
+
+
+@keys.command("set-callback")
+@click.argument("key")
+@click.argument("url", required=False)
+@click.pass_obj
+def keys_set_callback(settings: Settings, key: str, url: str | None) -> None:
+    """Set the default callback URL of the key with this id or name (no URL: clear it)."""
+    try:
+        checked = checked_callback_url(url, settings) if url else None
+        with session_scope(settings) as session:
+            row = set_callback_url(session, key, checked)
+            click.echo(f"Key {row.id} ({row.name}) posts to {checked}." if checked
+                       else f"Key {row.id} ({row.name}) has no default callback URL.")
+    except FakewatchError as error:
+        raise click.ClickException(error.message) from error
 
 
 @keys.command("list")
@@ -170,6 +210,7 @@ def up(settings: Settings, no_admin: bool) -> None:
     Uses the embedded default unless FAKEWATCH_DATABASE_URL / FAKEWATCH_BROKER_URL say otherwise.
     Logs go to FAKEWATCH_DATA_DIR/logs/. Ctrl-C stops everything.
     """
+    _refuse_taken_ports(settings, no_admin)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
     click.echo(f"API: {api_url}")
@@ -178,13 +219,16 @@ def up(settings: Settings, no_admin: bool) -> None:
     version = prepare_database(settings)
     with session_scope(settings) as session:
         if not has_keys(session):
-            _, key = create_key(session, "first key (fakewatch up)")
+            row, key = create_key(session, "first key (fakewatch up)")
             click.echo(f"API key: {key}")
+            click.echo(f"Callback secret: {row.secret}")
     for line in first_run_lines(settings):
         click.echo(line)
     sys.stdout.flush()
     commands = {"api": ["api"], "worker": ["worker", "--queues", "scoring"],
-                "training-worker": ["worker", "--queues", "training", "--concurrency", "1"]}
+                "training-worker": ["worker", "--queues", "training", "--concurrency", "1"],
+                # Callbacks on their own worker: a slow receiver never holds up scoring.
+                "callbacks-worker": ["worker", "--queues", "callbacks", "--concurrency", "2"]}
     if not no_admin:
         commands["admin"] = ["admin"]
     processes = [_spawn(name, args, settings.logs_dir) for name, args in commands.items()]
@@ -194,6 +238,31 @@ def up(settings: Settings, no_admin: bool) -> None:
     else:
         click.echo(f"Something did not start; see the logs in {settings.logs_dir}.", err=True)
     _supervise(processes)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether this process could listen on host:port now (another server there would answer in ours' place)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the servers bind: a port left in TIME_WAIT by a stopped server is free, a listening one is not.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def _refuse_taken_ports(settings: Settings, no_admin: bool) -> None:
+    """Stop before starting anything when the API's or the console's port is taken: otherwise `up` would report
+    Ready while another program answers there."""
+    wanted = [("the API", settings.api_port, "FAKEWATCH_API_PORT")]
+    if not no_admin:
+        wanted.append(("the admin console", settings.admin_port, "FAKEWATCH_ADMIN_PORT"))
+    for what, port, setting in wanted:
+        if not port_is_free(settings.api_host, port):
+            raise click.ClickException(
+                f"Port {port} on {settings.api_host} is already in use by another program, so {what} cannot start "
+                f"there. Set {setting} to a free port (or stop the program using {port}).")
 
 
 def _spawn(name: str, args: list[str], logs_dir: Path) -> subprocess.Popen[bytes]:

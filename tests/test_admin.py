@@ -21,8 +21,9 @@ from backend.checks import claim_checks, get_check, record_score, submit_image
 from backend.dashboard import dashboard_data
 from backend.db import session_scope
 from backend.model_versions import register_model
+from backend.retention import delete_image
 from backend.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
-from backend.schema import Batch, Check, ModelVersion, Review, User
+from backend.schema import Batch, CallbackDelivery, Check, ModelVersion, Review, User
 from backend.settings import Settings
 from backend.shapes import CheckOut
 from backend.store import read_stored
@@ -406,6 +407,26 @@ def test_image_page_shows_checks_and_reviews_and_labels(console_db: Settings) ->
     assert f"Current label: **real** by {MODERATOR}" in texts(at) and len(at.dataframe) == 2
     at.text_input(key="image_sha256").input("0" * 64).run()
     assert "No stored image has SHA-256" in texts(at)
+
+
+def test_image_page_shows_callback_deliveries_and_a_deletion(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    with session_scope(console_db) as session:
+        check = get_check(session, seeded.flagged[0])
+        assert check.image is not None
+        sha256 = check.image.sha256
+        check.callback_url = "https://hooks.example.org/fw"
+        session.add(CallbackDelivery(check_id=check.id, url=check.callback_url, status="failed", attempts=4,
+                                     last_status_code=503, last_error="The receiver answered HTTP 503."))
+        session.flush()
+        delete_image(session, console_db, sha256)
+    at = logged_in(console_db)
+    at.query_params["sha256"] = sha256
+    at.switch_page("views/image.py").run()
+    assert not at.exception, at.exception
+    assert "This image was deleted on" in texts(at)
+    assert at.dataframe[0].value["callback"].tolist() == [
+        "failed after 4 attempts, last: The receiver answered HTTP 503."]
 
 
 def test_dashboard_page_renders_with_data_and_empty(console_db: Settings) -> None:

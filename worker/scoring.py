@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from backend.callbacks import schedule as schedule_callbacks
 from backend.checks import claim_checks, commit_finished, find_cached_scores, record_failure, record_score
 from backend.db import session_scope
 from backend.matching import match_for_image
@@ -36,7 +37,7 @@ def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]
         except FakewatchError as error:
             for check in checks:
                 record_failure(check, error.code, error.message)
-            commit_finished(session, checks)
+            _finish_chunk(session, checks, settings)
             return {"claimed": len(checks), CheckStatus.FAILED.value: len(checks)}
         # Concurrent, per-host capped, retried within the chunk's time budget: see worker/fetching.py.
         fetch_into_checks(session, checks, settings)
@@ -45,8 +46,17 @@ def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]
         matches = _labelled_matches(session, pending, settings)
         pending = _apply_cached_scores(session, pending, version, matches)
         _score_with_model(pending, version, settings, matches)
-        commit_finished(session, checks)
+        _finish_chunk(session, checks, settings)
         return _tally(checks)
+
+
+def _finish_chunk(session: Session, checks: list[Check], settings: Settings) -> None:
+    """Commit the chunk's outcomes, then owe the callbacks of the checks and batches it finished: rows written
+    here, posted by the callbacks worker (never from this task, so no receiver slows scoring down)."""
+    finished_batches = commit_finished(session, checks)
+    final = [check.id for check in checks if check.status.is_final and check.callback_url]
+    if final or finished_batches:
+        schedule_callbacks(session, settings, check_ids=final, batch_ids=finished_batches)
 
 
 def _labelled_matches(session: Session, checks: list[Check], settings: Settings) -> dict[int, dict[str, Any] | None]:

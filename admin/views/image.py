@@ -12,8 +12,10 @@ from admin.auth import current_user, require_user
 from admin.context import console_settings, session_scope
 from admin.notices import flash, show_flash
 from admin.thumbnails import full_image
+from backend.callbacks import deliveries_for_checks, describe_delivery
 from backend.matching import CopySeen, copies_seen, copy_rule
 from backend.reviews import ImageHistory, image_history, label_image
+from backend.schema import CallbackDelivery
 from backend.verdicts import provenance_summary
 from core.enums import Label
 from core.errors import FakewatchError
@@ -35,18 +37,20 @@ def label(image_id: int, label_name: Label) -> None:
     flash("success", f"Labelled {label_name}.")
 
 
-def checks_table(history: ImageHistory) -> pd.DataFrame:
+def checks_table(history: ImageHistory, deliveries: dict[str, CallbackDelivery] | None = None) -> pd.DataFrame:
+    deliveries = deliveries or {}
     return pd.DataFrame([{
         "checked": check.created_at, "model version": check.model_version.name if check.model_version else None,
         "score": check.score, "verdict": check.verdict, "verdict source": check.verdict_source,
         "status": check.status, "source": check.source,
         "page URL": check.page_url or check.source_url, "batch": check.batch_id, "check id": check.id,
+        "callback": describe_delivery(deliveries.get(check.id)),
     } for check in history.checks])
 
 
 def reviews_table(history: ImageHistory) -> pd.DataFrame:
     return pd.DataFrame([{"at": review.created_at, "label": review.label, "by": review.reviewer,
-                          "note": review.note,
+                          "reason": review.reason, "note": review.note,
                           "as a near-copy": None if review.match_distance is None else
                           f"distance {review.match_distance}"} for review in history.reviews])
 
@@ -90,6 +94,7 @@ def render_image_page() -> None:
         with session_scope() as session:
             history = image_history(session, sha256)
             copies = copies_seen(session, console_settings(), history.image)
+            deliveries = deliveries_for_checks(session, [check.id for check in history.checks])
     except FakewatchError as error:
         st.error(error.message)
         return
@@ -97,9 +102,11 @@ def render_image_page() -> None:
     image = history.image
     picture, details = st.columns([3, 2])
     with picture:
-        data = full_image(image.storage_key)
+        data = None if image.deleted_at else full_image(image.storage_key)
         if data:
             st.image(data)  # natural size up to the column width: small images stay sharp
+        elif image.deleted_at:
+            st.warning(f"This image was deleted on {image.deleted_at:%Y-%m-%d %H:%M} UTC; its checks are kept.")
         else:
             st.warning("The stored image file is missing.")
     with details:
@@ -108,7 +115,7 @@ def render_image_page() -> None:
         render_labelling(history)
     render_provenance(image.provenance)
     st.subheader(f"Checks ({len(history.checks)})")
-    st.dataframe(checks_table(history), hide_index=True, width="stretch")
+    st.dataframe(checks_table(history, deliveries), hide_index=True, width="stretch")
     st.subheader(f"Copies seen ({len(copies)})")
     if copies:
         st.dataframe(copies_table(copies), hide_index=True, width="stretch")

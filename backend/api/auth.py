@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from apiflask import HTTPTokenAuth
-from flask import request
+from flask import g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
@@ -19,6 +19,8 @@ auth = HTTPTokenAuth(scheme="Bearer", description="An API key from `fakewatch ke
 def verify_token(token: str) -> ApiKey | None:
     if not token:
         return None
+    # A key was sent: if it fails, the 401 says the key is not recognised rather than missing (backend/api/errors.py).
+    g.key_presented = True
     try:
         key = authenticate(db(), token)
     except FakewatchError:

@@ -24,12 +24,17 @@ from backend.batches.results import (
     format_results,
     iter_results,
 )
+from backend.callbacks import callback_url_for
+from backend.callbacks import schedule as schedule_callbacks
 from backend.db import new_session
 from backend.settings import Settings
-from backend.shapes import BatchOut, BatchPage, CreatedBatchOut, response_doc
+from backend.shapes import BatchOut, BatchPage, CreatedBatchOut, error_doc, response_doc
 from core.errors import FakewatchError
 
 bp = APIBlueprint("batches", __name__, url_prefix="/api/v1/batches", tag="Batches")
+
+CALLBACK_DOC = ("Where to POST the batch once it finishes, signed with the key's secret (X-Fakewatch-Signature); "
+                "default: the key's callback URL. Items are not posted one by one.")
 
 RESULT_TYPES: dict[ResultFormat, str] = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
@@ -39,13 +44,15 @@ BATCH_BODY_DOC = {
         "content": {
             "application/json": {"schema": {"type": "object", "required": ["urls"], "properties": {
                 "urls": {"type": "array", "items": {"type": "string"}, "maxItems": 10000},
-                "name": {"type": "string", "maxLength": 200}}}},
+                "name": {"type": "string", "maxLength": 200},
+                "callback_url": {"type": "string", "description": CALLBACK_DOC}}}},
             "text/plain": {"schema": {"type": "string", "description": "One URL per line; # starts a comment."}},
             "text/csv": {"schema": {"type": "string", "description": "A CSV with a header row and a `url` column."}},
             "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                 "file": {"type": "string", "format": "binary",
                          "description": "A .csv with a `url` column, or text with one URL per line."},
-                "name": {"type": "string"}}}},
+                "name": {"type": "string"},
+                "callback_url": {"type": "string", "description": CALLBACK_DOC}}}},
         },
     }
 }
@@ -60,6 +67,7 @@ class Created(BatchSummary):
 
 class NameQuery(Schema):
     name = String(load_default="", metadata={"description": "A name for the batch (JSON bodies may carry it too)."})
+    callback_url = String(load_default="", metadata={"description": "For a text or CSV body: " + CALLBACK_DOC})
 
 
 class PageQuery(Schema):
@@ -73,17 +81,23 @@ class ResultsQuery(Schema):
     which = String(data_key="only", load_default="all", validate=OneOf(list(RESULT_FILTERS)))
 
 
-def _read_entries() -> tuple[list[Entry], str]:
-    """The submitted lines and the batch name, from JSON, plain text, CSV, or an uploaded file."""
+def _read_entries() -> tuple[list[Entry], str, str]:
+    """The submitted lines, the batch name and callback URL, from JSON, plain text, CSV, or an uploaded file."""
     if request.is_json:
-        return entries_from_json(request.get_json(silent=True))
+        body = request.get_json(silent=True)
+        entries, name = entries_from_json(body)
+        callback = body.get("callback_url") if isinstance(body, dict) else None
+        if callback is not None and not isinstance(callback, str):
+            raise FakewatchError("invalid_request", "callback_url must be text: an http(s) URL.")
+        return entries, name, callback or ""
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
             raise FakewatchError("invalid_request", "Upload the list as a multipart file field named `file`.")
-        return entries_from_file(upload.read(), upload.filename or "", upload.mimetype), request.form.get("name", "")
+        return (entries_from_file(upload.read(), upload.filename or "", upload.mimetype), request.form.get("name", ""),
+                request.form.get("callback_url", ""))
     if request.mimetype in ("text/plain", "text/csv"):
-        return entries_from_file(request.get_data(), "", request.mimetype), ""
+        return entries_from_file(request.get_data(), "", request.mimetype), "", ""
     raise FakewatchError("unsupported_format", 'Send JSON {"urls": [...]}, text/plain with one URL per line, text/csv '
                                                "with a `url` column, or a multipart upload named `file`.", 415)
 
@@ -92,12 +106,13 @@ def _read_entries() -> tuple[list[Entry], str]:
 @bp.auth_required(auth)
 @bp.input(NameQuery, location="query", arg_name="query")
 @bp.output(CreatedBatchOut, status_code=202, description="Accepted: the items are queued")
-@bp.doc(summary="Check a list of image URLs")
+@bp.doc(summary="Check a list of image URLs", responses=error_doc(400, 403, 413, 415))
 def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
-    entries, name = _read_entries()
+    entries, name, callback = _read_entries()
     session = db()
+    callback_url = callback_url_for(current_key(), callback or query.get("callback_url") or None, app_settings())
     created = submit_list(session, entries, app_settings(), name=name or query.get("name") or "",
-                          api_key_id=current_key().id)
+                          api_key_id=current_key().id, callback_url=callback_url)
     summary = summarize(session, created.batch)
     body = Created(batch=summary.batch, progress=summary.progress, duplicates=created.duplicates)
     return body, 202, {"Location": url_for("batches.read_batch", batch_id=created.batch.id)}
@@ -130,6 +145,7 @@ def cancel(batch_id: str) -> BatchSummary:
     session = db()
     batch = cancel_batch(session, batch_id)
     session.commit()
+    schedule_callbacks(session, app_settings(), batch_ids=[batch.id])  # a cancelled batch has finished too
     return summarize(session, batch)
 
 

@@ -11,16 +11,20 @@ from flask import request, url_for
 
 from backend.api.auth import auth, current_key
 from backend.api.context import app_settings, db
+from backend.callbacks import callback_url_for
+from backend.callbacks import schedule as schedule_callbacks
 from backend.checks import get_check, submit_image, submit_url, wait_for_final
 from backend.dispatch import enqueue_scoring
 from backend.schema import Check
-from backend.shapes import CheckOut, response_doc
+from backend.shapes import CheckOut, error_doc, response_doc
 from core.enums import UPLOAD_SOURCES, CheckStatus, Source
-from core.errors import FakewatchError
+from core.errors import FakewatchError, Unparseable
 
 bp = APIBlueprint("checks", __name__, url_prefix="/api/v1/checks", tag="Checks")
 
 MAX_FIELD_CHARS = 2048
+CALLBACK_DOC = ("Where to POST the check once it is final, signed with the key's secret (X-Fakewatch-Signature); "
+                "default: the key's callback URL.")
 
 CHECK_BODY_DOC = {
     "requestBody": {
@@ -30,10 +34,12 @@ CHECK_BODY_DOC = {
                 "image": {"type": "string", "format": "binary"},
                 "image_url": {"type": "string", "description": "Where the image was found (not fetched)."},
                 "page_url": {"type": "string"},
-                "source": {"type": "string", "enum": [source.value for source in UPLOAD_SOURCES]}}}},
+                "source": {"type": "string", "enum": [source.value for source in UPLOAD_SOURCES]},
+                "callback_url": {"type": "string", "description": CALLBACK_DOC}}}},
             "application/json": {"schema": {"type": "object", "required": ["url"], "properties": {
                 "url": {"type": "string", "description": "An http(s) image URL for a worker to fetch."},
-                "page_url": {"type": "string"}}}},
+                "page_url": {"type": "string"},
+                "callback_url": {"type": "string", "description": CALLBACK_DOC}}}},
         },
     }
 }
@@ -66,23 +72,33 @@ def _submit_upload() -> Check:
     if source not in UPLOAD_SOURCES:
         raise FakewatchError("invalid_request", "source must be `upload` or `extension` for an uploaded image.")
     session = db()
+    callback = callback_url_for(current_key(), _optional_field(request.form.get("callback_url"), "callback_url"),
+                                app_settings())
     submission = submit_image(session, data, app_settings(), source=Source(source), api_key_id=current_key().id,
                               source_url=_optional_field(request.form.get("image_url"), "image_url"),
-                              page_url=_optional_field(request.form.get("page_url"), "page_url"))
+                              page_url=_optional_field(request.form.get("page_url"), "page_url"),
+                              callback_url=callback)
     session.commit()
     if submission.needs_scoring:
         enqueue_scoring(app_settings(), [submission.check.id])
+    else:
+        # Done at once from an earlier score: its callback is owed now.
+        schedule_callbacks(session, app_settings(), check_ids=[submission.check.id])
     return submission.check
 
 
 def _submit_url() -> Check:
     """A queued check for a JSON ``{"url"}``: a worker fetches it (with retries and the per-host cap)."""
     body = request.get_json(silent=True)
+    if body is None:
+        raise Unparseable('The body is not JSON; send JSON like {"url": "https://example.com/photo.jpg"}.')
     if not isinstance(body, dict) or not isinstance(body.get("url"), str):
         raise FakewatchError("invalid_request", 'Send JSON like {"url": "https://example.com/photo.jpg"}.')
     session = db()
+    callback = callback_url_for(current_key(), _optional_field(body.get("callback_url"), "callback_url"),
+                                app_settings())
     check = submit_url(session, body["url"], app_settings(), api_key_id=current_key().id,
-                       page_url=_optional_field(body.get("page_url"), "page_url"))
+                       page_url=_optional_field(body.get("page_url"), "page_url"), callback_url=callback)
     session.commit()
     enqueue_scoring(app_settings(), [check.id])
     return check
@@ -92,8 +108,9 @@ def _submit_url() -> Check:
 @bp.auth_required(auth)
 @bp.input(WaitQuery, location="query", arg_name="query")
 @bp.output(CheckOut, status_code=202, description="Queued (202), or final (200) when it was ready in time")
-@bp.doc(summary="Check an image", responses=response_doc(
-    200, "The check was final within `wait`: done, or failed with the reason", ["application/json"], CheckOut))
+@bp.doc(summary="Check an image", responses={**response_doc(
+    200, "The check was final within `wait`: done, or failed with the reason", ["application/json"], CheckOut),
+    **error_doc(400, 403, 413, 415, 503)})
 def create_check(query: dict[str, Any]) -> tuple[Check, int] | tuple[Check, int, dict[str, str]]:
     if request.mimetype == "multipart/form-data":
         check = _submit_upload()

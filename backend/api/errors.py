@@ -7,14 +7,23 @@ from collections.abc import Mapping
 from typing import cast
 
 from apiflask import APIFlask, HTTPError
-from flask import Response, jsonify
+from flask import Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from backend.api.context import app_settings
 from backend.shapes import ErrorOut
+from core.decoding import mebibytes
 from core.errors import FakewatchError
 
 log = logging.getLogger(__name__)
+
+# A key was sent but matches no active key: said apart from a missing key, so the person fixes the right thing.
+UNKNOWN_KEY_MESSAGE = ("This API key is not recognised or was revoked. Check FAKEWATCH_API_KEY, or create a key with "
+                       "`fakewatch keys create NAME`.")
+# An upload refused as too large is read to its end (and thrown away) up to this many times the limit, so the client,
+# which is still sending, receives the 413 instead of a reset connection; beyond it the connection is closed.
+DRAIN_FACTOR = 4
+DRAIN_CHUNK_BYTES = 256 * 1024
 
 # Codes for the errors Flask and its extensions raise themselves.
 HTTP_CODES = {
@@ -40,6 +49,8 @@ def register(app: APIFlask) -> None:
     @app.error_processor
     def apiflask_error(error: HTTPError) -> tuple[Response, int, dict[str, str]]:
         code, default_message = HTTP_CODES.get(error.status_code, ("error", "The request failed."))
+        if error.status_code == 401 and g.get("key_presented"):
+            default_message = UNKNOWN_KEY_MESSAGE
         generic = error.message in ("Unauthorized", "Not Found")
         message = error.message if error.message and not generic else default_message
         if error.detail:
@@ -54,12 +65,14 @@ def register(app: APIFlask) -> None:
     def http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
         status = error.code or 500
         code, message = HTTP_CODES.get(status, ("error", error.description or "The request failed."))
+        headers = dict(error.get_headers()) if status in (405, 429) else {}
         if status == 413:
             message = "The request is larger than the server accepts: images may be at most " \
-                      f"{app_settings().max_image_bytes // (1024 * 1024)} MB."
+                      f"{mebibytes(app_settings().max_image_bytes, limit=True)}."
+            if not _drain_body(DRAIN_FACTOR * (app_settings().max_image_bytes + 64 * 1024)):
+                headers["Connection"] = "close"
         if status == 429:
             message = f"Too many requests for this key ({error.description}); wait a little and try again."
-        headers = dict(error.get_headers()) if status in (405, 429) else {}
         headers.pop("Content-Type", None)
         return _body(code, message, status, headers)
 
@@ -68,6 +81,28 @@ def register(app: APIFlask) -> None:
         log.exception("unhandled error")
         return _body("internal_error", "The server failed on this request; it has been logged. Try again, "
                      "and report it if it repeats.", 500)
+
+
+def _drain_body(cap: int) -> bool:
+    """Read what is left of the request body and drop it, up to ``cap`` bytes; True when it was all read. A server
+    that answers before reading an upload and then closes makes the client's TCP stack see a reset while it is
+    still sending (curl and requests report a broken pipe, not the 413), unless it sent Expect: 100-continue."""
+    stream = request.environ.get("wsgi.input")
+    if stream is None:
+        return True
+    declared = request.content_length
+    if declared is not None and declared > cap:
+        return False
+    left = declared if declared is not None else cap
+    try:
+        while left > 0:
+            chunk = stream.read(min(DRAIN_CHUNK_BYTES, left))
+            if not chunk:
+                return True
+            left -= len(chunk)
+    except OSError:
+        return False
+    return declared is not None
 
 
 def _describe_detail(detail: object) -> str:

@@ -1,17 +1,21 @@
-"""GET /api/v1/images/<sha256>: the stored image, for the console and the extension; and .../matches, its
-near-copies."""
+"""GET /api/v1/images/<sha256>: the stored image, for the console and the extension; .../matches, its
+near-copies; DELETE removes it (backend/retention.py says what goes and what stays)."""
 
 from __future__ import annotations
 
-from apiflask import APIBlueprint
+from typing import Any
+
+from apiflask import APIBlueprint, Schema
+from apiflask.fields import Boolean
 from flask import Response, send_file
 from sqlalchemy import select
 
 from backend.api.auth import auth
 from backend.api.context import app_settings, db
 from backend.matching import ImageMatches, image_matches
+from backend.retention import Deleted, delete_image
 from backend.schema import Image
-from backend.shapes import ImageMatchesOut, response_doc
+from backend.shapes import DeletedImageOut, ImageMatchesOut, error_doc, response_doc
 from backend.store import image_path, is_sha256
 from core.errors import FakewatchError, NotFound
 
@@ -23,13 +27,14 @@ MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "G
 
 @bp.get("/<sha256>")
 @bp.auth_required(auth)
-@bp.doc(summary="Download a stored image", responses=response_doc(
-    200, "The original image bytes, as they were submitted", MIME_TYPES.values(), {"type": "string", "format": "binary"}))
+@bp.doc(summary="Download a stored image", responses={**response_doc(
+    200, "The original image bytes, as they were submitted", MIME_TYPES.values(), {"type": "string", "format": "binary"}),
+    **error_doc(422)})
 def download_image(sha256: str) -> Response:
     if not is_sha256(sha256):
         raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")
     image = db().scalar(select(Image).where(Image.sha256 == sha256))
-    if image is None:
+    if image is None or image.deleted_at is not None:
         raise NotFound(f"No stored image has SHA-256 {sha256}.")
     return send_file(image_path(image.storage_key, app_settings().images_dir),
                      mimetype=MIME_TYPES.get(image.format, "application/octet-stream"), max_age=86400,
@@ -45,3 +50,20 @@ def list_matches(sha256: str) -> ImageMatches:
     if not is_sha256(sha256):
         raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")
     return image_matches(db(), app_settings(), sha256)
+
+
+class DeleteQuery(Schema):
+    purge = Boolean(load_default=False, metadata={
+        "description": "Also remove the PDQ hash and the labels (kept by default for near-duplicate matching)."})
+
+
+@bp.delete("/<sha256>")
+@bp.auth_required(auth)
+@bp.input(DeleteQuery, location="query", arg_name="query")
+@bp.output(DeletedImageOut, description="Deleted: bytes gone, checks kept and marked")
+@bp.doc(summary="Delete a stored image (takedown or privacy request)")
+def remove_image(sha256: str, query: dict[str, Any]) -> Deleted:
+    session = db()
+    deleted = delete_image(session, app_settings(), sha256, purge=query["purge"])
+    session.commit()
+    return deleted

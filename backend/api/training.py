@@ -1,7 +1,7 @@
 """Training runs over HTTP, for `fakewatch retrain` and scripts: start one, follow it, cancel it.
 
-Promotion and roll-back are deliberately not here: an API key (held by browser extensions and scripts) may
-produce a candidate, but only a moderator in the console decides what becomes active."""
+Promotion and roll-back are not here but in backend/api/model_versions.py (an admin's action once keys have roles,
+issue 14): a run only produces a candidate."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from flask import url_for
 from backend.api.auth import auth, current_key
 from backend.api.context import app_settings, db
 from backend.schema import TrainingRun
-from backend.shapes import RunList, RunOut
+from backend.shapes import ErrorOut, RunList, RunOut, error_doc, response_doc
 from backend.training.runs import cancel_run, get_run, list_runs, start_training
 
 bp = APIBlueprint("training", __name__, url_prefix="/api/v1/training-runs", tag="Training")
@@ -32,7 +32,9 @@ class TrainingRequest(Schema):
 @bp.auth_required(auth)
 @bp.input(TrainingRequest, arg_name="body")
 @bp.output(RunOut, status_code=202, description="Queued")
-@bp.doc(summary="Start a training run", responses={409: "Another run is queued or running, or nothing to train on"})
+@bp.doc(summary="Start a training run", responses={
+    **error_doc(400, 413, 503),
+    **response_doc(409, "Another run is queued or running, or nothing to train on", ["application/json"], ErrorOut)})
 def create_run(body: dict[str, Any]) -> tuple[TrainingRun, int, dict[str, str]]:
     run = start_training(db(), app_settings(), from_scratch=body["from_scratch"], epochs=body.get("epochs"),
                          requested_by=f"API key {current_key().name}")
@@ -58,7 +60,7 @@ def read_run(run_id: str) -> TrainingRun:
 @bp.post("/<run_id>/cancel")
 @bp.auth_required(auth)
 @bp.output(RunOut)
-@bp.doc(summary="Cancel a queued run, or ask a running one to stop")
+@bp.doc(summary="Cancel a queued run, or ask a running one to stop", responses=error_doc(409))
 def cancel(run_id: str) -> TrainingRun:
     session = db()
     run = cancel_run(session, run_id)

@@ -31,13 +31,14 @@ class CreatedBatch:
     duplicates: int
 
 
-def create_batch(session: Session, parsed: ParsedList, *, name: str = "", api_key_id: int | None = None) -> CreatedBatch:
+def create_batch(session: Session, parsed: ParsedList, *, name: str = "", api_key_id: int | None = None,
+                 callback_url: str | None = None) -> CreatedBatch:
     """Insert the batch and one queued check per URL in bulk (no commit: :func:`submit_list` commits and sends)."""
     if len(name) > MAX_NAME_CHARS:
         raise FakewatchError("invalid_request", f"name must be at most {MAX_NAME_CHARS} characters.")
     now = utcnow()
     batch = Batch(id=new_id(), name=name, status=BatchStatus.QUEUED, total=len(parsed.urls), invalid=parsed.invalid,
-                  api_key_id=api_key_id, created_at=now)
+                  api_key_id=api_key_id, callback_url=callback_url, created_at=now)
     session.add(batch)
     session.flush()
     prefix = new_id()[:24]
@@ -52,11 +53,12 @@ def create_batch(session: Session, parsed: ParsedList, *, name: str = "", api_ke
 
 
 def submit_list(session: Session, entries: Sequence[Entry], settings: Settings, *, name: str = "",
-                api_key_id: int | None = None) -> CreatedBatch:
+                api_key_id: int | None = None, callback_url: str | None = None) -> CreatedBatch:
     """Validate the lines, insert the batch, commit, then send its checks to the workers: after the commit, so a
-    worker never sees an item that is not in the database yet."""
+    worker never sees an item that is not in the database yet. ``callback_url`` (checked by the caller) is posted
+    the batch when it finishes."""
     parsed = validate_entries(entries, settings.batch_max_urls)
-    created = create_batch(session, parsed, name=name, api_key_id=api_key_id)
+    created = create_batch(session, parsed, name=name, api_key_id=api_key_id, callback_url=callback_url)
     session.commit()
     enqueue_scoring(settings, created.check_ids)
     return created
@@ -92,16 +94,18 @@ def mark_batches_running(session: Session, claimed_check_ids: Sequence[str]) -> 
                     .values(status=BatchStatus.RUNNING).execution_options(synchronize_session=False))
 
 
-def settle_batches(session: Session, batch_ids: Iterable[str]) -> None:
+def settle_batches(session: Session, batch_ids: Iterable[str]) -> list[str]:
     """Mark done each of these batches none of whose items is queued or running any more, with the time its last
-    item ended (no commit). Idempotent, and a cancelled batch stays cancelled."""
+    item ended (no commit); returns the ids this call marked done (their callbacks are owed). Idempotent, and a
+    cancelled batch stays cancelled."""
     items = Check.batch_id == Batch.id
     last_ended = (select(func.max(Check.finished_at)).where(items, Check.status != CheckStatus.CANCELLED)
                   .scalar_subquery())
-    session.execute(
+    return list(session.scalars(
         update(Batch)
         .where(Batch.id.in_(list(batch_ids)), Batch.status.in_([BatchStatus.QUEUED, BatchStatus.RUNNING]),
                ~exists().where(items, Check.status.in_(PENDING_CHECK_STATUSES)))
         .values(status=BatchStatus.DONE, finished_at=func.coalesce(last_ended, utcnow()))
+        .returning(Batch.id)
         .execution_options(synchronize_session=False)
-    )
+    ))
