@@ -13,8 +13,10 @@ from datetime import datetime
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
-from backend.schema import Check, Image, Review, utcnow
-from core.enums import FLAGGED_VERDICTS, CheckStatus, Label, Source, Verdict
+from backend.access import Actor, require
+from backend.audit import record
+from backend.schema import Check, Image, Review, isoformat_z, utcnow
+from core.enums import FLAGGED_VERDICTS, AuditAction, CheckStatus, Label, Permission, Source, Verdict
 from core.errors import FakewatchError, NotFound
 
 QUEUE_ORDERS = ("oldest", "highest_score")
@@ -132,43 +134,64 @@ def _validate_label(label: str, note: str | None) -> Label:
     return Label(label)
 
 
-def label_images(session: Session, image_ids: Sequence[int], label: str, reviewer: str,
+def review_state(review: Review | None) -> dict[str, object] | None:
+    """A review as the audit trail records it before and after a change."""
+    if review is None:
+        return None
+    return {"label": review.label.value, "by": review.reviewer, "at": isoformat_z(review.created_at),
+            "note": review.note, "check_id": review.check_id}
+
+
+def label_images(session: Session, image_ids: Sequence[int], label: str, actor: Actor,
                  note: str | None = None, check_ids: Sequence[str | None] | None = None) -> Decision:
     """Record one decision: the same label for one or several images, by one moderator, at one instant
-    (so undo takes back the whole decision)."""
+    (so undo takes back the whole decision); one audit event per image."""
+    require(actor, Permission.LABEL)
     chosen = _validate_label(label, note)
+    reviewer = actor.label
     if not reviewer.strip():
         raise FakewatchError("invalid_request", "A review records who made it: reviewer is required.")
     ids = list(dict.fromkeys(image_ids))
     if not ids:
         raise FakewatchError("invalid_request", "Choose at least one image to label.")
-    known = set(session.scalars(select(Image.id).where(Image.id.in_(ids))))
+    known = {row.id: row.sha256 for row in session.execute(select(Image.id, Image.sha256).where(Image.id.in_(ids)))}
     if missing := [i for i in ids if i not in known]:
         raise NotFound(f"There is no image with id {missing[0]}.")
     by_image = dict(zip(image_ids, check_ids or [None] * len(image_ids), strict=True))
     now = utcnow()
     for image_id in ids:
-        session.add(Review(image_id=image_id, check_id=by_image.get(image_id), label=chosen, reviewer=reviewer,
-                           note=note or None, created_at=now))
+        before = review_state(latest_review(session, image_id))
+        review = Review(image_id=image_id, check_id=by_image.get(image_id), label=chosen, reviewer=reviewer,
+                        note=note or None, created_at=now)
+        session.add(review)
+        record(session, actor, AuditAction.LABEL, ("image", known[image_id]), before, review_state(review))
     session.flush()
     return Decision(reviewer=reviewer, label=chosen, image_ids=tuple(ids), at=now)
 
 
-def label_image(session: Session, image_id: int, label: str, reviewer: str, note: str | None = None,
+def label_image(session: Session, image_id: int, label: str, actor: Actor, note: str | None = None,
                 check_id: str | None = None) -> Decision:
-    return label_images(session, [image_id], label, reviewer, note, [check_id])
+    return label_images(session, [image_id], label, actor, note, [check_id])
 
 
-def undo_last_decision(session: Session, reviewer: str) -> Decision | None:
+def undo_last_decision(session: Session, actor: Actor) -> Decision | None:
     """Delete this moderator's most recent decision (every review it wrote); the images return to the queue
-    unless someone else had labelled them. None when there is nothing to undo."""
+    unless someone else had labelled them. None when there is nothing to undo. One audit event per image."""
+    require(actor, Permission.LABEL)
+    reviewer = actor.label
     last_at = session.scalar(select(func.max(Review.created_at)).where(Review.reviewer == reviewer))
     if last_at is None:
         return None
     rows = list(session.scalars(select(Review).where(Review.reviewer == reviewer, Review.created_at == last_at)))
+    removed = [(row.image_id, review_state(row)) for row in rows]
     for row in rows:
         session.delete(row)
     session.flush()
+    shas = {row.id: row.sha256
+            for row in session.execute(select(Image.id, Image.sha256).where(Image.id.in_([i for i, _ in removed])))}
+    for image_id, before in removed:
+        record(session, actor, AuditAction.UNDO, ("image", shas[image_id]), before,
+               review_state(latest_review(session, image_id)))
     return Decision(reviewer=reviewer, label=rows[0].label, image_ids=tuple(r.image_id for r in rows), at=last_at)
 
 

@@ -29,6 +29,7 @@ from backend.store import read_stored
 from backend.users import authenticate, create_user, first_run_lines, hash_password, verify_password
 from core.enums import Source, Verdict
 from core.errors import FakewatchError
+from tests.actors import OPERATOR, as_user
 from tests.fixtures_images import LocalServer, distinct_photos
 from tests.stack import Stack
 
@@ -112,7 +113,7 @@ def review_field(settings: Settings, check_id: str) -> dict[str, str] | None:
 
 def add_moderator(settings: Settings) -> Settings:
     with session_scope(settings) as session:
-        create_user(session, MODERATOR, PASSWORD)
+        create_user(session, MODERATOR, PASSWORD, actor=OPERATOR)
     return settings
 
 
@@ -252,24 +253,24 @@ def test_label_applies_to_every_check_of_the_image_and_undo_restores(both_dialec
     seeded = seed_queue(both_dialects)
     image_id = image_id_of(both_dialects, seeded.flagged[0])
     with session_scope(both_dialects) as session:
-        label_image(session, image_id, "real", "omar", note="a photo of a real event")
+        label_image(session, image_id, "real", as_user("omar"), note="a photo of a real event")
     with session_scope(both_dialects) as session:
-        label_image(session, image_id, "fake", MODERATOR)
+        label_image(session, image_id, "fake", as_user(MODERATOR))
     assert review_field(both_dialects, seeded.flagged[0]) is not None and review_field(both_dialects, seeded.flagged[0])["label"] == "fake"  # type: ignore[index]
     with session_scope(both_dialects) as session:
         cached = submit_image(session, _stored_bytes(both_dialects, seeded.flagged[0]), both_dialects).check
         cached_id = cached.id
     assert review_field(both_dialects, cached_id) == review_field(both_dialects, seeded.flagged[0])
     with session_scope(both_dialects) as session:
-        undone = undo_last_decision(session, MODERATOR)
+        undone = undo_last_decision(session, as_user(MODERATOR))
         assert undone is not None and undone.image_ids == (image_id,)
-        assert undo_last_decision(session, MODERATOR) is None
+        assert undo_last_decision(session, as_user(MODERATOR)) is None
         assert queue_size(session) == 2  # still reviewed, by omar
     assert review_field(both_dialects, cached_id) == {"label": "real", "by": "omar", "at": review_field(both_dialects, cached_id)["at"]}  # type: ignore[index]
     with session_scope(both_dialects) as session:
         for label, reviewer in (("maybe", MODERATOR), ("fake", " ")):
             with pytest.raises(FakewatchError):
-                label_image(session, image_id, label, reviewer)
+                label_image(session, image_id, label, as_user(reviewer))
 
 
 def _stored_bytes(settings: Settings, check_id: str) -> bytes:
@@ -285,10 +286,10 @@ def _stored_bytes(settings: Settings, check_id: str) -> bytes:
 def test_dashboard_aggregates_count_what_was_seeded(both_dialects: Settings) -> None:
     seeded = seed_queue(both_dialects)
     with session_scope(both_dialects) as session:
-        label_image(session, image_id_of(both_dialects, seeded.flagged[0]), "fake", MODERATOR)   # model said fake: agree
-        label_image(session, image_id_of(both_dialects, seeded.flagged[1]), "real", MODERATOR)   # model said fake: disagree
-        label_image(session, image_id_of(both_dialects, seeded.flagged[2]), "fake", MODERATOR)   # uncertain
-        label_image(session, image_id_of(both_dialects, seeded.real), "real", MODERATOR)         # model said real: agree
+        label_image(session, image_id_of(both_dialects, seeded.flagged[0]), "fake", as_user(MODERATOR))   # model said fake: agree
+        label_image(session, image_id_of(both_dialects, seeded.flagged[1]), "real", as_user(MODERATOR))   # model said fake: disagree
+        label_image(session, image_id_of(both_dialects, seeded.flagged[2]), "fake", as_user(MODERATOR))   # uncertain
+        label_image(session, image_id_of(both_dialects, seeded.real), "real", as_user(MODERATOR))         # model said real: agree
     yesterday = datetime.now(UTC) - timedelta(days=1)
     scored_check(both_dialects, distinct_photos(6, size=96)[5], 0.99, created_at=yesterday)
     with session_scope(both_dialects) as session:
@@ -413,7 +414,7 @@ def test_dashboard_page_renders_with_data_and_empty(console_db: Settings) -> Non
     assert [metric.value for metric in at.metric] == ["0", "–", "0", "empty"]
     seeded = seed_queue(console_db)
     with session_scope(console_db) as session:
-        label_image(session, image_id_of(console_db, seeded.flagged[0]), "fake", MODERATOR)
+        label_image(session, image_id_of(console_db, seeded.flagged[0]), "fake", as_user(MODERATOR))
     at.run()
     assert not at.exception, at.exception
     assert [metric.value for metric in at.metric][:3] == ["4", "75.0%", "2"]
@@ -469,7 +470,7 @@ def test_api_returns_the_moderators_label_for_every_check_of_the_image(embedded_
     with embedded_stack.session() as session:
         image_id = session.get(Check, first["id"])
         assert image_id is not None and image_id.image_id is not None
-        label_image(session, image_id.image_id, "fake", MODERATOR)
+        label_image(session, image_id.image_id, "fake", as_user(MODERATOR))
     for check_id in (first["id"], second["id"]):
         review = embedded_stack.get_check(check_id)["review"]
         assert review["label"] == "fake" and review["by"] == MODERATOR and review["at"].endswith("Z")

@@ -24,6 +24,7 @@ from backend.db import get_engine, session_scope
 from backend.migrate import upgrade_database
 from backend.reviews import label_image
 from backend.settings import Settings
+from tests.actors import as_user
 from tests.fixtures_images import LocalServer
 from tests.stack import free_port, isolated_settings, wait_for_url
 from tests.test_admin import MODERATOR, PASSWORD, add_moderator, image_id_of, seed_queue
@@ -50,7 +51,7 @@ def seed_console_database(settings: Settings, image_server: LocalServer) -> None
     upgrade_database(settings.database)
     seeded = seed_queue(add_moderator(settings))
     with session_scope(settings) as session:
-        label_image(session, image_id_of(settings, seeded.real), "real", MODERATOR)
+        label_image(session, image_id_of(settings, seeded.real), "real", as_user(MODERATOR))
         urls = "\n".join(image_server.url(f"/crawl/{n}.jpg") for n in range(5))
         create_batch(session, validate_entries(entries_from_text(urls + "\nnot a url"), settings.batch_max_urls),
                      name="crawl of example pages")

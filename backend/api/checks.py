@@ -9,13 +9,13 @@ from apiflask.fields import Float
 from apiflask.validators import Range
 from flask import request, url_for
 
-from backend.api.auth import auth, current_key
+from backend.api.auth import auth, current_actor
 from backend.api.context import app_settings, db
 from backend.checks import get_check, submit_image, submit_url, wait_for_final
 from backend.dispatch import enqueue_scoring
 from backend.schema import Check
 from backend.shapes import CheckOut, response_doc
-from core.enums import UPLOAD_SOURCES, CheckStatus, Source
+from core.enums import UPLOAD_SOURCES, CheckStatus, Permission, Source
 from core.errors import FakewatchError
 
 bp = APIBlueprint("checks", __name__, url_prefix="/api/v1/checks", tag="Checks")
@@ -66,7 +66,7 @@ def _submit_upload() -> Check:
     if source not in UPLOAD_SOURCES:
         raise FakewatchError("invalid_request", "source must be `upload` or `extension` for an uploaded image.")
     session = db()
-    submission = submit_image(session, data, app_settings(), source=Source(source), api_key_id=current_key().id,
+    submission = submit_image(session, data, app_settings(), source=Source(source), api_key_id=current_actor().id,
                               source_url=_optional_field(request.form.get("image_url"), "image_url"),
                               page_url=_optional_field(request.form.get("page_url"), "page_url"))
     session.commit()
@@ -81,7 +81,7 @@ def _submit_url() -> Check:
     if not isinstance(body, dict) or not isinstance(body.get("url"), str):
         raise FakewatchError("invalid_request", 'Send JSON like {"url": "https://example.com/photo.jpg"}.')
     session = db()
-    check = submit_url(session, body["url"], app_settings(), api_key_id=current_key().id,
+    check = submit_url(session, body["url"], app_settings(), api_key_id=current_actor().id,
                        page_url=_optional_field(body.get("page_url"), "page_url"))
     session.commit()
     enqueue_scoring(app_settings(), [check.id])
@@ -95,6 +95,7 @@ def _submit_url() -> Check:
 @bp.doc(summary="Check an image", responses=response_doc(
     200, "The check was final within `wait`: done, or failed with the reason", ["application/json"], CheckOut))
 def create_check(query: dict[str, Any]) -> tuple[Check, int] | tuple[Check, int, dict[str, str]]:
+    current_actor(Permission.SUBMIT)
     if request.mimetype == "multipart/form-data":
         check = _submit_upload()
     elif request.is_json:
@@ -115,4 +116,4 @@ def create_check(query: dict[str, Any]) -> tuple[Check, int] | tuple[Check, int,
 @bp.output(CheckOut)
 @bp.doc(summary="Read a check")
 def read_check(check_id: str) -> Check:
-    return get_check(db(), check_id)
+    return get_check(db(), check_id, current_actor())

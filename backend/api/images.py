@@ -6,8 +6,9 @@ from apiflask import APIBlueprint
 from flask import Response, send_file
 from sqlalchemy import select
 
-from backend.api.auth import auth
+from backend.api.auth import auth, current_actor
 from backend.api.context import app_settings, db
+from backend.checks import image_visible
 from backend.schema import Image
 from backend.shapes import response_doc
 from backend.store import image_path, is_sha256
@@ -27,7 +28,8 @@ def download_image(sha256: str) -> Response:
     if not is_sha256(sha256):
         raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")
     image = db().scalar(select(Image).where(Image.sha256 == sha256))
-    if image is None:
+    # A submitter reads only the images of its own checks; anyone else's answer exactly as a missing one.
+    if image is None or not image_visible(db(), image, current_actor()):
         raise NotFound(f"No stored image has SHA-256 {sha256}.")
     return send_file(image_path(image.storage_key, app_settings().images_dir),
                      mimetype=MIME_TYPES.get(image.format, "application/octet-stream"), max_age=86400,

@@ -12,11 +12,12 @@ from apiflask.fields import Boolean, Integer
 from apiflask.validators import Range
 from flask import url_for
 
-from backend.api.auth import auth, current_key
+from backend.api.auth import auth, current_actor
 from backend.api.context import app_settings, db
 from backend.schema import TrainingRun
 from backend.shapes import RunList, RunOut
 from backend.training.runs import cancel_run, get_run, list_runs, start_training
+from core.enums import Permission
 
 bp = APIBlueprint("training", __name__, url_prefix="/api/v1/training-runs", tag="Training")
 
@@ -34,8 +35,8 @@ class TrainingRequest(Schema):
 @bp.output(RunOut, status_code=202, description="Queued")
 @bp.doc(summary="Start a training run", responses={409: "Another run is queued or running, or nothing to train on"})
 def create_run(body: dict[str, Any]) -> tuple[TrainingRun, int, dict[str, str]]:
-    run = start_training(db(), app_settings(), from_scratch=body["from_scratch"], epochs=body.get("epochs"),
-                         requested_by=f"API key {current_key().name}")
+    run = start_training(db(), app_settings(), actor=current_actor(Permission.TRAIN), from_scratch=body["from_scratch"],
+                         epochs=body.get("epochs"))
     return run, 202, {"Location": url_for("training.read_run", run_id=run.id)}
 
 
@@ -44,7 +45,7 @@ def create_run(body: dict[str, Any]) -> tuple[TrainingRun, int, dict[str, str]]:
 @bp.output(RunList)
 @bp.doc(summary="List recent training runs, newest first")
 def read_runs() -> dict[str, list[TrainingRun]]:
-    return {"runs": list_runs(db())}
+    return {"runs": list_runs(db(), actor=current_actor())}
 
 
 @bp.get("/<run_id>")
@@ -52,7 +53,7 @@ def read_runs() -> dict[str, list[TrainingRun]]:
 @bp.output(RunOut)
 @bp.doc(summary="Read a training run: status, epoch, metrics history, candidate and comparison")
 def read_run(run_id: str) -> TrainingRun:
-    return get_run(db(), run_id)
+    return get_run(db(), run_id, current_actor())
 
 
 @bp.post("/<run_id>/cancel")
@@ -61,6 +62,6 @@ def read_run(run_id: str) -> TrainingRun:
 @bp.doc(summary="Cancel a queued run, or ask a running one to stop")
 def cancel(run_id: str) -> TrainingRun:
     session = db()
-    run = cancel_run(session, run_id)
+    run = cancel_run(session, run_id, actor=current_actor())
     session.commit()
     return run
