@@ -68,7 +68,8 @@ def require_permission(permission: Permission) -> Actor:
 
 def client_address() -> str | None:
     """The browser's address as Streamlit sees it (None from localhost), which the login limiter counts by."""
-    return st.context.ip_address
+    address = st.context.ip_address
+    return address if isinstance(address, str) else None  # AppTest has no real connection
 
 
 def render_login() -> None:

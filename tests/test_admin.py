@@ -403,7 +403,10 @@ def test_image_page_shows_checks_and_reviews_and_labels(console_db: Settings) ->
     at.text_input(key="image_note").input("watermark of a generator")
     at.button(key="image_real").click().run()
     assert [(r.label, r.note) for r in reviews(console_db)] == [("real", "watermark of a generator")]
-    assert f"Current label: **real** by {MODERATOR}" in texts(at) and len(at.dataframe) == 2
+    assert f"Current label: **real** by {MODERATOR}" in texts(at) and len(at.dataframe) == 3
+    history = at.dataframe[-1].value  # the image's own audit trail
+    assert history["action"].tolist() == ["review.label"] and history["by"].tolist() == [MODERATOR]
+    assert history["before"].tolist() == [None] and history["after"].tolist() == ["real"]
     at.text_input(key="image_sha256").input("0" * 64).run()
     assert "No stored image has SHA-256" in texts(at)
 
