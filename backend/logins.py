@@ -60,7 +60,7 @@ def retry_after(session: Session, settings: Settings, name: str, address: str | 
     if address:
         checks.append(AuditEvent.address == address)
     retry_ats = [t.retry_at for t in (_throttle(session, settings, whose, now) for whose in checks) if t.retry_at]
-    return max(((at - now).total_seconds() for at in retry_ats), default=0.0) if retry_ats else 0.0
+    return max([0.0, *((at - now).total_seconds() for at in retry_ats)])
 
 
 def log_in(session: Session, settings: Settings, name: str, password: str, address: str | None = None) -> User:

@@ -17,7 +17,7 @@ from backend.audit import record
 from backend.db import get_or_not_found
 from backend.dispatch import enqueue_training
 from backend.model_versions import active_version, register_model
-from backend.schema import ModelVersion, TrainingRun, utcnow
+from backend.schema import ModelVersion, TrainingRun, new_id, utcnow
 from backend.settings import Settings
 from backend.training.data import assemble_training_data
 from core.enums import ACTIVE_RUN_STATUSES, ActorKind, AuditAction, Permission, RunStatus
@@ -48,18 +48,20 @@ def request_training(session: Session, settings: Settings, *, actor: Actor, from
     params = {"from_scratch": from_scratch, "epochs": epochs,
               "base_version_id": None if from_scratch or base is None else base.id,
               "architecture": base.architecture if base is not None else "default", "data": data.summary()}
-    run = TrainingRun(status=RunStatus.QUEUED, params=params, requested_by=requested_by,
+    run = TrainingRun(id=new_id(), status=RunStatus.QUEUED, params=params, requested_by=requested_by,
                       api_key_id=actor.id if actor.kind is ActorKind.KEY else None,
                       progress={"phase": RunStatus.QUEUED.value, "epoch": 0, "epochs": epochs, "history": []})
+    # The event first: its INSERT opens the transaction, so the savepoint below nests in it. (Opened by a
+    # SAVEPOINT, pysqlite's transaction would end at its RELEASE, committing the run without its event.)
+    record(session, actor, AuditAction.TRAINING_START, ("training_run", run.id), None,
+           {"status": RunStatus.QUEUED.value, "from_scratch": from_scratch, "epochs": epochs,
+            "base_version_id": params["base_version_id"]})
     try:
         with session.begin_nested():
             session.add(run)
     except IntegrityError:
         raise FakewatchError("training_busy", "Another training run was requested at the same moment: one run at "
                                               "a time. Wait for it to finish or cancel it.", 409) from None
-    record(session, actor, AuditAction.TRAINING_START, ("training_run", run.id), None,
-           {"status": run.status, "from_scratch": from_scratch, "epochs": epochs,
-            "base_version_id": params["base_version_id"]})
     return run
 
 
