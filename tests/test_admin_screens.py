@@ -14,8 +14,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from backend.batches.lifecycle import create_batch
@@ -183,3 +185,21 @@ def test_one_click_labels_in_the_browser(console: Console, page: Page) -> None:
     expect(waiting).to_contain_text(f"{before - 1} image(s) waiting")
     page.get_by_role("button", name="Undo my last decision").click()
     expect(waiting).to_contain_text(f"{before} image(s) waiting")
+
+
+def test_images_are_served_only_inside_the_logged_in_session(console: Console, page: Page) -> None:
+    """The queue's previews and the image page's original reach the browser inside the session's websocket (data:
+    URLs), so no address outlives the session: the browser fetches nothing under /media/, and /media/ answers
+    nothing to a request that never logged in."""
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    log_in(page, console.url)
+    settle(page, "Review queue")
+    page.get_by_role("link", name="Image details").first.click()
+    settle(page, "Image")
+    sources: list[str] = page.evaluate("() => [...document.images].map(image => image.src)")
+    shown = [source for source in sources if source.startswith("data:image/")]
+    assert len(shown) >= 1, sources
+    media = [url for url in [*fetched, *sources] if urlsplit(url).path.startswith("/media/")]  # not /static/media fonts
+    assert media == [], "an image was served from a public /media/ address"
+    assert requests.get(f"{console.url}/media/{'0' * 56}.jpeg", timeout=10).status_code == 404
