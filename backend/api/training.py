@@ -1,7 +1,8 @@
 """Training runs over HTTP, for `fakewatch retrain` and scripts: start one, follow it, cancel it.
 
-Promotion and roll-back are deliberately not here: an API key (held by browser extensions and scripts) may
-produce a candidate, but only a moderator in the console decides what becomes active."""
+Starting and cancelling a run needs a moderator's or admin's key (backend/access.py); a submitter key reads only the
+runs it requested, which is none. Promotion and roll-back are deliberately not here: a key may produce a
+candidate, but only an admin in the console decides what becomes active."""
 
 from __future__ import annotations
 
