@@ -27,7 +27,7 @@ from backend.settings import Settings
 from backend.shapes import CheckOut
 from backend.store import read_stored
 from backend.users import authenticate, create_user, first_run_lines, hash_password, verify_password
-from core.enums import Source, Verdict
+from core.enums import Role, Source, Verdict
 from core.errors import FakewatchError
 from tests.actors import OPERATOR, as_user
 from tests.fixtures_images import LocalServer, distinct_photos
@@ -111,9 +111,9 @@ def review_field(settings: Settings, check_id: str) -> dict[str, str] | None:
         return review
 
 
-def add_moderator(settings: Settings) -> Settings:
+def add_moderator(settings: Settings, role: Role = Role.MODERATOR) -> Settings:
     with session_scope(settings) as session:
-        create_user(session, MODERATOR, PASSWORD, actor=OPERATOR)
+        create_user(session, MODERATOR, PASSWORD, role, actor=OPERATOR)
     return settings
 
 

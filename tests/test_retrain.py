@@ -33,7 +33,7 @@ from backend.shapes import RunOut
 from backend.training.data import assemble_training_data, base_datasets, is_heldout
 from backend.training.rescoring import rescore_flagged
 from backend.training.runs import cancel_run, claim_run, finish_run, get_run, request_training, start_training
-from core.enums import Label
+from core.enums import Label, Role
 from core.errors import FakewatchError
 from tests.actors import OPERATOR, as_user
 from tests.fixtures_models import write_tiny_dataset
@@ -392,7 +392,7 @@ def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Sett
         claim_run(session, run.id)
         finish_run(session, run.id, _fake_version(models_dir, "cand"), comparison)
 
-    at = logged_in(add_moderator(services_db), "views/models.py")
+    at = logged_in(add_moderator(services_db, Role.ADMIN), "views/models.py")  # promoting is an admin's
     assert "Candidate vs active" in texts(at) and "Reviewed images: **3 real, 3 fake**" in texts(at)
     table = at.dataframe[-1].value
     assert table["metric"].tolist() == ["roc_auc", "accuracy", "fpr_at_threshold"]
