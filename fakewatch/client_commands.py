@@ -55,8 +55,15 @@ def describe_check(target: str, result: dict[str, Any]) -> str:
     if status != CheckStatus.DONE:
         return f"{target}: {status} (check {result.get('id')}; not finished yet)"
     review = f", reviewed {result['review']['label']}" if result.get("review") else ""
-    return (f"{target}: {result['verdict']} (confidence {result['confidence']:.2f}, score {result['score']:.3f}, "
-            f"model {result['model_version']}{review})")
+    source = result.get("verdict_source") or "model"
+    evidence = (result.get("provenance") or {}).get("summary") or ""
+    if result.get("confidence") is not None:
+        decided = f"confidence {result['confidence']:.2f}"
+    else:  # other evidence than the model decided: show it instead of a confidence (DESIGN.md)
+        decided = f"by {source}" + (f": {evidence}" if source == "provenance" and evidence else "")
+    shown = f"; provenance: {evidence}" if evidence and not decided.endswith(evidence) else ""
+    return (f"{target}: {result['verdict']} ({decided}, score {result['score']:.3f}, "
+            f"model {result['model_version']}{review}{shown})")
 
 
 # --- scan ---------------------------------------------------------------------------------------------------------

@@ -326,7 +326,7 @@ def test_failed_logins_wait_longer_then_lock_out(database: Settings) -> None:
 
 
 def test_failed_logins_count_per_address_across_names_and_a_success_resets(database: Settings) -> None:
-    settings = database.model_copy(update=LIMITS)
+    settings = database.model_copy(update={**LIMITS, "login_delay_base_s": 30.0})
     with session_scope(settings) as session:
         create_user(session, "mona", "the right password", actor=OPERATOR)
     assert _attempt(settings, "alice", "guess", "10.9.9.9") == "unauthorized"
@@ -382,9 +382,9 @@ def test_cli_creates_keys_and_users_with_roles_and_prints_the_audit_trail(databa
 
 
 def test_migration_makes_old_keys_submitters_and_old_users_admins(settings: Settings) -> None:
-    """Rows written before roles existed (revision 0004) get their roles from revision 0005."""
+    """Rows written before roles existed (the revision before 0005_roles_audit) get their roles from it."""
     config = alembic_config(settings.database)
-    command.upgrade(config, "0004")
+    command.upgrade(config, "0005_roles_audit-1")
     with session_scope(settings) as session:
         session.execute(text("INSERT INTO api_keys (name, prefix, key_hash, created_at) "
                              "VALUES ('old', 'fw_old', 'h', CURRENT_TIMESTAMP)"))
@@ -394,7 +394,7 @@ def test_migration_makes_old_keys_submitters_and_old_users_admins(settings: Sett
     with session_scope(settings) as session:
         assert list(session.execute(text("SELECT name, role FROM api_keys"))) == [("old", "submitter")]
         assert list(session.execute(text("SELECT name, role FROM users"))) == [("veteran", "admin")]
-    command.downgrade(config, "0004")
+    command.downgrade(config, "0005_roles_audit-1")
     command.upgrade(config, "head")
 
 

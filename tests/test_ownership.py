@@ -84,6 +84,7 @@ def test_another_keys_work_is_not_found_on_every_endpoint_that_takes_an_id(stack
         "batch": (f"/batches/{work.batch_id}", f"/batches/{nobody}"),
         "results": (f"/batches/{work.batch_id}/results", f"/batches/{nobody}/results"),
         "image": (f"/images/{work.sha256}", f"/images/{'0' * 64}"),
+        "matches": (f"/images/{work.sha256}/matches", f"/images/{'0' * 64}/matches"),
         "run": (f"/training-runs/{work.run_id}", f"/training-runs/{nobody}"),
     }
     for name, (path, missing) in reads.items():

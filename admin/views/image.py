@@ -3,15 +3,19 @@ reviews, and the same Fake / Real labelling as the queue."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
 from admin.auth import allowed, current_actor, require_user
-from admin.context import session_scope
+from admin.context import console_settings, session_scope
 from admin.notices import flash, show_flash
 from admin.thumbnails import full_image
 from backend.audit import EventFilters, event_dict, find_events
+from backend.matching import CopySeen, copies_seen, copy_rule
 from backend.reviews import ImageHistory, image_history, label_image
+from backend.verdicts import provenance_summary
 from core.enums import Label, Permission
 from core.errors import FakewatchError
 
@@ -24,7 +28,7 @@ def label(image_id: int, label_name: Label) -> None:
     note = st.session_state.get("image_note") or None
     try:
         with session_scope() as session:
-            label_image(session, image_id, label_name, actor, note=note)
+            label_image(session, image_id, label_name, actor, note=note, copies=copy_rule(console_settings()))
     except FakewatchError as error:
         flash("error", error.message)
         return
@@ -35,14 +39,35 @@ def label(image_id: int, label_name: Label) -> None:
 def checks_table(history: ImageHistory) -> pd.DataFrame:
     return pd.DataFrame([{
         "checked": check.created_at, "model version": check.model_version.name if check.model_version else None,
-        "score": check.score, "verdict": check.verdict, "status": check.status, "source": check.source,
+        "score": check.score, "verdict": check.verdict, "verdict source": check.verdict_source,
+        "status": check.status, "source": check.source,
         "page URL": check.page_url or check.source_url, "batch": check.batch_id, "check id": check.id,
     } for check in history.checks])
 
 
 def reviews_table(history: ImageHistory) -> pd.DataFrame:
     return pd.DataFrame([{"at": review.created_at, "label": review.label, "by": review.reviewer,
-                          "note": review.note} for review in history.reviews])
+                          "note": review.note,
+                          "as a near-copy": None if review.match_distance is None else
+                          f"distance {review.match_distance}"} for review in history.reviews])
+
+
+def copies_table(copies: list[CopySeen]) -> pd.DataFrame:
+    return pd.DataFrame([{"distance": copy.distance, "label": copy.label, "size": f"{copy.image.width}×"
+                          f"{copy.image.height}", "checks": copy.checks, "sources": ", ".join(copy.sources),
+                          "pages": "\n".join(copy.page_urls), "sha256": copy.image.sha256} for copy in copies])
+
+
+def render_provenance(provenance: dict[str, Any] | None) -> None:
+    """The evidence read from the file's original bytes: its summary, the Content Credentials, every signal.
+    All of it comes from the file (signer names, tool names), so it is shown as text and tables, never markdown."""
+    st.subheader("Provenance")
+    summary = provenance_summary(provenance)
+    st.text(summary or "No provenance metadata. Metadata is easily stripped: its absence proves nothing.")
+    if provenance and provenance.get("c2pa"):
+        st.json(provenance["c2pa"], expanded=False)
+    if provenance and provenance.get("signals"):
+        st.dataframe(pd.DataFrame(provenance["signals"]), hide_index=True, width="stretch")
 
 
 def render_labelling(history: ImageHistory) -> None:
@@ -67,6 +92,7 @@ def render_image_page() -> None:
     try:
         with session_scope() as session:
             history = image_history(session, sha256)
+            copies = copies_seen(session, console_settings(), history.image)
     except FakewatchError as error:
         st.error(error.message)
         return
@@ -83,8 +109,14 @@ def render_image_page() -> None:
         st.markdown(f"**{image.format}**, {image.width} × {image.height}, {image.byte_size:,} bytes")
         st.caption(f"SHA-256 {image.sha256} · first seen {image.first_seen:%Y-%m-%d %H:%M} UTC")
         render_labelling(history)
+    render_provenance(image.provenance)
     st.subheader(f"Checks ({len(history.checks)})")
     st.dataframe(checks_table(history), hide_index=True, width="stretch")
+    st.subheader(f"Copies seen ({len(copies)})")
+    if copies:
+        st.dataframe(copies_table(copies), hide_index=True, width="stretch")
+    else:
+        st.caption("No other stored image is a near-copy of this one (PDQ hashes within the match distance).")
     st.subheader(f"Reviews ({len(history.reviews)})")
     if history.reviews:
         st.dataframe(reviews_table(history), hide_index=True, width="stretch")

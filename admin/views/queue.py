@@ -12,9 +12,10 @@ from datetime import UTC, date, datetime, time, timedelta
 import streamlit as st
 
 from admin.auth import allowed, current_actor, require_user
-from admin.context import session_scope
+from admin.context import console_settings, session_scope
 from admin.notices import flash, show_flash
 from admin.thumbnails import thumbnail
+from backend.matching import copy_rule
 from backend.reviews import (
     QueueFilters,
     QueueItem,
@@ -23,7 +24,7 @@ from backend.reviews import (
     review_queue,
     undo_last_decision,
 )
-from core.enums import FLAGGED_VERDICTS, Label, Permission, Source
+from core.enums import FLAGGED_VERDICTS, Label, Permission, Source, VerdictSource
 from core.errors import FakewatchError
 
 PAGE_SIZE = 12
@@ -72,13 +73,15 @@ def decide(image_ids: list[int], check_ids: list[str], label: Label) -> None:
         return
     try:
         with session_scope() as session:
-            decision = label_images(session, image_ids, label, actor, check_ids=check_ids)
+            decision = label_images(session, image_ids, label, actor, check_ids=check_ids,
+                                    copies=copy_rule(console_settings()))
     except FakewatchError as error:
         flash("error", error.message)
         return
     for image_id in decision.image_ids:
         st.session_state.pop(f"select_{image_id}", None)
-    flash("success", f"Labelled {len(decision.image_ids)} image(s) {label}.")
+    copies = f", {len(decision.copies)} of them as near-copies" if decision.copies else ""
+    flash("success", f"Labelled {len(decision.image_ids)} image(s) {label}{copies}.")
 
 
 def decide_selected(items: list[QueueItem], label: Label) -> None:
@@ -122,9 +125,15 @@ def render_card(item: QueueItem) -> None:
             st.image(preview, width="stretch")
         else:
             st.caption("The stored image file is missing.")
-        st.markdown(f"**{item.verdict}** · score **{item.score:.3f}** · {item.source}")
+        decided = f" · by {item.verdict_source}" if item.verdict_source not in (None, VerdictSource.MODEL) else ""
+        st.markdown(f"**{item.verdict}**{decided} · score **{item.score:.3f}** · {item.source}")
+        if item.evidence:  # metadata text (signer names...) comes from the file: plain text, never markdown
+            st.text(item.evidence[:160])
         # Page URLs come from users: shown as plain text, never rendered as markdown or links.
         st.text((item.page_url or item.source_url or "no page URL")[:90])
+        if item.copies:
+            st.caption(f"+ {len(item.copies)} near-cop{'y' if len(item.copies) == 1 else 'ies'} waiting: "
+                       "labelling this image labels them too (Real: only those the model did not call fake).")
         st.page_link("views/image.py", label="Image details", query_params={"sha256": item.sha256},
                      icon=":material/open_in_new:")
         if not allowed(Permission.LABEL):  # a viewer sees the queue, without the labelling controls
@@ -151,7 +160,8 @@ def render_queue() -> None:
     filters = read_filters()
     skipped = sorted(skipped_ids())
     with session_scope() as session:
-        items = review_queue(session, filters, limit=PAGE_SIZE, exclude_image_ids=skipped)
+        items = review_queue(session, filters, limit=PAGE_SIZE, exclude_image_ids=skipped,
+                             copies=copy_rule(console_settings()))
         waiting = queue_size(session, filters, exclude_image_ids=skipped)
     show_flash()
     summary, undo_column, unskip_column = st.columns([3, 1, 1])

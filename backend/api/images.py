@@ -1,6 +1,9 @@
-"""GET /api/v1/images/<sha256>: the stored image, for the console and the extension."""
+"""GET /api/v1/images/<sha256>: the stored image, for the console and the extension; and .../matches, its
+near-copies."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from apiflask import APIBlueprint
 from flask import Response, send_file
@@ -9,8 +12,9 @@ from sqlalchemy import select
 from backend.api.auth import auth, current_actor
 from backend.api.context import app_settings, db
 from backend.checks import image_visible
+from backend.matching import ImageMatches, image_matches
 from backend.schema import Image
-from backend.shapes import response_doc
+from backend.shapes import ImageMatchesOut, response_doc
 from backend.store import image_path, is_sha256
 from core.errors import FakewatchError, NotFound
 
@@ -34,3 +38,20 @@ def download_image(sha256: str) -> Response:
     return send_file(image_path(image.storage_key, app_settings().images_dir),
                      mimetype=MIME_TYPES.get(image.format, "application/octet-stream"), max_age=86400,
                      etag=image.sha256)
+
+
+@bp.get("/<sha256>/matches")
+@bp.auth_required(auth)
+@bp.output(ImageMatchesOut)
+@bp.doc(summary="List an image's near-copies",
+        description="Stored images and listed hashes whose PDQ hash is within the match distance of this image's.")
+def list_matches(sha256: str) -> ImageMatches:
+    if not is_sha256(sha256):
+        raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")
+    actor, session = current_actor(), db()
+    image = session.scalar(select(Image).where(Image.sha256 == sha256))
+    if image is None or not image_visible(session, image, actor):
+        raise NotFound(f"No stored image has SHA-256 {sha256}.")
+    matches = image_matches(session, app_settings(), sha256)
+    # A submitter sees only the copies among its own images (listed hashes come from shared lists, not keys).
+    return replace(matches, copies=[copy for copy in matches.copies if image_visible(session, copy.image, actor)])

@@ -12,11 +12,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.schema import Check, Image, ModelVersion, isoformat_z
-from core.enums import CheckStatus
+from backend.verdicts import provenance_summary
+from core.enums import CheckStatus, VerdictSource
 from core.policy import verdict_confidence
 
 RESULT_COLUMNS = ("url", "status", "verdict", "score", "confidence", "flagged", "cached", "model_version",
-                  "sha256", "error_code", "error_message", "check_id", "finished_at")
+                  "sha256", "error_code", "error_message", "check_id", "finished_at",
+                  # What decided the verdict, the file's evidence in one line, and the labelled near-copy that did
+                  # (or was weighed): DESIGN.md's provenance and match.
+                  "verdict_source", "provenance", "match_sha256", "match_pdq_hex", "match_distance", "match_label")
 ResultFilter = Literal["all", "flagged", "failed"]
 ResultFormat = Literal["csv", "jsonl"]
 RESULT_FILTERS: tuple[ResultFilter, ...] = ("all", "flagged", "failed")
@@ -27,7 +31,8 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
     """One row per URL in input order, read in chunks so a 10,000-item batch never sits in memory at once."""
     query = (
         select(Check.id, Check.source_url, Check.status, Check.verdict, Check.score, Check.flagged, Check.cached,
-               Check.error_code, Check.error_message, Check.finished_at, Image.sha256, ModelVersion.name)
+               Check.error_code, Check.error_message, Check.finished_at, Check.verdict_source, Image.sha256,
+               Image.provenance, ModelVersion.name, Check.match)
         .outerjoin(Image, Image.id == Check.image_id)
         .outerjoin(ModelVersion, ModelVersion.id == Check.model_version_id)
         .where(Check.batch_id == batch_id)
@@ -41,11 +46,26 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
         yield {
             "url": row.source_url, "status": row.status.value,
             "verdict": row.verdict.value if row.verdict else None, "score": row.score,
-            "confidence": verdict_confidence(row.score, row.verdict),
+            # The model's confidence only when the model decided; other evidence has none (DESIGN.md).
+            "confidence": verdict_confidence(row.score, row.verdict) if _model_decided(row.verdict_source) else None,
             "flagged": bool(row.flagged), "cached": bool(row.cached), "model_version": row.name,
             "sha256": row.sha256, "error_code": row.error_code, "error_message": row.error_message,
             "check_id": row.id, "finished_at": isoformat_z(row.finished_at),
+            "verdict_source": row.verdict_source.value if row.verdict_source else None,
+            # The evidence in one line ("AI: Content Credentials, OpenAI"); empty when the file carries none.
+            "provenance": provenance_summary(row.provenance) if row.sha256 else None,
+            **_match_columns(row.match),
         }
+
+
+def _model_decided(source: VerdictSource | None) -> bool:
+    return source is None or source == VerdictSource.MODEL
+
+
+def _match_columns(match: dict[str, Any] | None) -> dict[str, Any]:
+    match = match or {}
+    return {"match_sha256": match.get("sha256"), "match_pdq_hex": match.get("pdq_hex"),
+            "match_distance": match.get("distance"), "match_label": match.get("label")}
 
 
 def format_results(rows: Iterable[dict[str, Any]], fmt: ResultFormat) -> Iterator[str]:

@@ -10,6 +10,8 @@ const AUTOSCAN_SCRIPT_ID = "fakewatch-autoscan";
 // Images checked at once during a page scan: enough to keep a worker busy, few enough not to flood the server.
 const SCAN_CONCURRENCY = 3;
 const VERDICT_LABELS = { real: "Real", fake: "Fake", uncertain: "Uncertain" };
+// What decided a verdict when the model did not: the badge names it instead of a confidence.
+const SOURCE_LABELS = { provenance: "provenance", match: "Near-duplicate", review: "Moderator" };
 
 ext.runtime.onInstalled.addListener(createMenus);
 ext.contextMenus.onClicked.addListener(handleMenuClick);
@@ -101,9 +103,23 @@ async function checkImage(target, settings, { reuse }) {
   }
 }
 
+/** The evidence named on a badge ("Content Credentials" of "AI: Content Credentials, OpenAI"). */
+function evidenceName(check) {
+  const summary = check.provenance?.summary || "";
+  if (check.verdict_source !== "provenance") return SOURCE_LABELS[check.verdict_source] || "";
+  const named = summary.includes(": ") ? summary.split(": ")[1].split(/[,;]/)[0].trim() : "";
+  if (named) return named;
+  return summary.includes("Content Credentials") ? "Content Credentials" : SOURCE_LABELS.provenance;
+}
+
 function verdictBadge(check, settings, notes) {
   const label = VERDICT_LABELS[check.verdict] || "Unknown";
-  const details = [`Model: ${check.model_version}`, `Probability of fake: ${Number(check.score).toFixed(2)}`];
+  const byModel = check.confidence !== null && check.confidence !== undefined;
+  const details = [];
+  const summary = check.provenance?.summary;
+  if (summary) details.push(summary); // "AI: Content Credentials, OpenAI"
+  if (!byModel && check.verdict_source) details.push(`Decided by ${check.verdict_source} evidence, not by the model.`);
+  details.push(`Model: ${check.model_version}`, `Probability of fake: ${Number(check.score).toFixed(2)}`);
   details.push(check.review ? `Moderator label: ${check.review.label} (by ${check.review.by})` : "Not reviewed by a moderator yet.");
   const sha256 = check.image && check.image.sha256;
   const link = settings.adminUrl && sha256
@@ -111,7 +127,7 @@ function verdictBadge(check, settings, notes) {
     : null;
   return {
     state: check.verdict || "error",
-    text: `${label} ${Math.round(Number(check.confidence) * 100)}%`,
+    text: byModel ? `${label} ${Math.round(Number(check.confidence) * 100)}%` : `${label} · ${evidenceName(check)}`,
     details: details.concat(notes),
     link,
   };
@@ -130,8 +146,11 @@ async function readCachedResult(settings, url) {
 }
 
 async function writeCachedResult(settings, url, check) {
-  const { id, verdict, score, confidence, flagged, model_version, image, review } = check;
-  await ext.storage.session.set({ [await resultKey(settings, url)]: { id, verdict, score, confidence, flagged, model_version, image, review } });
+  const { id, verdict, score, confidence, flagged, model_version, image, review, verdict_source } = check;
+  // Of the provenance, only what a badge shows: session storage is small.
+  const provenance = { summary: check.provenance?.summary || "" };
+  await ext.storage.session.set({ [await resultKey(settings, url)]: {
+    id, verdict, score, confidence, flagged, model_version, image, review, verdict_source, provenance } });
 }
 
 // --- "Scan this page" ---------------------------------------------------------------------------------------------

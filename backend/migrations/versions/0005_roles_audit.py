@@ -7,14 +7,14 @@ On SQLite every ALTER is a table rebuild (Alembic's batch mode), which cannot re
 migration 0002, so that index is dropped first and created again afterwards (as in 0003).
 
 Revision ID: 0005_roles_audit
-Revises: 0004
+Revises: 0007_matching (written on 0004; chained after 0007_matching when main, which had it, was merged in)
 Create Date: 2026-12-02 03:00:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = "0005_roles_audit"
-down_revision = "0004"
+down_revision = "0007_matching"
 branch_labels = None
 depends_on = None
 
