@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.access import Actor, owner_key_id, visible_or_not_found
 from backend.batches.lifecycle import mark_batches_running, settle_batches
 from backend.db import get_or_not_found
 from backend.fetch import check_address, validate_url
@@ -130,8 +131,21 @@ def submit_url(session: Session, url: str, settings: Settings, *, page_url: str 
     return check
 
 
-def get_check(session: Session, check_id: str) -> Check:
-    return get_or_not_found(session, Check, check_id, "check")
+def get_check(session: Session, check_id: str, actor: Actor | None = None) -> Check:
+    """The check; ``not_found`` when ``actor`` (None: a trusted internal caller) may not read it."""
+    check = get_or_not_found(session, Check, check_id, "check")
+    visible_or_not_found(actor, check.api_key_id, "check", check_id)
+    return check
+
+
+def image_visible(session: Session, image: Image, actor: Actor | None) -> bool:
+    """Whether the actor may read these bytes: everyone who may read everything, and a submitter with a check of
+    them (the same bytes sent by two keys are stored once and readable by both)."""
+    owner = owner_key_id(actor)
+    if owner is None:
+        return True
+    return session.scalar(select(Check.id).where(Check.image_id == image.id, Check.api_key_id == owner).limit(1)) \
+        is not None
 
 
 def wait_for_final(session: Session, check_id: str, timeout_s: float) -> Check:

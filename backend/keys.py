@@ -9,7 +9,10 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.schema import ApiKey, utcnow
+from backend.access import Actor, require
+from backend.audit import record
+from backend.schema import ApiKey, isoformat_z, utcnow
+from core.enums import AuditAction, Permission, Role
 from core.errors import FakewatchError, NotFound
 
 KEY_PREFIX = "fw_"
@@ -25,16 +28,22 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(session: Session, name: str, callback_url: str | None = None) -> tuple[ApiKey, str]:
+def create_key(session: Session, name: str, role: Role | str = Role.SUBMITTER, *, actor: Actor,
+               callback_url: str | None = None) -> tuple[ApiKey, str]:
     """Returns the stored row (with its signing secret) and the plain key, which is never stored and cannot be
     shown again. ``callback_url`` must have been checked (backend.callbacks.checked_callback_url)."""
+    require(actor, Permission.MANAGE_KEYS)
     if not name.strip():
         raise FakewatchError("invalid_request", "A key needs a name, such as the person or script that will use it.")
+    if role not in tuple(Role):
+        raise FakewatchError("invalid_request", f"role must be one of {', '.join(Role)}, not {role!r}.")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name.strip(), prefix=key[:8], key_hash=hash_key(key), secret=new_secret(),
+    row = ApiKey(name=name.strip(), prefix=key[:8], key_hash=hash_key(key), role=Role(role), secret=new_secret(),
                  callback_url=callback_url or None)
     session.add(row)
     session.flush()
+    record(session, actor, AuditAction.KEY_CREATE, ("api_key", row.id), None,
+           {"name": row.name, "role": row.role, "prefix": row.prefix})
     return row, key
 
 
@@ -62,29 +71,38 @@ def _active_keys(session: Session, key_id_or_name: str) -> list[ApiKey]:
     return rows
 
 
-def rotate_secret(session: Session, key_id_or_name: str) -> tuple[ApiKey, str]:
+def rotate_secret(session: Session, key_id_or_name: str, *, actor: Actor) -> tuple[ApiKey, str]:
     """A new callback-signing secret for this key (every key of that name); callbacks sent from now on use it."""
+    require(actor, Permission.MANAGE_KEYS)
     rows = _active_keys(session, key_id_or_name)
     secret = new_secret()
     for row in rows:
         row.secret = secret
+        # The secret itself never goes into the trail: only that it changed.
+        record(session, actor, AuditAction.KEY_ROTATE_SECRET, ("api_key", row.id), None, {"name": row.name})
     session.flush()
     return rows[0], secret
 
 
-def set_callback_url(session: Session, key_id_or_name: str, url: str | None) -> ApiKey:
+def set_callback_url(session: Session, key_id_or_name: str, url: str | None, *, actor: Actor) -> ApiKey:
     """Set (or, with None, clear) the key's default callback URL, already checked by the caller."""
+    require(actor, Permission.MANAGE_KEYS)
     rows = _active_keys(session, key_id_or_name)
     for row in rows:
+        record(session, actor, AuditAction.KEY_SET_CALLBACK, ("api_key", row.id), {"callback_url": row.callback_url},
+               {"callback_url": url or None})
         row.callback_url = url or None
     session.flush()
     return rows[0]
 
 
-def revoke_key(session: Session, key_id_or_name: str) -> ApiKey:
+def revoke_key(session: Session, key_id_or_name: str, *, actor: Actor) -> ApiKey:
+    require(actor, Permission.MANAGE_KEYS)
     rows = _active_keys(session, key_id_or_name)
     for row in rows:
         row.revoked_at = utcnow()
+        record(session, actor, AuditAction.KEY_REVOKE, ("api_key", row.id), {"name": row.name, "revoked_at": None},
+               {"name": row.name, "revoked_at": isoformat_z(row.revoked_at)})
     return rows[0]
 
 

@@ -10,8 +10,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from backend.access import Actor, require
+from backend.audit import record
 from backend.db import get_or_not_found
 from backend.schema import ModelVersion, utcnow
+from core.enums import AuditAction, Permission
 from core.errors import FakewatchError
 from core.model_metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
 
@@ -81,12 +84,22 @@ def activate_version(session: Session, version_id: int) -> ModelVersion:
     return version
 
 
-def promote_version(session: Session, version_id: int) -> ModelVersion:
+def promote_version(session: Session, version_id: int, *, actor: Actor) -> ModelVersion:
     """Make a version active in one transaction; scoring workers switch before their next chunk of checks."""
+    require(actor, Permission.PROMOTE)
+    return _switch_audited(session, version_id, actor, AuditAction.PROMOTE)
+
+
+def _switch_audited(session: Session, version_id: int, actor: Actor, action: AuditAction) -> ModelVersion:
     version = get_version(session, version_id)
     if not Path(version.file).is_file():
         raise FakewatchError("invalid_model", f"The file of version {version.name} is missing: {version.file}.", 409)
-    return activate_version(session, version_id)
+    before = active_version(session)
+    activated = activate_version(session, version_id)
+    record(session, actor, action, ("model_version", activated.id),
+           {"active": before.name if before else None, "active_id": before.id if before else None},
+           {"active": activated.name, "active_id": activated.id})
+    return activated
 
 
 def previous_version(session: Session) -> ModelVersion | None:
@@ -96,14 +109,15 @@ def previous_version(session: Session) -> ModelVersion | None:
                           .order_by(ModelVersion.activated_at.desc()).limit(1))
 
 
-def roll_back(session: Session, version_id: int | None = None) -> ModelVersion:
+def roll_back(session: Session, version_id: int | None = None, *, actor: Actor) -> ModelVersion:
     """Re-activate ``version_id``, or the version active before the current one."""
+    require(actor, Permission.PROMOTE)
     if version_id is None:
         previous = previous_version(session)
         if previous is None:
             raise FakewatchError("nothing_to_roll_back", "No earlier version has ever been active.", 409)
         version_id = previous.id
-    return promote_version(session, version_id)
+    return _switch_audited(session, version_id, actor, AuditAction.ROLL_BACK)
 
 
 def list_versions(session: Session) -> list[ModelVersion]:

@@ -23,9 +23,12 @@ from datetime import timedelta
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
+from backend.access import Actor, require
+from backend.audit import record
 from backend.schema import Check, Image, Review, utcnow
 from backend.settings import Settings
 from backend.store import image_path, is_sha256
+from core.enums import AuditAction, Permission
 from core.errors import FakewatchError, NotFound
 
 log = logging.getLogger("fakewatch.retention")
@@ -42,19 +45,25 @@ class Deleted:
     file_removed: bool
 
 
-def delete_image(session: Session, settings: Settings, sha256: str, purge: bool = False) -> Deleted:
-    """Delete one image's bytes and blank it from its checks (no commit). NotFound when no stored image has this
-    SHA-256, or it was deleted already (and no purge is asked)."""
+def delete_image(session: Session, settings: Settings, sha256: str, purge: bool = False, *, actor: Actor) -> Deleted:
+    """Delete one image's bytes and blank it from its checks (no commit; an admin's action, audited). NotFound when
+    no stored image has this SHA-256, or it was deleted already (and no purge is asked)."""
+    require(actor, Permission.DELETE)
     sha256 = sha256.strip().lower()
     if not is_sha256(sha256):
         raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")
     image = session.scalar(select(Image).where(Image.sha256 == sha256))
     if image is None or (image.deleted_at is not None and not purge):
         raise NotFound(f"No stored image has SHA-256 {sha256}.")
-    return _delete(session, settings, image, purge)
+    return _delete(session, settings, image, purge, actor, AuditAction.PURGE if purge else AuditAction.DELETE)
 
 
-def _delete(session: Session, settings: Settings, image: Image, purge: bool) -> Deleted:
+def _delete(session: Session, settings: Settings, image: Image, purge: bool, actor: Actor,
+            action: AuditAction) -> Deleted:
+    # The event first: on SQLite a savepoint opened before it would commit the change without it.
+    record(session, actor, action, ("image", image.sha256),
+           {"deleted_at": image.deleted_at.isoformat() if image.deleted_at else None, "pdq": image.pdq_hex is not None},
+           {"purge": purge})
     now = utcnow()
     path = image_path(image.storage_key, settings.images_dir)
     removed = path.exists()
@@ -74,8 +83,9 @@ def _delete(session: Session, settings: Settings, image: Image, purge: bool) -> 
     return Deleted(sha256=image.sha256, checks=int(checks or 0), purged=purge, file_removed=removed)
 
 
-def delete_images(session: Session, settings: Settings, sha256s: Sequence[str], purge: bool = False) -> list[Deleted]:
-    return [delete_image(session, settings, sha256, purge) for sha256 in sha256s]
+def delete_images(session: Session, settings: Settings, sha256s: Sequence[str], purge: bool = False, *,
+                  actor: Actor) -> list[Deleted]:
+    return [delete_image(session, settings, sha256, purge, actor=actor) for sha256 in sha256s]
 
 
 def expired_images(session: Session, settings: Settings, limit: int = RETENTION_BATCH) -> list[Image]:
@@ -93,7 +103,7 @@ def apply_retention(session: Session, settings: Settings) -> int:
     """One retention pass (the scoring workers' periodic work): delete expired images and commit; returns how many."""
     images = expired_images(session, settings)
     for image in images:
-        _delete(session, settings, image, purge=False)
+        _delete(session, settings, image, False, Actor.system("retention"), AuditAction.RETENTION_DELETE)
     session.commit()
     if images:
         log.info("retention: deleted %d images unreviewed for %s days", len(images), settings.retention_days)

@@ -23,16 +23,19 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    event,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column, relationship
 
 from core.enums import (
     ACTIVE_RUN_STATUSES,
+    ActorKind,
     BatchStatus,
     CheckStatus,
     DeliveryStatus,
     Label,
+    Role,
     RunStatus,
     Source,
     Verdict,
@@ -110,6 +113,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     # SHA-256 of the key: keys are 256-bit random tokens, so a fast hash is enough to make a stolen table useless.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # What the key may do (backend/access.py); keys made before roles existed are submitters (migration 0005).
+    role: Mapped[Role] = mapped_column(enum_column(Role, "ck_api_keys_role"), default=Role.SUBMITTER)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
     # Signs this key's callbacks (HMAC-SHA256): the receiver must know it, so it is kept as is, never hashed.
@@ -231,6 +236,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300))
+    # viewer, moderator or admin (never submitter: backend/users.py refuses it); existing users became admins.
+    role: Mapped[Role] = mapped_column(enum_column(Role, "ck_users_role"), default=Role.MODERATOR)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -286,6 +293,8 @@ class TrainingRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     requested_by: Mapped[str] = mapped_column(String(100), default="")
+    # The key that requested the run over the API (None: a console user or the CLI); a submitter reads only its own.
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -293,3 +302,48 @@ class TrainingRun(Base):
 
     # The candidate the run registered, once it is done.
     model_version: Mapped[ModelVersion | None] = relationship()
+
+
+class AuditEvent(Base):
+    """One state-changing action: who (a user, a key or the system), when, what, on which object, and the object
+    before and after. Written by backend/audit.py in the same transaction as the action; append-only (the ORM
+    refuses updates and deletes below, and migration 0005 adds triggers that refuse them in the database)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_object", "object_type", "object_id"),
+        Index("ix_audit_events_action_at", "action", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor_kind: Mapped[ActorKind] = mapped_column(enum_column(ActorKind, "ck_audit_events_actor_kind"))
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    actor_name: Mapped[str] = mapped_column(String(100))
+    actor_role: Mapped[Role | None] = mapped_column(enum_column(Role, "ck_audit_events_actor_role"))
+    # Where the request came from, when known (the console's login form records it).
+    address: Mapped[str | None] = mapped_column(String(64))
+    # An AuditAction value; text without a CHECK constraint, so a new action needs no migration.
+    action: Mapped[str] = mapped_column(String(40))
+    object_type: Mapped[str] = mapped_column(String(40))
+    object_id: Mapped[str] = mapped_column(String(100))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AppendOnlyError(RuntimeError):
+    """Something tried to change or remove an audit event."""
+
+
+@event.listens_for(AuditEvent, "before_update")
+@event.listens_for(AuditEvent, "before_delete")
+def _refuse_changing_events(_mapper: Any, _connection: Any, target: AuditEvent) -> None:
+    raise AppendOnlyError(f"audit event {target.id} is append-only: it is never updated or deleted")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_bulk_changes_to_events(state: ORMExecuteState) -> None:
+    if (state.is_update or state.is_delete) and any(
+            mapper.class_ is AuditEvent for mapper in state.all_mappers):
+        raise AppendOnlyError("audit events are append-only: no UPDATE or DELETE statement may touch them")

@@ -104,6 +104,16 @@ class Settings(BaseSettings):
     training_time_limit_s: int = 6 * 3600
     training_stale_after_s: float = 900.0
 
+    # The console's login limiter (backend/logins.py), per user name and per address: after
+    # ``login_delay_after_failures`` failures each further attempt waits twice as long as the last (from
+    # ``login_delay_base_s``); after ``login_lockout_failures`` the name or address is locked for ``login_lockout_s``.
+    # Failures count since the last successful login, within ``login_failure_window_s``.
+    login_delay_after_failures: int = 3
+    login_delay_base_s: float = 1.0
+    login_lockout_failures: int = 10
+    login_lockout_s: float = 900.0
+    login_failure_window_s: float = 3600.0
+
     # Near-duplicate matching (backend/matching.py): two PDQ hashes at most this many bits apart (of 256) are
     # near-copies; PDQ's own threshold is 31. Hashes under the quality floor never match. A process's index picks up
     # new images before each lookup and reloads everything from the database at most this often (hashes written

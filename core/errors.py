@@ -35,3 +35,13 @@ class NotFound(FakewatchError):
 
     def __init__(self, message: str) -> None:
         super().__init__("not_found", message)
+
+
+class Forbidden(FakewatchError):
+    """The key's or user's role may not do this (DESIGN.md, "Roles"). Another key's objects are NotFound instead,
+    so that ids leak nothing."""
+
+    status = 403
+
+    def __init__(self, message: str) -> None:
+        super().__init__("forbidden", message)

@@ -6,6 +6,7 @@ only inside the commands that need them, so ``fakewatch --help`` answers at once
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
@@ -20,6 +22,8 @@ import click
 import requests
 
 from admin import cli as admin_cli
+from backend.access import Actor
+from backend.audit import EventFilters, event_dict, find_events
 from backend.callbacks import checked_callback_url
 from backend.db import session_scope
 from backend.keys import create_key, has_keys, list_keys, revoke_key, rotate_secret, set_callback_url
@@ -27,6 +31,7 @@ from backend.migrate import upgrade_database
 from backend.model_versions import ensure_shipped_model
 from backend.settings import Settings
 from backend.users import first_run_lines
+from core.enums import Role
 from core.errors import FakewatchError
 from fakewatch import client_commands, hash_commands
 from models import cli as models_cli
@@ -84,16 +89,19 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
+@click.option("--role", type=click.Choice([role.value for role in Role]), default=Role.SUBMITTER.value,
+              show_default=True, help="What the key may do (DESIGN.md, Roles).")
 @click.option("--callback-url", default=None,
               help="Post this key's checks and batches here when they finish, unless a submission names its own.")
 @click.pass_obj
-def keys_create(settings: Settings, name: str, callback_url: str | None) -> None:
+def keys_create(settings: Settings, name: str, role: str, callback_url: str | None) -> None:
     """Create a key named NAME: prints its callback-signing secret, then the key alone on the last line."""
     try:
         url = checked_callback_url(callback_url, settings) if callback_url else None
         with session_scope(settings) as session:
-            row, key = create_key(session, name, callback_url=url)
-            click.echo(f"Created key {row.id} ({row.name}). Keep it now: it cannot be shown again.", err=True)
+            row, key = create_key(session, name, Role(role), actor=Actor.operator(), callback_url=url)
+            click.echo(f"Created {row.role} key {row.id} ({row.name}). Keep it now: it cannot be shown again.",
+                       err=True)
             click.echo(f"Callback secret: {row.secret}")
     except FakewatchError as error:
         raise click.ClickException(error.message) from error
@@ -108,7 +116,7 @@ def keys_rotate_secret(settings: Settings, key: str) -> None:
     callbacks sent from now on are signed with it."""
     try:
         with session_scope(settings) as session:
-            row, secret = rotate_secret(session, key)
+            row, secret = rotate_secret(session, key, actor=Actor.operator())
             click.echo(f"New callback secret for key {row.id} ({row.name}); the old one no longer signs.", err=True)
     except FakewatchError as error:
         raise click.ClickException(error.message) from error
@@ -124,7 +132,7 @@ def keys_set_callback(settings: Settings, key: str, url: str | None) -> None:
     try:
         checked = checked_callback_url(url, settings) if url else None
         with session_scope(settings) as session:
-            row = set_callback_url(session, key, checked)
+            row = set_callback_url(session, key, checked, actor=Actor.operator())
             click.echo(f"Key {row.id} ({row.name}) posts to {checked}." if checked
                        else f"Key {row.id} ({row.name}) has no default callback URL.")
     except FakewatchError as error:
@@ -138,7 +146,7 @@ def keys_list(settings: Settings) -> None:
     with session_scope(settings) as session:
         for row in list_keys(session):
             state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-            click.echo(f"{row.id}\t{row.name}\t{row.prefix}...\t{state}\tcreated {row.created_at:%Y-%m-%d %H:%M}")
+            click.echo(f"{row.id}\t{row.name}\t{row.role}\t{row.prefix}...\t{state}\tcreated {row.created_at:%Y-%m-%d %H:%M}")
 
 
 @keys.command("revoke")
@@ -148,10 +156,39 @@ def keys_revoke(settings: Settings, key: str) -> None:
     """Revoke the key with this id or name."""
     try:
         with session_scope(settings) as session:
-            row = revoke_key(session, key)
+            row = revoke_key(session, key, actor=Actor.operator())
             click.echo(f"Revoked key {row.id} ({row.name}).")
     except FakewatchError as error:
         raise click.ClickException(error.message) from error
+
+
+def parse_since(value: str) -> datetime:
+    """An ISO 8601 time (UTC when it has no zone) or a span back from now: 30m, 12h, 7d."""
+    value = value.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:].lower() in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1].lower()])
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("give an ISO time (2026-12-01T09:00:00Z) or a span such as 30m, 12h, 7d") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@cli.command()
+@click.option("--since", default="24h", show_default=True, help="ISO time, or a span back from now (30m, 12h, 7d).")
+@click.option("--actor", default=None, help="Only this user's or key's name.")
+@click.option("--action", "actions", multiple=True, help="Only these actions (repeatable), e.g. review.label.")
+@click.option("--object", "object_ref", default=None, help="Only this object, as TYPE or TYPE:ID (image:<sha256>).")
+@click.pass_obj
+def audit(settings: Settings, since: str, actor: str | None, actions: tuple[str, ...], object_ref: str | None) -> None:
+    """Print the audit trail as JSON lines, oldest first."""
+    object_type, _, object_id = (object_ref or "").partition(":")
+    filters = EventFilters(actor=actor, actions=actions, object_type=object_type or None, object_id=object_id or None,
+                           since=parse_since(since))
+    with session_scope(settings) as session:
+        for event in reversed(find_events(session, filters, limit=None)):
+            click.echo(json.dumps(event_dict(event)))
 
 
 # --- servers ------------------------------------------------------------------------------------------------
@@ -219,7 +256,8 @@ def up(settings: Settings, no_admin: bool) -> None:
     version = prepare_database(settings)
     with session_scope(settings) as session:
         if not has_keys(session):
-            row, key = create_key(session, "first key (fakewatch up)")
+            row, key = create_key(session, "first key (fakewatch up)", Role.ADMIN,
+                                  actor=Actor.system("fakewatch up"))
             click.echo(f"API key: {key}")
             click.echo(f"Callback secret: {row.secret}")
     for line in first_run_lines(settings):

@@ -237,7 +237,7 @@ def start_stack(kind: str, data_dir: Path, model_path: Path) -> Stack:
     stack.run_cli("db", "upgrade")
     with stack.session() as session:
         register_model(session, model_path, activate=True)
-    stack.api_key = stack.run_cli("keys", "create", "tests").stdout.strip().splitlines()[-1]
+    stack.api_key = stack.run_cli("keys", "create", "tests", "--role", "admin").stdout.strip().splitlines()[-1]
     stack.start_api()
     stack.start_worker()
     stack.start_worker("callbacks-worker", "--queues", "callbacks", warm=False)

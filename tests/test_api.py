@@ -23,6 +23,7 @@ from backend.db import session_scope
 from backend.keys import create_key, revoke_key
 from backend.schema import ApiKey, Check, ModelVersion
 from backend.settings import Settings
+from tests.actors import OPERATOR
 from tests.fixtures_images import photo_bytes
 
 # Every test here runs on a fresh embedded database with the tiny model active, and no worker.
@@ -59,7 +60,7 @@ def test_checks_refuse_missing_or_wrong_keys(client: FlaskClient, header: str | 
 def test_revoked_key_is_refused(client: FlaskClient, api_key: str, database: Settings) -> None:
     key = api_key
     with session_scope(database) as session:
-        revoke_key(session, "tests")
+        revoke_key(session, "tests", actor=OPERATOR)
     assert_error(upload(client, key, photo_bytes()), 401, "unauthorized")
 
 
@@ -193,8 +194,8 @@ def test_cors_allows_extensions_only(client: FlaskClient) -> None:
 
 def test_rate_limit_per_key(database: Settings) -> None:
     with session_scope(database) as session:
-        _, key = create_key(session, "limited")
-        _, other = create_key(session, "other")
+        _, key = create_key(session, "limited", actor=OPERATOR)
+        _, other = create_key(session, "other", actor=OPERATOR)
     client = create_app(database.model_copy(update={"rate_limit": "3 per minute"}),
                         test_config={"TESTING": True}).test_client()
     statuses = [client.get("/api/v1/checks/x", headers=auth(key)).status_code for _ in range(4)]

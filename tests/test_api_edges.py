@@ -18,6 +18,7 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
+from backend.access import Actor
 from backend.allowlist import parse_entry
 from backend.api import create_app
 from backend.db import session_scope
@@ -99,7 +100,7 @@ def test_a_wrong_or_revoked_key_is_told_apart_from_a_missing_one(client: FlaskCl
     assert wrong.status_code == 401 and wrong.get_json()["error"]["code"] == "unauthorized"
     assert wrong.get_json()["error"]["message"].startswith("This API key is not recognised or was revoked")
     with session_scope(database) as session:
-        revoke_key(session, "tests")
+        revoke_key(session, "tests", actor=Actor.system("tests"))
     revoked = client.get("/api/v1/batches", headers={"Authorization": f"Bearer {api_key}"})
     assert revoked.get_json()["error"]["message"].startswith("This API key is not recognised or was revoked")
 

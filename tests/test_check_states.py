@@ -19,6 +19,7 @@ from backend.reviews import label_image
 from backend.schema import Base, Batch, Check, Review, TrainingRun, utcnow
 from backend.settings import Settings
 from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source
+from tests.actors import as_user
 from tests.fixtures_images import distinct_photos
 from worker.scoring import score_checks
 
@@ -109,7 +110,7 @@ def test_the_database_refuses_words_outside_each_enum(any_database: Settings, ta
     with session_scope(any_database) as session:
         created = create_batch(session, validate_entries([Entry(1, "https://example.org/a.jpg")], 10))
         image = store_image(session, distinct_photos(1, size=96)[0], any_database)
-        label_image(session, image.id, "fake", "mod")
+        label_image(session, image.id, "fake", as_user("mod"))
         session.add(TrainingRun(params={}, progress={}))
     with session_scope(any_database) as session:
         check = session.get(Check, created.check_ids[0])

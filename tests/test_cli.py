@@ -65,6 +65,10 @@ def test_keys_lifecycle(tmp_path: Path) -> None:
     assert key.startswith("fw_") and len(key) > 40
     listed = run(["keys", "list"], env).stdout
     assert "ci-bot" in listed and key not in listed, "keys are listed by prefix, never in full"
+    assert "ci-bot\tsubmitter\t" in listed, "new keys are submitters unless --role says otherwise"
+    admin = run(["keys", "create", "ops", "--role", "admin"], env)
+    assert admin.returncode == 0 and admin.stdout.strip().splitlines()[-1].startswith("fw_")
+    assert "ops\tadmin\t" in run(["keys", "list"], env).stdout
     assert run(["keys", "revoke", "ci-bot"], env).returncode == 0
     assert "revoked" in run(["keys", "list"], env).stdout
     missing = run(["keys", "revoke", "nobody"], env)
@@ -101,6 +105,7 @@ def test_up_runs_everything_on_a_fresh_data_dir(tmp_path: Path) -> None:
         key_line = lines[-1]
         assert key_line.startswith("API key: fw_")
         key = key_line.removeprefix("API key: ")
+        assert "first key (fakewatch up)\tadmin\t" in run(["keys", "list"], env).stdout, "the first key is an admin's"
         wait_for_url(f"http://127.0.0.1:{api_port}/readyz", process, (tmp_path / "var/logs/worker.log").read_text,
                      timeout=180)
         photo = tmp_path / "astronaut.jpg"

@@ -18,7 +18,9 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from backend.access import Actor
 from backend.api import create_app
+from backend.audit import EventFilters, find_events
 from backend.checks import submit_image
 from backend.db import session_scope
 from backend.keys import create_key
@@ -28,7 +30,7 @@ from backend.schema import Check, Image, ModelVersion, Review
 from backend.settings import Settings
 from backend.store import image_path
 from backend.training.data import reviewed_images
-from core.enums import CheckStatus, Source, Verdict
+from core.enums import AuditAction, CheckStatus, Role, Source, Verdict
 from core.model_metadata import SHIPPED_MODEL, metadata_path
 from fakewatch import client_commands
 from tests.fixtures_images import distinct_photos
@@ -57,7 +59,7 @@ def shipped(any_database: Settings) -> ModelVersion:
 def api(any_database: Settings, shipped: ModelVersion) -> tuple[FlaskClient, dict[str, str], Settings]:
     app: APIFlask = create_app(any_database, test_config={"TESTING": True})
     with session_scope(any_database) as session:
-        _, key = create_key(session, "moderation-tests")
+        _, key = create_key(session, "moderation-tests", Role.ADMIN, actor=Actor.system("tests"))
     return app.test_client(), {"Authorization": f"Bearer {key}"}, any_database
 
 
@@ -286,3 +288,30 @@ def test_the_sweeper_applies_retention_as_periodic_work(database: Settings) -> N
     assert not stored.exists(), "the sweeper deleted the expired image"
     with session_scope(settings) as session:
         assert session.scalars(select(Image).where(Image.sha256 == sha)).one().deleted_at is not None
+
+
+def test_roles_gate_moderation_over_http_and_each_action_is_audited_once(
+    api: tuple[FlaskClient, dict[str, str], Settings],
+) -> None:
+    client, admin, settings = api
+    with session_scope(settings) as session:
+        keys = {role: create_key(session, f"{role}-key", role, actor=Actor.system("tests"))[1] for role in
+                (Role.SUBMITTER, Role.VIEWER, Role.MODERATOR)}
+    as_role = {role: {"Authorization": f"Bearer {key}"} for role, key in keys.items()}
+    (_, sha), (_, other) = _flagged_checks(settings, [0.9, 0.8])
+
+    refused = client.post(f"/api/v1/images/{sha}/reviews", headers=as_role[Role.VIEWER], json={"label": "fake"})
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "forbidden"
+    assert client.get("/api/v1/queue", headers=as_role[Role.SUBMITTER]).status_code == 403
+    assert client.get("/api/v1/model-versions", headers=as_role[Role.SUBMITTER]).status_code == 403
+    assert client.get("/api/v1/queue", headers=as_role[Role.VIEWER]).get_json()["total"] == 2
+    assert client.post("/api/v1/model-versions/rollback", headers=as_role[Role.MODERATOR]).status_code == 403
+    assert client.delete(f"/api/v1/images/{other}", headers=as_role[Role.MODERATOR]).status_code == 403
+
+    labelled = client.post(f"/api/v1/images/{sha}/reviews", headers=as_role[Role.MODERATOR], json={"label": "fake"})
+    assert labelled.status_code == 201 and labelled.get_json()["reviews"][0]["by"] == f"API key {Role.MODERATOR}-key"
+    assert client.delete(f"/api/v1/images/{other}", headers=admin).status_code == 200
+    with session_scope(settings) as session:
+        events = find_events(session, EventFilters(actions=[AuditAction.LABEL, AuditAction.DELETE]))
+        assert sorted((event.action, event.actor_name) for event in events) == [
+            (AuditAction.DELETE, "moderation-tests"), (AuditAction.LABEL, f"{Role.MODERATOR}-key")]

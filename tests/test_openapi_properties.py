@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from backend.access import Actor
 from backend.api import create_app
 from backend.batches.lifecycle import submit_list
 from backend.batches.lists import Entry
@@ -30,6 +31,7 @@ from backend.db import session_scope
 from backend.keys import create_key
 from backend.model_versions import register_model
 from backend.settings import Settings
+from core.enums import Role
 from core.model_metadata import SHIPPED_MODEL
 from tests.fixtures_images import photo_bytes
 
@@ -44,7 +46,7 @@ def api_app(database: Settings) -> tuple[APIFlask, str, dict[str, Any]]:
     id only ever gets a 404)."""
     with session_scope(database) as session:
         version = register_model(session, SHIPPED_MODEL, activate=True)
-        _, key = create_key(session, "schemathesis")
+        _, key = create_key(session, "schemathesis", Role.ADMIN, actor=Actor.system("tests"))
         check = submit_image(session, photo_bytes(size=64), database).check
         batch = submit_list(session, [Entry(1, "https://images.example.org/a.jpg")], database).batch
         assert check.image is not None

@@ -33,8 +33,9 @@ from backend.shapes import RunOut
 from backend.training.data import assemble_training_data, base_datasets, is_heldout
 from backend.training.rescoring import rescore_flagged
 from backend.training.runs import cancel_run, claim_run, finish_run, get_run, request_training, start_training
-from core.enums import Label
+from core.enums import Label, Role
 from core.errors import FakewatchError
+from tests.actors import OPERATOR, as_user
 from tests.fixtures_models import write_tiny_dataset
 from tests.stack import Stack, isolated_settings
 from tests.test_admin import MODERATOR, add_moderator, logged_in, press, texts
@@ -115,24 +116,24 @@ def test_one_run_at_a_time_and_cancel_before_start(services_db: Settings) -> Non
     with session_scope(services_db) as session:
         register_model(session, _fake_version(services_db.models_dir, "v1"), activate=True)
         with pytest.raises(FakewatchError) as nothing:
-            request_training(session, services_db)
+            request_training(session, services_db, actor=as_user())
         assert nothing.value.code == "no_training_data"
         for seed in range(6):
             _review(session, services_db, unique_png(100 + seed), "fake" if seed % 2 else "real")
         with pytest.raises(FakewatchError) as bad_epochs:
-            request_training(session, services_db, epochs=10_000)
+            request_training(session, services_db, actor=as_user(), epochs=10_000)
         assert bad_epochs.value.code == "invalid_request"
-        first = request_training(session, services_db, epochs=2, requested_by="alice")
+        first = request_training(session, services_db, actor=as_user("alice"), epochs=2)
         assert first.status == "queued" and first.params["base_version_id"] is not None
         with pytest.raises(FakewatchError) as busy:
-            request_training(session, services_db, requested_by="bob")
+            request_training(session, services_db, actor=as_user("bob"))
         assert busy.value.code == "training_busy" and busy.value.status == 409
         assert first.id in busy.value.message and "alice" in busy.value.message
-        assert cancel_run(session, first.id).status == "cancelled"
+        assert cancel_run(session, first.id, actor=as_user()).status == "cancelled"
         with pytest.raises(FakewatchError) as ended:
-            cancel_run(session, first.id)
+            cancel_run(session, first.id, actor=as_user())
         assert ended.value.code == "not_cancellable"
-        second = request_training(session, services_db, from_scratch=True, epochs=1)
+        second = request_training(session, services_db, actor=as_user(), from_scratch=True, epochs=1)
         assert second.params["from_scratch"] is True and second.params["base_version_id"] is None
 
 
@@ -142,11 +143,11 @@ def test_racing_requests_start_one_run(services_db: Settings, monkeypatch: pytes
         register_model(session, _fake_version(services_db.models_dir, "v1"), activate=True)
         for seed in range(4):
             _review(session, services_db, unique_png(200 + seed), "fake" if seed % 2 else "real")
-        request_training(session, services_db, epochs=1, requested_by="alice")
+        request_training(session, services_db, actor=as_user("alice"), epochs=1)
     monkeypatch.setattr(backend.training.runs, "current_run", lambda _session: None)
     with session_scope(services_db) as session:
         with pytest.raises(FakewatchError) as busy:
-            request_training(session, services_db, epochs=1, requested_by="bob")
+            request_training(session, services_db, actor=as_user("bob"), epochs=1)
         assert busy.value.code == "training_busy"
     with session_scope(services_db) as session:
         assert len(list(session.scalars(select(TrainingRun)))) == 1
@@ -157,13 +158,13 @@ def test_silent_running_run_is_expired_so_it_does_not_block(services_db: Setting
     with session_scope(services_db) as session:
         for seed in range(4):
             _review(session, services_db, unique_png(200 + seed), "fake" if seed % 2 else "real")
-        run = request_training(session, services_db, from_scratch=True)
+        run = request_training(session, services_db, actor=as_user(), from_scratch=True)
         assert claim_run(session, run.id) is not None
         assert claim_run(session, run.id) is None  # a redelivered message does not start it twice
         with pytest.raises(FakewatchError):
-            request_training(session, services_db, from_scratch=True)
+            request_training(session, services_db, actor=as_user(), from_scratch=True)
         time.sleep(0.7)
-        again = request_training(session, services_db, from_scratch=True)
+        again = request_training(session, services_db, actor=as_user(), from_scratch=True)
         session.refresh(run)
     assert run.status == "failed" and "stopped reporting" in (run.error or "")
     assert again.status == "queued"
@@ -173,23 +174,23 @@ def test_roll_back_reactivates_the_previous_version(services_db: Settings) -> No
     models_dir = services_db.models_dir
     with session_scope(services_db) as session:
         with pytest.raises(FakewatchError) as nothing:
-            roll_back(session)
+            roll_back(session, actor=OPERATOR)
         assert nothing.value.code == "nothing_to_roll_back"
         one = register_model(session, _fake_version(models_dir, "one"), activate=True)
         two = register_model(session, _fake_version(models_dir, "two"))
         three = register_model(session, _fake_version(models_dir, "three"))
         assert not two.active and not three.active  # registered, never active by itself
-        promote_version(session, two.id)
-        promote_version(session, three.id)
-        assert roll_back(session).name == "two"
-        assert roll_back(session).name == "three"  # rolling back a roll-back returns to where we were
-        assert roll_back(session, one.id).name == "one"
+        promote_version(session, two.id, actor=OPERATOR)
+        promote_version(session, three.id, actor=OPERATOR)
+        assert roll_back(session, actor=OPERATOR).name == "two"
+        assert roll_back(session, actor=OPERATOR).name == "three"  # rolling back a roll-back returns to where we were
+        assert roll_back(session, one.id, actor=OPERATOR).name == "one"
         assert active_version(session).name == "one"  # type: ignore[union-attr]
         assert session.scalar(select(ModelVersion).where(ModelVersion.active.is_(True)).limit(2)) is not None
         assert len(list(session.scalars(select(ModelVersion).where(ModelVersion.active.is_(True))))) == 1
         Path(three.file).unlink()
         with pytest.raises(FakewatchError) as missing:
-            promote_version(session, three.id)
+            promote_version(session, three.id, actor=OPERATOR)
         assert missing.value.code == "invalid_model"
 
 
@@ -222,7 +223,7 @@ def reviewed(training_stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
         for label in ("real", "fake"):
             checks = [session.get(Check, check_id) for check_id, item_label in ids if item_label == label]
             label_images(session, [check.image_id for check in checks if check is not None and check.image_id],
-                         label, "moderator")
+                         label, as_user())
     return len(ids)
 
 
@@ -247,7 +248,7 @@ def test_retrain_promote_then_roll_back_without_restarting_the_scorer(training_s
     with session_scope(settings) as session:
         old = active_version(session)
         assert old is not None
-        run = start_training(session, settings, epochs=2, requested_by="moderator")  # what the console's button calls
+        run = start_training(session, settings, actor=as_user(), epochs=2)  # what the console's button calls
         assert run.params["data"]["reviewed_train"]["real"] + run.params["data"]["reviewed_heldout"]["real"] == 12
     run = _wait_for_run(settings, run.id)
     assert run.status == "done", run.error
@@ -270,13 +271,13 @@ def test_retrain_promote_then_roll_back_without_restarting_the_scorer(training_s
 
     try:
         with session_scope(settings) as session:
-            promote_version(session, candidate.id)
+            promote_version(session, candidate.id, actor=OPERATOR)
         fresh = training_stack.post_image(unique_png(), wait=10).json()
         assert fresh["status"] == "done" and fresh["model_version"] == candidate.name and fresh["cached"] is False
         _rescore_flagged_with(settings, candidate)
     finally:
         with session_scope(settings) as session:
-            assert roll_back(session).name == old.name
+            assert roll_back(session, actor=OPERATOR).name == old.name
     again = training_stack.post_image(unique_png(), wait=10).json()
     assert again["status"] == "done" and again["model_version"] == old.name and again["cached"] is False
     assert scorer.poll() is None and training_stack.processes["worker"] is scorer  # the same scoring process throughout
@@ -306,7 +307,7 @@ def test_running_run_is_cancelled_and_leaves_nothing(training_stack: Stack, revi
     models_before = _model_files(settings.models_dir)
     with session_scope(settings) as session:
         versions_before = len(list(session.scalars(select(ModelVersion))))
-        run = start_training(session, settings, epochs=200)
+        run = start_training(session, settings, actor=as_user(), epochs=200)
     running = _wait_for_run(settings, run.id, until=("running",), timeout=60)
     assert running.status == "running"
     deadline = time.monotonic() + 60
@@ -314,7 +315,7 @@ def test_running_run_is_cancelled_and_leaves_nothing(training_stack: Stack, revi
         time.sleep(0.3)
         running = _wait_for_run(settings, run.id, until=("running",))
     with session_scope(settings) as session:
-        cancel_run(session, run.id)
+        cancel_run(session, run.id, actor=as_user())
     ended = _wait_for_run(settings, run.id, timeout=60)
     assert ended.status == "cancelled" and "unchanged" in (ended.error or "")
     assert ended.progress["epoch"] < 200
@@ -337,7 +338,7 @@ def test_run_that_raises_midway_changes_nothing_active(training_stack: Stack, re
     with session_scope(settings) as session:
         active_before = active_version(session)
         versions_before = len(list(session.scalars(select(ModelVersion))))
-        run = request_training(session, settings, epochs=3)
+        run = request_training(session, settings, actor=as_user(), epochs=3)
     result = worker.training.train_model(run.id, settings)
     assert result["status"] == "failed"
     with session_scope(settings) as session:
@@ -387,11 +388,11 @@ def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Sett
         register_model(session, _fake_version(models_dir, "v1"), activate=True)
         for seed in range(6):
             _review(session, services_db, unique_png(300 + seed), "fake" if seed % 2 else "real")
-        run = request_training(session, services_db, epochs=1)
+        run = request_training(session, services_db, actor=as_user(), epochs=1)
         claim_run(session, run.id)
         finish_run(session, run.id, _fake_version(models_dir, "cand"), comparison)
 
-    at = logged_in(add_moderator(services_db), "views/models.py")
+    at = logged_in(add_moderator(services_db, Role.ADMIN), "views/models.py")  # promoting is an admin's
     assert "Candidate vs active" in texts(at) and "Reviewed images: **3 real, 3 fake**" in texts(at)
     table = at.dataframe[-1].value
     assert table["metric"].tolist() == ["roc_auc", "accuracy", "fpr_at_threshold"]

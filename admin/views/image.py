@@ -8,28 +8,29 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from admin.auth import current_user, require_user
+from admin.auth import allowed, current_actor, require_user
 from admin.context import console_settings, session_scope
 from admin.notices import flash, show_flash
 from admin.thumbnails import full_image
+from backend.audit import EventFilters, event_dict, find_events
 from backend.callbacks import deliveries_for_checks, describe_delivery
 from backend.matching import CopySeen, copies_seen, copy_rule
 from backend.reviews import ImageHistory, image_history, label_image
 from backend.schema import CallbackDelivery
 from backend.verdicts import provenance_summary
-from core.enums import Label
+from core.enums import Label, Permission
 from core.errors import FakewatchError
 
 
 def label(image_id: int, label_name: Label) -> None:
     """on_click callback: record the moderator's label with the note typed beside the buttons."""
-    user = current_user()
-    if user is None:
+    actor = current_actor()
+    if actor is None:
         return
     note = st.session_state.get("image_note") or None
     try:
         with session_scope() as session:
-            label_image(session, image_id, label_name, user, note=note, copies=copy_rule(console_settings()))
+            label_image(session, image_id, label_name, actor, note=note, copies=copy_rule(console_settings()))
     except FakewatchError as error:
         flash("error", error.message)
         return
@@ -76,6 +77,8 @@ def render_provenance(provenance: dict[str, Any] | None) -> None:
 def render_labelling(history: ImageHistory) -> None:
     latest = history.reviews[0] if history.reviews else None
     st.markdown(f"Current label: **{latest.label}** by {latest.reviewer}" if latest else "Not reviewed yet.")
+    if not allowed(Permission.LABEL):
+        return
     st.text_input("Note (optional)", key="image_note", max_chars=2000)
     fake, real, _ = st.columns([1, 1, 4])
     fake.button("Fake", key="image_fake", type="primary", on_click=label, args=(history.image.id, Label.FAKE))
@@ -126,6 +129,21 @@ def render_image_page() -> None:
         st.dataframe(reviews_table(history), hide_index=True, width="stretch")
     else:
         st.caption("No moderator has labelled this image yet.")
+    render_history(image.sha256)
+
+
+def render_history(sha256: str) -> None:
+    """The image's own audit trail: every label, undo and deletion of these bytes, newest first."""
+    with session_scope() as session:
+        events = [event_dict(event) for event in find_events(session, EventFilters(object_type="image",
+                                                                                   object_id=sha256))]
+    st.subheader(f"History ({len(events)})")
+    if not events:
+        st.caption("Nothing has been done to this image yet.")
+        return
+    st.dataframe(pd.DataFrame([{"at": e["at"], "action": e["action"], "by": e["actor_name"], "role": e["actor_role"],
+                                "before": (e["before"] or {}).get("label"), "after": (e["after"] or {}).get("label")}
+                               for e in events]), hide_index=True, width="stretch", key="image_history")
 
 
 render_image_page()

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import streamlit as st
 
-from admin.auth import current_user, require_user
+from admin.auth import allowed, current_actor, require_user
 from admin.context import console_settings, session_scope
 from admin.notices import flash, show_flash
 from admin.thumbnails import thumbnail
@@ -24,7 +24,7 @@ from backend.reviews import (
     review_queue,
     undo_last_decision,
 )
-from core.enums import FLAGGED_VERDICTS, Label, Source, VerdictSource
+from core.enums import FLAGGED_VERDICTS, Label, Permission, Source, VerdictSource
 from core.errors import FakewatchError
 
 PAGE_SIZE = 12
@@ -68,12 +68,12 @@ def read_filters() -> QueueFilters:
 
 def decide(image_ids: list[int], check_ids: list[str], label: Label) -> None:
     """Record one decision (on_click callback)."""
-    user = current_user()
-    if user is None:
+    actor = current_actor()
+    if actor is None:
         return
     try:
         with session_scope() as session:
-            decision = label_images(session, image_ids, label, user, check_ids=check_ids,
+            decision = label_images(session, image_ids, label, actor, check_ids=check_ids,
                                     copies=copy_rule(console_settings()))
     except FakewatchError as error:
         flash("error", error.message)
@@ -102,11 +102,15 @@ def select_all(items: list[QueueItem]) -> None:
 
 
 def undo() -> None:
-    user = current_user()
-    if user is None:
+    actor = current_actor()
+    if actor is None:
         return
-    with session_scope() as session:
-        decision = undo_last_decision(session, user)
+    try:
+        with session_scope() as session:
+            decision = undo_last_decision(session, actor)
+    except FakewatchError as error:
+        flash("error", error.message)
+        return
     if decision is None:
         flash("error", "Nothing to undo: you have not labelled anything yet.")
     else:
@@ -132,6 +136,8 @@ def render_card(item: QueueItem) -> None:
                        "labelling this image labels them too (Real: only those the model did not call fake).")
         st.page_link("views/image.py", label="Image details", query_params={"sha256": item.sha256},
                      icon=":material/open_in_new:")
+        if not allowed(Permission.LABEL):  # a viewer sees the queue, without the labelling controls
+            return
         st.checkbox("Select", key=f"select_{item.image_id}")
         fake, real, skip_column = st.columns(3)
         fake.button("Fake", key=f"fake_{item.image_id}", type="primary", width="stretch",
@@ -160,11 +166,16 @@ def render_queue() -> None:
     show_flash()
     summary, undo_column, unskip_column = st.columns([3, 1, 1])
     summary.markdown(f"**{waiting}** image(s) waiting" + (f", {len(skipped)} skipped this session" if skipped else ""))
-    undo_column.button("Undo my last decision", key="undo", on_click=undo, icon=":material/undo:")
+    labelling = allowed(Permission.LABEL)
+    if labelling:
+        undo_column.button("Undo my last decision", key="undo", on_click=undo, icon=":material/undo:")
     if skipped:
         unskip_column.button("Show skipped again", key="unskip", on_click=skipped_ids().clear)
     if not items:
         st.info("Nothing to review under these filters.")
+        return
+    if not labelling:
+        render_grid(items)
         return
     bulk = st.columns([1, 1, 1, 3])
     bulk[0].button("Select all shown", key="select_all", on_click=select_all, args=(items,))

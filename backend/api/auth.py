@@ -7,9 +7,11 @@ from flask import g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from backend.access import Actor, require
 from backend.api.context import db
 from backend.keys import authenticate, hash_key
 from backend.schema import ApiKey
+from core.enums import Permission
 from core.errors import FakewatchError
 
 auth = HTTPTokenAuth(scheme="Bearer", description="An API key from `fakewatch keys create NAME`.")
@@ -33,6 +35,15 @@ def current_key() -> ApiKey:
     key = auth.current_user
     assert isinstance(key, ApiKey)
     return key
+
+
+def current_actor(permission: Permission | None = None) -> Actor:
+    """The request's key as an Actor for the services; refused with ``forbidden`` (403) when ``permission`` is given
+    and the key's role may not do it."""
+    actor = Actor.of_key(current_key())
+    if permission is not None:
+        require(actor, permission)
+    return actor
 
 
 def rate_limit_key() -> str:

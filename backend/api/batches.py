@@ -11,7 +11,7 @@ from apiflask.fields import Integer, String
 from apiflask.validators import OneOf, Range
 from flask import Response, request, stream_with_context, url_for
 
-from backend.api.auth import auth, current_key
+from backend.api.auth import auth, current_actor, current_key
 from backend.api.context import app_settings, db
 from backend.batches.lifecycle import cancel_batch, get_batch, submit_list
 from backend.batches.lists import Entry, entries_from_file, entries_from_json
@@ -29,6 +29,7 @@ from backend.callbacks import schedule as schedule_callbacks
 from backend.db import new_session
 from backend.settings import Settings
 from backend.shapes import BatchOut, BatchPage, CreatedBatchOut, error_doc, response_doc
+from core.enums import Permission
 from core.errors import FakewatchError
 
 bp = APIBlueprint("batches", __name__, url_prefix="/api/v1/batches", tag="Batches")
@@ -108,11 +109,12 @@ def _read_entries() -> tuple[list[Entry], str, str]:
 @bp.output(CreatedBatchOut, status_code=202, description="Accepted: the items are queued")
 @bp.doc(summary="Check a list of image URLs", responses=error_doc(400, 403, 413, 415))
 def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
+    actor = current_actor(Permission.SUBMIT)
     entries, name, callback = _read_entries()
     session = db()
     callback_url = callback_url_for(current_key(), callback or query.get("callback_url") or None, app_settings())
     created = submit_list(session, entries, app_settings(), name=name or query.get("name") or "",
-                          api_key_id=current_key().id, callback_url=callback_url)
+                          api_key_id=actor.id, callback_url=callback_url)
     summary = summarize(session, created.batch)
     body = Created(batch=summary.batch, progress=summary.progress, duplicates=created.duplicates)
     return body, 202, {"Location": url_for("batches.read_batch", batch_id=created.batch.id)}
@@ -124,7 +126,7 @@ def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
 @bp.doc(summary="Read a batch's progress")
 def read_batch(batch_id: str) -> BatchSummary:
     session = db()
-    return summarize(session, get_batch(session, batch_id))
+    return summarize(session, get_batch(session, batch_id, current_actor()))
 
 
 @bp.get("")
@@ -133,7 +135,7 @@ def read_batch(batch_id: str) -> BatchSummary:
 @bp.output(BatchPage)
 @bp.doc(summary="List batches, newest first")
 def read_batches(query: dict[str, Any]) -> dict[str, Any]:
-    batches, total = list_batches(db(), query["page"], query["per_page"])
+    batches, total = list_batches(db(), query["page"], query["per_page"], actor=current_actor())
     return {"batches": batches, "page": query["page"], "per_page": query["per_page"], "total": total}
 
 
@@ -143,7 +145,7 @@ def read_batches(query: dict[str, Any]) -> dict[str, Any]:
 @bp.doc(summary="Cancel a batch: items not started end cancelled, running ones finish")
 def cancel(batch_id: str) -> BatchSummary:
     session = db()
-    batch = cancel_batch(session, batch_id)
+    batch = cancel_batch(session, batch_id, actor=current_actor())
     session.commit()
     schedule_callbacks(session, app_settings(), batch_ids=[batch.id])  # a cancelled batch has finished too
     return summarize(session, batch)
@@ -156,7 +158,7 @@ def cancel(batch_id: str) -> BatchSummary:
     200, "One row per URL in input order, columns: " + ", ".join(RESULT_COLUMNS), RESULT_TYPES.values(),
     {"type": "string"}))
 def read_results(batch_id: str, query: dict[str, Any]) -> Response:
-    get_batch(db(), batch_id)  # 404 before the stream starts
+    get_batch(db(), batch_id, current_actor())  # 404 before the stream starts, for anyone's batch but one's own
     fmt, only = query["format"], query["which"]
     headers = {"Content-Disposition": f'attachment; filename="batch-{batch_id}-{only}.{fmt}"'}
     stream = stream_with_context(_stream(app_settings(), batch_id, only, fmt))

@@ -9,7 +9,7 @@ from apiflask.fields import Float
 from apiflask.validators import Range
 from flask import request, url_for
 
-from backend.api.auth import auth, current_key
+from backend.api.auth import auth, current_actor, current_key
 from backend.api.context import app_settings, db
 from backend.callbacks import callback_url_for
 from backend.callbacks import schedule as schedule_callbacks
@@ -17,7 +17,7 @@ from backend.checks import get_check, submit_image, submit_url, wait_for_final
 from backend.dispatch import enqueue_scoring
 from backend.schema import Check
 from backend.shapes import CheckOut, error_doc, response_doc
-from core.enums import UPLOAD_SOURCES, CheckStatus, Source
+from core.enums import UPLOAD_SOURCES, CheckStatus, Permission, Source
 from core.errors import FakewatchError, Unparseable
 
 bp = APIBlueprint("checks", __name__, url_prefix="/api/v1/checks", tag="Checks")
@@ -74,7 +74,7 @@ def _submit_upload() -> Check:
     session = db()
     callback = callback_url_for(current_key(), _optional_field(request.form.get("callback_url"), "callback_url"),
                                 app_settings())
-    submission = submit_image(session, data, app_settings(), source=Source(source), api_key_id=current_key().id,
+    submission = submit_image(session, data, app_settings(), source=Source(source), api_key_id=current_actor().id,
                               source_url=_optional_field(request.form.get("image_url"), "image_url"),
                               page_url=_optional_field(request.form.get("page_url"), "page_url"),
                               callback_url=callback)
@@ -97,7 +97,7 @@ def _submit_url() -> Check:
     session = db()
     callback = callback_url_for(current_key(), _optional_field(body.get("callback_url"), "callback_url"),
                                 app_settings())
-    check = submit_url(session, body["url"], app_settings(), api_key_id=current_key().id,
+    check = submit_url(session, body["url"], app_settings(), api_key_id=current_actor().id,
                        page_url=_optional_field(body.get("page_url"), "page_url"), callback_url=callback)
     session.commit()
     enqueue_scoring(app_settings(), [check.id])
@@ -112,6 +112,7 @@ def _submit_url() -> Check:
     200, "The check was final within `wait`: done, or failed with the reason", ["application/json"], CheckOut),
     **error_doc(400, 403, 413, 415, 503)})
 def create_check(query: dict[str, Any]) -> tuple[Check, int] | tuple[Check, int, dict[str, str]]:
+    current_actor(Permission.SUBMIT)
     if request.mimetype == "multipart/form-data":
         check = _submit_upload()
     elif request.is_json:
@@ -132,4 +133,4 @@ def create_check(query: dict[str, Any]) -> tuple[Check, int] | tuple[Check, int,
 @bp.output(CheckOut)
 @bp.doc(summary="Read a check")
 def read_check(check_id: str) -> Check:
-    return get_check(db(), check_id)
+    return get_check(db(), check_id, current_actor())

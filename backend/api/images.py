@@ -3,6 +3,7 @@ near-copies; DELETE removes it (backend/retention.py says what goes and what sta
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from apiflask import APIBlueprint, Schema
@@ -10,8 +11,9 @@ from apiflask.fields import Boolean
 from flask import Response, send_file
 from sqlalchemy import select
 
-from backend.api.auth import auth
+from backend.api.auth import auth, current_actor
 from backend.api.context import app_settings, db
+from backend.checks import image_visible
 from backend.matching import ImageMatches, image_matches
 from backend.retention import Deleted, delete_image
 from backend.schema import Image
@@ -34,7 +36,8 @@ def download_image(sha256: str) -> Response:
     if not is_sha256(sha256):
         raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")
     image = db().scalar(select(Image).where(Image.sha256 == sha256))
-    if image is None or image.deleted_at is not None:
+    # A submitter reads only the images of its own checks; anyone else's answer exactly as a missing one.
+    if image is None or image.deleted_at is not None or not image_visible(db(), image, current_actor()):
         raise NotFound(f"No stored image has SHA-256 {sha256}.")
     return send_file(image_path(image.storage_key, app_settings().images_dir),
                      mimetype=MIME_TYPES.get(image.format, "application/octet-stream"), max_age=86400,
@@ -49,7 +52,13 @@ def download_image(sha256: str) -> Response:
 def list_matches(sha256: str) -> ImageMatches:
     if not is_sha256(sha256):
         raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")
-    return image_matches(db(), app_settings(), sha256)
+    actor, session = current_actor(), db()
+    image = session.scalar(select(Image).where(Image.sha256 == sha256))
+    if image is None or not image_visible(session, image, actor):
+        raise NotFound(f"No stored image has SHA-256 {sha256}.")
+    matches = image_matches(session, app_settings(), sha256)
+    # A submitter sees only the copies among its own images (listed hashes come from shared lists, not keys).
+    return replace(matches, copies=[copy for copy in matches.copies if image_visible(session, copy.image, actor)])
 
 
 class DeleteQuery(Schema):
@@ -61,9 +70,9 @@ class DeleteQuery(Schema):
 @bp.auth_required(auth)
 @bp.input(DeleteQuery, location="query", arg_name="query")
 @bp.output(DeletedImageOut, description="Deleted: bytes gone, checks kept and marked")
-@bp.doc(summary="Delete a stored image (takedown or privacy request)")
+@bp.doc(summary="Delete a stored image (takedown or privacy request): an admin's key", responses=error_doc(403))
 def remove_image(sha256: str, query: dict[str, Any]) -> Deleted:
     session = db()
-    deleted = delete_image(session, app_settings(), sha256, purge=query["purge"])
+    deleted = delete_image(session, app_settings(), sha256, purge=query["purge"], actor=current_actor())
     session.commit()
     return deleted

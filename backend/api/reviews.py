@@ -10,13 +10,13 @@ from apiflask.fields import DateTime, Float, Integer, List, String
 from apiflask.validators import Length, OneOf, Range
 from sqlalchemy import select
 
-from backend.api.auth import auth, current_key
+from backend.api.auth import auth, current_actor
 from backend.api.context import db
 from backend.reviews import QUEUE_ORDERS, QueueFilters, image_history, label_image, queue_size, review_queue
 from backend.schema import Check, Image
 from backend.shapes import QueuePage, ReviewList, error_doc
 from backend.store import is_sha256
-from core.enums import FLAGGED_VERDICTS, Label, Source, Verdict
+from core.enums import FLAGGED_VERDICTS, Label, Permission, Source, Verdict
 from core.errors import FakewatchError, NotFound
 
 bp = APIBlueprint("reviews", __name__, url_prefix="/api/v1", tag="Reviews")
@@ -62,15 +62,17 @@ def _reviews(sha256: str) -> dict[str, Any]:
 @bp.auth_required(auth)
 @bp.input(ReviewIn, arg_name="body")
 @bp.output(ReviewList, status_code=201, description="Labelled: the image's reviews, newest (this one) first")
-@bp.doc(summary="Label an image (real or fake), as a moderator does in the console", responses=error_doc(400, 413))
+@bp.doc(summary="Label an image (real or fake), as a moderator does in the console",
+        responses=error_doc(400, 403, 413))
 def create_review(sha256: str, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    actor = current_actor(Permission.LABEL)  # a moderator's or admin's key; others get 403 forbidden
     session = db()
     image = _image(sha256)
     check_id = body.get("check_id")
     if check_id and session.scalar(select(Check.id).where(Check.id == check_id, Check.image_id == image.id)) is None:
         raise NotFound(f"Image {sha256} has no check {check_id}.")
-    label_image(session, image.id, body["label"], f"API key {current_key().name}", note=body.get("note"),
-                check_id=check_id, reason=body.get("reason"))
+    label_image(session, image.id, body["label"], actor, note=body.get("note"), check_id=check_id,
+                reason=body.get("reason"))
     session.commit()
     return _reviews(sha256), 201
 
@@ -78,8 +80,9 @@ def create_review(sha256: str, body: dict[str, Any]) -> tuple[dict[str, Any], in
 @bp.get("/images/<sha256>/reviews")
 @bp.auth_required(auth)
 @bp.output(ReviewList)
-@bp.doc(summary="An image's reviews, newest first", responses=error_doc(422))
+@bp.doc(summary="An image's reviews, newest first", responses=error_doc(403, 422))
 def read_reviews(sha256: str) -> dict[str, Any]:
+    current_actor(Permission.READ_ALL)  # moderators' decisions: viewers, moderators and admins
     _image(sha256)
     return _reviews(sha256)
 
@@ -88,8 +91,10 @@ def read_reviews(sha256: str) -> dict[str, Any]:
 @bp.auth_required(auth)
 @bp.input(QueueQuery, location="query", arg_name="query")
 @bp.output(QueuePage)
-@bp.doc(summary="The review queue: flagged images nobody labelled, one item per image, with the console's filters")
+@bp.doc(summary="The review queue: flagged images nobody labelled, one item per image, with the console's filters",
+        responses=error_doc(403))
 def read_queue(query: dict[str, Any]) -> dict[str, Any]:
+    current_actor(Permission.READ_ALL)
     if query["min_score"] > query["max_score"]:
         raise FakewatchError("invalid_request", "min_score must not be above max_score.")
     filters = QueueFilters(verdicts=tuple(Verdict(v) for v in query["verdict"]) or FLAGGED_VERDICTS,

@@ -13,12 +13,14 @@ from typing import cast
 from sqlalchemy import Table, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from backend.access import Actor, require, visible_or_not_found
+from backend.audit import record
 from backend.batches.lists import Entry, ParsedList, validate_entries
 from backend.db import get_or_not_found
 from backend.dispatch import enqueue_scoring
 from backend.schema import Batch, Check, new_id, utcnow
 from backend.settings import Settings
-from core.enums import PENDING_CHECK_STATUSES, BatchStatus, CheckStatus, Source
+from core.enums import PENDING_CHECK_STATUSES, AuditAction, BatchStatus, CheckStatus, Permission, Source
 from core.errors import FakewatchError
 
 MAX_NAME_CHARS = 200
@@ -64,15 +66,20 @@ def submit_list(session: Session, entries: Sequence[Entry], settings: Settings, 
     return created
 
 
-def get_batch(session: Session, batch_id: str) -> Batch:
-    return get_or_not_found(session, Batch, batch_id, "batch")
+def get_batch(session: Session, batch_id: str, actor: Actor | None = None) -> Batch:
+    """The batch; ``not_found`` when ``actor`` (None: a trusted internal caller) may not read it."""
+    batch = get_or_not_found(session, Batch, batch_id, "batch")
+    visible_or_not_found(actor, batch.api_key_id, "batch", batch_id)
+    return batch
 
 
-def cancel_batch(session: Session, batch_id: str) -> Batch:
+def cancel_batch(session: Session, batch_id: str, *, actor: Actor) -> Batch:
     """Cancel the items not started yet; running ones finish. A finished batch is left as it is."""
-    batch = get_batch(session, batch_id)
+    batch = get_batch(session, batch_id, actor)
+    require(actor, Permission.CANCEL_BATCH)
     if batch.status.is_final:
         return batch
+    before = {"status": batch.status.value}
     now = utcnow()
     session.execute(
         update(Check).where(Check.batch_id == batch_id, Check.status == CheckStatus.QUEUED)
@@ -83,6 +90,7 @@ def cancel_batch(session: Session, batch_id: str) -> Batch:
     batch.status = BatchStatus.CANCELLED
     batch.finished_at = now
     session.flush()
+    record(session, actor, AuditAction.BATCH_CANCEL, ("batch", batch.id), before, {"status": batch.status.value})
     return batch
 
 
