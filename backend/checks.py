@@ -39,13 +39,12 @@ def store_image(session: Session, data: bytes, settings: Settings, info: ImageIn
     ``info`` is the result of ``inspect_image`` on these bytes when the caller already has it (the fetcher does)."""
     # Bytes with a known SHA-256 passed every intake check when first stored: skip decoding them again.
     known = session.scalar(select(Image).where(Image.sha256 == hashlib.sha256(data).hexdigest()))
-    if known is not None and known.deleted_at is None:
-        return known
     if known is not None:
-        # Deleted earlier (backend/retention.py) and submitted again: a new submission, stored again.
-        put_image(data, known.sha256, settings.images_dir)
-        known.deleted_at = None
-        if known.provenance is None:  # stored before provenance was read: read it now, once
+        if known.deleted_at is not None:
+            # Deleted earlier (backend/retention.py) and submitted again: a new submission, stored again.
+            put_image(data, known.sha256, settings.images_dir)
+            known.deleted_at = None
+        if known.provenance is None:  # stored before provenance was read (or purged): read it now, once
             known.provenance = read_image_provenance(data, settings)
         return known
     if info is None:

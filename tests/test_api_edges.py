@@ -171,13 +171,13 @@ def test_every_status_an_endpoint_sends_is_in_the_spec(database: Settings) -> No
     expected = {
         ("post", "/api/v1/checks"): {"200", "202", "400", "401", "403", "413", "415", "422", "429", "500", "503"},
         ("post", "/api/v1/batches"): {"202", "400", "401", "403", "413", "415", "422", "429", "500"},
-        ("post", "/api/v1/training-runs"): {"202", "400", "401", "409", "413", "422", "429", "500", "503"},
+        ("post", "/api/v1/training-runs"): {"202", "400", "401", "403", "409", "413", "422", "429", "500", "503"},
         ("get", "/api/v1/images/{sha256}"): {"200", "401", "404", "422", "429", "500"},
-        ("delete", "/api/v1/images/{sha256}"): {"200", "401", "404", "422", "429", "500"},
-        ("post", "/api/v1/images/{sha256}/reviews"): {"201", "400", "401", "404", "413", "422", "429", "500"},
-        ("get", "/api/v1/queue"): {"200", "401", "422", "429", "500"},
-        ("post", "/api/v1/model-versions/{version_id}/promote"): {"200", "401", "404", "409", "413", "429", "500"},
-        ("post", "/api/v1/model-versions/rollback"): {"200", "401", "409", "413", "429", "500"},
+        ("delete", "/api/v1/images/{sha256}"): {"200", "401", "403", "404", "422", "429", "500"},
+        ("post", "/api/v1/images/{sha256}/reviews"): {"201", "400", "401", "403", "404", "413", "422", "429", "500"},
+        ("get", "/api/v1/queue"): {"200", "401", "403", "422", "429", "500"},
+        ("post", "/api/v1/model-versions/{version_id}/promote"): {"200", "401", "403", "404", "409", "413", "429", "500"},
+        ("post", "/api/v1/model-versions/rollback"): {"200", "401", "403", "409", "413", "429", "500"},
         ("get", "/readyz"): {"200", "500", "503"},
     }
     for operation, statuses in expected.items():
