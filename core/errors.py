@@ -22,3 +22,21 @@ class NotFound(FakewatchError):
 
     def __init__(self, message: str) -> None:
         super().__init__("not_found", message)
+
+
+class BrokerUnavailable(FakewatchError):
+    """The broker (Redis, or the embedded broker's file) did not answer: nothing was lost, try again shortly."""
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__("broker_unavailable", message)
+
+
+class DatabaseUnavailable(FakewatchError):
+    """The database did not answer (down, unreachable, or the embedded file locked): nothing was accepted."""
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__("database_unavailable", message)

@@ -121,14 +121,15 @@ def keys_revoke(settings: Settings, key: str) -> None:
 @click.option("--host", default=None, help="Address to listen on (FAKEWATCH_API_HOST).")
 @click.option("--port", type=int, default=None, help="Port (FAKEWATCH_API_PORT).")
 @click.option("--workers", type=int, default=1, show_default=True, help="gunicorn worker processes.")
-@click.option("--threads", type=int, default=8, show_default=True, help="Threads per process.")
+@click.option("--threads", type=int, default=16, show_default=True, help="Threads per process.")
 @click.pass_obj
 def api(settings: Settings, host: str | None, port: int | None, workers: int, threads: int) -> None:
-    """Serve the HTTP API with gunicorn (backend/wsgi.py reads the same environment)."""
+    """Serve the HTTP API with gunicorn (backend/wsgi.py reads the same environment; backend/gunicorn_config.py
+    holds the server's settings, keep-alive included)."""
     bind = f"{host or settings.api_host}:{port or settings.api_port}"
-    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
-                               "--threads", str(threads), "--worker-class", "gthread", "--timeout", "60",
-                               "--access-logfile", "-", "backend.wsgi:app"])
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:backend.gunicorn_config",
+                               "--bind", bind, "--workers", str(workers), "--threads", str(threads),
+                               "backend.wsgi:app"])
 
 
 @cli.command()

@@ -10,9 +10,11 @@ from apiflask import APIBlueprint, Schema
 from apiflask.fields import Integer, String
 from apiflask.validators import OneOf, Range
 from flask import Response, request, stream_with_context, url_for
+from sqlalchemy.exc import IntegrityError
 
 from backend.api.auth import auth, current_key
 from backend.api.context import app_settings, db
+from backend.api.idempotent import idempotent_request
 from backend.batches.lifecycle import cancel_batch, get_batch, submit_list
 from backend.batches.lists import Entry, entries_from_file, entries_from_json
 from backend.batches.progress import BatchSummary, list_batches, summarize
@@ -62,8 +64,12 @@ class NameQuery(Schema):
     name = String(load_default="", metadata={"description": "A name for the batch (JSON bodies may carry it too)."})
 
 
+# Far past any real listing, and small enough that (page - 1) * per_page stays a 64-bit OFFSET.
+MAX_PAGE = 100_000
+
+
 class PageQuery(Schema):
-    page = Integer(load_default=1, validate=Range(min=1))
+    page = Integer(load_default=1, validate=Range(min=1, max=MAX_PAGE))
     per_page = Integer(load_default=20, validate=Range(min=1, max=100))
 
 
@@ -94,10 +100,26 @@ def _read_entries() -> tuple[list[Entry], str]:
 @bp.output(CreatedBatchOut, status_code=202, description="Accepted: the items are queued")
 @bp.doc(summary="Check a list of image URLs")
 def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
-    entries, name = _read_entries()
+    """A retried request with the same ``Idempotency-Key`` answers with the batch the first one created."""
+    idempotent = idempotent_request("batches")
     session = db()
-    created = submit_list(session, entries, app_settings(), name=name or query.get("name") or "",
-                          api_key_id=current_key().id)
+    earlier = idempotent.earlier_resource(session) if idempotent is not None else None
+    if earlier is None:
+        entries, name = _read_entries()
+        remember = (lambda created: idempotent.remember(session, created.batch.id)) if idempotent else None
+        try:
+            created = submit_list(session, entries, app_settings(), name=name or query.get("name") or "",
+                                  api_key_id=current_key().id, before_commit=remember)
+        except IntegrityError:
+            # A copy of this request (same key) committed first: answer with its batch.
+            session.rollback()
+            earlier = idempotent.earlier_resource(session) if idempotent is not None else None
+            if earlier is None:
+                raise
+    if earlier is not None:
+        summary = summarize(session, get_batch(session, earlier))
+        return (Created(batch=summary.batch, progress=summary.progress), 202,
+                {"Location": url_for("batches.read_batch", batch_id=earlier), "Idempotent-Replayed": "true"})
     summary = summarize(session, created.batch)
     body = Created(batch=summary.batch, progress=summary.progress, duplicates=created.duplicates)
     return body, 202, {"Location": url_for("batches.read_batch", batch_id=created.batch.id)}

@@ -6,15 +6,21 @@ import logging
 from collections.abc import Mapping
 from typing import cast
 
+import kombu.exceptions as kombu_exc
+import redis.exceptions as redis_exc
+import sqlalchemy.exc as sqlalchemy_exc
 from apiflask import APIFlask, HTTPError
 from flask import Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from backend.api.context import app_settings
 from backend.shapes import ErrorOut
-from core.errors import FakewatchError
+from core.errors import BrokerUnavailable, DatabaseUnavailable, FakewatchError
 
 log = logging.getLogger(__name__)
+
+# What a 503 asks the client to wait before trying again.
+RETRY_AFTER_S = "5"
 
 # Codes for the errors Flask and its extensions raise themselves.
 HTTP_CODES = {
@@ -48,7 +54,8 @@ def register(app: APIFlask) -> None:
 
     @app.errorhandler(FakewatchError)
     def fakewatch_error(error: FakewatchError) -> tuple[Response, int, dict[str, str]]:
-        return _body(error.code, error.message, error.status)
+        outage = isinstance(error, BrokerUnavailable | DatabaseUnavailable) or error.code == "broker_unavailable"
+        return _body(error.code, error.message, error.status, {"Retry-After": RETRY_AFTER_S} if outage else None)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
@@ -62,6 +69,24 @@ def register(app: APIFlask) -> None:
         headers = dict(error.get_headers()) if status in (405, 429) else {}
         headers.pop("Content-Type", None)
         return _body(code, message, status, headers)
+
+    @app.errorhandler(sqlalchemy_exc.OperationalError)
+    @app.errorhandler(sqlalchemy_exc.InterfaceError)
+    @app.errorhandler(sqlalchemy_exc.TimeoutError)
+    def database_error(error: Exception) -> tuple[Response, int, dict[str, str]]:
+        # The database is down, unreachable, out of connections, or (the embedded default) its file is locked.
+        log.warning("database unavailable: %s", error)
+        unavailable = DatabaseUnavailable("The database is not answering; nothing was changed. Try again in a "
+                                          "few seconds.")
+        return _body(unavailable.code, unavailable.message, unavailable.status, {"Retry-After": RETRY_AFTER_S})
+
+    @app.errorhandler(redis_exc.ConnectionError)
+    @app.errorhandler(redis_exc.TimeoutError)
+    @app.errorhandler(kombu_exc.OperationalError)
+    def broker_error(error: Exception) -> tuple[Response, int, dict[str, str]]:
+        log.warning("broker unavailable: %s", error)
+        unavailable = BrokerUnavailable("The broker (Redis) is not answering; try again in a few seconds.")
+        return _body(unavailable.code, unavailable.message, unavailable.status, {"Retry-After": RETRY_AFTER_S})
 
     @app.errorhandler(Exception)
     def unexpected_error(_error: Exception) -> tuple[Response, int, dict[str, str]]:
