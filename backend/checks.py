@@ -144,7 +144,8 @@ def lease_lapsed(now: datetime, stale_after_s: float) -> ColumnElement[bool]:
                     and_(Check.lease_expires_at.is_(None), Check.started_at < now - timedelta(seconds=stale_after_s))))
 
 
-def claim_checks(session: Session, check_ids: list[str], stale_after_s: float, lease_s: float = 30.0) -> list[Check]:
+def claim_checks(session: Session, check_ids: list[str], stale_after_s: float, lease_s: float = 30.0,
+                 claimed_by: str | None = None) -> list[Check]:
     """Mark the given checks running under a lease of ``lease_s`` (and their batches, if queued) and return those
     this caller won.
 
@@ -156,7 +157,7 @@ def claim_checks(session: Session, check_ids: list[str], stale_after_s: float, l
         update(Check)
         .where(Check.id.in_(check_ids), or_(Check.status == CheckStatus.QUEUED, lease_lapsed(now, stale_after_s)))
         .values(status=CheckStatus.RUNNING, started_at=now, lease_expires_at=now + timedelta(seconds=lease_s),
-                unsent=False, attempts=Check.attempts + 1)
+                unsent=False, claimed_by=claimed_by, attempts=Check.attempts + 1)
         .returning(Check.id)
     ))
     if claimed:

@@ -176,6 +176,8 @@ class Check(Base):
     # A running check belongs to its worker until this moment; the worker renews it while it works, so a lapsed
     # lease means a dead worker (migration 0010). Null on rows claimed before leases existed.
     lease_expires_at: Mapped[datetime | None]
+    # Which worker process holds (or last held) it: "host:pid", for operators and the kill tests.
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
     # The broker refused the message when the check was accepted: the sweeper sends it once the broker is back.
     unsent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 

@@ -6,6 +6,8 @@ only inside the commands that need them, so ``fakewatch --help`` answers at once
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -197,22 +199,40 @@ def up(settings: Settings, no_admin: bool) -> None:
     _supervise(processes)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when `fakewatch up` dies, however it dies (SIGKILL
+    included), so no child outlives its supervisor in its own session. Linux only; elsewhere Ctrl-C still stops
+    everything through the supervisor's own handler."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def _spawn(name: str, args: list[str], logs_dir: Path) -> subprocess.Popen[bytes]:
     log_file = (logs_dir / f"{name}.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "fakewatch.cli", *args], stdout=log_file, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_end_with_parent)
 
 
 def _supervise(processes: list[subprocess.Popen[bytes]]) -> None:
     def stop(*_args: object) -> None:
+        # SIGTERM to each child's main process only: gunicorn's master and Celery's main process stop their own
+        # workers in order; signalling the whole group at once races them (a Celery pool child killed under its
+        # parent's warm shutdown left the parent waiting). The group is killed only if that does not end it.
         for process in processes:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
         for process in processes:
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                pass
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)  # whatever of its session is left
+            process.wait()
         click.echo("Stopped.", err=True)
         sys.exit(0)
 

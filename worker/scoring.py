@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
@@ -26,7 +28,8 @@ log = logging.getLogger("fakewatch.worker")
 def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]:
     """Score the given checks; returns counts by outcome. Safe to run twice on the same ids."""
     with session_scope(settings) as session:
-        checks = claim_checks(session, list(check_ids), stale_after_s=settings.stuck_after_s, lease_s=settings.lease_s)
+        checks = claim_checks(session, list(check_ids), stale_after_s=settings.stuck_after_s, lease_s=settings.lease_s,
+                              claimed_by=f"{socket.gethostname()}:{os.getpid()}"[:100])
         if not checks:
             return {"claimed": 0}
         with holding_leases([check.id for check in checks], settings):

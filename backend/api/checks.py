@@ -11,7 +11,7 @@ from flask import request, url_for
 from sqlalchemy.exc import IntegrityError
 
 from backend.api.auth import auth, current_key
-from backend.api.context import app_settings, db
+from backend.api.context import app_settings, db, set_retry_after
 from backend.api.idempotent import IdempotentRequest, idempotent_request, wait_slot
 from backend.checks import get_check, submit_image, submit_url, wait_for_final
 from backend.delivery import send_checks
@@ -107,8 +107,8 @@ def _answer(check: Check, replayed: bool = False) -> tuple[Check, int] | tuple[C
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     if check.status in (CheckStatus.DONE, CheckStatus.FAILED):
         return check, 200, headers
-    headers.update({"Location": url_for("checks.read_check", check_id=check.id),
-                    "Retry-After": str(app_settings().poll_after_s)})
+    headers["Location"] = url_for("checks.read_check", check_id=check.id)
+    set_retry_after(app_settings().poll_after_s)
     return check, 202, headers
 
 

@@ -13,14 +13,14 @@ from apiflask import APIFlask, HTTPError
 from flask import Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from backend.api.context import app_settings
+from backend.api.context import app_settings, set_retry_after
 from backend.shapes import ErrorOut
 from core.errors import BrokerUnavailable, DatabaseUnavailable, FakewatchError
 
 log = logging.getLogger(__name__)
 
 # What a 503 asks the client to wait before trying again.
-RETRY_AFTER_S = "5"
+RETRY_AFTER_S = 5
 
 # Codes for the errors Flask and its extensions raise themselves.
 HTTP_CODES = {
@@ -54,8 +54,9 @@ def register(app: APIFlask) -> None:
 
     @app.errorhandler(FakewatchError)
     def fakewatch_error(error: FakewatchError) -> tuple[Response, int, dict[str, str]]:
-        outage = isinstance(error, BrokerUnavailable | DatabaseUnavailable) or error.code == "broker_unavailable"
-        return _body(error.code, error.message, error.status, {"Retry-After": RETRY_AFTER_S} if outage else None)
+        if isinstance(error, BrokerUnavailable | DatabaseUnavailable) or error.code == "broker_unavailable":
+            set_retry_after(RETRY_AFTER_S)
+        return _body(error.code, error.message, error.status)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
@@ -78,7 +79,8 @@ def register(app: APIFlask) -> None:
         log.warning("database unavailable: %s", error)
         unavailable = DatabaseUnavailable("The database is not answering; nothing was changed. Try again in a "
                                           "few seconds.")
-        return _body(unavailable.code, unavailable.message, unavailable.status, {"Retry-After": RETRY_AFTER_S})
+        set_retry_after(RETRY_AFTER_S)
+        return _body(unavailable.code, unavailable.message, unavailable.status)
 
     @app.errorhandler(redis_exc.ConnectionError)
     @app.errorhandler(redis_exc.TimeoutError)
@@ -86,7 +88,8 @@ def register(app: APIFlask) -> None:
     def broker_error(error: Exception) -> tuple[Response, int, dict[str, str]]:
         log.warning("broker unavailable: %s", error)
         unavailable = BrokerUnavailable("The broker (Redis) is not answering; try again in a few seconds.")
-        return _body(unavailable.code, unavailable.message, unavailable.status, {"Retry-After": RETRY_AFTER_S})
+        set_retry_after(RETRY_AFTER_S)
+        return _body(unavailable.code, unavailable.message, unavailable.status)
 
     @app.errorhandler(Exception)
     def unexpected_error(_error: Exception) -> tuple[Response, int, dict[str, str]]:

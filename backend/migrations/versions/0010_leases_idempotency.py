@@ -1,5 +1,5 @@
 """Leases and idempotent POSTs: a running check's lease (renewed by its worker, so a lapsed one means a dead
-worker), a flag for a check the broker refused when it was accepted (the sweeper sends it later), and the
+worker) and which worker holds it, a flag for a check the broker refused when it was accepted (the sweeper sends it later), and the
 ``Idempotency-Key`` of each POST that carried one, with what it created.
 
 Revision ID: 0010_leases_idempotency
@@ -18,6 +18,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("checks") as batch:
         batch.add_column(sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("claimed_by", sa.String(100), nullable=True))
         batch.add_column(sa.Column("unsent", sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_table(
         "idempotency_keys",
@@ -36,4 +37,5 @@ def downgrade() -> None:
     op.drop_table("idempotency_keys")
     with op.batch_alter_table("checks") as batch:
         batch.drop_column("unsent")
+        batch.drop_column("claimed_by")
         batch.drop_column("lease_expires_at")
