@@ -226,11 +226,13 @@ def start_stack(kind: str, data_dir: Path, model_path: Path) -> Stack:
 
 class OwnRedis:
     """A redis-server of this test's own on a free port, which tests may stop and start again (never the machine's
-    Redis on 6379). No persistence: a restart starts empty, as after a crash without an append-only file."""
+    Redis on 6379). Without ``persist`` a restart starts empty, as after a crash without an append-only file; with
+    it, Redis keeps an append-only file as the compose file's does."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, persist: bool = False) -> None:
         self.port = free_port()
         self.data_dir = data_dir
+        self.persist = persist
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -240,7 +242,8 @@ class OwnRedis:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                         "--save", "", "--appendonly", "no", "--dir", str(self.data_dir)],
+                                         "--save", "", "--appendonly", "yes" if self.persist else "no",
+                                         "--dir", str(self.data_dir)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
