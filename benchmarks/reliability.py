@@ -65,6 +65,7 @@ def latency_summary(values_ms: list[float]) -> dict[str, Any]:
 
 
 def start(kind: str, data_dir: Path, model: Path, redis_url: str | None, workers: int) -> Stack:
+    data_dir.mkdir(parents=True, exist_ok=True)
     env = {**backend_env("embedded", data_dir), **FAULT_ENV}
     if kind == "redis-postgres":
         assert redis_url is not None
@@ -133,6 +134,17 @@ def wait_final(stack: Stack, ids: list[str], timeout_s: float) -> tuple[collecti
         time.sleep(0.5)
 
 
+def restart_worker(stack: Stack, name: str) -> float:
+    """Start a killed worker again, waiting until it is warm; returns the seconds that took. Its old log is moved
+    aside first, so waiting for "ready." sees the new process's line."""
+    log = stack.data_dir / f"{name}.log"
+    if log.exists():
+        log.rename(log.with_suffix(f".log.{time.monotonic_ns()}"))
+    started = time.monotonic()
+    stack.start_worker(name)
+    return round(time.monotonic() - started, 1)
+
+
 def holders(stack: Stack, ids: list[str]) -> dict[str, list[str]]:
     """Running checks among ``ids`` by the worker process that holds them."""
     held: dict[str, list[str]] = collections.defaultdict(list)
@@ -179,10 +191,9 @@ def kill_loop(stack: Stack, poster: Poster, every_s: float, max_kills: int, done
                 requeued_s = round(time.monotonic() - killed_at, 1)
                 break
             time.sleep(0.2)
-        restart_started = time.monotonic()
-        stack.start_worker(victim)
+        restart_s = restart_worker(stack, victim)
         kills.append({"worker": victim, "checks_held": len(dead), "requeued_after_s": requeued_s,
-                      "restart_s": round(time.monotonic() - restart_started, 1)})
+                      "restart_s": restart_s})
     return kills
 
 
@@ -210,8 +221,8 @@ def batch_run(stack: Stack, images: list[bytes], kill_every_s: float | None, max
 
 def outage_run(stack: Stack, images: list[bytes], stop: Callable[[], None], resume: Callable[[], None],
                outage_s: float) -> dict[str, Any]:
-    """Uploads go on at a steady pace and a reader polls checks and /readyz; the service is stopped ``outage_s``
-    into... 5 s in, for ``outage_s``."""
+    """Uploads go on at a steady pace and a reader polls checks and /readyz; the service is stopped 5 s in, for
+    ``outage_s``."""
     poster = Poster(stack, threads=4)
     reads: collections.Counter[str] = collections.Counter()
     ready: collections.Counter[str] = collections.Counter()
@@ -236,7 +247,8 @@ def outage_run(stack: Stack, images: list[bytes], stop: Callable[[], None], resu
 
     reader_thread = threading.Thread(target=reader)
     reader_thread.start()
-    uploads = threading.Thread(target=poster.submit_all, args=(images, 0.02))
+    # Paced so that uploads go on before, during and after the outage.
+    uploads = threading.Thread(target=poster.submit_all, args=(images, (outage_s + 10) / max(1, len(images))))
     started = time.monotonic()
     uploads.start()
     time.sleep(5)
@@ -319,7 +331,7 @@ def production(args: argparse.Namespace, tmp: Path, results: dict[str, Any]) -> 
     stack = start(kind="redis-postgres", data_dir=tmp / "pg", model=args.model, redis_url=redis_server.url + "/0",
                   workers=2)
     try:
-        images = distinct_photos(3 * args.checks + 2 * args.outage_checks + args.load_fresh, size=args.size)
+        images = distinct_photos(20 + 2 * args.checks + args.outage_checks + args.load_fresh, size=args.size)
         warm = Poster(stack)
         warm.submit_all(images[:20])
         wait_final(stack, warm.ids, 120)
@@ -363,10 +375,11 @@ def embedded(args: argparse.Namespace, tmp: Path, results: dict[str, Any]) -> No
             events: list[dict[str, Any]] = []
             for _ in range(2):
                 time.sleep(args.embedded_kill_after)
-                killed_at = time.monotonic()
+                with poster.lock:
+                    ids = list(poster.ids)
+                held = sum(len(checks) for checks in holders(stack, ids).values())
                 stack.stop_process("w1", signal.SIGKILL)
-                stack.start_worker("w1")
-                events.append({"kill": "w1", "restart_s": round(time.monotonic() - killed_at, 1)})
+                events.append({"kill": "w1", "checks_held": held, "restart_s": restart_worker(stack, "w1")})
             time.sleep(3)
             connection = sqlite3.connect(broker_file, timeout=30, isolation_level=None)
             connection.execute("BEGIN EXCLUSIVE")
@@ -382,10 +395,18 @@ def embedded(args: argparse.Namespace, tmp: Path, results: dict[str, Any]) -> No
         fault_thread = threading.Thread(target=lambda: events.extend(faults()))
         started = time.monotonic()
         fault_thread.start()
-        poster.submit_all(images[20:], pause_s=args.embedded_pause)
+        # Uploads go on, paced, until the faults are over (at most --embedded-checks of them).
+        futures = []
+        for data in images[20:]:
+            futures.append(poster.pool.submit(poster.post, data))
+            time.sleep(args.embedded_pause)
+            if not fault_thread.is_alive() and len(futures) >= 50:
+                break
+        for future in futures:
+            future.result()
         fault_thread.join()
         counts, _ = wait_final(stack, poster.ids, timeout_s=300)
-        results["embedded"] = {"checks": args.embedded_checks, "accepted": len(poster.ids),
+        results["embedded"] = {"checks": len(futures), "accepted": len(poster.ids),
                                "answers": dict(poster.codes), "faults": events, "final": dict(counts),
                                "lost": len(poster.ids) - sum(counts[s] for s in FINAL), "failed": counts["failed"],
                                "total_s": round(time.monotonic() - started, 1)}
@@ -397,8 +418,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL)
     parser.add_argument("--size", type=int, default=96, help="side of each JPEG in pixels")
-    parser.add_argument("--checks", type=int, default=1000, help="checks per production batch (issue: 10,000)")
-    parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between worker kills (issue: 30)")
+    parser.add_argument("--checks", type=int, default=1500, help="checks per production batch (issue: 10,000)")
+    parser.add_argument("--kill-every", type=float, default=15.0, help="seconds between worker kills (issue: 30)")
     parser.add_argument("--max-kills", type=int, default=3)
     parser.add_argument("--outage-checks", type=int, default=400, help="uploads during the Redis outage run")
     parser.add_argument("--outage-s", type=float, default=10.0)
@@ -407,7 +428,7 @@ def main() -> None:
     parser.add_argument("--load-fresh", type=int, default=1200, help="distinct images the load runs may upload")
     parser.add_argument("--embedded-checks", type=int, default=500, help="issue: 1,500")
     parser.add_argument("--embedded-kill-after", type=float, default=8.0)
-    parser.add_argument("--embedded-pause", type=float, default=0.05, help="seconds between embedded uploads")
+    parser.add_argument("--embedded-pause", type=float, default=0.15, help="seconds between embedded uploads")
     parser.add_argument("--only", default="production,embedded")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
