@@ -269,8 +269,10 @@ def outage_run(stack: Stack, images: list[bytes], stop: Callable[[], None], resu
             "total_s": round(time.monotonic() - started, 1)}
 
 
-def load_run(stack: Stack, fresh: list[bytes], cached: list[bytes], clients: int, duration_s: float) -> dict[str, Any]:
-    """``clients`` threads, each looping: an upload with ?wait=10 (a third), a cached re-check (a third), a GET."""
+def load_run(stack: Stack, fresh: list[bytes], cached: list[bytes], clients: int, duration_s: float,
+             think_s: float = 0.0) -> dict[str, Any]:
+    """``clients`` threads, each looping: an upload with ?wait=10 (a third), a cached re-check (a third), a GET, with
+    ``think_s`` between its requests (0: closed loop, every client always has a request outstanding)."""
     latencies: dict[str, list[float]] = {"upload": [], "cached": [], "get": []}
     codes: collections.Counter[str] = collections.Counter()
     accepted: list[str] = []
@@ -310,6 +312,8 @@ def load_run(stack: Stack, fresh: list[bytes], cached: list[bytes], clients: int
             with lock:
                 codes[code] += 1
                 latencies["get" if kind == "get" and accepted else kind].append(elapsed)
+            if think_s:
+                time.sleep(rng.uniform(0.5, 1.5) * think_s)
 
     started = time.monotonic()
     with ThreadPoolExecutor(clients) as pool:
@@ -318,7 +322,7 @@ def load_run(stack: Stack, fresh: list[bytes], cached: list[bytes], clients: int
     total = sum(codes.values())
     failures = sum(count for code, count in codes.items() if code not in ("200", "202"))
     counts, settle_s = wait_final(stack, accepted, timeout_s=180)
-    return {"clients": clients, "duration_s": round(elapsed, 1), "requests": total,
+    return {"clients": clients, "think_s": think_s, "duration_s": round(elapsed, 1), "requests": total,
             "throughput_rps": round(total / elapsed, 1), "failure_ratio": round(failures / max(1, total), 4),
             "answers": dict(codes), "latency": {kind: latency_summary(values) for kind, values in latencies.items()},
             "accepted": len(accepted), "final_afterwards": sum(counts[s] for s in FINAL),
@@ -333,28 +337,34 @@ def production(args: argparse.Namespace, tmp: Path, results: dict[str, Any]) -> 
     try:
         images = distinct_photos(20 + 2 * args.checks + args.outage_checks + args.load_fresh, size=args.size)
         warm = Poster(stack)
-        warm.submit_all(images[:20])
+        warm_images = images[:20]
+        warm.submit_all(warm_images)
         wait_final(stack, warm.ids, 120)
         pool, images = images[20:], images[20:]
-        print("production: batch without kills", file=sys.stderr)
-        results["kills"] = {"baseline": batch_run(stack, pool[:args.checks], None, 0, ["w1", "w2"])}
-        print("production: batch with kills", file=sys.stderr)
-        results["kills"]["with_kills"] = batch_run(stack, pool[args.checks:2 * args.checks], args.kill_every,
-                                                   args.max_kills, ["w1", "w2"])
-        base, killed = results["kills"]["baseline"]["batch_s"], results["kills"]["with_kills"]["batch_s"]
-        results["kills"]["slowdown"] = round(killed / base, 2) if base else None
-        print("production: Redis outage", file=sys.stderr)
-        results["redis_outage"] = outage_run(stack, pool[2 * args.checks:2 * args.checks + args.outage_checks],
-                                             redis_server.stop, redis_server.start, args.outage_s)
-        fresh = pool[2 * args.checks + args.outage_checks:]
-        cached = images[:50]  # scored above: answered from cache
-        print("production: load, one scoring worker", file=sys.stderr)
-        stack.stop_process("w2")
-        half = len(fresh) // 2
-        results["load"] = {"one_worker": load_run(stack, fresh[:half], cached, args.clients, args.load_s)}
-        print("production: load, two scoring workers", file=sys.stderr)
-        stack.start_worker("w2")
-        results["load"]["two_workers"] = load_run(stack, fresh[half:], cached, args.clients, args.load_s)
+        if "kills" in args.only:
+            print("production: batch without kills", file=sys.stderr)
+            results["kills"] = {"baseline": batch_run(stack, pool[:args.checks], None, 0, ["w1", "w2"])}
+            print("production: batch with kills", file=sys.stderr)
+            results["kills"]["with_kills"] = batch_run(stack, pool[args.checks:2 * args.checks], args.kill_every,
+                                                       args.max_kills, ["w1", "w2"])
+            base, killed = results["kills"]["baseline"]["batch_s"], results["kills"]["with_kills"]["batch_s"]
+            results["kills"]["slowdown"] = round(killed / base, 2) if base else None
+        if "outage" in args.only:
+            print("production: Redis outage", file=sys.stderr)
+            results["redis_outage"] = outage_run(stack, pool[2 * args.checks:2 * args.checks + args.outage_checks],
+                                                 redis_server.stop, redis_server.start, args.outage_s)
+        if "load" in args.only:
+            fresh = pool[2 * args.checks + args.outage_checks:]
+            cached = images[:50] if "kills" in args.only else warm_images  # scored already: answered from cache
+            print("production: load, one scoring worker", file=sys.stderr)
+            stack.stop_process("w2")
+            half = len(fresh) // 2
+            results["load"] = {"one_worker": load_run(stack, fresh[:half], cached, args.clients, args.load_s,
+                                                      args.think_s)}
+            print("production: load, two scoring workers", file=sys.stderr)
+            stack.start_worker("w2")
+            results["load"]["two_workers"] = load_run(stack, fresh[half:], cached, args.clients, args.load_s,
+                                                      args.think_s)
     finally:
         stack.stop()
         redis_server.stop()
@@ -429,14 +439,16 @@ def main() -> None:
     parser.add_argument("--embedded-checks", type=int, default=500, help="issue: 1,500")
     parser.add_argument("--embedded-kill-after", type=float, default=8.0)
     parser.add_argument("--embedded-pause", type=float, default=0.15, help="seconds between embedded uploads")
-    parser.add_argument("--only", default="production,embedded")
+    parser.add_argument("--think-s", type=float, default=0.0,
+                        help="mean pause between one load client's requests (0: closed loop)")
+    parser.add_argument("--only", default="kills,outage,load,embedded", help="which parts to run, comma-separated")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results: dict[str, Any] = {"model": str(args.model), "image_px": args.size, "cpus": os.cpu_count(),
                                "settings": FAULT_ENV, "arguments": {key: str(value) for key, value in vars(args).items()}}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        if "production" in args.only:
+        if {"kills", "outage", "load"} & set(args.only.split(",")):
             production(args, Path(tmp), results)
         if "embedded" in args.only:
             embedded(args, Path(tmp), results)
