@@ -7,13 +7,17 @@ the winner's object."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from backend.schema import IdempotencyKey
+from backend.schema import IdempotencyKey, utcnow
 from core.errors import FakewatchError
 
 MAX_KEY_CHARS = 200
+# How long a key is remembered: far longer than any client retries a request (the CLI gives up after about 15 s).
+KEEP_FOR = timedelta(hours=24)
 
 
 def validate_key(key: str) -> str:
@@ -41,3 +45,10 @@ def remember(session: Session, api_key_id: int, key: str, endpoint: str, fingerp
     session.add(IdempotencyKey(api_key_id=api_key_id, key=key, endpoint=endpoint, fingerprint=fingerprint,
                                resource_id=resource_id))
     session.flush()
+
+
+def forget_old_keys(session: Session) -> int:
+    """Drop keys older than ``KEEP_FOR`` (commits; the sweeper calls it); returns how many."""
+    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - KEEP_FOR))
+    session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -11,18 +11,20 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from werkzeug.test import TestResponse
 
 from backend.api import create_app
 from backend.checks import claim_checks, submit_image, sweep_stuck_checks
 from backend.db import session_scope
 from backend.dispatch import SCORING_QUEUE
-from backend.schema import Batch, Check, IdempotencyKey
+from backend.idempotency import KEEP_FOR, forget_old_keys
+from backend.schema import Batch, Check, IdempotencyKey, utcnow
 from backend.settings import Settings
 from tests.fixtures_images import distinct_photos, photo_bytes
 from tests.stack import OwnRedis, free_port
@@ -138,6 +140,10 @@ def test_a_post_sent_again_with_its_idempotency_key_is_accepted_once(client: Fla
         assert session.scalar(select(func.count()).select_from(Check).where(Check.batch_id.is_not(None))) == 2
         assert session.scalar(select(func.count()).select_from(Check).where(Check.batch_id.is_(None))) == 2
         assert session.scalar(select(func.count()).select_from(IdempotencyKey)) == 3
+        session.execute(update(IdempotencyKey).where(IdempotencyKey.key == "retry-1")
+                        .values(created_at=utcnow() - KEEP_FOR - timedelta(minutes=1)))
+    with session_scope(database) as session:
+        assert forget_old_keys(session) == 1, "a day-old key is forgotten (the sweeper does it)"
 
 
 def test_copies_of_one_request_racing_each_other_create_one_check(app: object, api_key: str,

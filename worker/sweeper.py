@@ -11,6 +11,7 @@ import threading
 from backend.checks import sweep_stuck_checks
 from backend.db import session_scope
 from backend.delivery import resend_unsent, send_checks
+from backend.idempotency import forget_old_keys
 from backend.settings import Settings
 
 log = logging.getLogger("fakewatch.sweeper")
@@ -18,12 +19,13 @@ log = logging.getLogger("fakewatch.sweeper")
 
 def sweep_once(settings: Settings) -> int:
     """One pass: send the checks the broker refused when they were accepted, then re-queue those whose worker died
-    (a lapsed lease) or whose message was lost. Returns how many were sent."""
+    (a lapsed lease) or whose message was lost, and forget day-old Idempotency-Keys. Returns how many were sent."""
     with session_scope(settings) as session:
         resent = resend_unsent(session, settings)
         ids = sweep_stuck_checks(session, settings)
         if ids:
             send_checks(session, settings, ids)
+        forget_old_keys(session)
     if resent:
         log.warning("sent %d checks the broker had refused when they were accepted", resent)
     if ids:
