@@ -16,7 +16,7 @@ from backend.schema import IdempotencyKey, utcnow
 from core.errors import FakewatchError
 
 MAX_KEY_CHARS = 200
-# How long a key is remembered: far longer than any client retries a request (the CLI gives up after about 15 s).
+# How long a key is remembered: far longer than any client retries a request (the CLI gives up after about 20 s).
 KEEP_FOR = timedelta(hours=24)
 
 

@@ -25,8 +25,8 @@ class ClientError(Exception):
 
 # A poll reuses its kept-alive connection, which the server may close at the same moment, and a restarting API or
 # load balancer resets connections for a few seconds: a request that changes nothing (GET) or that the server
-# answers once per Idempotency-Key (POST with one) is sent again on a fresh connection, backing off 0, 1, 2, 4, 8 s
-# (about 15 s in all) before the client calls the API unreachable.
+# answers once per Idempotency-Key (POST with one) is sent again on a fresh connection, backing off 0, 1, 2, 4, 8, 8 s
+# (about 20 s in all) before the client calls the API unreachable.
 IDEMPOTENT_RETRIES = Retry(total=6, connect=6, read=6, status=0, other=0, backoff_factor=0.5, backoff_max=8,
                            allowed_methods=frozenset({"GET", "HEAD", "POST"}), raise_on_status=False)
 # A POST the server does not deduplicate is only sent again when it never reached the server (connect errors).
