@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
@@ -165,26 +165,46 @@ def wait_for_final(session: Session, check_id: str, timeout_s: float) -> Check:
 # --- state changes made by the workers --------------------------------------------------------------------
 
 
-def claim_checks(session: Session, check_ids: list[str], stale_after_s: float) -> list[Check]:
-    """Mark the given checks running (and their batches, if queued) and return those this caller won.
+def lease_lapsed(now: datetime, stale_after_s: float) -> ColumnElement[bool]:
+    """A running check whose worker is gone: its lease ran out, or (a row claimed before leases existed) it started
+    more than ``stale_after_s`` ago."""
+    return and_(Check.status == CheckStatus.RUNNING,
+                or_(Check.lease_expires_at < now,
+                    and_(Check.lease_expires_at.is_(None), Check.started_at < now - timedelta(seconds=stale_after_s))))
 
-    A check is claimed when it is queued, or running but stale (its worker died); one already final or being
-    worked on elsewhere is skipped, which makes a redelivered message harmless."""
+
+def claim_checks(session: Session, check_ids: list[str], stale_after_s: float, lease_s: float = 30.0,
+                 claimed_by: str | None = None) -> list[Check]:
+    """Mark the given checks running under a lease of ``lease_s`` (and their batches, if queued) and return those
+    this caller won.
+
+    A check is claimed when it is queued, or running with a lapsed lease (its worker died); one already final or
+    held by a live worker is skipped, which makes a redelivered message harmless."""
     now = utcnow()
-    stale = now - timedelta(seconds=stale_after_s)
     # One conditional UPDATE for the whole chunk; RETURNING names the rows this caller won.
     claimed = list(session.scalars(
         update(Check)
-        .where(Check.id.in_(check_ids),
-               or_(Check.status == CheckStatus.QUEUED,
-                   and_(Check.status == CheckStatus.RUNNING, Check.started_at < stale)))
-        .values(status=CheckStatus.RUNNING, started_at=now, attempts=Check.attempts + 1)
+        .where(Check.id.in_(check_ids), or_(Check.status == CheckStatus.QUEUED, lease_lapsed(now, stale_after_s)))
+        .values(status=CheckStatus.RUNNING, started_at=now, lease_expires_at=now + timedelta(seconds=lease_s),
+                unsent=False, claimed_by=claimed_by, attempts=Check.attempts + 1)
         .returning(Check.id)
     ))
     if claimed:
         mark_batches_running(session, claimed)
     session.commit()
     return list(session.scalars(select(Check).where(Check.id.in_(claimed)))) if claimed else []
+
+
+def renew_leases(session: Session, check_ids: Sequence[str], lease_s: float) -> int:
+    """Extend the lease on those of these checks still running (a worker's heartbeat); commits, returns how many."""
+    if not check_ids:
+        return 0
+    result = session.execute(
+        update(Check).where(Check.id.in_(list(check_ids)), Check.status == CheckStatus.RUNNING)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False))
+    session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _finish(check: Check, version: ModelVersion, score: float, cached: bool, regions: list[Any] | None,
@@ -245,12 +265,13 @@ def attach_image(session: Session, check: Check, data: bytes, settings: Settings
 
 
 def sweep_stuck_checks(session: Session, settings: Settings) -> list[str]:
-    """Re-queue checks left queued or running past ``stuck_after_s`` (a lost message, a killed worker);
-    a check that already had ``max_attempts`` attempts ends failed instead. Returns the ids to send again."""
+    """Re-queue running checks whose lease lapsed (a killed worker) and checks left queued past ``stuck_after_s``
+    (a lost message); a check that already had ``max_attempts`` attempts ends failed instead. A check whose worker
+    still renews its lease is never taken, however long it runs. Returns the ids to send again."""
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.stuck_after_s)
     stuck_now = or_(and_(Check.status == CheckStatus.QUEUED, Check.queued_at < cutoff),
-                    and_(Check.status == CheckStatus.RUNNING, Check.started_at < cutoff))
+                    lease_lapsed(now, settings.stuck_after_s))
     stuck = list(session.scalars(select(Check).where(stuck_now).limit(5000)))
     retry: list[str] = []
     given_up: list[Check] = []
@@ -274,7 +295,7 @@ def requeue_checks(session: Session, check_ids: Sequence[str], still: ColumnElem
         return []
     ids = list(session.scalars(
         update(Check).where(Check.id.in_(list(check_ids)), still)
-        .values(status=CheckStatus.QUEUED, queued_at=utcnow(), started_at=None)
+        .values(status=CheckStatus.QUEUED, queued_at=utcnow(), started_at=None, lease_expires_at=None)
         .returning(Check.id)
     ))
     session.commit()

@@ -23,7 +23,9 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     event,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column, relationship
@@ -198,6 +200,13 @@ class Check(Base):
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # A running check belongs to its worker until this moment; the worker renews it while it works, so a lapsed
+    # lease means a dead worker (migration 0010). Null on rows claimed before leases existed.
+    lease_expires_at: Mapped[datetime | None]
+    # Which worker process holds (or last held) it: "host:pid", for operators and the kill tests.
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    # The broker refused the message when the check was accepted: the sweeper sends it once the broker is back.
+    unsent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     image: Mapped[Image | None] = relationship(lazy="joined")
     model_version: Mapped[ModelVersion | None] = relationship(lazy="joined")
@@ -226,6 +235,23 @@ class CallbackDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_attempt_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+
+
+class IdempotencyKey(Base):
+    """A POST that carried an ``Idempotency-Key`` header: what it created, so the same request sent again (a client
+    retrying after a dropped connection) gets that object back instead of a second one."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("api_key_id", "key", name="uq_idempotency_keys_api_key_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    key: Mapped[str] = mapped_column(String(200))
+    # Which endpoint it was sent to, and the SHA-256 of its body: the same key on another request is refused.
+    endpoint: Mapped[str] = mapped_column(String(40))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class User(Base):

@@ -70,17 +70,24 @@ class Settings(BaseSettings):
     # Most distinct URLs one batch may hold.
     batch_max_urls: int = 10_000
 
-    # Longest ?wait= a client may ask for.
+    # Longest ?wait= a client may ask for, and how many requests of one API process may wait at once: past that a
+    # POST answers 202 at once with Retry-After, so waiting clients never hold the threads reads need.
     max_wait_s: float = 10.0
+    wait_slots: int = 4
+    # What a 202 tells the client to wait before it polls (Retry-After, seconds).
+    poll_after_s: int = 1
 
     # Worker: processes per scoring worker, images per model call, time limits per task.
     worker_concurrency: int = 1
     score_batch_size: int = 32
     task_soft_time_limit_s: int = 300
     task_time_limit_s: int = 360
-    # Sweeper: checks left queued or running longer than this are re-queued (a lost message, a killed worker).
+    # Sweeper: checks left queued longer than this are sent again (a lost message).
     stuck_after_s: float = 120.0
-    sweep_interval_s: float = 15.0
+    # A worker's claim on a check is a lease it renews every third of this while it works; the sweeper re-queues a
+    # running check whose lease lapsed (its worker was killed), within lease_s + sweep_interval_s of the kill.
+    lease_s: float = 10.0
+    sweep_interval_s: float = 5.0
     max_attempts: int = 3
     # How often the embedded broker (SQLite) is polled when idle.
     broker_poll_interval_s: float = 0.02

@@ -45,3 +45,21 @@ class Forbidden(FakewatchError):
 
     def __init__(self, message: str) -> None:
         super().__init__("forbidden", message)
+
+
+class BrokerUnavailable(FakewatchError):
+    """The broker (Redis, or the embedded broker's file) did not answer: nothing was lost, try again shortly."""
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__("broker_unavailable", message)
+
+
+class DatabaseUnavailable(FakewatchError):
+    """The database did not answer (down, unreachable, or the embedded file locked): nothing was accepted."""
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__("database_unavailable", message)

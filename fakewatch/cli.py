@@ -6,6 +6,8 @@ only inside the commands that need them, so ``fakewatch --help`` answers at once
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -198,14 +200,15 @@ def audit(settings: Settings, since: str, actor: str | None, actions: tuple[str,
 @click.option("--host", default=None, help="Address to listen on (FAKEWATCH_API_HOST).")
 @click.option("--port", type=int, default=None, help="Port (FAKEWATCH_API_PORT).")
 @click.option("--workers", type=int, default=1, show_default=True, help="gunicorn worker processes.")
-@click.option("--threads", type=int, default=8, show_default=True, help="Threads per process.")
+@click.option("--threads", type=int, default=16, show_default=True, help="Threads per process.")
 @click.pass_obj
 def api(settings: Settings, host: str | None, port: int | None, workers: int, threads: int) -> None:
-    """Serve the HTTP API with gunicorn (backend/wsgi.py reads the same environment)."""
+    """Serve the HTTP API with gunicorn (backend/wsgi.py reads the same environment; backend/gunicorn_config.py
+    holds the server's settings, keep-alive included)."""
     bind = f"{host or settings.api_host}:{port or settings.api_port}"
-    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
-                               "--threads", str(threads), "--worker-class", "gthread", "--timeout", "60",
-                               "--access-logfile", "-", "backend.wsgi:app"])
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:backend.gunicorn_config",
+                               "--bind", bind, "--workers", str(workers), "--threads", str(threads),
+                               "backend.wsgi:app"])
 
 
 @cli.command()
@@ -303,22 +306,40 @@ def _refuse_taken_ports(settings: Settings, no_admin: bool) -> None:
                 f"there. Set {setting} to a free port (or stop the program using {port}).")
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when `fakewatch up` dies, however it dies (SIGKILL
+    included), so no child outlives its supervisor in its own session. Linux only; elsewhere Ctrl-C still stops
+    everything through the supervisor's own handler."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def _spawn(name: str, args: list[str], logs_dir: Path) -> subprocess.Popen[bytes]:
     log_file = (logs_dir / f"{name}.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "fakewatch.cli", *args], stdout=log_file, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_end_with_parent)
 
 
 def _supervise(processes: list[subprocess.Popen[bytes]]) -> None:
     def stop(*_args: object) -> None:
+        # SIGTERM to each child's main process only: gunicorn's master and Celery's main process stop their own
+        # workers in order; signalling the whole group at once races them (a Celery pool child killed under its
+        # parent's warm shutdown left the parent waiting). The group is killed only if that does not end it.
         for process in processes:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
         for process in processes:
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                pass
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)  # whatever of its session is left
+            process.wait()
         click.echo("Stopped.", err=True)
         sys.exit(0)
 

@@ -115,7 +115,7 @@ def fresh_redis_url() -> str:
 def backend_env(kind: str, data_dir: Path) -> dict[str, str]:
     env = {"FAKEWATCH_DATA_DIR": str(data_dir), "FAKEWATCH_FETCH_ALLOWLIST": local_allowlist(),
            # Short enough that tests see the sweeper work, long enough that slow CI never trips it needlessly.
-           "FAKEWATCH_STUCK_AFTER_S": "8", "FAKEWATCH_SWEEP_INTERVAL_S": "1",
+           "FAKEWATCH_STUCK_AFTER_S": "8", "FAKEWATCH_SWEEP_INTERVAL_S": "1", "FAKEWATCH_LEASE_S": "5",
            "FAKEWATCH_RATE_LIMIT": "100000 per minute",
            # Callback retries a test can wait for (the default spreads them over 84 minutes).
            "FAKEWATCH_CALLBACK_RETRY_DELAYS_S": "0.5,0.5,0.5"}
@@ -242,3 +242,44 @@ def start_stack(kind: str, data_dir: Path, model_path: Path) -> Stack:
     stack.start_worker()
     stack.start_worker("callbacks-worker", "--queues", "callbacks", warm=False)
     return stack
+
+
+class OwnRedis:
+    """A redis-server of this test's own on a free port, which tests may stop and start again (never the machine's
+    Redis on 6379). Without ``persist`` a restart starts empty, as after a crash without an append-only file; with
+    it, Redis keeps an append-only file as the compose file's does."""
+
+    def __init__(self, data_dir: Path, persist: bool = False) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.persist = persist
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                         "--save", "", "--appendonly", "yes" if self.persist else "no",
+                                         "--dir", str(self.data_dir)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=1).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.port, db=db, socket_connect_timeout=2)

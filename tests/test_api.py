@@ -178,7 +178,7 @@ def test_no_active_model_is_refused_and_readyz_says_why(client: FlaskClient, api
     with session_scope(database) as session:
         session.execute(update(ModelVersion).values(active=False))
     assert_error(upload(client, key, photo_bytes()), 503, "no_active_model")
-    ready = client.get("/readyz")
+    ready = client.get("/readyz", headers=auth(key))
     assert ready.status_code == 503 and "model" in ready.get_json()["problems"]
 
 

@@ -73,7 +73,8 @@ def test_sweeper_requeues_then_gives_up(database: Settings) -> None:
     for attempt in range(1, 4):
         with session_scope(database) as session:
             claim_checks(session, [check_id], stale_after_s=60)
-            session.execute(update(Check).where(Check.id == check_id).values(started_at=long_ago))
+            # Its worker died: nobody renewed the lease.
+            session.execute(update(Check).where(Check.id == check_id).values(lease_expires_at=long_ago))
         with session_scope(database) as session:
             requeued = sweep_stuck_checks(session, database)
         with session_scope(database) as session:

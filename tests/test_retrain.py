@@ -36,6 +36,7 @@ from backend.training.runs import cancel_run, claim_run, finish_run, get_run, re
 from core.enums import Label, Role
 from core.errors import FakewatchError
 from tests.actors import OPERATOR, as_user
+from tests.fixtures_images import LocalServer, photo_bytes
 from tests.fixtures_models import write_tiny_dataset
 from tests.stack import Stack, isolated_settings
 from tests.test_admin import MODERATOR, add_moderator, logged_in, press, texts
@@ -371,6 +372,57 @@ def test_cli_retrain_through_the_api(training_stack: Stack, reviewed: int) -> No
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "epoch 1/1" in done.stderr and "Candidate:" in done.stdout and "held-out reviewed images" in done.stdout
+
+
+# Both commands follow their work for this long, polling across many of the server's keep-alive windows (once 2 s,
+# now 75 s); the run has more epochs than fit, and is cancelled then, so the test is bounded whatever the speed.
+FOLLOW_FOR_S = 100
+FOLLOW_EPOCHS = 60
+
+
+def test_retrain_and_scan_follow_for_minutes_without_losing_the_api(training_stack: Stack, reviewed: int,
+                                                                     image_server: LocalServer) -> None:
+    """`retrain --wait` (2 s polls) and back-to-back `scan --wait` runs (1 s polls) against the real gunicorn for
+    about two minutes: every poll reuses a kept-alive connection, and not one of them reports the API unreachable.
+    The run is cancelled through the API at the end, and `retrain --wait` follows it to that end."""
+    env = {**os.environ, **training_stack.env, "FAKEWATCH_API_URL": training_stack.api_url,
+           "FAKEWATCH_API_KEY": training_stack.api_key}
+    photo = photo_bytes("coffee", size=128)
+
+    def slow_image() -> tuple[int, dict[str, str], bytes]:
+        time.sleep(1.0)  # a slow host: the batch takes a while, so the scan polls many times
+        return 200, {"Content-Type": "image/jpeg"}, photo
+
+    urls = [image_server.url(f"/follow/{index}.jpg") for index in range(40)]
+    for url in urls:
+        image_server.routes[url.split(str(image_server.port), 1)[1]] = slow_image
+    listing = Path(training_stack.data_dir) / "follow-urls.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    started = time.monotonic()
+    retrain = subprocess.Popen([sys.executable, "-m", "fakewatch.cli", "retrain", "--epochs", str(FOLLOW_EPOCHS),
+                                "--wait"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    scans = 0
+    try:
+        while time.monotonic() - started < FOLLOW_FOR_S:
+            scan = subprocess.run([sys.executable, "-m", "fakewatch.cli", "scan", str(listing), "--wait"],
+                                  env=env, capture_output=True, text=True, timeout=180, check=False)
+            assert scan.returncode == 0, scan.stderr[-2000:]
+            assert "Cannot reach" not in scan.stderr
+            scans += 1
+        runs = requests.get(f"{training_stack.api_url}/api/v1/training-runs", headers=training_stack.headers(),
+                            timeout=30).json()["runs"]
+        for run in runs:
+            if run["status"] in ("queued", "running"):
+                requests.post(f"{training_stack.api_url}/api/v1/training-runs/{run['id']}/cancel",
+                              headers=training_stack.headers(), timeout=30)
+        out, err = retrain.communicate(timeout=300)
+    finally:
+        if retrain.poll() is None:
+            retrain.kill()
+    assert "Cannot reach" not in err, err[-3000:]
+    assert "epoch 1/" in err and ("Candidate:" in out or "cancelled" in out), (out + err)[-3000:]
+    assert retrain.returncode == (0 if "Candidate:" in out else 1)
+    assert scans >= 2 and time.monotonic() - started >= FOLLOW_FOR_S, "both commands followed their work for minutes"
 
 
 # --- the console section, through AppTest ------------------------------------------------------------------

@@ -15,18 +15,27 @@ from backend.checks import sweep_stuck_checks
 from backend.db import session_scope
 from backend.dispatch import enqueue_scoring
 from backend.retention import apply_retention
+from backend.delivery import resend_unsent, send_checks
+from backend.idempotency import forget_old_keys
 from backend.settings import Settings
 
 log = logging.getLogger("fakewatch.sweeper")
 
 
 def sweep_once(settings: Settings) -> int:
+    """One pass: send the checks the broker refused when they were accepted, then re-queue those whose worker died
+    (a lapsed lease) or whose message was lost, and forget day-old Idempotency-Keys. Returns how many were sent."""
     with session_scope(settings) as session:
+        resent = resend_unsent(session, settings)
         ids = sweep_stuck_checks(session, settings)
+        if ids:
+            send_checks(session, settings, ids)
+        forget_old_keys(session)
+    if resent:
+        log.warning("sent %d checks the broker had refused when they were accepted", resent)
     if ids:
-        log.warning("re-queued %d checks left unfinished past %.0f s", len(ids), settings.stuck_after_s)
-        enqueue_scoring(settings, ids)
-    return len(ids)
+        log.warning("re-queued %d checks whose worker stopped renewing its lease or whose message was lost", len(ids))
+    return resent + len(ids)
 
 
 def sweep_callbacks(settings: Settings) -> int:
@@ -57,6 +66,6 @@ def _loop(stop: threading.Event, settings: Settings) -> None:
 def start_sweeper(stop: threading.Event, settings: Settings) -> threading.Thread:
     thread = threading.Thread(target=_loop, args=(stop, settings), name="fakewatch-sweeper", daemon=True)
     thread.start()
-    log.info("sweeper started: every %.0f s, re-queues checks stuck past %.0f s", settings.sweep_interval_s,
-             settings.stuck_after_s)
+    log.info("sweeper started: every %.0f s, re-queues checks whose lease (%.0f s) lapsed", settings.sweep_interval_s,
+             settings.lease_s)
     return thread

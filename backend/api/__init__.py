@@ -11,7 +11,8 @@ from flask_cors import CORS
 
 from backend.api import batches, checks, errors, health, images, model_versions, reviews, training
 from backend.api.auth import make_limiter
-from backend.api.context import EXTENSION, close_session
+from backend.api.context import EXTENSION, apply_retry_after, close_session
+from backend.api.idempotent import WAIT_SLOTS, make_wait_slots
 from backend.image_provenance import load_trust_anchors
 from backend.settings import Settings
 from backend.shapes import ERROR_DESCRIPTIONS, ErrorOut
@@ -41,8 +42,11 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
     app.extensions[EXTENSION] = settings
+    app.extensions[WAIT_SLOTS] = make_wait_slots(settings.wait_slots)
     CORS(app, resources={r"/api/*": {"origins": EXTENSION_ORIGINS + list(settings.cors_origins)}},
-         allow_headers=["Authorization", "Content-Type"], max_age=600)
+         allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600)
+    # Registered before the limiter's hook, so it runs after it (Flask runs them in reverse).
+    app.after_request(apply_retry_after)
     limiter = make_limiter(settings.rate_limit, settings.rate_limit_storage)
     limiter.init_app(app)
     # Probes and docs are not API calls; a load balancer polling them must never be throttled.

@@ -10,9 +10,11 @@ from apiflask import APIBlueprint, Schema
 from apiflask.fields import Integer, String
 from apiflask.validators import OneOf, Range
 from flask import Response, request, stream_with_context, url_for
+from sqlalchemy.exc import IntegrityError
 
 from backend.api.auth import auth, current_actor, current_key
 from backend.api.context import app_settings, db
+from backend.api.idempotent import idempotent_request
 from backend.batches.lifecycle import cancel_batch, get_batch, submit_list
 from backend.batches.lists import Entry, entries_from_file, entries_from_json
 from backend.batches.progress import BatchSummary, list_batches, summarize
@@ -71,8 +73,12 @@ class NameQuery(Schema):
     callback_url = String(load_default="", metadata={"description": "For a text or CSV body: " + CALLBACK_DOC})
 
 
+# Far past any real listing, and small enough that (page - 1) * per_page stays a 64-bit OFFSET.
+MAX_PAGE = 100_000
+
+
 class PageQuery(Schema):
-    page = Integer(load_default=1, validate=Range(min=1))
+    page = Integer(load_default=1, validate=Range(min=1, max=MAX_PAGE))
     per_page = Integer(load_default=20, validate=Range(min=1, max=100))
 
 
@@ -109,12 +115,28 @@ def _read_entries() -> tuple[list[Entry], str, str]:
 @bp.output(CreatedBatchOut, status_code=202, description="Accepted: the items are queued")
 @bp.doc(summary="Check a list of image URLs", responses=error_doc(400, 403, 413, 415))
 def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
+    """A retried request with the same ``Idempotency-Key`` answers with the batch the first one created."""
     actor = current_actor(Permission.SUBMIT)
-    entries, name, callback = _read_entries()
+    idempotent = idempotent_request("batches")
     session = db()
-    callback_url = callback_url_for(current_key(), callback or query.get("callback_url") or None, app_settings())
-    created = submit_list(session, entries, app_settings(), name=name or query.get("name") or "",
-                          api_key_id=actor.id, callback_url=callback_url)
+    earlier = idempotent.earlier_resource(session) if idempotent is not None else None
+    if earlier is None:
+        entries, name, callback = _read_entries()
+        callback_url = callback_url_for(current_key(), callback or query.get("callback_url") or None, app_settings())
+        remember = (lambda created: idempotent.remember(session, created.batch.id)) if idempotent else None
+        try:
+            created = submit_list(session, entries, app_settings(), name=name or query.get("name") or "",
+                                  api_key_id=actor.id, callback_url=callback_url, before_commit=remember)
+        except IntegrityError:
+            # A copy of this request (same key) committed first: answer with its batch.
+            session.rollback()
+            earlier = idempotent.earlier_resource(session) if idempotent is not None else None
+            if earlier is None:
+                raise
+    if earlier is not None:
+        summary = summarize(session, get_batch(session, earlier, actor))
+        return (Created(batch=summary.batch, progress=summary.progress), 202,
+                {"Location": url_for("batches.read_batch", batch_id=earlier), "Idempotent-Replayed": "true"})
     summary = summarize(session, created.batch)
     body = Created(batch=summary.batch, progress=summary.progress, duplicates=created.duplicates)
     return body, 202, {"Location": url_for("batches.read_batch", batch_id=created.batch.id)}

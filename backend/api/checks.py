@@ -8,13 +8,15 @@ from apiflask import APIBlueprint, Schema
 from apiflask.fields import Float
 from apiflask.validators import Range
 from flask import request, url_for
+from sqlalchemy.exc import IntegrityError
 
 from backend.api.auth import auth, current_actor, current_key
-from backend.api.context import app_settings, db
+from backend.api.context import app_settings, db, set_retry_after
+from backend.api.idempotent import IdempotentRequest, idempotent_request, wait_slot
 from backend.callbacks import callback_url_for
 from backend.callbacks import schedule as schedule_callbacks
 from backend.checks import get_check, submit_image, submit_url, wait_for_final
-from backend.dispatch import enqueue_scoring
+from backend.delivery import send_checks
 from backend.schema import Check
 from backend.shapes import CheckOut, error_doc, response_doc
 from core.enums import UPLOAD_SOURCES, CheckStatus, Permission, Source
@@ -60,8 +62,9 @@ def _optional_field(value: Any, name: str) -> str | None:
     return value
 
 
-def _submit_upload() -> Check:
-    """A check for the image of a multipart upload: done at once when these bytes were scored already."""
+def _submit_upload(idempotent: IdempotentRequest | None) -> tuple[Check, bool]:
+    """A check for the image of a multipart upload: done at once when these bytes were scored already. Returns it
+    and whether it is with the workers (or needs none)."""
     upload = request.files.get("image")
     if upload is None:
         raise FakewatchError("invalid_request", "Send the image as a multipart file field named `image`.")
@@ -78,16 +81,17 @@ def _submit_upload() -> Check:
                               source_url=_optional_field(request.form.get("image_url"), "image_url"),
                               page_url=_optional_field(request.form.get("page_url"), "page_url"),
                               callback_url=callback)
+    if idempotent is not None:
+        idempotent.remember(session, submission.check.id)
     session.commit()
-    if submission.needs_scoring:
-        enqueue_scoring(app_settings(), [submission.check.id])
-    else:
+    if not submission.needs_scoring:
         # Done at once from an earlier score: its callback is owed now.
         schedule_callbacks(session, app_settings(), check_ids=[submission.check.id])
-    return submission.check
+        return submission.check, True
+    return submission.check, send_checks(session, app_settings(), [submission.check.id])
 
 
-def _submit_url() -> Check:
+def _submit_url(idempotent: IdempotentRequest | None) -> tuple[Check, bool]:
     """A queued check for a JSON ``{"url"}``: a worker fetches it (with retries and the per-host cap)."""
     body = request.get_json(silent=True)
     if body is None:
@@ -99,9 +103,28 @@ def _submit_url() -> Check:
                                 app_settings())
     check = submit_url(session, body["url"], app_settings(), api_key_id=current_actor().id,
                        page_url=_optional_field(body.get("page_url"), "page_url"), callback_url=callback)
+    if idempotent is not None:
+        idempotent.remember(session, check.id)
     session.commit()
-    enqueue_scoring(app_settings(), [check.id])
-    return check
+    return check, send_checks(session, app_settings(), [check.id])
+
+
+def _submit(idempotent: IdempotentRequest | None) -> tuple[Check, bool]:
+    if request.mimetype == "multipart/form-data":
+        return _submit_upload(idempotent)
+    if request.is_json:
+        return _submit_url(idempotent)
+    raise FakewatchError("unsupported_format",
+                         "Send either multipart/form-data with an `image` file, or JSON with a `url`.", 415)
+
+
+def _answer(check: Check, replayed: bool = False) -> tuple[Check, int] | tuple[Check, int, dict[str, str]]:
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    if check.status in (CheckStatus.DONE, CheckStatus.FAILED):
+        return check, 200, headers
+    headers["Location"] = url_for("checks.read_check", check_id=check.id)
+    set_retry_after(app_settings().poll_after_s)
+    return check, 202, headers
 
 
 @bp.post("")
@@ -112,20 +135,30 @@ def _submit_url() -> Check:
     200, "The check was final within `wait`: done, or failed with the reason", ["application/json"], CheckOut),
     **error_doc(400, 403, 413, 415, 503)})
 def create_check(query: dict[str, Any]) -> tuple[Check, int] | tuple[Check, int, dict[str, str]]:
+    """A retried request with the same ``Idempotency-Key`` answers with the check the first one created. The wait
+    holds one of the process's few wait slots; when none is free, or the broker refused the check (it is sent
+    later), the answer is 202 at once with Retry-After and the client polls."""
     current_actor(Permission.SUBMIT)
-    if request.mimetype == "multipart/form-data":
-        check = _submit_upload()
-    elif request.is_json:
-        check = _submit_url()
-    else:
-        raise FakewatchError("unsupported_format",
-                             "Send either multipart/form-data with an `image` file, or JSON with a `url`.", 415)
+    idempotent = idempotent_request("checks")
+    session = db()
+    earlier = idempotent.earlier_resource(session) if idempotent is not None else None
+    if earlier is not None:
+        return _answer(get_check(session, earlier), replayed=True)
+    try:
+        check, sent = _submit(idempotent)
+    except IntegrityError:
+        # A copy of this request (same key) committed first: answer with its check.
+        session.rollback()
+        earlier = idempotent.earlier_resource(session) if idempotent is not None else None
+        if earlier is None:
+            raise
+        return _answer(get_check(session, earlier), replayed=True)
     wait = min(query["wait"], app_settings().max_wait_s)
-    if not check.status.is_final and wait > 0:
-        check = wait_for_final(db(), check.id, wait)
-    if check.status in (CheckStatus.DONE, CheckStatus.FAILED):
-        return check, 200
-    return check, 202, {"Location": url_for("checks.read_check", check_id=check.id)}
+    if sent and not check.status.is_final and wait > 0:
+        with wait_slot() as waiting:
+            if waiting:
+                check = wait_for_final(session, check.id, wait)
+    return _answer(check)
 
 
 @bp.get("/<check_id>")

@@ -6,14 +6,17 @@ import logging
 from collections.abc import Mapping
 from typing import cast
 
+import kombu.exceptions as kombu_exc
+import redis.exceptions as redis_exc
+import sqlalchemy.exc as sqlalchemy_exc
 from apiflask import APIFlask, HTTPError
 from flask import Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend.api.context import app_settings
+from backend.api.context import app_settings, set_retry_after
 from backend.shapes import ErrorOut
 from core.decoding import mebibytes
-from core.errors import FakewatchError
+from core.errors import BrokerUnavailable, DatabaseUnavailable, FakewatchError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,8 @@ UNKNOWN_KEY_MESSAGE = ("This API key is not recognised or was revoked. Check FAK
 # which is still sending, receives the 413 instead of a reset connection; beyond it the connection is closed.
 DRAIN_FACTOR = 4
 DRAIN_CHUNK_BYTES = 256 * 1024
+# What a 503 asks the client to wait before trying again.
+RETRY_AFTER_S = 5
 
 # Codes for the errors Flask and its extensions raise themselves.
 HTTP_CODES = {
@@ -59,6 +64,8 @@ def register(app: APIFlask) -> None:
 
     @app.errorhandler(FakewatchError)
     def fakewatch_error(error: FakewatchError) -> tuple[Response, int, dict[str, str]]:
+        if isinstance(error, BrokerUnavailable | DatabaseUnavailable) or error.code == "broker_unavailable":
+            set_retry_after(RETRY_AFTER_S)
         return _body(error.code, error.message, error.status)
 
     @app.errorhandler(HTTPException)
@@ -75,6 +82,26 @@ def register(app: APIFlask) -> None:
             message = f"Too many requests for this key ({error.description}); wait a little and try again."
         headers.pop("Content-Type", None)
         return _body(code, message, status, headers)
+
+    @app.errorhandler(sqlalchemy_exc.OperationalError)
+    @app.errorhandler(sqlalchemy_exc.InterfaceError)
+    @app.errorhandler(sqlalchemy_exc.TimeoutError)
+    def database_error(error: Exception) -> tuple[Response, int, dict[str, str]]:
+        # The database is down, unreachable, out of connections, or (the embedded default) its file is locked.
+        log.warning("database unavailable: %s", error)
+        unavailable = DatabaseUnavailable("The database is not answering; nothing was changed. Try again in a "
+                                          "few seconds.")
+        set_retry_after(RETRY_AFTER_S)
+        return _body(unavailable.code, unavailable.message, unavailable.status)
+
+    @app.errorhandler(redis_exc.ConnectionError)
+    @app.errorhandler(redis_exc.TimeoutError)
+    @app.errorhandler(kombu_exc.OperationalError)
+    def broker_error(error: Exception) -> tuple[Response, int, dict[str, str]]:
+        log.warning("broker unavailable: %s", error)
+        unavailable = BrokerUnavailable("The broker (Redis) is not answering; try again in a few seconds.")
+        set_retry_after(RETRY_AFTER_S)
+        return _body(unavailable.code, unavailable.message, unavailable.status)
 
     @app.errorhandler(Exception)
     def unexpected_error(_error: Exception) -> tuple[Response, int, dict[str, str]]:

@@ -30,8 +30,8 @@ MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "G
 @bp.get("/<sha256>")
 @bp.auth_required(auth)
 @bp.doc(summary="Download a stored image", responses={**response_doc(
-    200, "The original image bytes, as they were submitted", MIME_TYPES.values(), {"type": "string", "format": "binary"}),
-    **error_doc(422)})
+    200, "The original image bytes, as they were submitted, as an attachment (never rendered inline)",
+    MIME_TYPES.values(), {"type": "string", "format": "binary"}), **error_doc(422)})
 def download_image(sha256: str) -> Response:
     if not is_sha256(sha256):
         raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")
@@ -39,9 +39,15 @@ def download_image(sha256: str) -> Response:
     # A submitter reads only the images of its own checks; anyone else's answer exactly as a missing one.
     if image is None or image.deleted_at is not None or not image_visible(db(), image, current_actor()):
         raise NotFound(f"No stored image has SHA-256 {sha256}.")
-    return send_file(image_path(image.storage_key, app_settings().images_dir),
-                     mimetype=MIME_TYPES.get(image.format, "application/octet-stream"), max_age=86400,
-                     etag=image.sha256)
+    mimetype = MIME_TYPES.get(image.format, "application/octet-stream")
+    response = send_file(image_path(image.storage_key, app_settings().images_dir), mimetype=mimetype, max_age=86400,
+                         etag=image.sha256, as_attachment=True,
+                         download_name=f"{image.sha256}.{mimetype.rsplit('/', 1)[-1].replace('octet-stream', 'bin')}")
+    # The bytes are the submitter's, untouched: a browser must neither sniff them into HTML (a GIF with a script
+    # tail) nor render them inline on this origin, nor run anything in them.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
 
 
 @bp.get("/<sha256>/matches")

@@ -6,7 +6,7 @@ batch's checks by id gives the input order without another column."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -17,7 +17,7 @@ from backend.access import Actor, require, visible_or_not_found
 from backend.audit import record
 from backend.batches.lists import Entry, ParsedList, validate_entries
 from backend.db import get_or_not_found
-from backend.dispatch import enqueue_scoring
+from backend.delivery import send_checks
 from backend.schema import Batch, Check, new_id, utcnow
 from backend.settings import Settings
 from core.enums import PENDING_CHECK_STATUSES, AuditAction, BatchStatus, CheckStatus, Permission, Source
@@ -55,14 +55,18 @@ def create_batch(session: Session, parsed: ParsedList, *, name: str = "", api_ke
 
 
 def submit_list(session: Session, entries: Sequence[Entry], settings: Settings, *, name: str = "",
-                api_key_id: int | None = None, callback_url: str | None = None) -> CreatedBatch:
+                api_key_id: int | None = None, callback_url: str | None = None,
+                before_commit: Callable[[CreatedBatch], None] | None = None) -> CreatedBatch:
     """Validate the lines, insert the batch, commit, then send its checks to the workers: after the commit, so a
     worker never sees an item that is not in the database yet. ``callback_url`` (checked by the caller) is posted
-    the batch when it finishes."""
+    the batch when it finishes. ``before_commit`` writes what must be committed with the batch (the API's record
+    of an ``Idempotency-Key``)."""
     parsed = validate_entries(entries, settings.batch_max_urls)
     created = create_batch(session, parsed, name=name, api_key_id=api_key_id, callback_url=callback_url)
+    if before_commit is not None:
+        before_commit(created)
     session.commit()
-    enqueue_scoring(settings, created.check_ids)
+    send_checks(session, settings, created.check_ids)
     return created
 
 
