@@ -13,10 +13,9 @@ import time
 from backend import callbacks
 from backend.checks import sweep_stuck_checks
 from backend.db import session_scope
-from backend.dispatch import enqueue_scoring
-from backend.retention import apply_retention
 from backend.delivery import resend_unsent, send_checks
 from backend.idempotency import forget_old_keys
+from backend.retention import apply_retention
 from backend.settings import Settings
 
 log = logging.getLogger("fakewatch.sweeper")
