@@ -35,7 +35,7 @@ class TrainingRequest(Schema):
 @bp.input(TrainingRequest, arg_name="body")
 @bp.output(RunOut, status_code=202, description="Queued")
 @bp.doc(summary="Start a training run", responses={
-    **error_doc(400, 413, 503),
+    **error_doc(400, 403, 413, 503),
     **response_doc(409, "Another run is queued or running, or nothing to train on", ["application/json"], ErrorOut)})
 def create_run(body: dict[str, Any]) -> tuple[TrainingRun, int, dict[str, str]]:
     run = start_training(db(), app_settings(), actor=current_actor(Permission.TRAIN), from_scratch=body["from_scratch"],
@@ -62,7 +62,7 @@ def read_run(run_id: str) -> TrainingRun:
 @bp.post("/<run_id>/cancel")
 @bp.auth_required(auth)
 @bp.output(RunOut)
-@bp.doc(summary="Cancel a queued run, or ask a running one to stop", responses=error_doc(409))
+@bp.doc(summary="Cancel a queued run, or ask a running one to stop", responses=error_doc(403, 409))
 def cancel(run_id: str) -> TrainingRun:
     session = db()
     run = cancel_run(session, run_id, actor=current_actor())
