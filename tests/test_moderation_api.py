@@ -263,8 +263,10 @@ class _Response:
 def _client_init(session_class: type) -> Any:
     def init(self: Any, base_url: str, api_key: str, timeout_s: float = 60) -> None:
         self.base_url, self.timeout_s = base_url.rstrip("/"), timeout_s
-        self.session = session_class()
-        self.session.headers["Authorization"] = f"Bearer {api_key}"
+        # Both of the client's sessions (retrying, and send-once for POSTs without an Idempotency-Key).
+        self.session, self.once = session_class(), session_class()
+        for session in (self.session, self.once):
+            session.headers["Authorization"] = f"Bearer {api_key}"
 
     return init
 

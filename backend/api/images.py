@@ -54,7 +54,8 @@ def download_image(sha256: str) -> Response:
 @bp.auth_required(auth)
 @bp.output(ImageMatchesOut)
 @bp.doc(summary="List an image's near-copies",
-        description="Stored images and listed hashes whose PDQ hash is within the match distance of this image's.")
+        description="Stored images and listed hashes whose PDQ hash is within the match distance of this image's.",
+        responses=error_doc(422))
 def list_matches(sha256: str) -> ImageMatches:
     if not is_sha256(sha256):
         raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")
