@@ -87,8 +87,18 @@ class Settings(BaseSettings):
     training_max_epochs: int = 200
     training_time_limit_s: int = 6 * 3600
     training_stale_after_s: float = 900.0
+    # Promotion guard (backend/model_versions.py): a candidate is promoted only when at least this many held-out
+    # reviewed images measured it against the active version (and its false-positive rate is no worse); below this
+    # count a version's metrics are shown as not comparable.
+    promotion_min_heldout: int = 50
 
-    @field_validator("fetch_allowlist", "cors_origins", "training_datasets", mode="before")
+    # The console: the reasons a moderator may give with a decision (policy categories), how long a login lasts
+    # across reloads and tabs, and the signing secret of its login cookie (empty: one generated under data_dir).
+    review_reasons: CommaList = ("AI-generated", "face swap", "edited or composited", "genuine photo",
+                                 "art or satire", "not enough to tell")
+    console_session_hours: float = 12.0
+
+    @field_validator("fetch_allowlist", "cors_origins", "training_datasets", "review_reasons", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_commas(value)

@@ -110,3 +110,11 @@ class Source(StrEnum):
 
 # What an uploaded image may say it came from (a URL check or a batch item is never uploaded).
 UPLOAD_SOURCES: tuple[Source, ...] = (Source.UPLOAD, Source.EXTENSION)
+
+
+class ActivationKind(StrEnum):
+    """How a model version became active: promoted (a candidate, through the promotion guard) or rolled back to
+    (a version that was active before)."""
+
+    PROMOTE = "promote"
+    ROLL_BACK = "roll_back"

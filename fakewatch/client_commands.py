@@ -54,8 +54,17 @@ def describe_check(target: str, result: dict[str, Any]) -> str:
         return f"{target}: error {error.get('code')}: {error.get('message')}"
     if status != CheckStatus.DONE:
         return f"{target}: {status} (check {result.get('id')}; not finished yet)"
+    score = "n/a" if result.get("score") is None else f"{result['score']:.3f}"
+    source = result.get("verdict_source") or "model"
+    if source == "review" and result.get("review"):
+        # A moderator's label of these bytes is the verdict (DESIGN.md, rule 1); the model's score stays shown.
+        review = result["review"]
+        return (f"{target}: reviewed {result['verdict']} (by {review['by']} at {review['at']}; model score {score}, "
+                f"model {result['model_version']})")
+    if result.get("confidence") is None:
+        return f"{target}: {result['verdict']} (decided by {source}; score {score}, model {result['model_version']})"
     review = f", reviewed {result['review']['label']}" if result.get("review") else ""
-    return (f"{target}: {result['verdict']} (confidence {result['confidence']:.2f}, score {result['score']:.3f}, "
+    return (f"{target}: {result['verdict']} (confidence {result['confidence']:.2f}, score {score}, "
             f"model {result['model_version']}{review})")
 
 

@@ -8,15 +8,15 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from backend.schema import Check, Image, ModelVersion, isoformat_z
-from core.enums import CheckStatus
-from core.policy import verdict_confidence
+from backend.schema import Check, Image, ModelVersion, Review, isoformat_z
+from backend.verdicts import stored_decision_when_read
+from core.enums import CheckStatus, Label
 
 RESULT_COLUMNS = ("url", "status", "verdict", "score", "confidence", "flagged", "cached", "model_version",
-                  "sha256", "error_code", "error_message", "check_id", "finished_at")
+                  "sha256", "error_code", "error_message", "check_id", "finished_at", "verdict_source", "review")
 ResultFilter = Literal["all", "flagged", "failed"]
 ResultFormat = Literal["csv", "jsonl"]
 RESULT_FILTERS: tuple[ResultFilter, ...] = ("all", "flagged", "failed")
@@ -24,27 +24,35 @@ RESULT_FORMATS: tuple[ResultFormat, ...] = ("csv", "jsonl")
 
 
 def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", chunk: int = 500) -> Iterator[dict[str, Any]]:
-    """One row per URL in input order, read in chunks so a 10,000-item batch never sits in memory at once."""
+    """One row per URL in input order, read in chunks so a 10,000-item batch never sits in memory at once. A
+    moderator's latest label of an item's bytes is its verdict (rule 1), as the API shows it when read."""
+    review = (select(Review.label).where(Review.image_id == Check.image_id)
+              .order_by(Review.created_at.desc(), Review.id.desc()).limit(1).correlate(Check).scalar_subquery())
     query = (
         select(Check.id, Check.source_url, Check.status, Check.verdict, Check.score, Check.flagged, Check.cached,
-               Check.error_code, Check.error_message, Check.finished_at, Image.sha256, ModelVersion.name)
+               Check.error_code, Check.error_message, Check.finished_at, Check.verdict_source, Image.sha256,
+               ModelVersion.name, review.label("review"))
         .outerjoin(Image, Image.id == Check.image_id)
         .outerjoin(ModelVersion, ModelVersion.id == Check.model_version_id)
         .where(Check.batch_id == batch_id)
         .order_by(Check.id)
     )
     if only == "flagged":
-        query = query.where(Check.flagged.is_(True))
+        query = query.where(or_(review == Label.FAKE.value, and_(review.is_(None), Check.flagged.is_(True))))
     elif only == "failed":
         query = query.where(Check.status == CheckStatus.FAILED)
     for row in session.execute(query.execution_options(yield_per=chunk)):
+        label = Label(row.review) if row.review else None
+        decision = stored_decision_when_read(row.score, row.verdict, row.verdict_source, label)
         yield {
             "url": row.source_url, "status": row.status.value,
-            "verdict": row.verdict.value if row.verdict else None, "score": row.score,
-            "confidence": verdict_confidence(row.score, row.verdict),
-            "flagged": bool(row.flagged), "cached": bool(row.cached), "model_version": row.name,
-            "sha256": row.sha256, "error_code": row.error_code, "error_message": row.error_message,
-            "check_id": row.id, "finished_at": isoformat_z(row.finished_at),
+            "verdict": decision.verdict.value if decision.verdict else None, "score": row.score,
+            "confidence": decision.confidence,
+            "flagged": decision.flagged if label is not None else bool(row.flagged), "cached": bool(row.cached),
+            "model_version": row.name, "sha256": row.sha256, "error_code": row.error_code,
+            "error_message": row.error_message, "check_id": row.id, "finished_at": isoformat_z(row.finished_at),
+            "verdict_source": decision.source.value if decision.source else None,
+            "review": label.value if label else None,
         }
 
 

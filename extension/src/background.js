@@ -69,8 +69,11 @@ async function sendBadge(target, badge) {
 async function checkImage(target, settings, { reuse }) {
   const progress = (words) => sendBadge(target, { state: "pending", text: words });
   try {
-    const cached = reuse ? await readCachedResult(settings, target.srcUrl) : null;
+    let cached = reuse ? await readCachedResult(settings, target.srcUrl) : null;
     if (cached) {
+      // Re-read, not re-scored: a moderator may have labelled (or relabelled) the image since.
+      cached = await readCheck(settings, cached.id).then(finishedCheck).catch(() => cached);
+      await writeCachedResult(settings, target.srcUrl, cached);
       await sendBadge(target, verdictBadge(cached, settings, ["Reused from an earlier check."]));
       return { check: cached, reused: true };
     }
@@ -101,8 +104,21 @@ async function checkImage(target, settings, { reuse }) {
   }
 }
 
-function verdictBadge(check, settings, notes) {
+// What decided a verdict when the model did not (DESIGN.md's verdict policy), shown instead of a confidence.
+const EVIDENCE_WORDS = { provenance: "Content Credentials", match: "Near-duplicate", review: "Reviewed" };
+
+/** The badge's words: "Fake 83%" when the model decides, "Reviewed: real" when a moderator's label of these bytes
+ * does, "Fake · Content Credentials" for other evidence (whose confidence is null). */
+function badgeText(check) {
   const label = VERDICT_LABELS[check.verdict] || "Unknown";
+  if (check.verdict_source === "review") return `Reviewed: ${check.verdict}`;
+  if (check.confidence === null || check.confidence === undefined) {
+    return `${label} · ${EVIDENCE_WORDS[check.verdict_source] || "Evidence"}`;
+  }
+  return `${label} ${Math.round(Number(check.confidence) * 100)}%`;
+}
+
+function verdictBadge(check, settings, notes) {
   const details = [`Model: ${check.model_version}`, `Probability of fake: ${Number(check.score).toFixed(2)}`];
   details.push(check.review ? `Moderator label: ${check.review.label} (by ${check.review.by})` : "Not reviewed by a moderator yet.");
   const sha256 = check.image && check.image.sha256;
@@ -111,7 +127,9 @@ function verdictBadge(check, settings, notes) {
     : null;
   return {
     state: check.verdict || "error",
-    text: `${label} ${Math.round(Number(check.confidence) * 100)}%`,
+    text: badgeText(check),
+    heatmap: Array.isArray(check.regions) && check.regions.length && check.image
+      ? { regions: check.regions, width: check.image.width, height: check.image.height } : null,
     details: details.concat(notes),
     link,
   };
@@ -130,8 +148,10 @@ async function readCachedResult(settings, url) {
 }
 
 async function writeCachedResult(settings, url, check) {
-  const { id, verdict, score, confidence, flagged, model_version, image, review } = check;
-  await ext.storage.session.set({ [await resultKey(settings, url)]: { id, verdict, score, confidence, flagged, model_version, image, review } });
+  const { id, status, verdict, verdict_source, score, confidence, flagged, model_version, image, review, regions } = check;
+  await ext.storage.session.set({
+    [await resultKey(settings, url)]: { id, status, verdict, verdict_source, score, confidence, flagged, model_version, image, review, regions },
+  });
 }
 
 // --- "Scan this page" ---------------------------------------------------------------------------------------------
