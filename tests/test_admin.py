@@ -491,3 +491,103 @@ def test_a_password_hashed_before_werkzeug_still_logs_in_once_and_is_rehashed(co
         stored = session.scalars(select(User).where(User.name == "veteran")).one().password_hash
         assert stored.startswith("scrypt:") and verify_password("an old password", stored)
         assert authenticate(session, "veteran", "an old password").name == "veteran"
+
+
+# --- the queue at scale: paging, select all, escalation, reasons, shortcuts ------------------------------------------
+
+
+def seed_many(settings: Settings, count: int) -> list[str]:
+    """``count`` flagged checks of distinct images (scores 0.6 to 0.99), oldest first."""
+    register_test_model(settings)
+    start = datetime.now(UTC) - timedelta(hours=5)
+    return [scored_check(settings, photo, 0.6 + 0.39 * n / max(count - 1, 1), page_url=f"https://example.org/p/{n}",
+                         created_at=start + timedelta(seconds=n))
+            for n, photo in enumerate(distinct_photos(count, size=40))]
+
+
+def card_keys(at: AppTest) -> list[str]:
+    return [button.key for button in at.button if button.key and button.key.startswith("fake_")]
+
+
+def test_a_moderator_labels_150_flagged_images_in_three_actions(console_db: Settings) -> None:
+    seed_many(console_db, 150)
+    at = logged_in(console_db)
+    assert "**150** image(s) waiting" in texts(at) and "Page **1** of **7**" in texts(at)
+    assert len(card_keys(at)) == 24
+    at.button(key="select_all_matching").click().run()                       # 1: select every matching image
+    assert "All **150** image(s) matching the filters are selected, on every page." in texts(at)
+    assert reviews(console_db) == []
+    at.button(key="bulk_all_fake").click().run()                             # 2: choose the label
+    assert "Label **150** image(s) **fake**?" in texts(at) and reviews(console_db) == []
+    at.button(key="bulk_confirm").click().run()                              # 3: confirm
+    assert not at.exception, at.exception
+    assert len(reviews(console_db)) == 150 and {r.label for r in reviews(console_db)} == {"fake"}
+    assert "Labelled 150 image(s) fake." in texts(at) and "Nothing to review under these filters." in texts(at)
+    at.button(key="undo").click().run()  # one decision: one undo takes all of it back
+    assert reviews(console_db) == [] and "**150** image(s) waiting" in texts(at)
+
+
+def test_paging_reaches_every_image_and_select_all_follows_the_filters(console_db: Settings) -> None:
+    seed_many(console_db, 30)
+    at = logged_in(console_db)
+    first_page = card_keys(at)
+    assert len(first_page) == 24 and at.button(key="page_previous").disabled
+    at.button(key="page_next").click().run()
+    second_page = card_keys(at)
+    assert len(second_page) == 6 and not set(first_page) & set(second_page) and at.button(key="page_next").disabled
+    assert "Page **2** of **2**" in texts(at)
+    at.slider(key="queue_scores").set_range(0.9, 1.0).run()  # new filters: back to page 1, selection dropped
+    waiting = int(texts(at).split("**")[1])
+    assert 0 < waiting < 30 and "Page **1** of **1**" in texts(at)
+    at.button(key="select_all_matching").click().run()
+    assert f"All **{waiting}** image(s) matching" in texts(at)
+    at.button(key="bulk_all_real").click().run()
+    at.button(key="bulk_cancel").click().run()
+    assert reviews(console_db) == [] and "matching the filters are selected" not in texts(at)
+    at.button(key="select_all_matching").click().run()
+    at.button(key="bulk_all_real").click().run()
+    at.button(key="bulk_confirm").click().run()
+    assert len(reviews(console_db)) == waiting and {r.label for r in reviews(console_db)} == {"real"}
+    with session_scope(console_db) as session:
+        assert all(item.score < 0.9 for item in review_queue(session, limit=100))
+
+
+def test_escalation_moves_an_image_to_the_second_review_queue_with_its_note(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    image_id = image_id_of(console_db, seeded.flagged[0])
+    at = logged_in(console_db)
+    at.button(key=f"escalate_send_{image_id}").click().run()
+    assert "An escalation needs a note" in texts(at) and "**3** image(s) waiting" in texts(at)
+    at.text_input(key=f"escalate_note_{image_id}").input("looks like a face swap around the jaw")
+    at.button(key=f"escalate_send_{image_id}").click().run()
+    assert "Sent to the second-review queue." in texts(at) and "**2** image(s) waiting" in texts(at)
+    assert f"fake_{image_id}" not in card_keys(at)
+    at.radio(key="queue_which").set_value("Second review (escalated)").run()
+    assert card_keys(at) == [f"fake_{image_id}"]
+    assert f"Escalated by {MODERATOR}: looks like a face swap around the jaw" in texts(at)
+    at.selectbox(key="queue_reason").set_value("face swap").run()
+    at.button(key=f"fake_{image_id}").click().run()
+    assert [(r.label, r.reason) for r in reviews(console_db)] == [("fake", "face swap")]
+    assert "Nothing to review under these filters." in texts(at)
+    at.button(key="undo").click().run()  # the escalation is open again
+    assert card_keys(at) == [f"fake_{image_id}"]
+
+
+def test_queue_buttons_have_no_default_and_shortcuts_on_the_first_card(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    at = logged_in(console_db)
+    assert {button.proto.type for button in at.button} == {"secondary"}  # nothing pre-highlighted
+    first, second = (image_id_of(console_db, check_id) for check_id in seeded.flagged[:2])
+    shortcuts = {button.key: button.proto.shortcut.upper() for button in at.button if button.proto.shortcut}
+    assert shortcuts == {f"fake_{first}": "F", f"real_{first}": "G", f"skip_{first}": "S", "undo": "U"}
+    at.button(key=f"skip_{first}").click().run()
+    shortcuts = {button.key: button.proto.shortcut.upper() for button in at.button if button.proto.shortcut}
+    assert shortcuts[f"fake_{second}"] == "F"  # the next card takes the keys
+
+
+def test_a_reason_outside_the_configured_list_is_refused(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    with session_scope(console_db) as session, pytest.raises(FakewatchError) as refused:
+        label_image(session, image_id_of(console_db, seeded.flagged[0]), "fake", MODERATOR, reason="because",
+                    reasons=console_db.review_reasons)
+    assert refused.value.code == "invalid_request" and "AI-generated" in refused.value.message
