@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image as PILImage
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from admin.cli import streamlit_command, users
 from admin.context import SETTINGS_KEY
+from admin.heatmap import heatmap_overlay, region_means
 from backend.checks import claim_checks, get_check, record_score, submit_image
 from backend.dashboard import dashboard_data
 from backend.db import session_scope
@@ -591,3 +594,52 @@ def test_a_reason_outside_the_configured_list_is_refused(console_db: Settings) -
         label_image(session, image_id_of(console_db, seeded.flagged[0]), "fake", MODERATOR, reason="because",
                     reasons=console_db.review_reasons)
     assert refused.value.code == "invalid_request" and "AI-generated" in refused.value.message
+
+
+# --- the Image page: evidence, heat map, zoom -----------------------------------------------------------------------
+
+
+def test_heat_map_paints_each_pixel_with_the_mean_score_of_its_crops() -> None:
+    regions = [{"box": [0, 0, 6, 4], "score": 1.0}, {"box": [4, 0, 10, 4], "score": 0.0}]
+    means = region_means(regions, 10, 6)
+    assert means[0, 0] == 1.0 and means[0, 5] == 0.5 and means[0, 9] == 0.0
+    assert np.isnan(means[5, 0])  # no crop covers the bottom rows
+    painted = np.asarray(heatmap_overlay(PILImage.new("RGB", (10, 6), (100, 100, 100)), regions))
+    assert painted[0, 0, 0] > 100 > painted[0, 0, 2] and painted[0, 9, 2] > 100 > painted[0, 9, 0]
+    assert painted[5, 0].tolist() == [100, 100, 100]
+
+
+def test_image_page_shows_the_verdict_evidence_heat_map_and_page_url(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    with session_scope(console_db) as session:
+        check = get_check(session, seeded.flagged[1])  # score 0.95: fake at t=0.5 b=0.1
+        assert check.image is not None
+        sha256, width, height = check.image.sha256, check.image.width, check.image.height
+        check.source_url = "https://cdn.example.org/img/1.jpg"
+        check.regions = [{"box": [0, 0, width // 2, height], "score": 0.9},
+                         {"box": [width // 2, 0, width, height], "score": 0.2}]
+    at = logged_in(console_db)
+    at.query_params["sha256"] = sha256
+    at.switch_page("views/image.py").run()
+    assert not at.exception, at.exception
+    assert "fake · score 0.950 · confidence 95% · decided by the model's score" in texts(at)
+    table = at.dataframe[0].value
+    assert table["page URL"].tolist() == ["https://example.org/post/1"]
+    assert table["image URL"].tolist() == ["https://cdn.example.org/img/1.jpg"]
+    assert table["verdict source"].tolist() == ["model"] and table["confidence"].round(2).tolist() == [0.95]
+    assert "Heat map: 2 crop(s), scores 0.20 to 0.90." in texts(at)
+    plain = at.get("image")[0].proto.imgs[0].url
+    at.toggle(key="image_heatmap").set_value(True).run()
+    assert not at.exception, at.exception
+    assert at.get("image")[0].proto.imgs[0].url != plain  # the painted copy replaces the original
+    at.radio(key="image_zoom").set_value("400%").run()
+    assert f"Zoom 400%: {width * 4} × {height * 4} px; scroll to pan." in texts(at)
+    at.selectbox(key="image_reason").set_value("genuine photo").run()
+    at.button(key="image_real").click().run()
+    assert [(r.label, r.reason) for r in reviews(console_db)] == [("real", "genuine photo")]
+    assert "real · score 0.950 · confidence n/a (evidence decided) · decided by a moderator's review" in texts(at)
+    assert at.dataframe[0].value["verdict source"].tolist() == ["review"]
+    at.text_input(key="image_escalate_note").input("second opinion: the label was a guess")
+    at.button(key="image_escalate").click().run()
+    assert "This image waits in the second-review queue." in texts(at)
+    assert at.dataframe[-1].value["note"].tolist() == ["second opinion: the label was a guess"]
