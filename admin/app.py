@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from admin.auth import current_user, render_login, render_logout  # noqa: E402 - needs the path above
+from admin.auth import current_user, render_login, render_logout, write_pending_cookie  # noqa: E402 - the path above
 
 PAGES = [
     st.Page("views/queue.py", title="Review queue", icon=":material/fact_check:", url_path="queue", default=True),
@@ -33,6 +33,7 @@ st.set_page_config(page_title="fakewatch console", page_icon=":material/policy:"
 logged_in = current_user() is not None
 navigation = st.navigation(PAGES, position="sidebar" if logged_in else "hidden")
 if not logged_in:
+    write_pending_cookie()  # a logout's cookie deletion, written on the login form's run
     render_login()
     st.stop()
 render_logout()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,11 +22,12 @@ from admin.cli import streamlit_command, users
 from admin.context import SETTINGS_KEY
 from admin.heatmap import heatmap_overlay, region_means
 from backend.checks import claim_checks, get_check, record_score, submit_image
+from backend.console_sessions import console_session_user, end_console_session, start_console_session
 from backend.dashboard import dashboard_data
 from backend.db import session_scope
 from backend.model_versions import register_model
 from backend.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
-from backend.schema import Batch, Check, ModelVersion, Review, User
+from backend.schema import Batch, Check, ConsoleSession, ModelVersion, Review, User
 from backend.settings import Settings
 from backend.shapes import CheckOut
 from backend.store import read_stored
@@ -643,3 +645,25 @@ def test_image_page_shows_the_verdict_evidence_heat_map_and_page_url(console_db:
     at.button(key="image_escalate").click().run()
     assert "This image waits in the second-review queue." in texts(at)
     assert at.dataframe[-1].value["note"].tolist() == ["second opinion: the label was a guess"]
+
+
+def test_console_sessions_last_until_they_expire_or_end(console_db: Settings) -> None:
+    with session_scope(console_db) as session:
+        token = start_console_session(session, MODERATOR, hours=12)
+        short = start_console_session(session, MODERATOR, hours=0.5 / 3600)
+        stored = session.scalars(select(ConsoleSession.token_hash)).all()
+    assert token not in stored and len(token) >= 40  # only its hash is kept
+    with session_scope(console_db) as session:
+        assert console_session_user(session, token) == MODERATOR
+        assert console_session_user(session, "not-a-token") is None and console_session_user(session, None) is None
+    time.sleep(0.6)
+    with session_scope(console_db) as session:
+        assert console_session_user(session, short) is None  # expired
+        end_console_session(session, token)
+    with session_scope(console_db) as session:
+        assert console_session_user(session, token) is None  # logged out: in every tab
+        again = start_console_session(session, MODERATOR, hours=12)
+        session.scalars(select(User).where(User.name == MODERATOR)).one().is_active = False
+    with session_scope(console_db) as session:
+        assert console_session_user(session, again) is None
+    assert Settings().console_session_hours == 12
