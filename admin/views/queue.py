@@ -211,19 +211,20 @@ def render_card(item: QueueItem, first: bool) -> None:
         st.page_link("views/image.py", label="Image details", query_params={"sha256": item.sha256},
                      icon=":material/open_in_new:")
         st.checkbox("Select", key=f"select_{item.image_id}")
-        # Shortcuts on the first card only: a key means one image. wrap: a narrow column never cuts a label.
+        # Shortcuts on the first card only: a key means one image. The buttons keep their natural width and flow
+        # onto a second row when the card is narrow (a 1366-pixel screen), so no label is ever cut.
         keys = SHORTCUTS if first else {}
-        fake, real, skip_column = st.columns(3)
-        fake.button("Fake", key=f"fake_{item.image_id}", width="stretch", wrap=True, shortcut=keys.get(Label.FAKE),
-                    on_click=decide, args=([item.image_id], [item.check_id], Label.FAKE))
-        real.button("Real", key=f"real_{item.image_id}", width="stretch", wrap=True, shortcut=keys.get(Label.REAL),
-                    on_click=decide, args=([item.image_id], [item.check_id], Label.REAL))
-        skip_column.button("Skip", key=f"skip_{item.image_id}", width="stretch", wrap=True,
-                           shortcut=keys.get("skip"), on_click=skip, args=(item.image_id,))
+        actions = st.container(horizontal=True, gap="small")
+        actions.button("Fake", key=f"fake_{item.image_id}", shortcut=keys.get(Label.FAKE),
+                       on_click=decide, args=([item.image_id], [item.check_id], Label.FAKE))
+        actions.button("Real", key=f"real_{item.image_id}", shortcut=keys.get(Label.REAL),
+                       on_click=decide, args=([item.image_id], [item.check_id], Label.REAL))
+        actions.button("Skip", key=f"skip_{item.image_id}", shortcut=keys.get("skip"), on_click=skip,
+                       args=(item.image_id,))
         if item.escalation_note is None:
-            with st.popover("Escalate", width="stretch", key=f"escalate_{item.image_id}"):
+            with actions.popover("Escalate", key=f"escalate_{item.image_id}"):
                 st.text_input("Note for the second reviewer", key=f"escalate_note_{item.image_id}", max_chars=2000)
-                st.button("Send to second review", key=f"escalate_send_{item.image_id}", wrap=True,
+                st.button("Send to second review", key=f"escalate_send_{item.image_id}",
                           on_click=escalate, args=(item,))
 
 
