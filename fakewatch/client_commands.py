@@ -215,12 +215,17 @@ def report_run(run: dict[str, Any]) -> None:
         return
     click.echo(f"Candidate: {run['candidate']['name']} (not active; compare and promote it in the console)")
     for row in comparison_rows(run["comparison"]):
-        click.echo(f"  {row['set']} [{row['images']}] {row['metric']}: active {_metric(row['active'])}, "
-                   f"candidate {_metric(row['candidate'])}")
+        click.echo(f"  {row['set']} [{row['images']}] {row['metric']}: active {_metric(row['active'])}"
+                   f"{_interval(row['active 95% CI'])}, candidate {_metric(row['candidate'])}"
+                   f"{_interval(row['candidate 95% CI'])}")
 
 
 def _metric(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def _interval(interval: str | None) -> str:
+    return f" (95% CI {interval})" if interval else ""
 
 
 COMMANDS = [check, scan, retrain]

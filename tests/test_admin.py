@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image as PILImage
@@ -667,3 +668,22 @@ def test_console_sessions_last_until_they_expire_or_end(console_db: Settings) ->
     with session_scope(console_db) as session:
         assert console_session_user(session, again) is None
     assert Settings().console_session_hours == 12
+
+
+def test_versions_measured_on_a_handful_of_images_show_no_comparable_figures(console_db: Settings) -> None:
+    register_test_model(console_db, "test-model-v1", activate=True)
+    path = console_db.models_dir / "tiny-retrain.keras"
+    path.write_bytes(b"placeholder")
+    metrics = {"valid": {"roc_auc": None, "accuracy": 1.0, "counts": {"real": 2, "fake": 1, "total": 3}}}
+    path.with_suffix(".json").write_text(json.dumps({"name": "tiny-retrain", "metrics": metrics,
+                                                     "history": {"loss": [0.7], "val_loss": [0.8]}}))
+    with session_scope(console_db) as session:
+        register_model(session, path)
+    at = logged_in(console_db, "views/models.py")
+    table = at.dataframe[0].value.set_index("name")
+    assert table.loc["tiny-retrain", "valid images"] == 3 and pd.isna(table.loc["tiny-retrain", "accuracy"])
+    assert table.loc["tiny-retrain", "metrics"] == "3 validation image(s): too few to compare"
+    assert table.loc["test-model-v1", "roc_auc"] == 0.91  # no counts recorded: kept as measured
+    at.selectbox(key="models_version").set_value("tiny-retrain").run()
+    assert not at.exception, at.exception
+    assert "**loss**" in texts(at) and "**accuracy**" not in texts(at)  # one epoch of loss: its chart, drawn
