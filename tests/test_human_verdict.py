@@ -44,44 +44,45 @@ def _cli_check(stack: Stack, path: Path) -> str:
     return done.stdout.strip()
 
 
-def test_a_label_relabel_and_undo_decide_every_later_read(embedded_stack: Stack, image_server: LocalServer,
+def test_a_label_relabel_and_undo_decide_every_later_read(stack: Stack, image_server: LocalServer,
                                                           tmp_path: Path) -> None:
+    """On both backends: the export's review lookup is SQL of its own."""
     photos = distinct_photos(2, size=112)
     for index, data in enumerate(photos):
         image_server.routes[f"/human/{index}.jpg"] = (200, {"Content-Type": "image/jpeg"}, data)
-    created = requests.post(f"{embedded_stack.api_url}/api/v1/batches", headers=embedded_stack.headers(),
+    created = requests.post(f"{stack.api_url}/api/v1/batches", headers=stack.headers(),
                             json={"urls": [image_server.url(f"/human/{n}.jpg") for n in range(2)]}, timeout=30)
     assert created.status_code == 202, created.text
     batch_id = created.json()["id"]
-    assert wait_for_batch(embedded_stack, batch_id)["done"] == 2
-    before = _export(embedded_stack, batch_id)
+    assert wait_for_batch(stack, batch_id)["done"] == 2
+    before = _export(stack, batch_id)
     assert [row["verdict_source"] for row in before] == ["model", "model"] and all(row["confidence"] for row in before)
-    first = embedded_stack.wait_for_check(embedded_stack.post_image(photos[0], wait=10).json()["id"])
+    first = stack.wait_for_check(stack.post_image(photos[0], wait=10).json()["id"])
     assert first["verdict_source"] == "model" and first["review"] is None
     path = tmp_path / "photo.jpg"
     path.write_bytes(photos[0])
-    assert f"{path}: {first['verdict']} (confidence" in _cli_check(embedded_stack, path)
+    assert f"{path}: {first['verdict']} (confidence" in _cli_check(stack, path)
 
-    image_id = _image_id(embedded_stack, first["id"])
+    image_id = _image_id(stack, first["id"])
     for label in ("real", "fake"):  # a label, then a relabel: the newest one decides
-        with embedded_stack.session() as session:
+        with stack.session() as session:
             label_image(session, image_id, label, MODERATOR)
-        again = embedded_stack.post_image(photos[0], wait=10).json()  # the next check of the same bytes
+        again = stack.post_image(photos[0], wait=10).json()  # the next check of the same bytes
         assert (again["verdict"], again["verdict_source"], again["confidence"]) == (label, "review", None)
         assert again["flagged"] is (label == "fake") and again["score"] == first["score"]  # the score stays shown
-        assert embedded_stack.get_check(first["id"])["verdict"] == label  # and every earlier check of them
-        [row] = [row for row in _export(embedded_stack, batch_id) if row["sha256"] == first["image"]["sha256"]]
+        assert stack.get_check(first["id"])["verdict"] == label  # and every earlier check of them
+        [row] = [row for row in _export(stack, batch_id) if row["sha256"] == first["image"]["sha256"]]
         assert (row["verdict"], row["verdict_source"], row["review"], row["confidence"]) == (label, "review", label, "")
-        flagged = {row["sha256"] for row in _export(embedded_stack, batch_id, "flagged")}
+        flagged = {row["sha256"] for row in _export(stack, batch_id, "flagged")}
         assert (first["image"]["sha256"] in flagged) is (label == "fake")
-        line = _cli_check(embedded_stack, path)
+        line = _cli_check(stack, path)
         assert line.startswith(f"{path}: reviewed {label} (by {MODERATOR} at ") and "model score" in line
 
-    with embedded_stack.session() as session:
+    with stack.session() as session:
         undo_last_decision(session, MODERATOR)  # takes back the relabel: the first label decides again
-    assert embedded_stack.get_check(first["id"])["verdict"] == "real"
-    with embedded_stack.session() as session:
+    assert stack.get_check(first["id"])["verdict"] == "real"
+    with stack.session() as session:
         undo_last_decision(session, MODERATOR)
-    after = embedded_stack.get_check(first["id"])
+    after = stack.get_check(first["id"])
     assert (after["verdict"], after["verdict_source"], after["review"]) == (first["verdict"], "model", None)
-    assert [row["verdict_source"] for row in _export(embedded_stack, batch_id)] == ["model", "model"]
+    assert [row["verdict_source"] for row in _export(stack, batch_id)] == ["model", "model"]
