@@ -21,12 +21,14 @@ from sqlalchemy.orm import Session
 from backend.batches.lifecycle import mark_batches_running, settle_batches
 from backend.db import get_or_not_found
 from backend.fetch import check_address, validate_url
+from backend.image_provenance import read_image_provenance
+from backend.matching import hash_fields, match_for_image
 from backend.model_versions import require_active_version
 from backend.schema import Check, Image, ModelVersion, utcnow
 from backend.settings import Settings
 from backend.store import put_image
 from backend.verdicts import decide_at_scoring
-from core.decoding import ImageInfo, inspect_image
+from core.decoding import ImageInfo, decode_image, inspect_image
 from core.enums import CheckStatus, Source
 
 
@@ -37,12 +39,18 @@ def store_image(session: Session, data: bytes, settings: Settings, info: ImageIn
     # Bytes with a known SHA-256 passed every intake check when first stored: skip decoding them again.
     known = session.scalar(select(Image).where(Image.sha256 == hashlib.sha256(data).hexdigest()))
     if known is not None:
+        if known.provenance is None:  # stored before provenance was read: read it now, once
+            known.provenance = read_image_provenance(data, settings)
         return known
     if info is None:
         info = inspect_image(data, settings.image_limits)
     key = put_image(data, info.sha256, settings.images_dir)
     image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
                   width=info.width, height=info.height, storage_key=key)
+    # From the original bytes, before anything decodes or re-encodes them (backend/image_provenance.py).
+    image.provenance = read_image_provenance(data, settings)
+    # Near-duplicate matching (backend/matching.py): the PDQ hash of the decoded image, stored with its row.
+    image.pdq_hex, image.pdq_quality = hash_fields(decode_image(data, settings.image_limits))
     try:
         with session.begin_nested():
             session.add(image)
@@ -82,7 +90,8 @@ class Submission:
 def submit_image(session: Session, data: bytes, settings: Settings, *, source: Source = Source.UPLOAD,
                  source_url: str | None = None, page_url: str | None = None, api_key_id: int | None = None,
                  info: ImageInfo | None = None) -> Submission:
-    """Create a check for image bytes. If the active model already scored these bytes, the check is done at once.
+    """Create a check for image bytes. If the active model already scored these bytes, the check is done at once
+    (with the labelled near-copies known now as its match).
 
     The caller commits, then enqueues when ``needs_scoring`` (so a worker never sees an uncommitted row)."""
     image = store_image(session, data, settings, info)
@@ -92,7 +101,8 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
     session.add(check)
     cached = find_cached_scores(session, [image.id], version.id).get(image.id)
     if cached is not None:
-        _finish(check, version, cached.score, cached=True, regions=cached.regions, match=None)
+        _finish(check, version, cached.score, cached=True, regions=cached.regions,
+                match=match_for_image(session, settings, image))
     session.flush()
     return Submission(check=check, needs_scoring=cached is None)
 

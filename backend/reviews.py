@@ -5,7 +5,13 @@ for the console's Image page.
 
 A label belongs to an image (its bytes), not to one check: once reviewed, every check of the same SHA-256
 shows the label in its ``review`` field, and the image leaves the queue. An escalated image leaves the main queue
-for the second-review queue until someone labels it."""
+for the second-review queue until someone labels it.
+
+A label also follows the image's near-copies (PDQ hashes within ``CopyRule.distance``): the queue shows copies
+as one card, and labelling an image resolves the open queue items that are its copies in the same decision
+(their reviews name the image labelled and the distance; undo takes them back with it). A real label resolves
+only copies the model itself was unsure of, never one it called fake (core.policy's rule 3: a face swap of a
+cleared photo is a near-copy of it). Checks a match already decided fake stay out of the queue."""
 
 from __future__ import annotations
 
@@ -14,10 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, exists, func, select, update
-from sqlalchemy.orm import Session
+import numpy as np
+from sqlalchemy import Select, exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
+from backend.perceptual_hash import MATCH_DISTANCE, MIN_QUALITY, hex_to_bytes
 from backend.schema import Check, Escalation, Image, Review, utcnow
+from backend.verdicts import provenance_summary
 from core.enums import FLAGGED_VERDICTS, CheckStatus, Label, Source, Verdict, VerdictSource
 from core.errors import FakewatchError, NotFound
 from core.policy import verdict_confidence
@@ -58,7 +67,11 @@ class QueueItem:
     batch_id: str | None
     model_version: str | None
     created_at: datetime
-    verdict_source: VerdictSource = VerdictSource.MODEL
+    # What decided the flag (the model, provenance, a near-duplicate) and the file's evidence in one line.
+    verdict_source: VerdictSource | None = None
+    evidence: str = ""
+    # Other waiting images that are near-copies of this one, shown on its card (labelling it resolves them).
+    copies: tuple[int, ...] = ()
     confidence: float | None = None
     provenance: dict[str, Any] | None = None
     match: dict[str, Any] | None = None
@@ -67,13 +80,35 @@ class QueueItem:
 
 
 @dataclass(frozen=True)
+class CopyRule:
+    """When two images are near-copies: PDQ hashes at most ``distance`` bits apart, both of ``min_quality`` or
+    more (``Settings.match_distance`` and ``match_min_quality``); ``None`` where a caller wants no copies."""
+
+    distance: int = MATCH_DISTANCE
+    min_quality: int = MIN_QUALITY
+
+
+DEFAULT_COPY_RULE = CopyRule()
+
+
+@dataclass(frozen=True)
+class ResolvedCopy:
+    """A waiting image resolved because it is a near-copy of one the moderator labelled."""
+
+    image_id: int
+    matched_image_id: int
+    distance: int
+
+
+@dataclass(frozen=True)
 class Decision:
-    """What one click (or one bulk action) did: the reviews it wrote."""
+    """What one click (or one bulk action) did: the reviews it wrote, the near-copies it resolved among them."""
 
     reviewer: str
     label: Label
     image_ids: tuple[int, ...]
     at: datetime
+    copies: tuple[ResolvedCopy, ...] = ()
 
 
 def _open_escalation(image_id: Any) -> Any:
@@ -82,7 +117,9 @@ def _open_escalation(image_id: Any) -> Any:
 
 def _queue_query(filters: QueueFilters, exclude_image_ids: Sequence[int]) -> Select[Check]:
     reviewed = exists().where(Review.image_id == Check.image_id)
-    verdicts = [v for v in filters.verdicts if v in FLAGGED_VERDICTS] or FLAGGED_VERDICTS
+    # A copy of an image labelled fake was decided by that label: no one needs to look at it again.
+    not_matched_fake = or_(Check.verdict_source.is_(None), Check.verdict_source != VerdictSource.MATCH,
+                           Check.verdict != Verdict.FAKE)
     query = select(Check).where(
         Check.status == CheckStatus.DONE, Check.image_id.is_not(None),
         Check.score >= filters.min_score, Check.score <= filters.max_score,
@@ -91,8 +128,9 @@ def _queue_query(filters: QueueFilters, exclude_image_ids: Sequence[int]) -> Sel
         # A second review may take back a label too: escalated images stay here until labelled after escalation.
         query = query.where(_open_escalation(Check.image_id))
     else:
-        query = query.where(Check.flagged.is_(True), ~reviewed, Check.verdict.in_(verdicts),
-                            ~_open_escalation(Check.image_id))
+        query = query.where(
+            Check.flagged.is_(True), ~reviewed, not_matched_fake, ~_open_escalation(Check.image_id),
+            Check.verdict.in_([v for v in filters.verdicts if v in FLAGGED_VERDICTS] or FLAGGED_VERDICTS))
     if filters.sources:
         query = query.where(Check.source.in_(filters.sources))
     if filters.batch_id:
@@ -107,26 +145,30 @@ def _queue_query(filters: QueueFilters, exclude_image_ids: Sequence[int]) -> Sel
 
 
 def review_queue(session: Session, filters: QueueFilters | None = None, limit: int = 24,
-                 exclude_image_ids: Sequence[int] = (), offset: int = 0) -> list[QueueItem]:
-    """Flagged, unreviewed images, one item per image, oldest first or highest score first; ``offset`` images are
-    passed over (paging)."""
+                 exclude_image_ids: Sequence[int] = (), copies: CopyRule | None = DEFAULT_COPY_RULE,
+                 offset: int = 0) -> list[QueueItem]:
+    """Flagged, unreviewed images, one item per image, oldest first or highest score first; with ``copies``, the
+    waiting near-copies of an item are folded into its card (``QueueItem.copies``) rather than shown again;
+    ``offset`` cards are passed over (paging)."""
     filters = filters or QueueFilters()
     if filters.order not in QUEUE_ORDERS:
         raise FakewatchError("invalid_request", f"order must be one of {', '.join(QUEUE_ORDERS)}.")
     order = (Check.created_at, Check.id) if filters.order == "oldest" else (Check.score.desc(), Check.created_at)
     query = _queue_query(filters, exclude_image_ids).order_by(*order)
-    seen: set[int] = set()
-    items: list[Check] = []
+    cards: dict[int, tuple[Check, tuple[int, ...]]] = {}
+    waiting = _WaitingHashes.load(session, _queue_query(filters, exclude_image_ids), copies)
+    folded: set[int] = set()
     # Several checks of one image are one item: read in pages until enough distinct images are found.
     for check in session.scalars(query.execution_options(yield_per=max((offset + limit) * 2, 50))):
-        if check.image_id is not None and check.image_id not in seen:
-            seen.add(check.image_id)
-            if len(seen) > offset:
-                items.append(check)
-            if len(items) >= limit:
+        if check.image_id is not None and check.image_id not in cards and check.image_id not in folded:
+            near = tuple(image_id for image_id, _ in waiting.near(check.image_id) if image_id not in cards)
+            folded.update(near)
+            cards[check.image_id] = (check, near)
+            if len(cards) >= offset + limit:
                 break
-    notes = _open_escalations(session, [check.image_id for check in items if check.image_id is not None])
-    return [_queue_item(check, notes.get(check.image_id or 0)) for check in items]
+    shown = list(cards.values())[offset:]
+    notes = _open_escalations(session, [check.image_id for check, _ in shown if check.image_id is not None])
+    return [_queue_item(check, near, notes.get(check.image_id or 0)) for check, near in shown]
 
 
 def queue_image_ids(session: Session, filters: QueueFilters | None = None,
@@ -145,7 +187,44 @@ def _open_escalations(session: Session, image_ids: Sequence[int]) -> dict[int, E
     return {row.image_id: row for row in rows}  # the newest open escalation of each image
 
 
-def _queue_item(check: Check, escalation: Escalation | None = None) -> QueueItem:
+class _WaitingHashes:
+    """The PDQ hashes of the images waiting under one queue query, to find near-copies among them in numpy (a
+    queue holds thousands, not millions, so a scan per card costs little and needs no index in the console)."""
+
+    def __init__(self, image_ids: list[int], codes: np.ndarray, rule: CopyRule | None) -> None:
+        self.image_ids = np.array(image_ids, dtype=np.int64)
+        self.codes = codes
+        self.rule = rule
+        self.position = {image_id: i for i, image_id in enumerate(image_ids)}
+
+    @classmethod
+    def load(cls, session: Session, queue: Select[Check], rule: CopyRule | None) -> _WaitingHashes:
+        if rule is None:
+            return cls([], np.zeros((0, 32), dtype=np.uint8), rule)
+        waiting = queue.with_only_columns(Check.image_id).distinct().subquery()
+        rows = session.execute(select(Image.id, Image.pdq_hex).join(waiting, waiting.c.image_id == Image.id)
+                               .where(Image.pdq_hex.is_not(None), Image.pdq_quality >= rule.min_quality)).all()
+        codes = np.frombuffer(b"".join(hex_to_bytes(pdq_hex or "") for _, pdq_hex in rows), dtype=np.uint8)
+        return cls([image_id for image_id, _ in rows], codes.reshape(len(rows), 32), rule)
+
+    def near(self, image_id: int) -> list[tuple[int, int]]:
+        """The other waiting images within the distance of this one, as (image id, distance), nearest first."""
+        if self.rule is None or image_id not in self.position:
+            return []
+        return self.near_hash(self.codes[self.position[image_id]], exclude=image_id)
+
+    def near_hash(self, code: np.ndarray, exclude: int | None = None) -> list[tuple[int, int]]:
+        assert self.rule is not None
+        distances = _POPCOUNT[np.bitwise_xor(self.codes, code)].sum(axis=1, dtype=np.int64)
+        hits = np.flatnonzero(distances <= self.rule.distance)
+        found = [(int(self.image_ids[i]), int(distances[i])) for i in hits if int(self.image_ids[i]) != exclude]
+        return sorted(found, key=lambda pair: (pair[1], pair[0]))
+
+
+_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
+
+
+def _queue_item(check: Check, copies: tuple[int, ...] = (), escalation: Escalation | None = None) -> QueueItem:
     assert check.image is not None and check.score is not None and check.verdict is not None
     source = check.verdict_source or VerdictSource.MODEL
     return QueueItem(
@@ -153,7 +232,8 @@ def _queue_item(check: Check, escalation: Escalation | None = None) -> QueueItem
         width=check.image.width, height=check.image.height, score=check.score, verdict=check.verdict,
         source=check.source, source_url=check.source_url, page_url=check.page_url, batch_id=check.batch_id,
         model_version=check.model_version.name if check.model_version else None, created_at=check.created_at,
-        verdict_source=source,
+        verdict_source=check.verdict_source, evidence=provenance_summary(check.image.provenance),
+        copies=copies,
         confidence=verdict_confidence(check.score, check.verdict) if source == VerdictSource.MODEL else None,
         provenance=check.image.provenance, match=check.match,
         escalation_note=escalation.note if escalation else None,
@@ -190,11 +270,13 @@ def _validate_note(note: str | None) -> None:
 
 
 def label_images(session: Session, image_ids: Sequence[int], label: str, reviewer: str,
-                 note: str | None = None, check_ids: Sequence[str | None] | None = None, *,
-                 reason: str | None = None, reasons: Sequence[str] = ()) -> Decision:
+                 note: str | None = None, check_ids: Sequence[str | None] | None = None,
+                 copies: CopyRule | None = DEFAULT_COPY_RULE, *, reason: str | None = None,
+                 reasons: Sequence[str] = ()) -> Decision:
     """Record one decision: the same label for one or several images, by one moderator, at one instant
-    (so undo takes back the whole decision). ``reason`` is one of ``reasons`` (FAKEWATCH_REVIEW_REASONS). The
-    decision settles the images' open escalations."""
+    (so undo takes back the whole decision). With ``copies``, the waiting near-copies of those images are
+    resolved in the same decision (see the module's docstring). ``reason`` is one of ``reasons``
+    (FAKEWATCH_REVIEW_REASONS). The decision settles the images' open escalations."""
     chosen = _validate_label(label, note, reason or None, reasons)
     if not reviewer.strip():
         raise FakewatchError("invalid_request", "A review records who made it: reviewer is required.")
@@ -212,13 +294,46 @@ def label_images(session: Session, image_ids: Sequence[int], label: str, reviewe
     session.execute(update(Escalation).where(Escalation.image_id.in_(ids), Escalation.resolved_at.is_(None))
                     .values(resolved_at=now, resolved_by=reviewer))
     session.flush()
+    resolved = _resolve_copies(session, ids, chosen, reviewer, note, now, copies)
     # TODO(merge with issue 14): one audit event per decision (reviewer, label, reason, image ids).
-    return Decision(reviewer=reviewer, label=chosen, image_ids=tuple(ids), at=now)
+    return Decision(reviewer=reviewer, label=chosen, image_ids=tuple(ids) + tuple(c.image_id for c in resolved),
+                    at=now, copies=resolved)
+
+
+def _resolve_copies(session: Session, labelled_ids: list[int], label: Label, reviewer: str, note: str | None,
+                    at: datetime, rule: CopyRule | None) -> tuple[ResolvedCopy, ...]:
+    """Review the waiting near-copies of the images just labelled with the same label, at the same instant."""
+    if rule is None:
+        return ()
+    queue = _queue_query(QueueFilters(), ())
+    if label == Label.REAL:
+        # Only the copies no check of which the model called fake (see the module's docstring).
+        other = aliased(Check)
+        queue = queue.where(~exists().where(other.image_id == Check.image_id, other.verdict == Verdict.FAKE))
+    waiting = _WaitingHashes.load(session, queue, rule)
+    if not len(waiting.image_ids):
+        return ()
+    nearest: dict[int, ResolvedCopy] = {}
+    labelled = session.execute(select(Image.id, Image.pdq_hex).where(
+        Image.id.in_(labelled_ids), Image.pdq_hex.is_not(None), Image.pdq_quality >= rule.min_quality))
+    for image_id, pdq_hex in labelled:
+        code = np.frombuffer(hex_to_bytes(pdq_hex or ""), dtype=np.uint8)
+        for copy_id, distance in waiting.near_hash(code, exclude=image_id):
+            if copy_id in labelled_ids or (copy_id in nearest and nearest[copy_id].distance <= distance):
+                continue
+            nearest[copy_id] = ResolvedCopy(copy_id, image_id, distance)
+    for copy in nearest.values():
+        session.add(Review(image_id=copy.image_id, label=label, reviewer=reviewer, note=note or None, created_at=at,
+                           matched_image_id=copy.matched_image_id, match_distance=copy.distance))
+    session.flush()
+    return tuple(sorted(nearest.values(), key=lambda copy: (copy.distance, copy.image_id)))
 
 
 def label_image(session: Session, image_id: int, label: str, reviewer: str, note: str | None = None,
-                check_id: str | None = None, *, reason: str | None = None, reasons: Sequence[str] = ()) -> Decision:
-    return label_images(session, [image_id], label, reviewer, note, [check_id], reason=reason, reasons=reasons)
+                check_id: str | None = None, copies: CopyRule | None = DEFAULT_COPY_RULE, *,
+                reason: str | None = None, reasons: Sequence[str] = ()) -> Decision:
+    return label_images(session, [image_id], label, reviewer, note, [check_id], copies, reason=reason,
+                        reasons=reasons)
 
 
 def escalate_images(session: Session, image_ids: Sequence[int], note: str, by: str,
@@ -264,7 +379,10 @@ def undo_last_decision(session: Session, reviewer: str) -> Decision | None:
     session.execute(update(Escalation).where(Escalation.resolved_by == reviewer, Escalation.resolved_at == last_at)
                     .values(resolved_at=None, resolved_by=None))
     session.flush()
-    return Decision(reviewer=reviewer, label=rows[0].label, image_ids=tuple(r.image_id for r in rows), at=last_at)
+    copies = tuple(ResolvedCopy(r.image_id, r.matched_image_id, r.match_distance or 0) for r in rows
+                   if r.matched_image_id is not None)
+    return Decision(reviewer=reviewer, label=rows[0].label, image_ids=tuple(r.image_id for r in rows), at=last_at,
+                    copies=copies)
 
 
 # --- one image's history ------------------------------------------------------------------------------------

@@ -213,6 +213,24 @@ class Review(Base):
     # A policy category from FAKEWATCH_REVIEW_REASONS, beside the free note (migration 0006).
     reason: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when this review was not a look at these bytes but followed a moderator's label of a near-copy (the
+    # image labelled, and how many PDQ bits apart the two are); written in the same decision, undone with it.
+    matched_image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"))
+    match_distance: Mapped[int | None] = mapped_column(Integer)
+
+
+class ListedHash(Base):
+    """A PDQ hash with a label from a shared hash list (``fakewatch hashes import``): it matches like a labelled
+    image, though no image is stored for it."""
+
+    __tablename__ = "listed_hashes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pdq_hex: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[Label] = mapped_column(enum_column(Label, "ck_listed_hashes_label"))
+    note: Mapped[str] = mapped_column(Text, default="")
+    added_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Escalation(Base):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.decoding import ImageLimits
@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Where Flask-Limiter keeps its counters; empty means Redis when the broker is Redis, memory otherwise.
     rate_limit_storage_url: str = ""
 
+    # C2PA trust anchors: a PEM file of the certificates whose signatures you trust (empty: trust none, and a valid
+    # signature reads "signed by X, not in your trust list"). Read by backend/image_provenance.py.
+    trust_anchors: str = ""
+
     # Most distinct URLs one batch may hold.
     batch_max_urls: int = 10_000
 
@@ -93,10 +97,18 @@ class Settings(BaseSettings):
     promotion_min_heldout: int = 50
 
     # The console: the reasons a moderator may give with a decision (policy categories), how long a login lasts
-    # across reloads and tabs, and the signing secret of its login cookie (empty: one generated under data_dir).
+    # across reloads and tabs (backend/console_sessions.py).
     review_reasons: CommaList = ("AI-generated", "face swap", "edited or composited", "genuine photo",
                                  "art or satire", "not enough to tell")
     console_session_hours: float = 12.0
+
+    # Near-duplicate matching (backend/matching.py): two PDQ hashes at most this many bits apart (of 256) are
+    # near-copies; PDQ's own threshold is 31. Hashes under the quality floor never match. A process's index picks up
+    # new images before each lookup and reloads everything from the database at most this often (hashes written
+    # to old rows, by `fakewatch hashes backfill`, arrive through the reload).
+    match_distance: int = Field(default=31, ge=0, le=256)
+    match_min_quality: int = Field(default=50, ge=0, le=100)
+    match_reload_s: float = 600.0
 
     @field_validator("fetch_allowlist", "cors_origins", "training_datasets", "review_reasons", mode="before")
     @classmethod

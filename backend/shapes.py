@@ -20,7 +20,7 @@ from sqlalchemy.orm import object_session
 
 from backend.reviews import latest_review
 from backend.schema import Check, TrainingRun, isoformat_z
-from backend.verdicts import decision_when_read, provenance_of
+from backend.verdicts import decision_when_read, provenance_of, provenance_summary
 from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source, Verdict, VerdictSource
 from core.policy import Decision
 
@@ -150,12 +150,15 @@ class RegionOut(Schema):
 
 
 class MatchOut(Schema):
-    sha256 = fields.String(metadata={"description": "The labelled image this one is a near-copy of."})
+    sha256 = fields.String(allow_none=True, metadata={"description": "The labelled image this one is a near-copy "
+                                                                     "of; null for a hash from a shared list."})
     distance = fields.Integer(metadata={"description": "Hamming distance of their PDQ hashes (of 256 bits)."})
     label = Choice(Label, metadata={"description": "That image's latest moderator label."})
     by = fields.String(allow_none=True)
     at = fields.String(allow_none=True)
     labels = fields.List(Choice(Label), metadata={"description": "Every label among the near-copies found."})
+    pdq_hex = fields.String(metadata={"description": "The PDQ hash matched (64 hex digits)."})
+    count = fields.Integer(metadata={"description": "How many labelled near-copies were found."})
 
 
 class SignalOut(Schema):
@@ -169,6 +172,9 @@ class ProvenanceOut(Schema):
     c2pa = fields.Dict(allow_none=True, metadata={"description": "Content Credentials: state, signer, claim "
                                                                  "generator, digital source types, summary."})
     signals = fields.List(fields.Nested(SignalOut))
+    summary = DerivedString(provenance_summary, metadata={
+        "description": 'The evidence in one line, for clients to show ("AI: Content Credentials, OpenAI"); empty '
+                       "when the file carries none, which proves nothing (metadata is easily stripped)."})
 
 
 class CheckOut(Schema):
@@ -205,6 +211,47 @@ class CheckOut(Schema):
     created_at = Timestamp()
     started_at = Timestamp(allow_none=True)
     finished_at = Timestamp(allow_none=True)
+
+
+# --- near-copies of an image --------------------------------------------------------------------------------------
+
+
+class CopyOut(Schema):
+    """A stored near-copy of an image (dumps a backend.matching.CopySeen)."""
+
+    sha256 = fields.String(attribute="image.sha256")
+    distance = fields.Integer(metadata={"description": "Hamming distance of the two PDQ hashes (of 256 bits)."})
+    width = fields.Integer(attribute="image.width")
+    height = fields.Integer(attribute="image.height")
+    format = fields.String(attribute="image.format")
+    first_seen = Timestamp(attribute="image.first_seen")
+    label = Choice(Label, allow_none=True, metadata={"description": "Its latest moderator label, if any."})
+    checks = fields.Integer(metadata={"description": "How many checks were made of it."})
+    sources = fields.List(fields.String(), metadata={"description": "How it arrived (upload, url, extension, batch)."})
+    page_urls = fields.List(fields.String(), metadata={"description": "Pages it was seen on (the first 10)."})
+
+
+class ListedCopyOut(Schema):
+    """A hash from an imported hash list near this image (dumps a backend.matching.LabelledCopy)."""
+
+    pdq_hex = fields.String()
+    distance = fields.Integer()
+    label = Choice(Label)
+    note = fields.String(allow_none=True)
+    by = fields.String(metadata={"description": "Who imported it."})
+
+
+class ImageMatchesOut(Schema):
+    """An image's near-copies within the match distance (dumps a backend.matching.ImageMatches)."""
+
+    sha256 = fields.String()
+    pdq_hex = fields.String(allow_none=True, metadata={"description": "Its PDQ hash; null if not hashed yet."})
+    pdq_quality = fields.Integer(allow_none=True, metadata={"description": "PDQ quality, 0 to 100."})
+    matchable = fields.Boolean(metadata={"description": "False when the hash is missing or too low in quality "
+                                                        "(a flat or tiny image): such an image never matches."})
+    max_distance = fields.Integer(metadata={"description": "The match distance (FAKEWATCH_MATCH_DISTANCE)."})
+    copies = fields.List(fields.Nested(CopyOut))
+    listed = fields.List(fields.Nested(ListedCopyOut))
 
 
 # --- batches -----------------------------------------------------------------------------------------------------

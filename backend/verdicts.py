@@ -23,6 +23,11 @@ def provenance_of(image: Image | None) -> dict[str, Any]:
     return image.provenance if image is not None and image.provenance else EMPTY_PROVENANCE
 
 
+def provenance_summary(provenance: dict[str, Any] | None) -> str:
+    """The evidence in one line ("AI: Content Credentials, OpenAI"), as the API, exports and console show it."""
+    return Provenance.from_dict(provenance).summary()
+
+
 def match_labels(match: dict[str, Any] | None) -> list[Label]:
     """Every label among the labelled near-duplicates a check was matched to (the nearest one's when only that
     was recorded)."""
@@ -35,10 +40,8 @@ def gather_evidence(score: float | None, threshold: float, band: float, image: I
                     match: dict[str, Any] | None, review: Label | None = None) -> Evidence:
     """The policy's evidence for one check."""
     provenance = Provenance.from_dict(provenance_of(image))
-    return Evidence(score=score, threshold=threshold, band=band, review=review,
-                    declares_ai=provenance.declares_ai,
-                    invalid_manifest_claims_ai=provenance.invalid_manifest_claims_ai,
-                    match_labels=match_labels(match), trusted_capture=provenance.trusted_capture)
+    return Evidence(score=score, threshold=threshold, band=band, review=review, match_labels=match_labels(match),
+                    **provenance.policy_facts())
 
 
 def decide_at_scoring(check: Check, score: float, threshold: float, band: float,

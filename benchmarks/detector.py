@@ -28,7 +28,7 @@ from core.policy import decide_verdict
 from models.augment import reencode_jpeg
 from models.cli import configure_tensorflow
 from models.data import LoadedImages, list_items, load_items
-from models.evaluate import count_verdicts
+from models.evaluate import count_verdicts, ordinary_photos
 from models.metrics import compute_metrics
 from models.preprocessing import coverage, crop_boxes, decode_image_file
 from models.serving import Detector
@@ -42,18 +42,6 @@ REALS_ONLY = "real-extra"
 RESHARE_SCALES = (0.5, 0.65, 0.8)
 RESHARE_QUALITIES = (60, 75, 90)
 SPEED_FILES = 256
-
-
-def ordinary_photos() -> dict[str, Image.Image]:
-    """The photos that ship in skimage.data and sklearn: every one should be scored real."""
-    import skimage.data
-    from sklearn.datasets import load_sample_images
-
-    photos = {name: getattr(skimage.data, name)() for name in
-              ["astronaut", "camera", "cat", "coffee", "rocket", "coins", "hubble_deep_field"]}
-    samples = load_sample_images()
-    photos.update({Path(f).stem: image for f, image in zip(samples.filenames, samples.images, strict=True)})
-    return {name: Image.fromarray(array).convert("RGB") for name, array in photos.items()}
 
 
 def reshare(image: Image.Image, scale: float, quality: int) -> Image.Image:

@@ -39,7 +39,7 @@ SEED_RECIPE: dict[str, Any] = {"arch": "seed", "epochs": 10, "temper": None, "pa
 def summary(fold: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of a fold, for the table at the top of the output."""
     pooled = fold["all_splits"]
-    row = {"fold": fold["fold"], "auc": pooled.get("auc"), "auc_ci95": pooled.get("auc_ci95"),
+    row = {"fold": fold["fold"], "init": fold.get("init"), "auc": pooled.get("auc"), "auc_ci95": pooled.get("auc_ci95"),
            "tpr_at_5pct_fpr": pooled.get("tpr_at_5pct_fpr"), "reals_flagged": pooled.get("reals_flagged"),
            "fakes_caught": pooled.get("fakes_called_fake"), "fakes_flagged": pooled.get("fakes_flagged")}
     for name, dropped in fold["also_left_out"].items():
@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--folds", default="", help="Comma-separated fold names (default: all).")
     parser.add_argument("--budget-s", type=float, default=420.0, help="Training seconds per fold, at most.")
+    parser.add_argument("--base", type=Path, default=None,
+                        help="Fine-tune each fold from this model when it never trained on what the fold leaves out "
+                             "(by its metadata): the shipped recipe's last stage. Other folds train from scratch.")
     parser.add_argument("--seed-cnn", action="store_true", help="Also train and score the seed CNN per fold.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
@@ -64,15 +67,18 @@ def main() -> None:
         folds = [fold for fold in folds if fold.name in wanted]
     cache: dict[Path, Any] = {}
     result: dict[str, Any] = {"data": str(args.data), "budget_s": args.budget_s, "recipe": RECIPE,
+                              "base": str(args.base) if args.base else None,
                               "cpu_threads": args.threads, "folds": [], "seed_cnn": []}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         for index, fold in enumerate(folds, 1):
             print(f"[{index}/{len(folds)}] {fold.name}", file=sys.stderr, flush=True)
             kwargs = {**RECIPE, "time_budget_s": args.budget_s, "image_cache": cache}
-            report = run_fold(fold, args.data, Path(scratch) / f"fold{index}", kwargs)
+            report = run_fold(fold, args.data, Path(scratch) / f"fold{index}", kwargs, base=args.base)
             result["folds"].append(report)
             print(json.dumps(summary(report)), file=sys.stderr, flush=True)
+            if args.out:  # after every fold, so a long run that is stopped still leaves what it measured
+                args.out.write_text(json.dumps({**result, "partial": True}, indent=2) + "\n")
             if args.seed_cnn:
                 seed_kwargs = {**SEED_RECIPE, "time_budget_s": args.budget_s, "image_cache": cache}
                 seed_report = run_fold(fold, args.data, Path(scratch) / f"seed{index}", seed_kwargs)

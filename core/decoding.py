@@ -154,6 +154,8 @@ def _open_header(data: bytes) -> Image.Image:
             "too_many_pixels", f"The image declares an absurd size and was refused unread ({exc}).", 413
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
+        if _is_text_chunk_bomb(exc):  # a text chunk before the pixels
+            raise _text_chunk_bomb() from exc
         raise _unreadable_error(data) from exc
 
 
@@ -193,12 +195,29 @@ def _load_first_frame(image: Image.Image) -> None:
     except Image.DecompressionBombError as exc:
         raise FakewatchError("too_many_pixels", f"The image was refused as too large to decode ({exc}).", 413) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if _is_text_chunk_bomb(exc):
+            raise _text_chunk_bomb() from exc
         raise FakewatchError(
             "invalid_image",
             f"The {image.format} image could not be decoded ({exc}); it may be truncated or corrupt. "
             "Send the original file again.",
             400,
         ) from exc
+
+
+# Pillow refuses a PNG whose compressed text chunk inflates past PngImagePlugin.MAX_TEXT_CHUNK (1 MiB) or whose
+# text adds up past MAX_TEXT_MEMORY, as a ValueError naming the cap: the pixels may be fine, the metadata is not.
+def _text_chunk_bomb() -> FakewatchError:
+    return FakewatchError(
+        "invalid_image",
+        "The PNG's text metadata (a compressed zTXt or iTXt chunk) inflates past 1 MiB, so the file was refused "
+        "as a decompression bomb. Remove the metadata (re-save the image) and send it again.",
+        400,
+    )
+
+
+def _is_text_chunk_bomb(exc: BaseException) -> bool:
+    return isinstance(exc, ValueError) and ("MAX_TEXT_CHUNK" in str(exc) or "MAX_TEXT_MEMORY" in str(exc))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

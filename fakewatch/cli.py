@@ -26,7 +26,7 @@ from backend.model_versions import ensure_shipped_model
 from backend.settings import Settings
 from backend.users import first_run_lines
 from core.errors import FakewatchError
-from fakewatch import client_commands
+from fakewatch import client_commands, hash_commands
 from models import cli as models_cli
 
 log = logging.getLogger("fakewatch")
@@ -229,7 +229,7 @@ def _supervise(processes: list[subprocess.Popen[bytes]]) -> None:
 
 # Commands that live beside their own part: the models' train/evaluate/score, the console, the API clients.
 # These modules import TensorFlow and Celery only inside their commands, so `fakewatch --help` stays fast.
-for _command in [*models_cli.COMMANDS, *admin_cli.COMMANDS, *client_commands.COMMANDS]:
+for _command in [*models_cli.COMMANDS, *admin_cli.COMMANDS, *client_commands.COMMANDS, *hash_commands.COMMANDS]:
     cli.add_command(_command)
 
 

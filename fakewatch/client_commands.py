@@ -54,18 +54,22 @@ def describe_check(target: str, result: dict[str, Any]) -> str:
         return f"{target}: error {error.get('code')}: {error.get('message')}"
     if status != CheckStatus.DONE:
         return f"{target}: {status} (check {result.get('id')}; not finished yet)"
-    score = "n/a" if result.get("score") is None else f"{result['score']:.3f}"
-    source = result.get("verdict_source") or "model"
-    if source == "review" and result.get("review"):
+    if result.get("verdict_source") == "review" and result.get("review"):
         # A moderator's label of these bytes is the verdict (DESIGN.md, rule 1); the model's score stays shown.
-        review = result["review"]
-        return (f"{target}: reviewed {result['verdict']} (by {review['by']} at {review['at']}; model score {score}, "
-                f"model {result['model_version']})")
-    if result.get("confidence") is None:
-        return f"{target}: {result['verdict']} (decided by {source}; score {score}, model {result['model_version']})"
+        review_by = result["review"]
+        score = "n/a" if result.get("score") is None else f"{result['score']:.3f}"
+        return (f"{target}: reviewed {result['verdict']} (by {review_by['by']} at {review_by['at']}; model score "
+                f"{score}, model {result['model_version']})")
     review = f", reviewed {result['review']['label']}" if result.get("review") else ""
-    return (f"{target}: {result['verdict']} (confidence {result['confidence']:.2f}, score {score}, "
-            f"model {result['model_version']}{review})")
+    source = result.get("verdict_source") or "model"
+    evidence = (result.get("provenance") or {}).get("summary") or ""
+    if result.get("confidence") is not None:
+        decided = f"confidence {result['confidence']:.2f}"
+    else:  # other evidence than the model decided: show it instead of a confidence (DESIGN.md)
+        decided = f"by {source}" + (f": {evidence}" if source == "provenance" and evidence else "")
+    shown = f"; provenance: {evidence}" if evidence and not decided.endswith(evidence) else ""
+    return (f"{target}: {result['verdict']} ({decided}, score {result['score']:.3f}, "
+            f"model {result['model_version']}{review}{shown})")
 
 
 # --- scan ---------------------------------------------------------------------------------------------------------

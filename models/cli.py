@@ -16,9 +16,12 @@ from typing import Any
 
 import click
 
+from backend.image_provenance import load_trust_anchors, read_image_provenance
+from backend.provenance import Provenance
+from backend.settings import Settings
 from core.errors import FakewatchError
 from core.model_metadata import SHIPPED_MODEL, read_metadata
-from core.policy import decide_verdict
+from core.policy import Evidence, decide
 from models.preprocessing import decode_image_file
 
 log = logging.getLogger("fakewatch.models")
@@ -40,8 +43,9 @@ def configure_tensorflow(threads: int | None) -> None:
 @click.command("train")
 @click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset folder in the layout {train,valid,test}/{real,fake}/; repeat to combine several.")
-@click.option("--arch", type=click.Choice(["default", "seed"]), default="default", show_default=True,
-              help="default: the shipped detector (residuals of native crops); seed: the original CNN, for comparison.")
+@click.option("--arch", type=click.Choice(["default", "residual", "seed"]), default="default", show_default=True,
+              help="default: the shipped detector (pixels and upsampling residuals of native crops); residual: "
+                   "residuals only, no pixels (kept for the leave-one-out comparison); seed: the original CNN.")
 @click.option("--epochs", type=int, default=None,
               help="Maximum epochs (early stopping on validation AUC; the seed on validation loss).")
 @click.option("--out", type=click.Path(dir_okay=False), default="var/models/model.keras", show_default=True)
@@ -58,18 +62,21 @@ def configure_tensorflow(threads: int | None) -> None:
                    "training windows and written to the model for serving (default: the architecture's).")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Fine-tune from this model file instead of starting from scratch.")
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=None,
+              help="Peak learning rate (default: the architecture's, a third of it when fine-tuning).")
 @click.option("--seed", type=int, default=1337, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads TensorFlow may use.")
 def train_command(data_dirs: tuple[str, ...], arch: str, epochs: int | None, out: str, batch_size: int | None,
                   crops_per_image: int, steps_per_epoch: int | None, time_budget_s: float | None,
-                  crop_span: float | None, init_from: str | None, seed: int, threads: int | None) -> None:
+                  crop_span: float | None, init_from: str | None, learning_rate: float | None, seed: int,
+                  threads: int | None) -> None:
     """Train a detector; writes the .keras model, its metadata JSON and a curves PNG."""
     configure_tensorflow(threads)
     from models.train import train  # noqa: PLC0415 - TensorFlow, only for this command
 
     path = train([Path(d) for d in data_dirs], arch=arch, epochs=epochs, out=Path(out), batch_size=batch_size,
                  crops_per_image=crops_per_image, steps_per_epoch=steps_per_epoch, time_budget_s=time_budget_s,
-                 crop_span=crop_span, init_from=init_from, seed=seed)
+                 crop_span=crop_span, init_from=init_from, learning_rate=learning_rate, seed=seed)
     meta = read_metadata(path)
     click.echo(json.dumps({"model": str(path), "name": meta["name"], "threshold": meta["threshold"],
                            "band": meta["band"], "valid": meta["metrics"]["valid"],
@@ -101,11 +108,16 @@ def evaluate_command(model: str, dataset_dir: str, split: str, roc_png: str | No
 @click.option("--jsonl", is_flag=True, help="One JSON object per line on stdout, nothing else.")
 @click.option("--threads", type=int, default=None, help="CPU threads TensorFlow may use.")
 def score_command(paths: tuple[str, ...], model: str | None, jsonl: bool, threads: int | None) -> None:
-    """Score image files or folders locally, without a server. Exits 1 if any file could not be scored."""
+    """Score image files or folders locally, without a server. Exits 1 if any file could not be scored.
+
+    The verdict follows the same policy as the server's: provenance in a file's metadata (Content Credentials, an
+    IPTC digital source type, a generator's signature) can decide it; ``verdict_source`` says what did."""
     configure_tensorflow(threads)
     from models.serving import Detector  # noqa: PLC0415 - TensorFlow
 
     detector = Detector.load(model or SHIPPED_MODEL)
+    settings = Settings()  # FAKEWATCH_TRUST_ANCHORS and the size cap, as the server reads provenance
+    load_trust_anchors(settings)
     failed = 0
     for batch in _batches(_walk(paths), SCORE_BATCH):
         decoded, results = _decode_batch(batch)
@@ -114,9 +126,15 @@ def score_command(paths: tuple[str, ...], model: str | None, jsonl: bool, thread
         for path in batch:
             if path in by_path:
                 score = by_path[path]
+                # The fixed fields first; the policy's verdict with what decided it and the evidence beside them.
+                provenance = read_image_provenance(path.read_bytes(), settings)
+                evidence = Provenance.from_dict(provenance)
+                decision = decide(Evidence(score=score, threshold=detector.threshold, band=detector.band,
+                                           **evidence.policy_facts()))
                 row: dict[str, Any] = {"path": str(path), "score": round(score, 6),
-                                       "verdict": decide_verdict(score, detector.threshold, detector.band),
-                                       "model_version": detector.version}
+                                       "verdict": decision.verdict, "model_version": detector.version,
+                                       "verdict_source": decision.source, "confidence": decision.confidence,
+                                       "provenance": {**provenance, "summary": evidence.summary()}}
             else:
                 failed += 1
                 row = {"path": str(path), "error": results[path], "score": None}
@@ -168,7 +186,9 @@ def _emit(row: dict[str, Any], jsonl: bool) -> None:
     elif row["score"] is None:
         click.echo(f"{row['path']}\terror\t{row['error']}")
     else:
-        click.echo(f"{row['path']}\t{row['verdict']}\t{row['score']:.4f}")
+        # path, verdict, score, what decided it, and the provenance evidence (empty when there is none).
+        click.echo(f"{row['path']}\t{row['verdict']}\t{row['score']:.4f}\t{row['verdict_source']}\t"
+                   f"{row['provenance']['summary']}")
 
 
 # What the lead's ``fakewatch`` group attaches.

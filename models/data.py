@@ -116,8 +116,8 @@ def sampling_probabilities(
 ) -> np.ndarray:
     """Per-item sampling probabilities that give each class half the draws and, within a class, each dataset a
     share proportional to its size raised to ``temper`` (1: as many draws as images, 0: every dataset alike).
-    ``shares`` gives named groups (``OTHER_GROUP``: reviewed images) a fixed share of all draws first, spread
-    evenly over their images.
+    ``shares`` gives named groups (``OTHER_GROUP``: reviewed images) a fixed share of all draws first, split
+    evenly between the classes present in the group and then over their images.
 
     Without this, the 2,000 face-swap frames would outweigh the 151 cat photos 13 to 1 and the model would learn
     mostly what separates face swaps; fully equal shares would repeat the smallest sets until memorised; and 200
@@ -126,8 +126,13 @@ def sampling_probabilities(
     fixed = {name: share for name, share in (shares or {}).items() if name in datasets and share > 0}
     probabilities = np.zeros(len(items), dtype=np.float64)
     for name, share in fixed.items():
-        members = [i for i, dataset in enumerate(datasets) if dataset == name]
-        probabilities[members] = share / len(members)
+        # Within a group each class present gets half its share: 170 reviewed reals and 30 reviewed fakes must not
+        # turn the group's draws into a lesson that reviewed images are real.
+        labels = {label for (_, label), dataset in zip(items, datasets, strict=True) if dataset == name}
+        for label in labels:
+            members = [i for i, ((_, item_label), dataset) in enumerate(zip(items, datasets, strict=True))
+                       if dataset == name and item_label == label]
+            probabilities[members] = share / len(labels) / len(members)
     rest = [i for i, dataset in enumerate(datasets) if dataset not in fixed]
     if rest:
         remaining = max(0.0, 1.0 - sum(fixed.values()))

@@ -83,3 +83,16 @@ def plot_roc(scores: np.ndarray, labels: np.ndarray, path: Path, title: str) -> 
     figure.savefig(path, dpi=80)
     plt.close(figure)
     return path
+
+
+def ordinary_photos() -> dict[str, Image.Image]:
+    """The nine photos that ship inside skimage and scikit-learn wheels (no download), by name: genuine photos of
+    other collections than the training data, every one of which the shipped model must call real."""
+    import skimage.data  # noqa: PLC0415 - seconds to import; only when asked
+    from sklearn.datasets import load_sample_images  # noqa: PLC0415
+
+    photos = {name: getattr(skimage.data, name)() for name in
+              ["astronaut", "camera", "cat", "coffee", "rocket", "coins", "hubble_deep_field"]}
+    samples = load_sample_images()
+    photos.update({Path(f).stem: image for f, image in zip(samples.filenames, samples.images, strict=True)})
+    return {name: Image.fromarray(array).convert("RGB") for name, array in photos.items()}

@@ -162,19 +162,45 @@ def score_items(detector: Any, items: Sequence[Item]) -> tuple[list[float], list
     return detector.score(loaded.images), loaded.labels
 
 
+# How a fold fine-tunes the base: the shipped recipe's last stage (crops anywhere in the image).
+BASE_FINE_TUNE: dict[str, Any] = {"crop_span": 1.0}
+
+
+def base_datasets(model_path: Path) -> set[str]:
+    """Names of the datasets a model was trained on, from its metadata."""
+    from core.model_metadata import read_metadata
+
+    return {Path(name).name for name in read_metadata(model_path).get("training_data", {}).get("datasets", [])}
+
+
+def left_out_datasets(fold: Fold, data: FoldData) -> set[str]:
+    """Every dataset any of whose images this fold leaves out."""
+    return {fold.held_out, *data.dropped}
+
+
 def run_fold(
     fold: Fold,
     data_root: Path,
     out_dir: Path,
     train_kwargs: dict[str, Any],
     rounds: int = BOOTSTRAP_ROUNDS,
+    base: Path | None = None,
 ) -> dict[str, Any]:
-    """Train without what ``fold`` leaves out, then score every split of it (and any dataset it also dropped)."""
+    """Train without what ``fold`` leaves out, then score every split of it (and any dataset it also dropped).
+
+    With ``base``, a fold whose left-out data the base model never trained on (by its metadata) fine-tunes the base
+    instead of starting from scratch; other folds start from scratch."""
     from core.policy import decide_verdict
     from models.serving import Detector
     from models.train import train
 
     data = fold_data(fold, data_root)
+    init = "scratch"
+    if base is not None and not left_out_datasets(fold, data) & base_datasets(base):
+        # The base never saw any of what this fold leaves out, so fine-tuning it on the fold's training data is
+        # the shipped recipe's last stage with the fold left out: a true leave-one-out of that recipe.
+        train_kwargs = {**train_kwargs, **BASE_FINE_TUNE, "init_from": base}
+        init = f"base {Path(base).name}"
     started = time.monotonic()
     model_path = train(items=data.train, valid_items=data.valid, out=out_dir / "model.keras", verbose=0,
                        **train_kwargs)
@@ -202,6 +228,7 @@ def run_fold(
         "held_out": fold.held_out,
         "generator": fold.generator,
         "trained_on": {"train": len(data.train), "valid": len(data.valid)},
+        "init": init,
         "train_seconds": round(train_seconds, 1),
         "epochs_run": meta["training"]["epochs_run"],
         "threshold": round(detector.threshold, 4),

@@ -44,6 +44,11 @@ class TrainingCancelled(RuntimeError):
 # the rate, and at the full rate a short retrain on a few hundred reviews overwrites what the base model knew
 # instead of adjusting it.
 FINE_TUNE_RATE = 0.3
+# The share of explicit items (reviewed images) held out for validation and calibration.
+ITEMS_HELD_OUT = 0.15
+# The share of training draws reviewed images get in a retrain (``shares``): 200 reviews among 4,500 base images
+# would otherwise barely move the model, and all of them would be memorised.
+REVIEWED_SHARE = 0.4
 
 
 def train(
@@ -156,17 +161,23 @@ def loaded_items(items: Sequence[Item], loaded: LoadedImages) -> list[Item]:
 def _split_items(
     data_dirs: Sequence[str | Path], items: Sequence[Item], seed: int, valid_items: Sequence[Item] | None = None
 ) -> tuple[list[Item], list[Item]]:
-    train_items = list_many(data_dirs, "train") + [(Path(p), int(y)) for p, y in items]
+    explicit = [(Path(p), int(y)) for p, y in items]
     if valid_items is not None:
-        return train_items, [(Path(p), int(y)) for p, y in valid_items]
-    val_items = list_many(data_dirs, "valid")
-    if not val_items:
-        # Explicit item lists (retraining from reviews) may come without a validation set: hold out 15%.
-        order = np.random.default_rng(seed).permutation(len(train_items))
-        cut = max(1, len(train_items) * 15 // 100)
-        val_items = [train_items[i] for i in order[:cut]]
-        train_items = [train_items[i] for i in order[cut:]]
-    return train_items, val_items
+        return list_many(data_dirs, "train") + explicit, [(Path(p), int(y)) for p, y in valid_items]
+    # Explicit items (reviewed images) keep 15% for validation even when the data dirs have their own: the
+    # threshold is then chosen with the reviewed reals among the validation reals, so a retrain on a new
+    # collection's reviews is calibrated on that collection too, not only on the base datasets.
+    held_out, explicit_train = _hold_out(explicit, ITEMS_HELD_OUT, seed)
+    return list_many(data_dirs, "train") + explicit_train, list_many(data_dirs, "valid") + held_out
+
+
+def _hold_out(items: list[Item], fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """``fraction`` of the items (at least one when there are two or more), drawn with ``seed``, and the rest."""
+    if len(items) < 2:
+        return [], items
+    order = np.random.default_rng(seed).permutation(len(items))
+    cut = max(1, int(len(items) * fraction))
+    return [items[i] for i in order[:cut]], [items[i] for i in order[cut:]]
 
 
 def _build_or_load(spec: ArchSpec, init_from: str | Path | None) -> Any:

@@ -36,6 +36,7 @@ from backend.users import authenticate, create_user, first_run_lines, hash_passw
 from core.enums import Source, Verdict
 from core.errors import FakewatchError
 from tests.fixtures_images import LocalServer, distinct_photos
+from tests.provenance_files import fixture as provenance_fixture
 from tests.stack import Stack
 
 APP = Path(__file__).resolve().parent.parent / "admin" / "app.py"
@@ -687,3 +688,25 @@ def test_versions_measured_on_a_handful_of_images_show_no_comparable_figures(con
     at.selectbox(key="models_version").set_value("tiny-retrain").run()
     assert not at.exception, at.exception
     assert "**loss**" in texts(at) and "**accuracy**" not in texts(at)  # one epoch of loss: its chart, drawn
+
+
+def test_queue_cards_and_the_image_page_show_the_verdict_source_and_the_evidence(console_db: Settings) -> None:
+    register_test_model(console_db)
+    check_id = scored_check(console_db, provenance_fixture("C.jpg"), 0.1)  # the model would clear it
+    at = logged_in(console_db)
+    assert "**fake** · by provenance · score **0.100**" in texts(at)
+    assert "AI: Content Credentials" in [element.value for element in at.text]  # plain text: it comes from the file
+    with session_scope(console_db) as session:
+        image = get_check(session, check_id).image
+        assert image is not None
+        sha256 = image.sha256
+    at.query_params["sha256"] = sha256
+    at.switch_page("views/image.py").run()
+    assert not at.exception, at.exception
+    assert "Provenance" in [element.value for element in at.subheader]
+    assert "AI: Content Credentials" in [element.value for element in at.text]
+    tables = [frame.value for frame in at.dataframe]
+    [checks] = [table for table in tables if "verdict source" in table.columns]
+    [signals] = [table for table in tables if "says" in table.columns]
+    assert checks["verdict source"].tolist() == ["provenance"]
+    assert signals[["kind", "says"]].values.tolist() == [["c2pa_source_type", "ai"]]

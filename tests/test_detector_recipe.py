@@ -42,6 +42,10 @@ def test_reviewed_images_can_get_a_fixed_share_of_the_draws() -> None:
     p = sampling_probabilities(base + reviewed, temper=0.5, shares={OTHER_GROUP: 0.4})
     assert p[-20:].sum() == pytest.approx(0.4) and p[:4000].sum() == pytest.approx(0.6)
     assert p[:2000].sum() == pytest.approx(0.3)  # the rest keeps its class balance
+    # 17 reviewed reals and 3 reviewed fakes still give each class half of the reviewed share.
+    lopsided = [(Path(f"/var/images/{i:02d}/{i}.jpg"), int(i < 3)) for i in range(20)]
+    q = sampling_probabilities(base + lopsided, temper=0.5, shares={OTHER_GROUP: 0.4})
+    assert q[-17:].sum() == pytest.approx(0.2) and q[4000:4003].sum() == pytest.approx(0.2)
 
 
 def test_group_weights_give_small_collections_a_say() -> None:

@@ -29,6 +29,7 @@ from backend.reviews import label_image, undo_last_decision
 from backend.schema import Check
 from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
 from tests.fixtures_models import upsample_trace
+from tests.provenance_files import make_authority, signed_jpeg
 from tests.stack import Stack, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -286,6 +287,31 @@ def test_context_menu_check_badges_the_image_and_stores_the_check(
         assert row is not None and row.status == "done"
         assert row.page_url == page_info.url and row.source == "extension" and row.source_url == src
     assert embedded_stack.get_check(check["id"])["image"]["sha256"] == check["image"]["sha256"]
+    page.close()
+
+
+def test_a_declared_ai_image_is_badged_with_its_evidence_instead_of_a_confidence(
+        configured: Browser, embedded_stack: Stack, image_server: LocalServer) -> None:
+    # A manifest that says trainedAlgorithmicMedia, made by ChatGPT, from a signer nobody trusts: the claim counts.
+    made = signed_jpeg(make_authority("Test Generator Signer"), "trainedAlgorithmicMedia", software_agent="ChatGPT")
+    image_server.routes["/ext-provenance/made.jpg"] = (200, {"Content-Type": "image/jpeg"}, made)
+    image_server.routes["/ext-provenance/page.html"] = (
+        200, {"Content-Type": "text/html; charset=utf-8"},
+        b'<!doctype html><body data-ready="1"><img src="/ext-provenance/made.jpg" width="240"></body>')
+    page = configured.context.new_page()
+    page.goto(image_server.url("/ext-provenance/page.html"))
+    src = image_server.url("/ext-provenance/made.jpg")
+
+    result = configured.click_menu(page, src)
+
+    assert "check" in result, result
+    check = result["check"]
+    assert (check["verdict"], check["verdict_source"], check["confidence"]) == ("fake", "provenance", None)
+    badge = badge_for(page, src)
+    assert (badge["state"], badge["text"]) == ("fake", "Fake · Content Credentials"), badge
+    assert badge["tip"].startswith("AI: Content Credentials, OpenAI"), badge
+    assert "Decided by provenance evidence, not by the model." in badge["tip"]
+    assert f"Probability of fake: {check['score']:.2f}" in badge["tip"]  # the model's score is still shown
     page.close()
 
 

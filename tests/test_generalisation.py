@@ -4,6 +4,8 @@ the bootstrap intervals, and a fold whose model must beat chance on the dataset 
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +14,11 @@ from sklearn.metrics import roc_auc_score
 
 from models.generalisation import (
     Fold,
+    base_datasets,
     bootstrap_interval,
     describe_scores,
     fold_data,
+    left_out_datasets,
     run_fold,
     standard_folds,
 )
@@ -113,3 +117,24 @@ def test_a_fold_model_beats_chance_on_the_dataset_it_never_saw(data_root: Path, 
     assert pooled["auc"] >= 0.8, pooled
     assert pooled["auc_ci95"][0] > 0.5
     assert set(report["splits"]) == {"train", "valid", "test"}
+
+
+def test_a_base_model_is_fine_tuned_only_for_folds_it_never_saw(data_root: Path, tmp_path: Path,
+                                                                tiny_model_path: Path) -> None:
+    base = tmp_path / "base.keras"
+    shutil.copy(tiny_model_path, base)
+    meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    meta["training_data"]["datasets"] = [str(data_root / "alpha")]
+    base.with_suffix(".json").write_text(json.dumps(meta))
+    assert base_datasets(base) == {"alpha"}
+    # The Stable Diffusion fold also drops cats (made by Stable Diffusion 2.1); a base trained on cats is no base.
+    sd = Fold("generator: Stable Diffusion", "diffusion_trio_vs_imagenet", "Stable Diffusion")
+    assert left_out_datasets(sd, fold_data(sd, data_root)) == {"diffusion_trio_vs_imagenet", "cats"}
+
+    train_kwargs = {"epochs": 2, "steps_per_epoch": 6, "batch_size": 16, "patience": 2, "recipe": GENTLE}
+    seen = run_fold(Fold("alpha", "alpha"), data_root, tmp_path / "a", train_kwargs, rounds=20, base=base)
+    assert seen["init"] == "scratch"
+    unseen = run_fold(Fold("beta", "beta"), data_root, tmp_path / "b", train_kwargs, rounds=20, base=base)
+    assert unseen["init"] == "base base.keras"
+    # Fine-tuned from a model that learned the trace, it still ranks the unseen set well.
+    assert unseen["all_splits"]["auc"] >= 0.7, unseen["all_splits"]

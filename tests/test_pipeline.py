@@ -38,7 +38,7 @@ def test_uploaded_photo_gets_a_stored_verdict(stack: Stack) -> None:
 def test_a_scored_check_carries_its_verdict_source_and_the_regions_behind_its_score(stack: Stack) -> None:
     body = stack.wait_for_check(stack.post_image(photo_bytes("chelsea"), wait=10).json()["id"])
     assert body["status"] == "done" and body["verdict_source"] == "model"
-    assert body["provenance"] == {"c2pa": None, "signals": []} and body["match"] is None
+    assert body["provenance"] == {"c2pa": None, "signals": [], "summary": ""} and body["match"] is None
     width, height = body["image"]["width"], body["image"]["height"]
     regions = body["regions"]
     assert len(regions) >= 16

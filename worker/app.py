@@ -6,19 +6,24 @@ fork, in ``worker_process_init``, never in the parent."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, cast
 
 from celery import current_app
 from celery.signals import celeryd_init, worker_process_init, worker_ready, worker_shutdown
+from sqlalchemy.exc import SQLAlchemyError
 
 import worker.tasks  # noqa: F401 - registers the tasks with whichever app is current
-from backend.db import reset_engines
+from backend.db import reset_engines, session_scope
 from backend.dispatch import SCORING_QUEUE, FakewatchCelery
+from backend.image_provenance import load_trust_anchors
+from backend.matching import warm_index
 from backend.settings import Settings
 from worker.detectors import warm_up
 from worker.sweeper import start_sweeper
 
+log = logging.getLogger("fakewatch.worker")
 celery_app = FakewatchCelery(Settings())
 
 _sweeper_stop = threading.Event()
@@ -33,6 +38,7 @@ def _settings() -> Settings:
 def _note_queues(options: dict[str, object] | None = None, **_kwargs: object) -> None:
     """Remember, before the pool forks, whether this worker scores (a training-only worker needs no model)."""
     global _serves_scoring
+    load_trust_anchors(_settings())  # a wrong FAKEWATCH_TRUST_ANCHORS stops the worker before it takes work
     queues: Any = (options or {}).get("queues")
     if queues:
         names = queues.split(",") if isinstance(queues, str) else list(queues)
@@ -44,6 +50,19 @@ def _init_process(**_kwargs: object) -> None:
     reset_engines()
     if _serves_scoring:
         warm_up(_settings())
+        load_match_index(_settings())
+
+
+def load_match_index(settings: Settings) -> None:
+    """Load the near-duplicate index from the database before the first chunk, as the model is. A database that
+    does not answer yet is no reason to stop: the index then loads at the first lookup."""
+    try:
+        with session_scope(settings) as session:
+            held = warm_index(session, settings)
+    except SQLAlchemyError:
+        log.exception("the near-duplicate index could not be loaded at start; it loads at the first lookup")
+        return
+    log.info("near-duplicate index loaded: %d hashes", held)
 
 
 @worker_ready.connect

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from backend.checks import claim_checks, commit_finished, find_cached_scores, record_failure, record_score
 from backend.db import session_scope
+from backend.matching import match_for_image
 from backend.model_versions import require_active_version
 from backend.schema import Check, ModelVersion
 from backend.settings import Settings
@@ -40,13 +42,24 @@ def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]
         fetch_into_checks(session, checks, settings)
         session.commit()
         pending = [check for check in checks if check.status == CheckStatus.RUNNING]
-        pending = _apply_cached_scores(session, pending, version)
-        _score_with_model(pending, version, settings)
+        matches = _labelled_matches(session, pending, settings)
+        pending = _apply_cached_scores(session, pending, version, matches)
+        _score_with_model(pending, version, settings, matches)
         commit_finished(session, checks)
         return _tally(checks)
 
 
-def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVersion) -> list[Check]:
+def _labelled_matches(session: Session, checks: list[Check], settings: Settings) -> dict[int, dict[str, Any] | None]:
+    """Each image's labelled near-copies (rule 3's evidence), looked up once per image of the chunk."""
+    matches: dict[int, dict[str, Any] | None] = {}
+    for check in checks:
+        if check.image_id is not None and check.image_id not in matches:
+            matches[check.image_id] = match_for_image(session, settings, check.image)
+    return matches
+
+
+def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVersion,
+                         matches: dict[int, dict[str, Any] | None]) -> list[Check]:
     """Reuse an earlier score of the same bytes by the same version; return the checks still to score."""
     cached = find_cached_scores(session, [check.image_id for check in checks if check.image_id is not None], version.id)
     remaining: list[Check] = []
@@ -54,13 +67,15 @@ def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVe
         assert check.image_id is not None
         if check.image_id in cached:
             earlier = cached[check.image_id]
-            record_score(check, version, earlier.score, cached=True, regions=earlier.regions)
+            record_score(check, version, earlier.score, cached=True, regions=earlier.regions,
+                         match=matches.get(check.image_id))
         else:
             remaining.append(check)
     return remaining
 
 
-def _score_with_model(checks: list[Check], version: ModelVersion, settings: Settings) -> None:
+def _score_with_model(checks: list[Check], version: ModelVersion, settings: Settings,
+                      matches: dict[int, dict[str, Any] | None]) -> None:
     # Several checks of the same bytes in one chunk are scored once.
     by_image: dict[int, list[Check]] = {}
     for check in checks:
@@ -91,7 +106,7 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
     for group, result in zip(groups, scored, strict=True):
         regions = [region.to_dict() for region in result.regions]
         for check in group:
-            record_score(check, version, result.score, regions=regions)
+            record_score(check, version, result.score, regions=regions, match=matches.get(group[0].image_id or 0))
 
 
 def _tally(checks: list[Check]) -> dict[str, int]:

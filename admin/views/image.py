@@ -5,6 +5,7 @@ check of it, its reviews and escalations, and the same labelling as the queue (w
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -15,9 +16,10 @@ from admin.evidence import evidence_lines, verdict_line
 from admin.heatmap import heatmap_png
 from admin.notices import flash, show_flash
 from admin.thumbnails import full_image
+from backend.matching import CopySeen, copies_seen, copy_rule
 from backend.reviews import ImageHistory, escalate_images, image_history, label_image
 from backend.schema import Check
-from backend.verdicts import decision_when_read
+from backend.verdicts import decision_when_read, provenance_summary
 from core.decoding import decode_image
 from core.enums import Label
 from core.errors import FakewatchError
@@ -37,7 +39,7 @@ def label(image_id: int, label_name: Label) -> None:
     reason = st.session_state.get("image_reason")
     try:
         with session_scope() as session:
-            label_image(session, image_id, label_name, user, note=note,
+            label_image(session, image_id, label_name, user, note=note, copies=copy_rule(console_settings()),
                         reason=None if not reason or reason == NO_REASON else str(reason),
                         reasons=console_settings().review_reasons)
     except FakewatchError as error:
@@ -81,7 +83,27 @@ def checks_table(history: ImageHistory) -> pd.DataFrame:
 
 def reviews_table(history: ImageHistory) -> pd.DataFrame:
     return pd.DataFrame([{"at": review.created_at, "label": review.label, "reason": review.reason,
-                          "by": review.reviewer, "note": review.note} for review in history.reviews])
+                          "by": review.reviewer, "note": review.note,
+                          "as a near-copy": None if review.match_distance is None else
+                          f"distance {review.match_distance}"} for review in history.reviews])
+
+
+def copies_table(copies: list[CopySeen]) -> pd.DataFrame:
+    return pd.DataFrame([{"distance": copy.distance, "label": copy.label, "size": f"{copy.image.width}×"
+                          f"{copy.image.height}", "checks": copy.checks, "sources": ", ".join(copy.sources),
+                          "pages": "\n".join(copy.page_urls), "sha256": copy.image.sha256} for copy in copies])
+
+
+def render_provenance(provenance: dict[str, Any] | None) -> None:
+    """The evidence read from the file's original bytes: its summary, the Content Credentials, every signal.
+    All of it comes from the file (signer names, tool names), so it is shown as text and tables, never markdown."""
+    st.subheader("Provenance")
+    summary = provenance_summary(provenance)
+    st.text(summary or "No provenance metadata. Metadata is easily stripped: its absence proves nothing.")
+    if provenance and provenance.get("c2pa"):
+        st.json(provenance["c2pa"], expanded=False)
+    if provenance and provenance.get("signals"):
+        st.dataframe(pd.DataFrame(provenance["signals"]), hide_index=True, width="stretch")
 
 
 def escalations_table(history: ImageHistory) -> pd.DataFrame:
@@ -115,7 +137,10 @@ def render_summary(history: ImageHistory) -> None:
     newest = done[0]
     decision = _decision(history, newest)
     st.text(verdict_line(decision.verdict, newest.score, decision.confidence, decision.source))
-    for line in evidence_lines(history.image.provenance, newest.match):
+    summary = provenance_summary(history.image.provenance)
+    if summary:
+        st.text(f"Provenance: {summary}")
+    for line in evidence_lines(None, newest.match):
         st.text(line)
 
 
@@ -154,6 +179,7 @@ def render_image_page() -> None:
     try:
         with session_scope() as session:
             history = image_history(session, sha256)
+            copies = copies_seen(session, console_settings(), history.image)
     except FakewatchError as error:
         st.error(error.message)
         return
@@ -167,8 +193,14 @@ def render_image_page() -> None:
         st.caption(f"SHA-256 {image.sha256} · first seen {image.first_seen:%Y-%m-%d %H:%M} UTC")
         render_summary(history)
         render_labelling(history)
+    render_provenance(image.provenance)
     st.subheader(f"Checks ({len(history.checks)})")
     st.dataframe(checks_table(history), hide_index=True, width="stretch")
+    st.subheader(f"Copies seen ({len(copies)})")
+    if copies:
+        st.dataframe(copies_table(copies), hide_index=True, width="stretch")
+    else:
+        st.caption("No other stored image is a near-copy of this one (PDQ hashes within the match distance).")
     st.subheader(f"Reviews ({len(history.reviews)})")
     if history.reviews:
         st.dataframe(reviews_table(history), hide_index=True, width="stretch")

@@ -19,6 +19,7 @@ from admin.context import console_settings, session_scope
 from admin.evidence import evidence_lines, verdict_line
 from admin.notices import flash, show_flash
 from admin.thumbnails import thumbnail
+from backend.matching import copy_rule
 from backend.reviews import (
     QueueFilters,
     QueueItem,
@@ -103,14 +104,16 @@ def decide(image_ids: list[int], check_ids: list[str | None], label: Label) -> N
         return
     try:
         with session_scope() as session:
-            decision = label_images(session, image_ids, label, user, check_ids=check_ids, reason=_reason(),
+            decision = label_images(session, image_ids, label, user, check_ids=check_ids,
+                                    copies=copy_rule(console_settings()), reason=_reason(),
                                     reasons=console_settings().review_reasons)
     except FakewatchError as error:
         flash("error", error.message)
         return
     for image_id in decision.image_ids:
         st.session_state.pop(f"select_{image_id}", None)
-    flash("success", f"Labelled {len(decision.image_ids)} image(s) {label}.")
+    copies = f", {len(decision.copies)} of them as near-copies" if decision.copies else ""
+    flash("success", f"Labelled {len(decision.image_ids)} image(s) {label}{copies}.")
 
 
 def decide_selected(items: list[QueueItem], label: Label) -> None:
@@ -202,12 +205,17 @@ def render_card(item: QueueItem, first: bool) -> None:
         else:
             st.caption("The stored image file is missing.")
         st.text(verdict_line(item.verdict, item.score, item.confidence, item.verdict_source))
-        for line in evidence_lines(item.provenance, item.match):
-            st.caption(line.replace("*", "\\*").replace("_", "\\_"))
+        if item.evidence:  # metadata text (signer names...) comes from the file: plain text, never markdown
+            st.text(item.evidence[:160])
+        if item.match:
+            st.text(evidence_lines(None, item.match)[0][:160])
         if item.escalation_note:
             st.text(f"Escalated by {item.escalated_by}: {item.escalation_note}"[:300])
         # Page URLs come from users: shown as plain text, never rendered as markdown or links.
         st.text(f"{item.source} · " + (item.page_url or item.source_url or "no page URL")[:90])
+        if item.copies:
+            st.caption(f"+ {len(item.copies)} near-cop{'y' if len(item.copies) == 1 else 'ies'} waiting: "
+                       "labelling this image labels them too (Real: only those the model did not call fake).")
         st.page_link("views/image.py", label="Image details", query_params={"sha256": item.sha256},
                      icon=":material/open_in_new:")
         st.checkbox("Select", key=f"select_{item.image_id}")
@@ -287,7 +295,8 @@ def render_queue() -> None:
         pages = max(1, -(-waiting // PAGE_SIZE))
         page = min(int(st.session_state.get(PAGE_KEY, 0)), pages - 1)
         st.session_state[PAGE_KEY] = page
-        items = review_queue(session, filters, limit=PAGE_SIZE, offset=page * PAGE_SIZE, exclude_image_ids=skipped)
+        items = review_queue(session, filters, limit=PAGE_SIZE, offset=page * PAGE_SIZE, exclude_image_ids=skipped,
+                             copies=copy_rule(console_settings()))
     show_flash()
     summary = st.container(horizontal=True, vertical_alignment="center")
     summary.markdown(f"**{waiting}** image(s) waiting" + (f", {len(skipped)} skipped this session" if skipped else ""))

@@ -12,6 +12,7 @@ from flask_cors import CORS
 from backend.api import batches, checks, errors, health, images, training
 from backend.api.auth import make_limiter
 from backend.api.context import EXTENSION, close_session
+from backend.image_provenance import load_trust_anchors
 from backend.settings import Settings
 from backend.shapes import ErrorOut
 
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     view reads them, and its database session is on the database they name. ``test_config`` overrides Flask's
     own configuration, as in Flask's tutorial."""
     settings = settings if settings is not None else Settings()
+    load_trust_anchors(settings)  # a wrong FAKEWATCH_TRUST_ANCHORS stops the API here, not at the first upload
     app = APIFlask("fakewatch", title="fakewatch API", version="1.0",
                    spec_path="/api/openapi.json", docs_path="/docs")
     app.config.update(

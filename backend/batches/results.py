@@ -12,11 +12,16 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from backend.schema import Check, Image, ModelVersion, Review, isoformat_z
-from backend.verdicts import stored_decision_when_read
+from backend.verdicts import provenance_summary, stored_decision_when_read
 from core.enums import CheckStatus, Label
 
 RESULT_COLUMNS = ("url", "status", "verdict", "score", "confidence", "flagged", "cached", "model_version",
-                  "sha256", "error_code", "error_message", "check_id", "finished_at", "verdict_source", "review")
+                  "sha256", "error_code", "error_message", "check_id", "finished_at",
+                  # What decided the verdict, the file's evidence in one line, and the labelled near-copy that did
+                  # (or was weighed): DESIGN.md's provenance and match.
+                  "verdict_source", "provenance", "match_sha256", "match_pdq_hex", "match_distance", "match_label",
+                  # A moderator's latest label of the bytes: the verdict when there is one (rule 1).
+                  "review")
 ResultFilter = Literal["all", "flagged", "failed"]
 ResultFormat = Literal["csv", "jsonl"]
 RESULT_FILTERS: tuple[ResultFilter, ...] = ("all", "flagged", "failed")
@@ -31,7 +36,7 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
     query = (
         select(Check.id, Check.source_url, Check.status, Check.verdict, Check.score, Check.flagged, Check.cached,
                Check.error_code, Check.error_message, Check.finished_at, Check.verdict_source, Image.sha256,
-               ModelVersion.name, review.label("review"))
+               Image.provenance, ModelVersion.name, Check.match, review.label("review"))
         .outerjoin(Image, Image.id == Check.image_id)
         .outerjoin(ModelVersion, ModelVersion.id == Check.model_version_id)
         .where(Check.batch_id == batch_id)
@@ -43,6 +48,7 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
         query = query.where(Check.status == CheckStatus.FAILED)
     for row in session.execute(query.execution_options(yield_per=chunk)):
         label = Label(row.review) if row.review else None
+        # The model's confidence only when the model decided; other evidence has none (DESIGN.md).
         decision = stored_decision_when_read(row.score, row.verdict, row.verdict_source, label)
         yield {
             "url": row.source_url, "status": row.status.value,
@@ -52,8 +58,17 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
             "model_version": row.name, "sha256": row.sha256, "error_code": row.error_code,
             "error_message": row.error_message, "check_id": row.id, "finished_at": isoformat_z(row.finished_at),
             "verdict_source": decision.source.value if decision.source else None,
+            # The evidence in one line ("AI: Content Credentials, OpenAI"); empty when the file carries none.
+            "provenance": provenance_summary(row.provenance) if row.sha256 else None,
+            **_match_columns(row.match),
             "review": label.value if label else None,
         }
+
+
+def _match_columns(match: dict[str, Any] | None) -> dict[str, Any]:
+    match = match or {}
+    return {"match_sha256": match.get("sha256"), "match_pdq_hex": match.get("pdq_hex"),
+            "match_distance": match.get("distance"), "match_label": match.get("label")}
 
 
 def format_results(rows: Iterable[dict[str, Any]], fmt: ResultFormat) -> Iterator[str]:

@@ -9,14 +9,23 @@ computed again from the stored JSON alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 Says = Literal["ai", "edited", "capture"]
 # "valid": the signature checks out and the signer is in the trust list; "untrusted": the signature checks out
 # but the signer is not in the trust list (anyone can make a certificate); "invalid": the manifest does not
 # validate (tampered, mismatched hash, broken signature), so nothing it says is verified.
 C2paState = Literal["valid", "untrusted", "invalid"]
+
+
+class PolicyFacts(TypedDict):
+    """What core.policy.Evidence takes from provenance (rules 2 and 4)."""
+
+    declares_ai: bool
+    invalid_manifest_claims_ai: bool
+    trusted_capture: bool
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,11 @@ class Provenance:
         return (any(s.says == "capture" for s in from_manifest)
                 and not any(s.says == "ai" for s in from_manifest))
 
+    def policy_facts(self) -> PolicyFacts:
+        """What core.policy.Evidence takes from provenance, so every caller passes the same three facts."""
+        return {"declares_ai": self.declares_ai, "invalid_manifest_claims_ai": self.invalid_manifest_claims_ai,
+                "trusted_capture": self.trusted_capture}
+
     def ai_evidence(self) -> list[str]:
         """Short names of what says AI, for a badge or a tooltip: ["Content Credentials", "OpenAI"]."""
         names: list[str] = []
@@ -135,3 +149,42 @@ class Provenance:
             if name not in names:
                 names.append(name)
         return names
+
+    def summary(self) -> str:
+        """One line for a tooltip, a CLI line, an export column or a queue card, strongest evidence first:
+        "AI: Content Credentials, OpenAI"; "" when the file holds no evidence at all (which proves nothing)."""
+        ai = self.ai_evidence()
+        if ai:
+            return "AI: " + ", ".join(ai)
+        parts: list[str] = []
+        if self.invalid_manifest_claims_ai:
+            parts.append("AI claimed by invalid Content Credentials (not verified)")
+        elif self.trusted_capture and self.c2pa is not None:
+            parts.append(f"Capture: Content Credentials, {self.c2pa.summary}")
+        elif self.c2pa is not None:  # "signed by X, not in your trust list" or "invalid Content Credentials (...)"
+            said = self.c2pa.summary or self.c2pa.state
+            parts.append(f"Content Credentials {said}" if said.startswith("signed") else said[:1].upper() + said[1:])
+        for says, heading in (("edited", "Edited"), ("capture", "Capture")):
+            names = _names(s for s in self.signals if s.says == says and not (
+                self.c2pa is not None and s.from_manifest and says == "capture"))
+            if names:
+                parts.append(f"{heading}: " + ", ".join(names))
+        problems = [s.detail for s in self.signals if s.says is None]
+        if problems:
+            parts.append("; ".join(problems))
+        return "; ".join(parts)
+
+
+def _names(signals: Iterable[Signal]) -> list[str]:
+    """Short names of what signals found, each once: the tool or camera, not the whole detail."""
+    names: list[str] = []
+    for s in signals:
+        if s.kind == "camera":  # "Camera: Canon EOS R5 (unsigned EXIF, easily copied)"
+            name = s.detail.split(": ", 1)[-1].split(" (", 1)[0] + " (unsigned EXIF)"
+        elif s.kind == "c2pa_action":  # "Content Credentials: c2pa.color_adjustments"
+            name = s.detail.split(": ", 1)[-1]
+        else:
+            name = s.detail.split(":", 1)[0]
+        if name not in names:
+            names.append(name)
+    return names

@@ -10,6 +10,8 @@ const AUTOSCAN_SCRIPT_ID = "fakewatch-autoscan";
 // Images checked at once during a page scan: enough to keep a worker busy, few enough not to flood the server.
 const SCAN_CONCURRENCY = 3;
 const VERDICT_LABELS = { real: "Real", fake: "Fake", uncertain: "Uncertain" };
+// What decided a verdict when the model did not: the badge names it instead of a confidence.
+const SOURCE_LABELS = { provenance: "provenance", match: "Near-duplicate", review: "Moderator" };
 
 ext.runtime.onInstalled.addListener(createMenus);
 ext.contextMenus.onClicked.addListener(handleMenuClick);
@@ -104,22 +106,30 @@ async function checkImage(target, settings, { reuse }) {
   }
 }
 
-// What decided a verdict when the model did not (DESIGN.md's verdict policy), shown instead of a confidence.
-const EVIDENCE_WORDS = { provenance: "Content Credentials", match: "Near-duplicate", review: "Reviewed" };
+/** The evidence named on a badge ("Content Credentials" of "AI: Content Credentials, OpenAI"). */
+function evidenceName(check) {
+  const summary = check.provenance?.summary || "";
+  if (check.verdict_source !== "provenance") return SOURCE_LABELS[check.verdict_source] || "";
+  const named = summary.includes(": ") ? summary.split(": ")[1].split(/[,;]/)[0].trim() : "";
+  if (named) return named;
+  return summary.includes("Content Credentials") ? "Content Credentials" : SOURCE_LABELS.provenance;
+}
 
 /** The badge's words: "Fake 83%" when the model decides, "Reviewed: real" when a moderator's label of these bytes
- * does, "Fake · Content Credentials" for other evidence (whose confidence is null). */
-function badgeText(check) {
-  const label = VERDICT_LABELS[check.verdict] || "Unknown";
+ * does (the label is the verdict), "Fake · Content Credentials" for other evidence (whose confidence is null). */
+function badgeText(check, label, byModel) {
   if (check.verdict_source === "review") return `Reviewed: ${check.verdict}`;
-  if (check.confidence === null || check.confidence === undefined) {
-    return `${label} · ${EVIDENCE_WORDS[check.verdict_source] || "Evidence"}`;
-  }
-  return `${label} ${Math.round(Number(check.confidence) * 100)}%`;
+  return byModel ? `${label} ${Math.round(Number(check.confidence) * 100)}%` : `${label} · ${evidenceName(check)}`;
 }
 
 function verdictBadge(check, settings, notes) {
-  const details = [`Model: ${check.model_version}`, `Probability of fake: ${Number(check.score).toFixed(2)}`];
+  const label = VERDICT_LABELS[check.verdict] || "Unknown";
+  const byModel = check.confidence !== null && check.confidence !== undefined;
+  const details = [];
+  const summary = check.provenance?.summary;
+  if (summary) details.push(summary); // "AI: Content Credentials, OpenAI"
+  if (!byModel && check.verdict_source) details.push(`Decided by ${check.verdict_source} evidence, not by the model.`);
+  details.push(`Model: ${check.model_version}`, `Probability of fake: ${Number(check.score).toFixed(2)}`);
   details.push(check.review ? `Moderator label: ${check.review.label} (by ${check.review.by})` : "Not reviewed by a moderator yet.");
   const sha256 = check.image && check.image.sha256;
   const link = settings.adminUrl && sha256
@@ -127,7 +137,7 @@ function verdictBadge(check, settings, notes) {
     : null;
   return {
     state: check.verdict || "error",
-    text: badgeText(check),
+    text: badgeText(check, label, byModel),
     heatmap: Array.isArray(check.regions) && check.regions.length && check.image
       ? { regions: check.regions, width: check.image.width, height: check.image.height } : null,
     details: details.concat(notes),
@@ -148,10 +158,11 @@ async function readCachedResult(settings, url) {
 }
 
 async function writeCachedResult(settings, url, check) {
-  const { id, status, verdict, verdict_source, score, confidence, flagged, model_version, image, review, regions } = check;
-  await ext.storage.session.set({
-    [await resultKey(settings, url)]: { id, status, verdict, verdict_source, score, confidence, flagged, model_version, image, review, regions },
-  });
+  const { id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, regions } = check;
+  // Of the provenance, only what a badge shows: session storage is small.
+  const provenance = { summary: check.provenance?.summary || "" };
+  await ext.storage.session.set({ [await resultKey(settings, url)]: {
+    id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, provenance, regions } });
 }
 
 // --- "Scan this page" ---------------------------------------------------------------------------------------------

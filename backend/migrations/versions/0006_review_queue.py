@@ -3,14 +3,14 @@ the history of model activations (who promoted or rolled back, and the reason ty
 guard), and console logins that last across reloads (a cookie's token, hashed).
 
 Revision ID: 0006_review_queue
-Revises: 0004
+Revises: 0007_matching (main merged issue 15's 0007 first; this one follows it)
 Create Date: 2026-12-02 03:00:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = "0006_review_queue"
-down_revision = "0004"
+down_revision = "0007_matching"
 branch_labels = None
 depends_on = None
 
