@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import time
 from dataclasses import dataclass
@@ -509,7 +510,18 @@ def seed_many(settings: Settings, count: int) -> list[str]:
     start = datetime.now(UTC) - timedelta(hours=5)
     return [scored_check(settings, photo, 0.6 + 0.39 * n / max(count - 1, 1), page_url=f"https://example.org/p/{n}",
                          created_at=start + timedelta(seconds=n))
-            for n, photo in enumerate(distinct_photos(count, size=40))]
+            for n, photo in enumerate(unrelated_images(count))]
+
+
+def unrelated_images(count: int, size: int = 40) -> list[bytes]:
+    """Images no two of which are near-copies (random pixels: PDQ hashes far apart), so each is its own card."""
+    out = []
+    for seed in range(count):
+        pixels = np.random.default_rng(1000 + seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        PILImage.fromarray(pixels).save(buffer, "PNG")
+        out.append(buffer.getvalue())
+    return out
 
 
 def card_keys(at: AppTest) -> list[str]:
@@ -694,7 +706,7 @@ def test_queue_cards_and_the_image_page_show_the_verdict_source_and_the_evidence
     register_test_model(console_db)
     check_id = scored_check(console_db, provenance_fixture("C.jpg"), 0.1)  # the model would clear it
     at = logged_in(console_db)
-    assert "**fake** · by provenance · score **0.100**" in texts(at)
+    assert "fake · score 0.100 · confidence n/a (evidence decided) · decided by provenance in the file" in texts(at)
     assert "AI: Content Credentials" in [element.value for element in at.text]  # plain text: it comes from the file
     with session_scope(console_db) as session:
         image = get_check(session, check_id).image
