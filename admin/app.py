@@ -19,7 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from admin.auth import current_user, render_login, render_logout, write_pending_cookie  # noqa: E402 - the path above
+from admin.auth import (  # noqa: E402 - needs the path above
+    allowed,
+    current_user,
+    render_login,
+    render_logout,
+    write_pending_cookie,
+)
+from core.enums import Permission  # noqa: E402
 
 PAGES = [
     st.Page("views/queue.py", title="Review queue", icon=":material/fact_check:", url_path="queue", default=True),
@@ -28,10 +35,13 @@ PAGES = [
     st.Page("views/dashboard.py", title="Dashboard", icon=":material/monitoring:", url_path="dashboard"),
     st.Page("views/models.py", title="Models", icon=":material/model_training:", url_path="models"),
 ]
+AUDIT_PAGE = st.Page("views/audit.py", title="Audit", icon=":material/history:", url_path="audit")
 
 st.set_page_config(page_title="fakewatch console", page_icon=":material/policy:", layout="wide")
 logged_in = current_user() is not None
-navigation = st.navigation(PAGES, position="sidebar" if logged_in else "hidden")
+# Before logging in every page is registered (a link keeps its place); after, only those the role may open.
+shown = [*PAGES, AUDIT_PAGE] if not logged_in or allowed(Permission.READ_AUDIT) else PAGES
+navigation = st.navigation(shown, position="sidebar" if logged_in else "hidden")
 if not logged_in:
     write_pending_cookie()  # a logout's cookie deletion, written on the login form's run
     render_login()

@@ -1,33 +1,52 @@
 """The console's login gate. A login lasts across reloads and tabs for FAKEWATCH_CONSOLE_SESSION_HOURS (12 by
 default): its token lives in a cookie (backend/console_sessions.py checks it on every new browser session) until
-it expires or the moderator logs out. Every page asks ``require_user`` first, so no page renders (or writes a
-review) for someone who has not logged in."""
+it expires or the user logs out. Every page asks ``require_user`` first, so no page renders (or writes a review)
+for someone who has not logged in.
+
+Logging in goes through backend/logins.py (a growing delay after failures, then a lockout, per name and per
+address; each attempt an audit event). The logged-in user is read back from the database on each run
+(``current_actor``), so a revoked user is logged out at their next click and a changed role applies at once.
+What a role may do is backend/access.py's rule: pages ask ``allowed(Permission.X)`` to hide a control, and the
+services refuse it anyway."""
 
 from __future__ import annotations
 
 import json
 
 import streamlit as st
+from sqlalchemy import select
 
 from admin.context import console_settings, session_scope
+from backend.access import Actor, may
 from backend.console_sessions import console_session_user, end_console_session, start_console_session
-from backend.users import authenticate
+from backend.logins import log_in
+from backend.schema import User
+from core.enums import Permission
 from core.errors import FakewatchError
 
 USER_KEY = "moderator"
+USER_ID_KEY = "console_user_id"
 TOKEN_KEY = "console_token"
 COOKIE_PENDING_KEY = "console_cookie_pending"  # the cookie to write on the next run: (token, max_age_s)
 COOKIE = "fakewatch_console"
 
 
-def current_user() -> str | None:
-    user = st.session_state.get(USER_KEY)
-    if user:
-        return str(user)
-    return _user_from_cookie()
+def current_actor() -> Actor | None:
+    """The logged-in user as an Actor (None: nobody, or a user revoked since they logged in)."""
+    user_id = st.session_state.get(USER_ID_KEY)
+    if user_id is None:
+        user_id = _user_id_from_cookie()
+        if user_id is None:
+            return None
+    with session_scope() as session:
+        user = session.get(User, user_id)
+        actor = Actor.of_user(user) if user is not None and user.is_active else None
+    if actor is None:
+        log_out()
+    return actor
 
 
-def _user_from_cookie() -> str | None:
+def _user_id_from_cookie() -> int | None:
     """A new browser session (a reload, another tab) that carries a live login cookie is logged in."""
     try:
         token = st.context.cookies.get(COOKIE)
@@ -36,15 +55,28 @@ def _user_from_cookie() -> str | None:
     if not isinstance(token, str) or not token:
         return None
     with session_scope() as session:
-        user = console_session_user(session, token)
-    if user is not None:
-        st.session_state[USER_KEY] = user
+        name = console_session_user(session, token)
+        user_id = session.scalar(select(User.id).where(User.name == name)) if name is not None else None
+    if user_id is not None:
+        st.session_state[USER_ID_KEY], st.session_state[USER_KEY] = user_id, name
         st.session_state[TOKEN_KEY] = token
-    return user
+    return user_id
+
+
+def current_user() -> str | None:
+    """The logged-in user's name (what their reviews record)."""
+    actor = current_actor()
+    return actor.name if actor else None
+
+
+def allowed(permission: Permission) -> bool:
+    """Whether the logged-in user's role may do this: the console shows only the controls that answer yes."""
+    actor = current_actor()
+    return actor is not None and may(actor.role, permission)
 
 
 def require_user() -> str:
-    """The logged-in moderator's name; shows the login form and stops the page when nobody is logged in."""
+    """The logged-in user's name; shows the login form and stops the page when nobody is logged in."""
     user = current_user()
     if user is None:
         render_login()
@@ -52,27 +84,43 @@ def require_user() -> str:
     return user
 
 
+def require_permission(permission: Permission) -> Actor:
+    """The logged-in user, when their role may do this; otherwise the page says so and stops."""
+    require_user()
+    actor = current_actor()
+    if actor is None or not may(actor.role, permission):
+        st.error("Your role may not open this page.")
+        st.stop()
+    return actor
+
+
+def client_address() -> str | None:
+    """The browser's address as Streamlit sees it (None from localhost), which the login limiter counts by."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else None  # AppTest has no real connection
+
+
 def render_login() -> None:
     st.title("fakewatch console")
     with st.form("login"):
         name = st.text_input("Name", key="login_name")
         password = st.text_input("Password", type="password", key="login_password")
-        submitted = st.form_submit_button("Log in")
+        submitted = st.form_submit_button("Log in", type="primary")
     if submitted:
         hours = console_settings().console_session_hours
         try:
             with session_scope() as session:
-                user = authenticate(session, name, password).name
-                token = start_console_session(session, user, hours)
+                user = log_in(session, console_settings(), name, password, client_address())
+                token = start_console_session(session, user.name, hours)
+                st.session_state[USER_ID_KEY], st.session_state[USER_KEY] = user.id, user.name
         except FakewatchError as error:
             st.error(error.message)
             return
-        st.session_state[USER_KEY] = user
         st.session_state[TOKEN_KEY] = token
         st.session_state[COOKIE_PENDING_KEY] = (token, int(hours * 3600))
         st.rerun()
-    st.caption("Moderators are created with `fakewatch users create NAME`; `fakewatch up` prints the first "
-               "password (user admin) on its first run.")
+    st.caption("Users are created with `fakewatch users create NAME --role viewer|moderator|admin`; `fakewatch up` "
+               "prints the first password (user admin) on its first run.")
 
 
 def _write_cookie(value: str, max_age_s: int) -> None:
@@ -85,6 +133,7 @@ def log_out() -> None:
     with session_scope() as session:
         end_console_session(session, st.session_state.get(TOKEN_KEY))
     st.session_state.pop(USER_KEY, None)
+    st.session_state.pop(USER_ID_KEY, None)
     st.session_state.pop(TOKEN_KEY, None)
     st.session_state[COOKIE_PENDING_KEY] = ("", 0)
 
@@ -96,9 +145,12 @@ def write_pending_cookie() -> None:
 
 
 def render_logout() -> None:
+    actor = current_actor()
+    if actor is None:
+        return
     with st.sidebar:
         write_pending_cookie()
-        st.caption(f"Logged in as **{current_user()}**")
+        st.caption(f"Logged in as **{actor.name}** ({actor.role})")
         if st.button("Log out", key="logout"):
             log_out()
             st.rerun()

@@ -11,10 +11,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from admin.auth import current_user
+from admin.auth import allowed, current_actor
 from admin.context import console_settings, session_scope
 from admin.curves import history_frame, render_curves
 from admin.notices import flash, show_flash
+from backend.access import Actor
 from backend.model_versions import check_promotion, promote_version, roll_back, rollback_candidates
 from backend.schema import ModelVersion
 from backend.shapes import RunOut
@@ -22,8 +23,8 @@ from backend.training.comparison import HELDOUT_SET, comparison_rows
 from backend.training.data import assemble_training_data
 from backend.training.rescoring import rescore_flagged
 from backend.training.runs import cancel_run, get_run, latest_run, start_training
-from core.enums import RunStatus
-from core.errors import FakewatchError
+from core.enums import Permission, RunStatus
+from core.errors import FakewatchError, Forbidden
 
 LIVE_REFRESH_S = 2.0
 
@@ -41,7 +42,8 @@ def render_retraining(versions: list[ModelVersion]) -> None:
         current = next((version for version in versions if version.active), None)
     _render_data_summary(data)
     busy = body is not None and RunStatus(body["status"]).is_active
-    _render_request_form(busy)
+    if allowed(Permission.TRAIN):
+        _render_request_form(busy)
     if body is not None and busy:
         # Only a run still going needs redrawing on its own; a finished one is drawn once, from what was loaded.
         st.fragment(_live_run, run_every=LIVE_REFRESH_S)(body["id"])
@@ -49,11 +51,15 @@ def render_retraining(versions: list[ModelVersion]) -> None:
         _run_panel(body)
         if body["status"] == RunStatus.DONE and body["candidate"]:
             _render_comparison(body)
-    _render_roll_back(earlier, current)
+    if allowed(Permission.PROMOTE):
+        _render_roll_back(earlier, current)
 
 
-def _user() -> str:
-    return current_user() or "console"
+def _actor() -> Actor:
+    actor = current_actor()
+    if actor is None:
+        raise Forbidden("Log in again: your session ended.")
+    return actor
 
 
 def _act(action: Callable[[Any], Any], success: str) -> None:
@@ -85,8 +91,8 @@ def _render_request_form(busy: bool) -> None:
     if busy:
         st.caption("A training run is in progress: one at a time.")
     if submitted:
-        _act(lambda session: start_training(session, console_settings(), from_scratch=scratch, epochs=int(epochs),
-                                            requested_by=_user()),
+        _act(lambda session: start_training(session, console_settings(), actor=_actor(), from_scratch=scratch,
+                                            epochs=int(epochs)),
              "Training run {result.id} queued.")
 
 
@@ -112,9 +118,9 @@ def _run_panel(body: dict[str, Any]) -> None:
     if RunStatus(body["status"]).is_active:
         if body["cancel_requested"]:
             st.caption("Cancel requested: the run stops after its current batch.")
-        elif st.button("Cancel training", key="retrain_cancel"):
+        elif allowed(Permission.TRAIN) and st.button("Cancel training", key="retrain_cancel"):
             run_id = body["id"]
-            _act(lambda session: cancel_run(session, run_id), "Cancel requested for run {result.id}.")
+            _act(lambda session: cancel_run(session, run_id, actor=_actor()), "Cancel requested for run {result.id}.")
 
 
 COMPARISON_COLUMNS = ["set", "images", "metric", "active", "active 95% CI", "candidate", "candidate 95% CI",
@@ -148,12 +154,15 @@ def _render_comparison(body: dict[str, Any]) -> None:
         guard = check_promotion(session, candidate["id"], console_settings())
     if guard.refusals:
         st.warning("Promotion is refused: " + " ".join(guard.refusals))
-        reason = st.text_input("Override: why promote it anyway (admins; kept with the activation)",
-                               key="retrain_override_reason", max_chars=500)
     else:
         st.success(f"Passes the promotion guard: {guard.heldout_images} held-out reviewed images, false-positive rate "
                    "no worse than the active version's.")
-        reason = ""
+    if not allowed(Permission.PROMOTE):
+        return
+    reason = ""
+    if guard.refusals:
+        reason = st.text_input("Override: why promote it anyway (admins; kept with the activation)",
+                               key="retrain_override_reason", max_chars=500)
     rescore = st.checkbox("Re-score flagged images with it, as a batch", key="retrain_rescore")
     label = f"Promote {candidate['name']}" + (" anyway" if guard.refusals else "")
     if st.button(label, type="primary", key="retrain_promote"):
@@ -161,13 +170,13 @@ def _render_comparison(body: dict[str, Any]) -> None:
 
 
 def _promote(session: Any, version_id: int, rescore: bool, override_reason: str) -> str:
-    # TODO(merge with issue 14): an override is an admin's act; check the role and add an audit event here.
-    version = promote_version(session, version_id, console_settings(), by=_user(),
+    # Promoting (and so overriding the guard) is Permission.PROMOTE, an admin's: promote_version checks and audits.
+    version = promote_version(session, version_id, console_settings(), actor=_actor(),
                               override_reason=override_reason or None)
     message = f"{version.name} is active: workers score with it from their next batch."
     if rescore:
         session.commit()
-        batch = rescore_flagged(session, console_settings(), requested_by=_user())
+        batch = rescore_flagged(session, console_settings(), requested_by=_actor().label)
         message += f" Re-scoring {batch.total} flagged images as batch {batch.id}." if batch else " No flagged images."
     return message
 
@@ -184,4 +193,4 @@ def _render_roll_back(earlier: list[ModelVersion], current: ModelVersion | None)
     label = f"Roll back from {current.name}" if current is not None else "Activate"
     if st.button(label, key="retrain_rollback"):
         version_id = by_name[str(chosen)].id
-        _act(lambda session: roll_back(session, version_id, by=_user()), "{result.name} is active again.")
+        _act(lambda session: roll_back(session, version_id, actor=_actor()), "{result.name} is active again.")

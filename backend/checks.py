@@ -11,13 +11,14 @@ import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.access import Actor, owner_key_id, visible_or_not_found
 from backend.batches.lifecycle import mark_batches_running, settle_batches
 from backend.db import get_or_not_found
 from backend.fetch import check_address, validate_url
@@ -39,7 +40,11 @@ def store_image(session: Session, data: bytes, settings: Settings, info: ImageIn
     # Bytes with a known SHA-256 passed every intake check when first stored: skip decoding them again.
     known = session.scalar(select(Image).where(Image.sha256 == hashlib.sha256(data).hexdigest()))
     if known is not None:
-        if known.provenance is None:  # stored before provenance was read: read it now, once
+        if known.deleted_at is not None:
+            # Deleted earlier (backend/retention.py) and submitted again: a new submission, stored again.
+            put_image(data, known.sha256, settings.images_dir)
+            known.deleted_at = None
+        if known.provenance is None:  # stored before provenance was read (or purged): read it now, once
             known.provenance = read_image_provenance(data, settings)
         return known
     if info is None:
@@ -89,7 +94,7 @@ class Submission:
 
 def submit_image(session: Session, data: bytes, settings: Settings, *, source: Source = Source.UPLOAD,
                  source_url: str | None = None, page_url: str | None = None, api_key_id: int | None = None,
-                 info: ImageInfo | None = None) -> Submission:
+                 info: ImageInfo | None = None, callback_url: str | None = None) -> Submission:
     """Create a check for image bytes. If the active model already scored these bytes, the check is done at once
     (with the labelled near-copies known now as its match).
 
@@ -97,7 +102,7 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
     image = store_image(session, data, settings, info)
     version = require_active_version(session)
     check = Check(image_id=image.id, image=image, source=Source(source), source_url=source_url, page_url=page_url,
-                  api_key_id=api_key_id)
+                  api_key_id=api_key_id, callback_url=callback_url)
     session.add(check)
     cached = find_cached_scores(session, [image.id], version.id).get(image.id)
     if cached is not None:
@@ -108,7 +113,7 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
 
 
 def submit_url(session: Session, url: str, settings: Settings, *, page_url: str | None = None,
-               api_key_id: int | None = None) -> Check:
+               api_key_id: int | None = None, callback_url: str | None = None) -> Check:
     """Create a queued check for an image URL, which a worker fetches like a batch item.
 
     Refused at once: a malformed URL (``invalid_url``) and a host that resolves to an address the fetcher may not
@@ -118,14 +123,28 @@ def submit_url(session: Session, url: str, settings: Settings, *, page_url: str 
     url = validate_url(url)
     check_address(url, settings)
     require_active_version(session)
-    check = Check(source=Source.URL, source_url=url, page_url=page_url, api_key_id=api_key_id)
+    check = Check(source=Source.URL, source_url=url, page_url=page_url, api_key_id=api_key_id,
+                  callback_url=callback_url)
     session.add(check)
     session.flush()
     return check
 
 
-def get_check(session: Session, check_id: str) -> Check:
-    return get_or_not_found(session, Check, check_id, "check")
+def get_check(session: Session, check_id: str, actor: Actor | None = None) -> Check:
+    """The check; ``not_found`` when ``actor`` (None: a trusted internal caller) may not read it."""
+    check = get_or_not_found(session, Check, check_id, "check")
+    visible_or_not_found(actor, check.api_key_id, "check", check_id)
+    return check
+
+
+def image_visible(session: Session, image: Image, actor: Actor | None) -> bool:
+    """Whether the actor may read these bytes: everyone who may read everything, and a submitter with a check of
+    them (the same bytes sent by two keys are stored once and readable by both)."""
+    owner = owner_key_id(actor)
+    if owner is None:
+        return True
+    return session.scalar(select(Check.id).where(Check.image_id == image.id, Check.api_key_id == owner).limit(1)) \
+        is not None
 
 
 def wait_for_final(session: Session, check_id: str, timeout_s: float) -> Check:
@@ -146,26 +165,46 @@ def wait_for_final(session: Session, check_id: str, timeout_s: float) -> Check:
 # --- state changes made by the workers --------------------------------------------------------------------
 
 
-def claim_checks(session: Session, check_ids: list[str], stale_after_s: float) -> list[Check]:
-    """Mark the given checks running (and their batches, if queued) and return those this caller won.
+def lease_lapsed(now: datetime, stale_after_s: float) -> ColumnElement[bool]:
+    """A running check whose worker is gone: its lease ran out, or (a row claimed before leases existed) it started
+    more than ``stale_after_s`` ago."""
+    return and_(Check.status == CheckStatus.RUNNING,
+                or_(Check.lease_expires_at < now,
+                    and_(Check.lease_expires_at.is_(None), Check.started_at < now - timedelta(seconds=stale_after_s))))
 
-    A check is claimed when it is queued, or running but stale (its worker died); one already final or being
-    worked on elsewhere is skipped, which makes a redelivered message harmless."""
+
+def claim_checks(session: Session, check_ids: list[str], stale_after_s: float, lease_s: float = 30.0,
+                 claimed_by: str | None = None) -> list[Check]:
+    """Mark the given checks running under a lease of ``lease_s`` (and their batches, if queued) and return those
+    this caller won.
+
+    A check is claimed when it is queued, or running with a lapsed lease (its worker died); one already final or
+    held by a live worker is skipped, which makes a redelivered message harmless."""
     now = utcnow()
-    stale = now - timedelta(seconds=stale_after_s)
     # One conditional UPDATE for the whole chunk; RETURNING names the rows this caller won.
     claimed = list(session.scalars(
         update(Check)
-        .where(Check.id.in_(check_ids),
-               or_(Check.status == CheckStatus.QUEUED,
-                   and_(Check.status == CheckStatus.RUNNING, Check.started_at < stale)))
-        .values(status=CheckStatus.RUNNING, started_at=now, attempts=Check.attempts + 1)
+        .where(Check.id.in_(check_ids), or_(Check.status == CheckStatus.QUEUED, lease_lapsed(now, stale_after_s)))
+        .values(status=CheckStatus.RUNNING, started_at=now, lease_expires_at=now + timedelta(seconds=lease_s),
+                unsent=False, claimed_by=claimed_by, attempts=Check.attempts + 1)
         .returning(Check.id)
     ))
     if claimed:
         mark_batches_running(session, claimed)
     session.commit()
     return list(session.scalars(select(Check).where(Check.id.in_(claimed)))) if claimed else []
+
+
+def renew_leases(session: Session, check_ids: Sequence[str], lease_s: float) -> int:
+    """Extend the lease on those of these checks still running (a worker's heartbeat); commits, returns how many."""
+    if not check_ids:
+        return 0
+    result = session.execute(
+        update(Check).where(Check.id.in_(list(check_ids)), Check.status == CheckStatus.RUNNING)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False))
+    session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _finish(check: Check, version: ModelVersion, score: float, cached: bool, regions: list[Any] | None,
@@ -203,14 +242,17 @@ def record_failure(check: Check, code: str, message: str) -> None:
     check.finished_at = utcnow()
 
 
-def commit_finished(session: Session, checks: Iterable[Check]) -> None:
+def commit_finished(session: Session, checks: Iterable[Check]) -> list[str]:
     """Commit what a worker recorded on these checks, then settle the batches whose last items they were (after
-    the commit, so of two workers finishing one batch's last items, the later one sees both)."""
+    the commit, so of two workers finishing one batch's last items, the later one sees both); returns the ids of
+    the batches this call finished."""
     session.commit()
     batch_ids = {check.batch_id for check in checks if check.batch_id is not None and check.status.is_final}
-    if batch_ids:
-        settle_batches(session, batch_ids)
-        session.commit()
+    if not batch_ids:
+        return []
+    finished = settle_batches(session, batch_ids)
+    session.commit()
+    return finished
 
 
 def attach_image(session: Session, check: Check, data: bytes, settings: Settings,
@@ -223,12 +265,13 @@ def attach_image(session: Session, check: Check, data: bytes, settings: Settings
 
 
 def sweep_stuck_checks(session: Session, settings: Settings) -> list[str]:
-    """Re-queue checks left queued or running past ``stuck_after_s`` (a lost message, a killed worker);
-    a check that already had ``max_attempts`` attempts ends failed instead. Returns the ids to send again."""
+    """Re-queue running checks whose lease lapsed (a killed worker) and checks left queued past ``stuck_after_s``
+    (a lost message); a check that already had ``max_attempts`` attempts ends failed instead. A check whose worker
+    still renews its lease is never taken, however long it runs. Returns the ids to send again."""
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.stuck_after_s)
     stuck_now = or_(and_(Check.status == CheckStatus.QUEUED, Check.queued_at < cutoff),
-                    and_(Check.status == CheckStatus.RUNNING, Check.started_at < cutoff))
+                    lease_lapsed(now, settings.stuck_after_s))
     stuck = list(session.scalars(select(Check).where(stuck_now).limit(5000)))
     retry: list[str] = []
     given_up: list[Check] = []
@@ -252,7 +295,7 @@ def requeue_checks(session: Session, check_ids: Sequence[str], still: ColumnElem
         return []
     ids = list(session.scalars(
         update(Check).where(Check.id.in_(list(check_ids)), still)
-        .values(status=CheckStatus.QUEUED, queued_at=utcnow(), started_at=None)
+        .values(status=CheckStatus.QUEUED, queued_at=utcnow(), started_at=None, lease_expires_at=None)
         .returning(Check.id)
     ))
     session.commit()

@@ -69,7 +69,9 @@ def session_scope(settings: Settings) -> Iterator[Session]:
 
 def get_or_not_found(session: Session, model: type[Row], key: Any, what: str) -> Row:
     """The row of ``model`` with this primary key; NotFound (404) naming ``what`` when there is none."""
-    row = session.get(model, key)
+    # An id from a URL can be any integer; one past a 64-bit column names no row (and would make the driver fail).
+    out_of_range = isinstance(key, int) and not -(2**63) <= key < 2**63
+    row = None if out_of_range else session.get(model, key)
     if row is None:
         raise NotFound(f"There is no {what} {key!r}.")
     return row

@@ -17,8 +17,11 @@ from backend.settings import Settings
 
 SCORE_TASK = "fakewatch.score_checks"
 TRAIN_TASK = "fakewatch.train_model"
+DELIVER_TASK = "fakewatch.deliver_callback"
 SCORING_QUEUE = "scoring"
 TRAINING_QUEUE = "training"
+# Callbacks have a queue (and a worker) of their own: a slow or failing receiver never holds up scoring.
+CALLBACKS_QUEUE = "callbacks"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -26,7 +29,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "broker_url": url,
         "task_default_queue": SCORING_QUEUE,
-        "task_routes": {SCORE_TASK: {"queue": SCORING_QUEUE}, TRAIN_TASK: {"queue": TRAINING_QUEUE}},
+        "task_routes": {SCORE_TASK: {"queue": SCORING_QUEUE}, TRAIN_TASK: {"queue": TRAINING_QUEUE},
+                        DELIVER_TASK: {"queue": CALLBACKS_QUEUE}},
         # A message is acknowledged only once its task finished, and comes back if the worker process dies.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -95,6 +99,13 @@ def enqueue_scoring(settings: Settings, check_ids: Sequence[str]) -> None:
 
 def enqueue_training(settings: Settings, run_id: str) -> None:
     sender(settings).send_task(TRAIN_TASK, args=[run_id], queue=TRAINING_QUEUE)
+
+
+def enqueue_deliveries(settings: Settings, delivery_ids: Sequence[int]) -> None:
+    """Send callback deliveries to the callbacks worker. A lost message is sent again by the sweeper once the
+    delivery's lease (``next_attempt_at``) has passed."""
+    for delivery_id in delivery_ids:
+        sender(settings).send_task(DELIVER_TASK, args=[delivery_id], queue=CALLBACKS_QUEUE)
 
 
 def broker_reachable(settings: Settings) -> str | None:

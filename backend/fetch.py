@@ -8,7 +8,8 @@ How each hop (the URL, then every redirect) is made:
    SMTP 25, ...) are refused: no image host serves there, and an HTTP request sent to them is a cross-protocol
    attack on a public server.
 2. The host is resolved ONCE, and every address it resolves to must be allowed (``is_address_allowed``): public,
-   or on ``settings.fetch_allowlist`` (a host name there allows all its addresses).
+   or on ``settings.fetch_allowlist`` with this port (backend/allowlist.py: an entry without a port allows only 80
+   and 443; a host name there allows all its addresses).
 3. The connection is opened to one of those checked addresses, never to the name again, so a DNS answer that
    changes between the check and the connection (DNS rebinding) changes nothing. urllib3 still sends the host
    name in the Host header and checks the TLS certificate and SNI against it.
@@ -47,8 +48,9 @@ from urllib3.exceptions import (
     SSLError,
 )
 
+from backend.allowlist import AllowEntry, parse_allowlist
 from backend.settings import Settings
-from core.decoding import ImageInfo, inspect_image
+from core.decoding import ImageInfo, inspect_image, mebibytes
 from core.errors import FakewatchError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -151,11 +153,12 @@ def is_public_address(ip: IPAddress) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def is_address_allowed(ip: IPAddress, allowlist: Iterable[str] = ()) -> bool:
-    """Whether the fetcher may connect to this address: public, or inside an allow-listed IP or CIDR."""
+def is_address_allowed(ip: IPAddress, allowlist: Iterable[str] = (), port: int | None = None) -> bool:
+    """Whether the fetcher may connect to this address (on ``port``, when given): public, or inside an allow-listed
+    IP or CIDR whose entry allows the port."""
     ip = _unmapped(ip)
-    networks = _allowlist_networks(allowlist)
-    return any(ip in net for net in networks if net.version == ip.version) or is_public_address(ip)
+    entries = parse_allowlist(allowlist)
+    return any(entry.matches_ip(ip) and entry.allows_port(port) for entry in entries) or is_public_address(ip)
 
 
 def resolve_host(host: str, port: int) -> list[IPAddress]:
@@ -259,9 +262,29 @@ def _connect_pinned(conn: HTTPConnection, ip: IPAddress) -> socket.socket:
         raise NewConnectionError(conn, f"Failed to connect to {conn.host} ({ip}): {exc}") from exc
 
 
+def post_json(url: str, body: bytes, headers: dict[str, str], settings: Settings) -> int:
+    """POST a JSON body (a callback) under the same guard and timeouts as an image fetch: the URL's syntax, every
+    address its host resolves to (public, or allow-listed with this port), a connection pinned to a checked
+    address, one deadline. Redirects are not followed (the caller counts a 3xx as a failed delivery). Returns the
+    receiver's status; raises FetchError when the address is refused or the connection fails."""
+    deadline = time.monotonic() + settings.fetch_timeout_s
+    url = validate_url(url)
+    sent = {**headers, "Content-Length": str(len(body))}
+    with _opened(url, settings, deadline, method="POST", body=body, headers=sent) as response:
+        # A little of the answer is read so the connection closes cleanly; what it says is not used.
+        _shrink_read_timeout(response, _remaining(deadline, url))
+        try:
+            response.read1(CHUNK_BYTES)
+        except HTTPError:
+            pass
+        return response.status
+
+
 @contextmanager
-def _opened(url: str, settings: Settings, deadline: float) -> Iterator[BaseHTTPResponse]:
-    """Send the GET for one hop to a checked address of its host; yields the response, body unread."""
+def _opened(url: str, settings: Settings, deadline: float, method: str = "GET", body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> Iterator[BaseHTTPResponse]:
+    """Send the request for one hop to a checked address of its host (a GET for an image, unless ``method`` says
+    otherwise); yields the response, body unread."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = parts.hostname or ""
@@ -272,9 +295,10 @@ def _opened(url: str, settings: Settings, deadline: float) -> Iterator[BaseHTTPR
         pool = _pool(scheme, host, port, ip, settings, deadline)
         try:
             response = pool.urlopen(
-                "GET",
+                method,
                 target,
-                headers=REQUEST_HEADERS,
+                body=body,
+                headers=headers if headers is not None else REQUEST_HEADERS,
                 retries=False,
                 redirect=False,
                 preload_content=False,
@@ -310,14 +334,22 @@ def _checked_addresses(host: str, port: int, settings: Settings) -> list[IPAddre
     addresses = resolve_host(host, port)
     if not addresses:
         raise FetchError("fetch_failed", f"The host {host} has no address.", 400)
-    if not _is_host_allowlisted(host, settings.fetch_allowlist):
-        refused = [ip for ip in addresses if not is_address_allowed(ip, settings.fetch_allowlist)]
+    entries = parse_allowlist(settings.fetch_allowlist)
+    if not _is_host_allowlisted(host, port, entries):
+        refused = [ip for ip in addresses if not is_address_allowed(ip, settings.fetch_allowlist, port)]
         if refused:
             where = f"{host} is" if str(refused[0]) == host else f"{host} resolves to {refused[0]},"
+            listed = [entry for entry in entries if entry.matches_ip(_unmapped(refused[0])) or entry.matches_host(host)]
+            if listed:
+                raise FetchError(
+                    "blocked_address",
+                    f"Port {port} of {host} is not allowed: the allow-list entry {listed[0].text!r} allows only "
+                    f"{_port_list(listed[0])}; add {host}:{port} to FAKEWATCH_FETCH_ALLOWLIST if it should be.",
+                    403,
+                )
             raise FetchError(
                 "blocked_address",
-                f"{where} {_address_kind(refused[0])} address; fakewatch only fetches images from public "
-                "internet addresses.",
+                f"{where} {_address_kind(refused[0])} address; fakewatch only connects to public internet addresses.",
                 403,
             )
     return [_unmapped(ip) for ip in addresses]
@@ -427,11 +459,12 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _too_large(url: str, cap: int) -> FetchError:
-    return FetchError("too_large", f"{url} is larger than the {cap / 1_000_000:.1f} MB limit.", 413)
+    return FetchError("too_large", f"{url} is larger than the {mebibytes(cap, limit=True)} limit.", 413)
 
 
 def _invalid_url(message: str) -> FetchError:
-    return FetchError("invalid_url", message, 400)
+    # A validation failure, like every malformed field: 422 (400 is kept for a body that cannot be parsed).
+    return FetchError("invalid_url", message, 422)
 
 
 def _is_port_allowed(port: int) -> bool:
@@ -458,19 +491,12 @@ def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
-def _allowlist_networks(allowlist: Iterable[str]) -> list[IPNetwork]:
-    networks = []
-    for entry in allowlist:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip().strip("[]"), strict=False))
-        except ValueError:
-            continue  # a host name: see _is_host_allowlisted
-    return networks
+def _is_host_allowlisted(host: str, port: int, entries: Iterable[AllowEntry]) -> bool:
+    return any(entry.matches_host(host) and entry.allows_port(port) for entry in entries)
 
 
-def _is_host_allowlisted(host: str, allowlist: Iterable[str]) -> bool:
-    name = host.lower().rstrip(".")
-    return any(entry.strip().lower().rstrip(".") == name for entry in allowlist)
+def _port_list(entry: AllowEntry) -> str:
+    return ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in entry.ports)
 
 
 def _address_kind(ip: IPAddress) -> str:

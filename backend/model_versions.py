@@ -16,11 +16,13 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from backend.access import Actor, require
+from backend.audit import record
 from backend.db import get_or_not_found
 from backend.schema import ModelActivation, ModelVersion, TrainingRun, utcnow
 from backend.settings import Settings
 from backend.training.comparison import HELDOUT_SET
-from core.enums import ActivationKind, RunStatus
+from core.enums import ActivationKind, AuditAction, Permission, RunStatus
 from core.errors import FakewatchError
 from core.model_metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
 
@@ -148,12 +150,12 @@ def check_promotion(session: Session, version_id: int, settings: Settings) -> Pr
     return PromotionCheck(version.name, current.name, count, candidate_fpr, active_fpr, tuple(refusals))
 
 
-def promote_version(session: Session, version_id: int, settings: Settings, *, by: str = "",
+def promote_version(session: Session, version_id: int, settings: Settings, *, actor: Actor,
                     override_reason: str | None = None) -> ModelVersion:
     """Make a candidate active in one transaction, if the promotion guard allows it or ``override_reason`` says why
-    to go ahead anyway (kept with the activation); scoring workers switch before their next chunk of checks.
-
-    The caller decides who may override (an admin): this function records who did."""
+    to go ahead anyway (kept with the activation and in the audit event); scoring workers switch before their next
+    chunk of checks. Promoting, and so overriding, needs Permission.PROMOTE (admins only)."""
+    require(actor, Permission.PROMOTE)
     check = check_promotion(session, version_id, settings)
     reason = (override_reason or "").strip()
     if check.refusals:
@@ -163,19 +165,26 @@ def promote_version(session: Session, version_id: int, settings: Settings, *, by
         if len(reason) < MIN_OVERRIDE_REASON_CHARS:
             raise FakewatchError("invalid_request", f"An override reason has at least {MIN_OVERRIDE_REASON_CHARS} "
                                                     "characters: say why this model should be active.")
-    version = _switch_to(session, version_id)
-    session.add(ModelActivation(model_version_id=version.id, kind=ActivationKind.PROMOTE, by=by,
-                                refusal=" ".join(check.refusals) or None,
-                                override_reason=reason if check.refusals else None))
+    overridden = reason if check.refusals else None
+    version = _switch_audited(session, version_id, actor, AuditAction.PROMOTE,
+                              {"refusal": " ".join(check.refusals) or None, "override_reason": overridden})
+    session.add(ModelActivation(model_version_id=version.id, kind=ActivationKind.PROMOTE, by=actor.label,
+                                refusal=" ".join(check.refusals) or None, override_reason=overridden))
     session.flush()
     return version
 
 
-def _switch_to(session: Session, version_id: int) -> ModelVersion:
+def _switch_audited(session: Session, version_id: int, actor: Actor, action: AuditAction,
+                    extra: dict[str, Any] | None = None) -> ModelVersion:
     version = get_version(session, version_id)
     if not Path(version.file).is_file():
         raise FakewatchError("invalid_model", f"The file of version {version.name} is missing: {version.file}.", 409)
-    return activate_version(session, version_id)
+    before = active_version(session)
+    activated = activate_version(session, version_id)
+    record(session, actor, action, ("model_version", activated.id),
+           {"active": before.name if before else None, "active_id": before.id if before else None},
+           {"active": activated.name, "active_id": activated.id, **(extra or {})})
+    return activated
 
 
 def rollback_candidates(session: Session) -> list[ModelVersion]:
@@ -192,8 +201,9 @@ def previous_version(session: Session) -> ModelVersion | None:
     return earlier[0] if earlier else None
 
 
-def roll_back(session: Session, version_id: int | None = None, *, by: str = "") -> ModelVersion:
+def roll_back(session: Session, version_id: int | None = None, *, actor: Actor) -> ModelVersion:
     """Re-activate ``version_id`` (one that was active before), or the version active before the current one."""
+    require(actor, Permission.PROMOTE)
     earlier = {version.id: version for version in rollback_candidates(session)}
     if version_id is None:
         if not earlier:
@@ -203,8 +213,8 @@ def roll_back(session: Session, version_id: int | None = None, *, by: str = "") 
         name = get_version(session, version_id).name
         raise FakewatchError("not_previously_active", f"{name} was never active: a roll-back returns only to a "
                                                       "version that was; promote a candidate instead.", 409)
-    version = _switch_to(session, version_id)
-    session.add(ModelActivation(model_version_id=version.id, kind=ActivationKind.ROLL_BACK, by=by))
+    version = _switch_audited(session, version_id, actor, AuditAction.ROLL_BACK)
+    session.add(ModelActivation(model_version_id=version.id, kind=ActivationKind.ROLL_BACK, by=actor.label))
     session.flush()
     return version
 

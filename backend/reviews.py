@@ -24,15 +24,18 @@ import numpy as np
 from sqlalchemy import Select, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from backend.access import Actor, require
+from backend.audit import record
 from backend.perceptual_hash import MATCH_DISTANCE, MIN_QUALITY, hex_to_bytes
-from backend.schema import Check, Escalation, Image, Review, utcnow
+from backend.schema import Check, Escalation, Image, Review, isoformat_z, utcnow
 from backend.verdicts import provenance_summary
-from core.enums import FLAGGED_VERDICTS, CheckStatus, Label, Source, Verdict, VerdictSource
+from core.enums import FLAGGED_VERDICTS, AuditAction, CheckStatus, Label, Permission, Source, Verdict, VerdictSource
 from core.errors import FakewatchError, NotFound
 from core.policy import verdict_confidence
 
 QUEUE_ORDERS = ("oldest", "highest_score")
 MAX_NOTE_CHARS = 2000
+MAX_REASON_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ def _queue_query(filters: QueueFilters, exclude_image_ids: Sequence[int]) -> Sel
                            Check.verdict != Verdict.FAKE)
     query = select(Check).where(
         Check.status == CheckStatus.DONE, Check.image_id.is_not(None),
+        Check.image_deleted_at.is_(None),  # a deleted image has nothing left to look at
         Check.score >= filters.min_score, Check.score <= filters.max_score,
     )
     if filters.escalated:
@@ -258,8 +262,9 @@ def _validate_label(label: str, note: str | None, reason: str | None, reasons: S
         raise FakewatchError("invalid_request",
                              f"label must be one of {', '.join(Label)}, not {label!r}.")
     _validate_note(note)
-    if reason is not None and reason not in reasons:
-        choices = ", ".join(reasons) or "none configured (FAKEWATCH_REVIEW_REASONS)"
+    # The console offers FAKEWATCH_REVIEW_REASONS and passes them; the API takes a short free-text why.
+    if reason is not None and reasons and reason not in reasons:
+        choices = ", ".join(reasons)
         raise FakewatchError("invalid_request", f"reason must be one of: {choices}; not {reason!r}.")
     return Label(label)
 
@@ -269,40 +274,60 @@ def _validate_note(note: str | None) -> None:
         raise FakewatchError("invalid_request", f"A note has at most {MAX_NOTE_CHARS} characters.")
 
 
-def label_images(session: Session, image_ids: Sequence[int], label: str, reviewer: str,
+def review_state(review: Review | None) -> dict[str, object] | None:
+    """A review as the audit trail records it before and after a change."""
+    if review is None:
+        return None
+    state: dict[str, object] = {"label": review.label.value, "by": review.reviewer,
+                                "at": isoformat_z(review.created_at), "note": review.note, "check_id": review.check_id}
+    if review.matched_image_id is not None:
+        state.update(matched_image_id=review.matched_image_id, match_distance=review.match_distance)
+    return state
+
+
+def label_images(session: Session, image_ids: Sequence[int], label: str, actor: Actor,
                  note: str | None = None, check_ids: Sequence[str | None] | None = None,
-                 copies: CopyRule | None = DEFAULT_COPY_RULE, *, reason: str | None = None,
+                 copies: CopyRule | None = DEFAULT_COPY_RULE, reason: str | None = None, *,
                  reasons: Sequence[str] = ()) -> Decision:
     """Record one decision: the same label for one or several images, by one moderator, at one instant
     (so undo takes back the whole decision). With ``copies``, the waiting near-copies of those images are
-    resolved in the same decision (see the module's docstring). ``reason`` is one of ``reasons``
-    (FAKEWATCH_REVIEW_REASONS). The decision settles the images' open escalations."""
+    resolved in the same decision (see the module's docstring). ``reason`` is a short why; where ``reasons``
+    (FAKEWATCH_REVIEW_REASONS, the console) is given it must be one of them. ``note`` is free text. The decision
+    settles the images' open escalations. One audit event per image labelled, copies too."""
+    require(actor, Permission.LABEL)
     chosen = _validate_label(label, note, reason or None, reasons)
+    if reason is not None and len(reason) > MAX_REASON_CHARS:
+        raise FakewatchError("invalid_request", f"A reason has at most {MAX_REASON_CHARS} characters.")
+    reviewer = actor.label
     if not reviewer.strip():
         raise FakewatchError("invalid_request", "A review records who made it: reviewer is required.")
     ids = list(dict.fromkeys(image_ids))
     if not ids:
         raise FakewatchError("invalid_request", "Choose at least one image to label.")
-    known = set(session.scalars(select(Image.id).where(Image.id.in_(ids))))
+    known = {row.id: row.sha256 for row in session.execute(select(Image.id, Image.sha256).where(Image.id.in_(ids)))}
     if missing := [i for i in ids if i not in known]:
         raise NotFound(f"There is no image with id {missing[0]}.")
     by_image = dict(zip(image_ids, check_ids or [None] * len(image_ids), strict=True))
     now = utcnow()
     for image_id in ids:
-        session.add(Review(image_id=image_id, check_id=by_image.get(image_id), label=chosen, reviewer=reviewer,
-                           note=note or None, reason=reason or None, created_at=now))
+        before = review_state(latest_review(session, image_id))
+        review = Review(image_id=image_id, check_id=by_image.get(image_id), label=chosen, reviewer=reviewer,
+                        note=note or None, reason=reason or None, created_at=now)
+        session.add(review)
+        record(session, actor, AuditAction.LABEL, ("image", known[image_id]), before, review_state(review))
     session.execute(update(Escalation).where(Escalation.image_id.in_(ids), Escalation.resolved_at.is_(None))
                     .values(resolved_at=now, resolved_by=reviewer))
     session.flush()
-    resolved = _resolve_copies(session, ids, chosen, reviewer, note, now, copies)
-    # TODO(merge with issue 14): one audit event per decision (reviewer, label, reason, image ids).
+    resolved = _resolve_copies(session, ids, chosen, actor, note, now, copies)
     return Decision(reviewer=reviewer, label=chosen, image_ids=tuple(ids) + tuple(c.image_id for c in resolved),
                     at=now, copies=resolved)
 
 
-def _resolve_copies(session: Session, labelled_ids: list[int], label: Label, reviewer: str, note: str | None,
+def _resolve_copies(session: Session, labelled_ids: list[int], label: Label, actor: Actor, note: str | None,
                     at: datetime, rule: CopyRule | None) -> tuple[ResolvedCopy, ...]:
-    """Review the waiting near-copies of the images just labelled with the same label, at the same instant."""
+    """Review the waiting near-copies of the images just labelled with the same label, at the same instant (one
+    audit event each, as for the images labelled)."""
+    reviewer = actor.label
     if rule is None:
         return ()
     queue = _queue_query(QueueFilters(), ())
@@ -322,32 +347,37 @@ def _resolve_copies(session: Session, labelled_ids: list[int], label: Label, rev
             if copy_id in labelled_ids or (copy_id in nearest and nearest[copy_id].distance <= distance):
                 continue
             nearest[copy_id] = ResolvedCopy(copy_id, image_id, distance)
+    shas = {row.id: row.sha256 for row in session.execute(select(Image.id, Image.sha256).where(
+        Image.id.in_(list(nearest))))}
     for copy in nearest.values():
-        session.add(Review(image_id=copy.image_id, label=label, reviewer=reviewer, note=note or None, created_at=at,
-                           matched_image_id=copy.matched_image_id, match_distance=copy.distance))
+        review = Review(image_id=copy.image_id, label=label, reviewer=reviewer, note=note or None, created_at=at,
+                        matched_image_id=copy.matched_image_id, match_distance=copy.distance)
+        session.add(review)
+        # Waiting copies have no review yet (the queue holds only unreviewed images): nothing before.
+        record(session, actor, AuditAction.LABEL, ("image", shas[copy.image_id]), None, review_state(review))
     session.flush()
     return tuple(sorted(nearest.values(), key=lambda copy: (copy.distance, copy.image_id)))
 
 
-def label_image(session: Session, image_id: int, label: str, reviewer: str, note: str | None = None,
-                check_id: str | None = None, copies: CopyRule | None = DEFAULT_COPY_RULE, *,
-                reason: str | None = None, reasons: Sequence[str] = ()) -> Decision:
-    return label_images(session, [image_id], label, reviewer, note, [check_id], copies, reason=reason,
+def label_image(session: Session, image_id: int, label: str, actor: Actor, note: str | None = None,
+                check_id: str | None = None, copies: CopyRule | None = DEFAULT_COPY_RULE,
+                reason: str | None = None, *, reasons: Sequence[str] = ()) -> Decision:
+    return label_images(session, [image_id], label, actor, note, [check_id], copies, reason=reason,
                         reasons=reasons)
 
 
-def escalate_images(session: Session, image_ids: Sequence[int], note: str, by: str,
+def escalate_images(session: Session, image_ids: Sequence[int], note: str, actor: Actor,
                     check_ids: Sequence[str | None] | None = None) -> list[Escalation]:
     """Send images to the second-review queue with a note saying what the next moderator should look at."""
+    require(actor, Permission.ESCALATE)
     text = (note or "").strip()
     if not text:
         raise FakewatchError("invalid_request", "An escalation needs a note: say what the second reviewer should "
                                                 "look at.")
     _validate_note(text)
-    if not by.strip():
-        raise FakewatchError("invalid_request", "An escalation records who made it.")
+    by = actor.label
     ids = list(dict.fromkeys(image_ids))
-    known = set(session.scalars(select(Image.id).where(Image.id.in_(ids))))
+    known = dict(session.execute(select(Image.id, Image.sha256).where(Image.id.in_(ids))).tuples())
     if not ids or (missing := [i for i in ids if i not in known]):
         raise NotFound(f"There is no image with id {missing[0]}." if ids else "Choose an image to escalate.")
     by_image = dict(zip(image_ids, check_ids or [None] * len(image_ids), strict=True))
@@ -355,8 +385,10 @@ def escalate_images(session: Session, image_ids: Sequence[int], note: str, by: s
     rows = [Escalation(image_id=image_id, check_id=by_image.get(image_id), note=text, escalated_by=by,
                        created_at=now) for image_id in ids]
     session.add_all(rows)
+    for row in rows:
+        record(session, actor, AuditAction.ESCALATE, ("image", known[row.image_id]), None,
+               {"note": text, "check_id": row.check_id, "by": by})
     session.flush()
-    # TODO(merge with issue 14): an audit event per escalation (who, note, image ids).
     return rows
 
 
@@ -366,19 +398,27 @@ def escalated_count(session: Session) -> int:
     return int(session.scalar(query) or 0)
 
 
-def undo_last_decision(session: Session, reviewer: str) -> Decision | None:
+def undo_last_decision(session: Session, actor: Actor) -> Decision | None:
     """Delete this moderator's most recent decision (every review it wrote); the images return to the queue
-    unless someone else had labelled them. None when there is nothing to undo."""
+    unless someone else had labelled them. None when there is nothing to undo. One audit event per image."""
+    require(actor, Permission.LABEL)
+    reviewer = actor.label
     last_at = session.scalar(select(func.max(Review.created_at)).where(Review.reviewer == reviewer))
     if last_at is None:
         return None
     rows = list(session.scalars(select(Review).where(Review.reviewer == reviewer, Review.created_at == last_at)))
+    removed = [(row.image_id, review_state(row)) for row in rows]
     for row in rows:
         session.delete(row)
     # The escalations that decision settled are open again: the images go back to the second-review queue.
     session.execute(update(Escalation).where(Escalation.resolved_by == reviewer, Escalation.resolved_at == last_at)
                     .values(resolved_at=None, resolved_by=None))
     session.flush()
+    shas = {row.id: row.sha256
+            for row in session.execute(select(Image.id, Image.sha256).where(Image.id.in_([i for i, _ in removed])))}
+    for image_id, before in removed:
+        record(session, actor, AuditAction.UNDO, ("image", shas[image_id]), before,
+               review_state(latest_review(session, image_id)))
     copies = tuple(ResolvedCopy(r.image_id, r.matched_image_id, r.match_distance or 0) for r in rows
                    if r.matched_image_id is not None)
     return Decision(reviewer=reviewer, label=rows[0].label, image_ids=tuple(r.image_id for r in rows), at=last_at,

@@ -23,16 +23,22 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    event,
+    false,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column, relationship
 
 from core.enums import (
     ACTIVE_RUN_STATUSES,
     ActivationKind,
+    ActorKind,
     BatchStatus,
     CheckStatus,
+    DeliveryStatus,
     Label,
+    Role,
     RunStatus,
     Source,
     Verdict,
@@ -97,6 +103,9 @@ class Image(Base):
     # PDQ perceptual hash (64 hex digits) and its quality (0-100), for near-duplicate matching.
     pdq_hex: Mapped[str | None] = mapped_column(String(64))
     pdq_quality: Mapped[int | None] = mapped_column(Integer)
+    # Deleted on request or by retention (backend/retention.py): the bytes and derived files are gone; the row stays
+    # for the checks' audit trail (and, unless purged, its PDQ hash and labels for near-duplicate matching).
+    deleted_at: Mapped[datetime | None]
 
 
 class ApiKey(Base):
@@ -107,8 +116,14 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     # SHA-256 of the key: keys are 256-bit random tokens, so a fast hash is enough to make a stolen table useless.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # What the key may do (backend/access.py); keys made before roles existed are submitters (migration 0005).
+    role: Mapped[Role] = mapped_column(enum_column(Role, "ck_api_keys_role"), default=Role.SUBMITTER)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    # Signs this key's callbacks (HMAC-SHA256): the receiver must know it, so it is kept as is, never hashed.
+    secret: Mapped[str | None] = mapped_column(String(80))
+    # Where this key's checks and batches are posted when they finish, unless a submission names its own URL.
+    callback_url: Mapped[str | None] = mapped_column(Text)
 
 
 class ModelVersion(Base):
@@ -138,6 +153,7 @@ class Batch(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     invalid: Mapped[list[Any]] = mapped_column(default=list)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    callback_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
@@ -176,14 +192,67 @@ class Check(Base):
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    # Posted the check once it is final (a batch item has none: its batch is posted when it finishes).
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    # When its image was deleted: the check and its verdict stay, its ``image`` reads null from then on.
+    image_deleted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # When the check was last handed to the broker; the sweeper re-queues checks that sat too long.
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # A running check belongs to its worker until this moment; the worker renews it while it works, so a lapsed
+    # lease means a dead worker (migration 0010). Null on rows claimed before leases existed.
+    lease_expires_at: Mapped[datetime | None]
+    # Which worker process holds (or last held) it: "host:pid", for operators and the kill tests.
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    # The broker refused the message when the check was accepted: the sweeper sends it once the broker is back.
+    unsent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     image: Mapped[Image | None] = relationship(lazy="joined")
     model_version: Mapped[ModelVersion | None] = relationship(lazy="joined")
+
+
+class CallbackDelivery(Base):
+    """One callback owed to a receiver: a final check or a finished batch, posted (and retried) by the callbacks
+    worker (backend/callbacks.py)."""
+
+    __tablename__ = "callback_deliveries"
+    __table_args__ = (Index("ix_callback_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # One delivery per check or batch, even when two workers finish it at once.
+    check_id: Mapped[str | None] = mapped_column(ForeignKey("checks.id"), unique=True)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), unique=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[DeliveryStatus] = mapped_column(enum_column(DeliveryStatus, "ck_callback_deliveries_status"),
+                                                   default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # When the next attempt is due; while one is in flight, when it counts as lost.
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_attempt_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+
+
+class IdempotencyKey(Base):
+    """A POST that carried an ``Idempotency-Key`` header: what it created, so the same request sent again (a client
+    retrying after a dropped connection) gets that object back instead of a second one."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("api_key_id", "key", name="uq_idempotency_keys_api_key_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    key: Mapped[str] = mapped_column(String(200))
+    # Which endpoint it was sent to, and the SHA-256 of its body: the same key on another request is refused.
+    endpoint: Mapped[str] = mapped_column(String(40))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class User(Base):
@@ -194,6 +263,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300))
+    # viewer, moderator or admin (never submitter: backend/users.py refuses it); existing users became admins.
+    role: Mapped[Role] = mapped_column(enum_column(Role, "ck_users_role"), default=Role.MODERATOR)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -209,9 +280,8 @@ class Review(Base):
     check_id: Mapped[str | None] = mapped_column(ForeignKey("checks.id"))
     label: Mapped[Label] = mapped_column(enum_column(Label, "ck_reviews_label"))
     reviewer: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
-    # A policy category from FAKEWATCH_REVIEW_REASONS, beside the free note (migration 0006).
-    reason: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Set when this review was not a look at these bytes but followed a moderator's label of a near-copy (the
     # image labelled, and how many PDQ bits apart the two are); written in the same decision, undone with it.
@@ -295,6 +365,8 @@ class TrainingRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     requested_by: Mapped[str] = mapped_column(String(100), default="")
+    # The key that requested the run over the API (None: a console user or the CLI); a submitter reads only its own.
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -302,3 +374,48 @@ class TrainingRun(Base):
 
     # The candidate the run registered, once it is done.
     model_version: Mapped[ModelVersion | None] = relationship()
+
+
+class AuditEvent(Base):
+    """One state-changing action: who (a user, a key or the system), when, what, on which object, and the object
+    before and after. Written by backend/audit.py in the same transaction as the action; append-only (the ORM
+    refuses updates and deletes below, and migration 0005 adds triggers that refuse them in the database)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_object", "object_type", "object_id"),
+        Index("ix_audit_events_action_at", "action", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor_kind: Mapped[ActorKind] = mapped_column(enum_column(ActorKind, "ck_audit_events_actor_kind"))
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    actor_name: Mapped[str] = mapped_column(String(100))
+    actor_role: Mapped[Role | None] = mapped_column(enum_column(Role, "ck_audit_events_actor_role"))
+    # Where the request came from, when known (the console's login form records it).
+    address: Mapped[str | None] = mapped_column(String(64))
+    # An AuditAction value; text without a CHECK constraint, so a new action needs no migration.
+    action: Mapped[str] = mapped_column(String(40))
+    object_type: Mapped[str] = mapped_column(String(40))
+    object_id: Mapped[str] = mapped_column(String(100))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AppendOnlyError(RuntimeError):
+    """Something tried to change or remove an audit event."""
+
+
+@event.listens_for(AuditEvent, "before_update")
+@event.listens_for(AuditEvent, "before_delete")
+def _refuse_changing_events(_mapper: Any, _connection: Any, target: AuditEvent) -> None:
+    raise AppendOnlyError(f"audit event {target.id} is append-only: it is never updated or deleted")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_bulk_changes_to_events(state: ORMExecuteState) -> None:
+    if (state.is_update or state.is_delete) and any(
+            mapper.class_ is AuditEvent for mapper in state.all_mappers):
+        raise AppendOnlyError("audit events are append-only: no UPDATE or DELETE statement may touch them")

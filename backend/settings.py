@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from backend.allowlist import parse_allowlist
 from core.decoding import ImageLimits
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -44,12 +45,14 @@ class Settings(BaseSettings):
     api_url: str = ""
     api_key: str = ""
 
-    # Hosts, IPs or CIDRs the URL fetcher may reach although they are not public.
+    # Hosts, IPs or CIDRs, each with optional ports (``10.0.0.0/8:8080-8090``), that image fetches and callbacks may
+    # reach although they are not public; without a port an entry allows only 80 and 443 (backend/allowlist.py).
     fetch_allowlist: CommaList = ()
     fetch_connect_timeout_s: float = 5.0
     fetch_timeout_s: float = 20.0
     fetch_max_redirects: int = 3
 
+    # 20 MiB: sizes are written in MiB everywhere (messages, README).
     max_image_bytes: int = 20 * 1024 * 1024
     # Far below Pillow's own 89 MP warning: a decompression bomb is refused from its header alone.
     max_image_pixels: int = 40_000_000
@@ -67,20 +70,36 @@ class Settings(BaseSettings):
     # Most distinct URLs one batch may hold.
     batch_max_urls: int = 10_000
 
-    # Longest ?wait= a client may ask for.
+    # Longest ?wait= a client may ask for, and how many requests of one API process may wait at once: past that a
+    # POST answers 202 at once with Retry-After, so waiting clients never hold the threads reads need.
     max_wait_s: float = 10.0
+    wait_slots: int = 4
+    # What a 202 tells the client to wait before it polls (Retry-After, seconds).
+    poll_after_s: int = 1
 
     # Worker: processes per scoring worker, images per model call, time limits per task.
     worker_concurrency: int = 1
     score_batch_size: int = 32
     task_soft_time_limit_s: int = 300
     task_time_limit_s: int = 360
-    # Sweeper: checks left queued or running longer than this are re-queued (a lost message, a killed worker).
+    # Sweeper: checks left queued longer than this are sent again (a lost message).
     stuck_after_s: float = 120.0
-    sweep_interval_s: float = 15.0
+    # A worker's claim on a check is a lease it renews every third of this while it works; the sweeper re-queues a
+    # running check whose lease lapsed (its worker was killed), within lease_s + sweep_interval_s of the kill.
+    lease_s: float = 10.0
+    sweep_interval_s: float = 5.0
     max_attempts: int = 3
     # How often the embedded broker (SQLite) is polled when idle.
     broker_poll_interval_s: float = 0.02
+
+    # Callbacks (backend/callbacks.py): the waits before each retry of a failed delivery (the default's sum is 84
+    # minutes, so a receiver may be down for over an hour). A delivery has the fetcher's timeouts and address guard.
+    callback_retry_delays_s: Annotated[tuple[float, ...], NoDecode] = (10, 30, 60, 120, 300, 600, 900, 1200, 1800)
+
+    # Retention (backend/retention.py): images nobody reviewed are deleted this many days after they were first
+    # seen, by the scoring workers' periodic work. None (the default) keeps them.
+    retention_days: float | None = None
+    retention_interval_s: float = 3600.0
 
     # Retraining (backend/training/): base dataset folders trained on beside the reviewed images (empty means the
     # datasets the shipped model was trained on, when present), the share of reviewed images held out for the
@@ -102,6 +121,16 @@ class Settings(BaseSettings):
                                  "art or satire", "not enough to tell")
     console_session_hours: float = 12.0
 
+    # The console's login limiter (backend/logins.py), per user name and per address: after
+    # ``login_delay_after_failures`` failures each further attempt waits twice as long as the last (from
+    # ``login_delay_base_s``); after ``login_lockout_failures`` the name or address is locked for ``login_lockout_s``.
+    # Failures count since the last successful login, within ``login_failure_window_s``.
+    login_delay_after_failures: int = 3
+    login_delay_base_s: float = 1.0
+    login_lockout_failures: int = 10
+    login_lockout_s: float = 900.0
+    login_failure_window_s: float = 3600.0
+
     # Near-duplicate matching (backend/matching.py): two PDQ hashes at most this many bits apart (of 256) are
     # near-copies; PDQ's own threshold is 31. Hashes under the quality floor never match. A process's index picks up
     # new images before each lookup and reloads everything from the database at most this often (hashes written
@@ -114,6 +143,22 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("callback_retry_delays_s", mode="before")
+    @classmethod
+    def _delays(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("fetch_allowlist")
+    @classmethod
+    def _readable_allowlist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_allowlist(value)  # a ValueError names the entry that cannot be read
+        return value
 
     @property
     def image_limits(self) -> ImageLimits:

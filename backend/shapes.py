@@ -16,12 +16,13 @@ from typing import Any
 from apiflask import Schema
 from marshmallow import fields
 from marshmallow.utils import missing
+from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from backend.reviews import latest_review
-from backend.schema import Check, TrainingRun, isoformat_z
+from backend.schema import CallbackDelivery, Check, TrainingRun, isoformat_z
 from backend.verdicts import decision_when_read, provenance_of, provenance_summary
-from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source, Verdict, VerdictSource
+from core.enums import BatchStatus, CheckStatus, DeliveryStatus, Label, RunStatus, Source, Verdict, VerdictSource
 from core.policy import Decision
 
 # --- field kinds -------------------------------------------------------------------------------------------------
@@ -93,12 +94,52 @@ def _latest_review(check: Check) -> Any:
     return latest_review(session, check.image_id) if session is not None else None
 
 
+def _callback(row: Any, owner: Any) -> Any:
+    """A check's or a batch's callback: its delivery record once one is owed, or the URL it will be posted to."""
+    if not row.callback_url:
+        return None
+    session = object_session(row)
+    delivery = session.scalar(select(CallbackDelivery).where(owner == row.id)) if session is not None else None
+    if delivery is not None:
+        return delivery
+    # Owed once the object is final: no attempt yet.
+    return {"url": row.callback_url, "status": DeliveryStatus.PENDING, "attempts": 0, "last_status_code": None,
+            "last_error": None, "next_attempt_at": None, "last_attempt_at": None, "delivered_at": None}
+
+
+def _image(check: Check) -> Any:
+    """The image a check was made of, or null once it was deleted (the check and its verdict stay)."""
+    return None if check.image_deleted_at is not None or check.image is None or check.image.deleted_at else check.image
+
+
 DocResponses = dict[int | str, dict[str, str | dict[str, dict[str, Any]]]]
 
 
 def response_doc(status: int, description: str, media_types: Iterable[str], schema: Any) -> DocResponses:
     """A response a view sends besides its ``@bp.output`` one (another status, a file, a stream), for ``@bp.doc``."""
     return {status: {"description": description, "content": {media: {"schema": schema} for media in media_types}}}
+
+
+ERROR_DESCRIPTIONS = {
+    400: "The body could not be parsed at all (`invalid_request`)",
+    403: "Refused: `blocked_address` (a URL whose address may not be reached) or `forbidden`",
+    404: "Not found (`not_found`)",
+    409: "Conflicts with the current state",
+    413: "Too large (`too_large`, `too_many_pixels`)",
+    415: "Not a content type (or image format) accepted here (`unsupported_format`)",
+    422: "A field failed validation: a wrong type, a value out of range, a malformed URL or SHA-256",
+    429: "Too many requests for this key (`rate_limited`); the Retry-After header says when to try again",
+    500: "The server failed on this request (`internal_error`); it was logged",
+    503: "A service the request needs is unavailable (`no_active_model`, `broker_unavailable`)",
+}
+
+
+def error_doc(*statuses: int) -> DocResponses:
+    """The error responses a view can send, each with the one error body, for ``@bp.doc(responses=...)``."""
+    docs: DocResponses = {}
+    for status in statuses:
+        docs.update(response_doc(status, ERROR_DESCRIPTIONS[status], ["application/json"], ErrorOut))
+    return docs
 
 
 # --- errors ------------------------------------------------------------------------------------------------------
@@ -116,6 +157,20 @@ class ErrorOut(Schema):
 
 
 # --- checks ------------------------------------------------------------------------------------------------------
+
+
+class CallbackOut(Schema):
+    """The callback a check or batch is posted with when it finishes, and how its delivery went."""
+
+    url = fields.String()
+    status = Choice(DeliveryStatus, metadata={"description": "pending until the receiver answers 2xx (delivered) "
+                                                             "or every retry failed (failed)."})
+    attempts = fields.Integer()
+    last_status_code = fields.Integer(allow_none=True, load_default=None)
+    last_error = fields.String(allow_none=True, load_default=None)
+    next_attempt_at = Timestamp(allow_none=True)
+    last_attempt_at = Timestamp(allow_none=True)
+    delivered_at = Timestamp(allow_none=True)
 
 
 class ImageOut(Schema):
@@ -194,7 +249,10 @@ class CheckOut(Schema):
     cached = fields.Boolean()
     model_version = DerivedString(lambda check: check.model_version.name if check.model_version else None,
                                   allow_none=True)
-    image = fields.Nested(ImageOut, allow_none=True)
+    image = DerivedNested(_image, ImageOut, allow_none=True,
+                          metadata={"description": "null before a URL is fetched, and once the image was deleted."})
+    image_deleted_at = Timestamp(allow_none=True, metadata={"description": "When the image was deleted on request "
+                                                                           "or by retention."})
     source = Choice(Source)
     source_url = fields.String(allow_none=True)
     page_url = fields.String(allow_none=True)
@@ -208,6 +266,7 @@ class CheckOut(Schema):
     regions = fields.List(fields.Nested(RegionOut), allow_none=True,
                           metadata={"description": "The detector's per-crop scores with their boxes (heat map)."})
     attempts = fields.Integer()
+    callback = DerivedNested(lambda check: _callback(check, CallbackDelivery.check_id), CallbackOut, allow_none=True)
     created_at = Timestamp()
     started_at = Timestamp(allow_none=True)
     finished_at = Timestamp(allow_none=True)
@@ -279,6 +338,8 @@ class BatchOut(Schema):
     rate_per_s = fields.Float(allow_none=True, metadata={"description": "Items finished per second, recently."})
     eta_s = fields.Float(allow_none=True, metadata={"description": "Estimated seconds until every item is final."})
     invalid = fields.List(fields.Nested(InvalidLine), attribute="batch.invalid")
+    callback = DerivedNested(lambda summary: _callback(summary.batch, CallbackDelivery.batch_id), CallbackOut,
+                             allow_none=True)
     created_at = Timestamp(attribute="batch.created_at")
     finished_at = Timestamp(attribute="batch.finished_at", allow_none=True)
 
@@ -355,3 +416,78 @@ class ReadyOut(Schema):
     status = fields.String(metadata={"description": "`ready`, or `not_ready` with the reasons in `problems`."})
     problems = fields.Dict(keys=fields.String(), values=fields.String())
     model_version = fields.String(allow_none=True)
+
+
+# --- reviews and the review queue ----------------------------------------------------------------------------------
+
+
+class ReviewRecordOut(Schema):
+    """One moderator label of an image, as recorded."""
+
+    id = fields.Integer()
+    label = Choice(Label)
+    reason = fields.String(allow_none=True)
+    note = fields.String(allow_none=True)
+    by = fields.String(attribute="reviewer")
+    at = Timestamp(attribute="created_at")
+    check_id = fields.String(allow_none=True)
+
+
+class ReviewList(Schema):
+    sha256 = fields.String()
+    reviews = fields.List(fields.Nested(ReviewRecordOut), metadata={"description": "Newest first."})
+
+
+class QueueItemOut(Schema):
+    """An image waiting for a label, through its earliest (or highest-scoring) flagged check."""
+
+    check_id = fields.String()
+    sha256 = fields.String()
+    width = fields.Integer()
+    height = fields.Integer()
+    score = fields.Float()
+    verdict = Choice(Verdict)
+    source = Choice(Source)
+    source_url = fields.String(allow_none=True)
+    page_url = fields.String(allow_none=True)
+    batch_id = fields.String(allow_none=True)
+    model_version = fields.String(allow_none=True)
+    created_at = Timestamp()
+
+
+class QueuePage(Schema):
+    items = fields.List(fields.Nested(QueueItemOut))
+    page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer(metadata={"description": "Distinct images waiting under these filters."})
+
+
+# --- model versions ------------------------------------------------------------------------------------------------
+
+
+class ModelVersionOut(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    architecture = fields.String()
+    active = fields.Boolean()
+    threshold = fields.Float()
+    band = fields.Float()
+    metrics = fields.Dict()
+    created_at = Timestamp()
+    activated_at = Timestamp(allow_none=True)
+
+
+class ModelVersionList(Schema):
+    versions = fields.List(fields.Nested(ModelVersionOut), metadata={"description": "Newest first."})
+
+
+# --- deletion ------------------------------------------------------------------------------------------------------
+
+
+class DeletedImageOut(Schema):
+    """What a deletion did (dumps a backend.retention.Deleted)."""
+
+    sha256 = fields.String()
+    checks = fields.Integer(metadata={"description": "Checks of the image, kept and now reading `image: null`."})
+    purged = fields.Boolean(metadata={"description": "Whether the PDQ hash and labels were removed too."})
+    file_removed = fields.Boolean()

@@ -1,4 +1,4 @@
-"""Moderators of the admin console: created with a salted scrypt password hash (werkzeug's), authenticated by name
+"""Users of the admin console (viewers, moderators, admins): created with a salted scrypt password hash (werkzeug's), authenticated by name
 and password.
 
 On the first run (no moderator yet) ``first_run_lines`` creates ``admin`` with ``settings.admin_password`` or a
@@ -15,10 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from backend.access import Actor, require
+from backend.audit import record
 from backend.db import session_scope
 from backend.schema import User
 from backend.settings import Settings
-from core.errors import FakewatchError
+from core.enums import USER_ROLES, AuditAction, Permission, Role
+from core.errors import FakewatchError, NotFound
 
 ADMIN_NAME = "admin"
 MIN_PASSWORD_CHARS = 8
@@ -54,7 +57,13 @@ def _verify_legacy(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-def create_user(session: Session, name: str, password: str) -> User:
+def create_user(session: Session, name: str, password: str, role: Role | str = Role.MODERATOR, *,
+                actor: Actor) -> User:
+    """A console user with this role (viewer, moderator or admin: submitting is for API keys)."""
+    require(actor, Permission.MANAGE_USERS)
+    if role not in USER_ROLES:
+        raise FakewatchError("invalid_request", f"A console user's role is one of {', '.join(USER_ROLES)}, "
+                                                f"not {role!r}.")
     name = name.strip()
     if not name or len(name) > MAX_NAME_CHARS:
         raise FakewatchError("invalid_request", f"A moderator needs a name of 1 to {MAX_NAME_CHARS} characters.")
@@ -62,9 +71,22 @@ def create_user(session: Session, name: str, password: str) -> User:
         raise FakewatchError("invalid_request", f"A password needs at least {MIN_PASSWORD_CHARS} characters.")
     if session.scalar(select(User.id).where(User.name == name)) is not None:
         raise FakewatchError("conflict", f"There is already a moderator named {name!r}.", 409)
-    user = User(name=name, password_hash=hash_password(password))
+    user = User(name=name, password_hash=hash_password(password), role=Role(role))
     session.add(user)
     session.flush()
+    record(session, actor, AuditAction.USER_CREATE, ("user", user.id), None, {"name": user.name, "role": user.role})
+    return user
+
+
+def revoke_user(session: Session, name: str, *, actor: Actor) -> User:
+    """Disable a console user: they can no longer log in (their reviews and events stay)."""
+    require(actor, Permission.MANAGE_USERS)
+    user = session.scalar(select(User).where(User.name == name.strip(), User.is_active.is_(True)))
+    if user is None:
+        raise NotFound(f"There is no active console user named {name!r}; `fakewatch users list` shows them.")
+    user.is_active = False
+    record(session, actor, AuditAction.USER_REVOKE, ("user", user.id), {"name": user.name, "is_active": True},
+           {"name": user.name, "is_active": False})
     return user
 
 
@@ -91,7 +113,7 @@ def ensure_first_admin(session: Session, password: str = "") -> str | None:
     if has_users(session):
         return None
     password = password or secrets.token_urlsafe(12)
-    create_user(session, ADMIN_NAME, password)
+    create_user(session, ADMIN_NAME, password, Role.ADMIN, actor=Actor.system("fakewatch up"))
     return password
 
 

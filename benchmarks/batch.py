@@ -34,7 +34,7 @@ from PIL import Image
 
 from core.decoding import decode_image, inspect_image
 from tests.fixtures_images import LocalServer
-from tests.stack import Stack, backend_env, isolated_settings
+from tests.stack import Stack, backend_env, isolated_settings, local_allowlist
 
 # The default upload caps: what a worker decodes stored images under.
 LIMITS = isolated_settings().image_limits
@@ -128,7 +128,7 @@ def measure_fetch(server: LocalServer, paths: list[str]) -> dict[str, Any]:
     """The worker's fetch stage alone (HTTP + the fetcher's intake check), chunk by chunk as a worker does it."""
     from worker.fetching import fetch_all
 
-    settings = isolated_settings(fetch_allowlist="127.0.0.1")
+    settings = isolated_settings(fetch_allowlist=local_allowlist())
     urls = [server.url(path) for path in paths]
     started = time.perf_counter()
     for start in range(0, len(urls), MICRO_BATCH):

@@ -164,13 +164,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL)
     parser.add_argument("--seed-model", type=Path, default=None)
+    parser.add_argument("--before", type=Path, default=None,
+                        help="The model this one replaces, measured beside it (test splits, false alarms, speed).")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-eval", action="store_true", help="Only measure speed and false alarms.")
     parser.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
     args = parser.parse_args()
     configure_tensorflow(args.threads)
-    paths = {"default": args.model, **({"seed": args.seed_model} if args.seed_model else {})}
+    paths = {"default": args.model, **({"seed": args.seed_model} if args.seed_model else {}),
+             **({"before": args.before} if args.before else {})}
     detectors = {name: Detector.load(path) for name, path in paths.items()}
     result: dict[str, Any] = {
         "models": {name: {"version": d.version, "threshold": d.threshold, "band": d.band,
@@ -180,7 +183,8 @@ def main() -> None:
     }
     if not args.skip_eval:
         tests = {path.name: load_items(list_items(path, "test")) for path in datasets(args.data)}
-        result["evaluation"] = {name: evaluate_model(d, tests, reshare_grid=True) for name, d in detectors.items()}
+        result["evaluation"] = {name: evaluate_model(d, tests, reshare_grid=name != "before")
+                                for name, d in detectors.items()}
         result["crop_coverage"] = crop_coverage(detectors["default"], tests)
     result["false_alarms"] = {name: false_alarms(d) for name, d in detectors.items()}
     files = speed_files(args.data)

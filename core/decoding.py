@@ -107,10 +107,10 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
 def _open_checked(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
     """Open, check and fully decode the first frame; returns it with its format name."""
     _check_byte_size(data, limits.max_bytes)
-    image = _open_header(data)
+    image = _open_header(data, limits.max_pixels)
     try:
         _check_pixels(image.size, limits.max_pixels)
-        _load_first_frame(image)
+        _load_first_frame(image, limits.max_pixels)
     except BaseException:
         image.close()
         raise
@@ -136,23 +136,22 @@ def _check_byte_size(data: bytes, max_bytes: int | None) -> None:
     if max_bytes is not None and len(data) > max_bytes:
         raise FakewatchError(
             "too_large",
-            f"The image is {_megabytes(len(data))}; the limit is {_megabytes(max_bytes)}. "
+            f"The image is {mebibytes(len(data))}; the limit is {mebibytes(max_bytes, limit=True)}. "
             "Send a smaller or more compressed file.",
             413,
         )
     if not data:
-        raise FakewatchError("invalid_image", "The file is empty; send the image's bytes.", 400)
+        raise FakewatchError("invalid_image", "The file is empty; send the image's bytes.", 422)
 
 
-def _open_header(data: bytes) -> Image.Image:
+def _open_header(data: bytes, max_pixels: int | None) -> Image.Image:
     """Read only the header, with only the allow-listed plugins."""
     try:
         return Image.open(io.BytesIO(data), formats=ALLOWED_PLUGINS)
     except Image.DecompressionBombError as exc:
-        # Pillow's own bomb guard fires inside open() for headers above twice its limit.
-        raise FakewatchError(
-            "too_many_pixels", f"The image declares an absurd size and was refused unread ({exc}).", 413
-        ) from exc
+        # Pillow's own bomb guard fires inside open() for headers above twice its limit: the message names our
+        # cap, which is what the sender can act on, never Pillow's internal one.
+        raise _too_many_pixels(max_pixels, "declares a size far above") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         if _is_text_chunk_bomb(exc):  # a text chunk before the pixels
             raise _text_chunk_bomb() from exc
@@ -166,7 +165,7 @@ def _unreadable_error(data: bytes) -> FakewatchError:
             "invalid_image",
             "The file starts like an image but its header is broken; it may be truncated or corrupt. "
             "Send the original file again.",
-            400,
+            422,
         )
     head = data[:512].lstrip().lower()
     kind = next((name for magic, name in REFUSED_MAGIC if head.startswith(magic.lower())), None)
@@ -177,7 +176,7 @@ def _unreadable_error(data: bytes) -> FakewatchError:
 def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
     width, height = size
     if width <= 0 or height <= 0:
-        raise FakewatchError("invalid_image", f"The image declares an empty size ({width}x{height}).", 400)
+        raise FakewatchError("invalid_image", f"The image declares an empty size ({width}x{height}).", 422)
     if max_pixels is not None and width * height > max_pixels:
         raise FakewatchError(
             "too_many_pixels",
@@ -187,13 +186,20 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
         )
 
 
-def _load_first_frame(image: Image.Image) -> None:
+def _too_many_pixels(max_pixels: int | None, what: str) -> FakewatchError:
+    cap = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+    limit = f"{cap / 1e6:.0f} MP" if cap else "what can be decoded safely"
+    return FakewatchError("too_many_pixels", f"The image {what} the limit of {limit} and was refused unread. "
+                                             "Resize it before sending.", 413)
+
+
+def _load_first_frame(image: Image.Image, max_pixels: int | None) -> None:
     """Decode every pixel of the first frame, so a truncated or corrupt file fails here."""
     try:
         image.seek(0)
         image.load()
     except Image.DecompressionBombError as exc:
-        raise FakewatchError("too_many_pixels", f"The image was refused as too large to decode ({exc}).", 413) from exc
+        raise _too_many_pixels(max_pixels, "is larger than") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         if _is_text_chunk_bomb(exc):
             raise _text_chunk_bomb() from exc
@@ -201,7 +207,7 @@ def _load_first_frame(image: Image.Image) -> None:
             "invalid_image",
             f"The {image.format} image could not be decoded ({exc}); it may be truncated or corrupt. "
             "Send the original file again.",
-            400,
+            422,
         ) from exc
 
 
@@ -232,5 +238,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 1_000_000:.1f} MB"
+MIB = 1024 * 1024
+
+
+def mebibytes(size: int, limit: bool = False) -> str:
+    """A size as every message writes it, in MiB: a measured size with one decimal ("20.0 MiB"), a limit as set
+    ("20 MiB", or "0.5 MiB" when it is not a whole number)."""
+    if limit and size % MIB == 0:
+        return f"{size // MIB} MiB"
+    return f"{size / MIB:.1f} MiB" if size >= MIB // 10 or not limit else f"{size / MIB:.2f} MiB"

@@ -118,3 +118,77 @@ class ActivationKind(StrEnum):
 
     PROMOTE = "promote"
     ROLL_BACK = "roll_back"
+class DeliveryStatus(StrEnum):
+    """A callback delivery: pending (its next attempt is due at ``next_attempt_at``) until the receiver answers 2xx
+    (delivered) or every retry has failed (failed)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Role(StrEnum):
+    """Who a key or a console user is (DESIGN.md, "Roles"); what each may do is backend/access.py's table."""
+
+    SUBMITTER = "submitter"
+    VIEWER = "viewer"
+    MODERATOR = "moderator"
+    ADMIN = "admin"
+
+
+# Console users read and act on everything; submitting and reading one's own work is for API keys.
+USER_ROLES: tuple[Role, ...] = (Role.VIEWER, Role.MODERATOR, Role.ADMIN)
+
+
+class Permission(StrEnum):
+    """Something a role may or may not do; backend/access.py says which roles may."""
+
+    SUBMIT = "submit"              # checks and batches
+    READ_ALL = "read_all"          # every key's checks, batches, runs and images (a submitter reads its own)
+    CANCEL_BATCH = "cancel_batch"  # a submitter cancels its own batches only
+    LABEL = "label"                # reviews: label and undo
+    ESCALATE = "escalate"
+    TRAIN = "train"                # start and cancel training runs
+    PROMOTE = "promote"            # promote and roll back model versions
+    DELETE = "delete"              # images deleted on request
+    MANAGE_KEYS = "manage_keys"
+    MANAGE_USERS = "manage_users"
+    CHANGE_SETTINGS = "change_settings"
+    READ_AUDIT = "read_audit"
+
+
+class ActorKind(StrEnum):
+    """Who did something, as the audit trail records it: a console user, an API key, the operator's own command
+    line and fakewatch itself (``system``), or someone not logged in (a failed login: ``anonymous``, no role)."""
+
+    USER = "user"
+    KEY = "key"
+    SYSTEM = "system"
+    ANONYMOUS = "anonymous"
+
+
+class AuditAction(StrEnum):
+    """What an audit event records. Stored as text without a CHECK constraint, so that a new action needs a member
+    here and no migration (events already written keep their words)."""
+
+    LABEL = "review.label"
+    UNDO = "review.undo"
+    ESCALATE = "check.escalate"
+    PROMOTE = "model.promote"
+    ROLL_BACK = "model.roll_back"
+    TRAINING_START = "training.start"
+    TRAINING_CANCEL = "training.cancel"
+    BATCH_CANCEL = "batch.cancel"
+    KEY_CREATE = "key.create"
+    KEY_REVOKE = "key.revoke"
+    KEY_ROTATE_SECRET = "key.rotate_secret"
+    KEY_SET_CALLBACK = "key.set_callback"
+    USER_CREATE = "user.create"
+    USER_REVOKE = "user.revoke"
+    DELETE = "image.delete"
+    PURGE = "image.purge"
+    RETENTION_DELETE = "image.retention_delete"
+    SETTING_CHANGE = "setting.change"
+    LOGIN = "login.succeeded"
+    LOGIN_FAILED = "login.failed"
+    LOGIN_THROTTLED = "login.throttled"

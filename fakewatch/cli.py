@@ -6,12 +6,17 @@ only inside the commands that need them, so ``fakewatch --help`` answers at once
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
@@ -19,14 +24,18 @@ import click
 import requests
 
 from admin import cli as admin_cli
+from backend.access import Actor
+from backend.audit import EventFilters, event_dict, find_events
+from backend.callbacks import checked_callback_url
 from backend.db import session_scope
-from backend.keys import create_key, has_keys, list_keys, revoke_key
+from backend.keys import create_key, has_keys, list_keys, revoke_key, rotate_secret, set_callback_url
 from backend.migrate import upgrade_database
 from backend.model_versions import ensure_shipped_model
 from backend.settings import Settings
 from backend.users import first_run_lines
+from core.enums import Role
 from core.errors import FakewatchError
-from fakewatch import client_commands, hash_commands
+from fakewatch import client_commands, hash_commands, score_command
 from models import cli as models_cli
 
 log = logging.getLogger("fakewatch")
@@ -82,13 +91,54 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
+@click.option("--role", type=click.Choice([role.value for role in Role]), default=Role.SUBMITTER.value,
+              show_default=True, help="What the key may do (DESIGN.md, Roles).")
+@click.option("--callback-url", default=None,
+              help="Post this key's checks and batches here when they finish, unless a submission names its own.")
 @click.pass_obj
-def keys_create(settings: Settings, name: str) -> None:
-    """Create a key named NAME; the key is printed once, alone on the last line."""
-    with session_scope(settings) as session:
-        row, key = create_key(session, name)
-        click.echo(f"Created key {row.id} ({row.name}). Keep it now: it cannot be shown again.", err=True)
+def keys_create(settings: Settings, name: str, role: str, callback_url: str | None) -> None:
+    """Create a key named NAME: prints its callback-signing secret, then the key alone on the last line."""
+    try:
+        url = checked_callback_url(callback_url, settings) if callback_url else None
+        with session_scope(settings) as session:
+            row, key = create_key(session, name, Role(role), actor=Actor.operator(), callback_url=url)
+            click.echo(f"Created {row.role} key {row.id} ({row.name}). Keep it now: it cannot be shown again.",
+                       err=True)
+            click.echo(f"Callback secret: {row.secret}")
+    except FakewatchError as error:
+        raise click.ClickException(error.message) from error
     click.echo(key)
+
+
+@keys.command("rotate-secret")
+@click.argument("key")
+@click.pass_obj
+def keys_rotate_secret(settings: Settings, key: str) -> None:
+    """Issue a new callback-signing secret for the key with this id or name (printed alone on the last line);
+    callbacks sent from now on are signed with it."""
+    try:
+        with session_scope(settings) as session:
+            row, secret = rotate_secret(session, key, actor=Actor.operator())
+            click.echo(f"New callback secret for key {row.id} ({row.name}); the old one no longer signs.", err=True)
+    except FakewatchError as error:
+        raise click.ClickException(error.message) from error
+    click.echo(secret)
+
+
+@keys.command("set-callback")
+@click.argument("key")
+@click.argument("url", required=False)
+@click.pass_obj
+def keys_set_callback(settings: Settings, key: str, url: str | None) -> None:
+    """Set the default callback URL of the key with this id or name (no URL: clear it)."""
+    try:
+        checked = checked_callback_url(url, settings) if url else None
+        with session_scope(settings) as session:
+            row = set_callback_url(session, key, checked, actor=Actor.operator())
+            click.echo(f"Key {row.id} ({row.name}) posts to {checked}." if checked
+                       else f"Key {row.id} ({row.name}) has no default callback URL.")
+    except FakewatchError as error:
+        raise click.ClickException(error.message) from error
 
 
 @keys.command("list")
@@ -98,7 +148,7 @@ def keys_list(settings: Settings) -> None:
     with session_scope(settings) as session:
         for row in list_keys(session):
             state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-            click.echo(f"{row.id}\t{row.name}\t{row.prefix}...\t{state}\tcreated {row.created_at:%Y-%m-%d %H:%M}")
+            click.echo(f"{row.id}\t{row.name}\t{row.role}\t{row.prefix}...\t{state}\tcreated {row.created_at:%Y-%m-%d %H:%M}")
 
 
 @keys.command("revoke")
@@ -108,10 +158,39 @@ def keys_revoke(settings: Settings, key: str) -> None:
     """Revoke the key with this id or name."""
     try:
         with session_scope(settings) as session:
-            row = revoke_key(session, key)
+            row = revoke_key(session, key, actor=Actor.operator())
             click.echo(f"Revoked key {row.id} ({row.name}).")
     except FakewatchError as error:
         raise click.ClickException(error.message) from error
+
+
+def parse_since(value: str) -> datetime:
+    """An ISO 8601 time (UTC when it has no zone) or a span back from now: 30m, 12h, 7d."""
+    value = value.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:].lower() in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1].lower()])
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("give an ISO time (2026-12-01T09:00:00Z) or a span such as 30m, 12h, 7d") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@cli.command()
+@click.option("--since", default="24h", show_default=True, help="ISO time, or a span back from now (30m, 12h, 7d).")
+@click.option("--actor", default=None, help="Only this user's or key's name.")
+@click.option("--action", "actions", multiple=True, help="Only these actions (repeatable), e.g. review.label.")
+@click.option("--object", "object_ref", default=None, help="Only this object, as TYPE or TYPE:ID (image:<sha256>).")
+@click.pass_obj
+def audit(settings: Settings, since: str, actor: str | None, actions: tuple[str, ...], object_ref: str | None) -> None:
+    """Print the audit trail as JSON lines, oldest first."""
+    object_type, _, object_id = (object_ref or "").partition(":")
+    filters = EventFilters(actor=actor, actions=actions, object_type=object_type or None, object_id=object_id or None,
+                           since=parse_since(since))
+    with session_scope(settings) as session:
+        for event in reversed(find_events(session, filters, limit=None)):
+            click.echo(json.dumps(event_dict(event)))
 
 
 # --- servers ------------------------------------------------------------------------------------------------
@@ -121,14 +200,15 @@ def keys_revoke(settings: Settings, key: str) -> None:
 @click.option("--host", default=None, help="Address to listen on (FAKEWATCH_API_HOST).")
 @click.option("--port", type=int, default=None, help="Port (FAKEWATCH_API_PORT).")
 @click.option("--workers", type=int, default=1, show_default=True, help="gunicorn worker processes.")
-@click.option("--threads", type=int, default=8, show_default=True, help="Threads per process.")
+@click.option("--threads", type=int, default=16, show_default=True, help="Threads per process.")
 @click.pass_obj
 def api(settings: Settings, host: str | None, port: int | None, workers: int, threads: int) -> None:
-    """Serve the HTTP API with gunicorn (backend/wsgi.py reads the same environment)."""
+    """Serve the HTTP API with gunicorn (backend/wsgi.py reads the same environment; backend/gunicorn_config.py
+    holds the server's settings, keep-alive included)."""
     bind = f"{host or settings.api_host}:{port or settings.api_port}"
-    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
-                               "--threads", str(threads), "--worker-class", "gthread", "--timeout", "60",
-                               "--access-logfile", "-", "backend.wsgi:app"])
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:backend.gunicorn_config",
+                               "--bind", bind, "--workers", str(workers), "--threads", str(threads),
+                               "backend.wsgi:app"])
 
 
 @cli.command()
@@ -170,6 +250,7 @@ def up(settings: Settings, no_admin: bool) -> None:
     Uses the embedded default unless FAKEWATCH_DATABASE_URL / FAKEWATCH_BROKER_URL say otherwise.
     Logs go to FAKEWATCH_DATA_DIR/logs/. Ctrl-C stops everything.
     """
+    _refuse_taken_ports(settings, no_admin)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
     click.echo(f"API: {api_url}")
@@ -178,13 +259,17 @@ def up(settings: Settings, no_admin: bool) -> None:
     version = prepare_database(settings)
     with session_scope(settings) as session:
         if not has_keys(session):
-            _, key = create_key(session, "first key (fakewatch up)")
+            row, key = create_key(session, "first key (fakewatch up)", Role.ADMIN,
+                                  actor=Actor.system("fakewatch up"))
             click.echo(f"API key: {key}")
+            click.echo(f"Callback secret: {row.secret}")
     for line in first_run_lines(settings):
         click.echo(line)
     sys.stdout.flush()
     commands = {"api": ["api"], "worker": ["worker", "--queues", "scoring"],
-                "training-worker": ["worker", "--queues", "training", "--concurrency", "1"]}
+                "training-worker": ["worker", "--queues", "training", "--concurrency", "1"],
+                # Callbacks on their own worker: a slow receiver never holds up scoring.
+                "callbacks-worker": ["worker", "--queues", "callbacks", "--concurrency", "2"]}
     if not no_admin:
         commands["admin"] = ["admin"]
     processes = [_spawn(name, args, settings.logs_dir) for name, args in commands.items()]
@@ -196,22 +281,65 @@ def up(settings: Settings, no_admin: bool) -> None:
     _supervise(processes)
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether this process could listen on host:port now (another server there would answer in ours' place)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the servers bind: a port left in TIME_WAIT by a stopped server is free, a listening one is not.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def _refuse_taken_ports(settings: Settings, no_admin: bool) -> None:
+    """Stop before starting anything when the API's or the console's port is taken: otherwise `up` would report
+    Ready while another program answers there."""
+    wanted = [("the API", settings.api_port, "FAKEWATCH_API_PORT")]
+    if not no_admin:
+        wanted.append(("the admin console", settings.admin_port, "FAKEWATCH_ADMIN_PORT"))
+    for what, port, setting in wanted:
+        if not port_is_free(settings.api_host, port):
+            raise click.ClickException(
+                f"Port {port} on {settings.api_host} is already in use by another program, so {what} cannot start "
+                f"there. Set {setting} to a free port (or stop the program using {port}).")
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when `fakewatch up` dies, however it dies (SIGKILL
+    included), so no child outlives its supervisor in its own session. Linux only; elsewhere Ctrl-C still stops
+    everything through the supervisor's own handler."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def _spawn(name: str, args: list[str], logs_dir: Path) -> subprocess.Popen[bytes]:
     log_file = (logs_dir / f"{name}.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "fakewatch.cli", *args], stdout=log_file, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_end_with_parent)
 
 
 def _supervise(processes: list[subprocess.Popen[bytes]]) -> None:
     def stop(*_args: object) -> None:
+        # SIGTERM to each child's main process only: gunicorn's master and Celery's main process stop their own
+        # workers in order; signalling the whole group at once races them (a Celery pool child killed under its
+        # parent's warm shutdown left the parent waiting). The group is killed only if that does not end it.
         for process in processes:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
         for process in processes:
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                pass
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)  # whatever of its session is left
+            process.wait()
         click.echo("Stopped.", err=True)
         sys.exit(0)
 
@@ -229,7 +357,8 @@ def _supervise(processes: list[subprocess.Popen[bytes]]) -> None:
 
 # Commands that live beside their own part: the models' train/evaluate/score, the console, the API clients.
 # These modules import TensorFlow and Celery only inside their commands, so `fakewatch --help` stays fast.
-for _command in [*models_cli.COMMANDS, *admin_cli.COMMANDS, *client_commands.COMMANDS, *hash_commands.COMMANDS]:
+for _command in [*models_cli.COMMANDS, *admin_cli.COMMANDS, *client_commands.COMMANDS, *hash_commands.COMMANDS,
+                 *score_command.COMMANDS]:
     cli.add_command(_command)
 
 

@@ -1,7 +1,8 @@
 """The client commands, which work through the API (FAKEWATCH_API_URL with FAKEWATCH_API_KEY) rather than on the
 database: ``fakewatch check`` (images or URLs, one by one), ``fakewatch scan`` (a file of URLs as a batch, with a
-live progress bar and the results written out) and ``fakewatch retrain`` (a training run, followed epoch by
-epoch). The candidate a retrain produces is promoted from the console, never from here."""
+live progress bar and the results written out), ``fakewatch retrain`` (a training run, followed epoch by epoch),
+``fakewatch review`` (label an image), ``fakewatch models list|promote|rollback`` (choose the active version) and
+``fakewatch images delete`` (remove stored images)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tqdm import tqdm
 from backend.batches.results import RESULT_FILTERS
 from backend.settings import Settings
 from backend.training.comparison import comparison_rows
-from core.enums import BatchStatus, CheckStatus, RunStatus
+from core.enums import BatchStatus, CheckStatus, Label, RunStatus
 from fakewatch.api_client import ApiClient, ClientError
 
 RESULT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -133,8 +134,7 @@ def watch(client: ApiClient, batch: dict[str, Any]) -> dict[str, Any]:
     with tqdm(total=batch["total"], unit="url", file=sys.stderr, dynamic_ncols=True,
               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}") as bar:
         while True:
-            finished = batch["done"] + batch["failed"] + batch["cancelled"]
-            bar.update(finished - bar.n)
+            bar.update(finished_count(batch) - bar.n)
             bar.set_postfix_str(progress_text(batch), refresh=True)
             if BatchStatus(batch["status"]).is_final and not batch.get("running"):
                 return batch
@@ -142,11 +142,19 @@ def watch(client: ApiClient, batch: dict[str, Any]) -> dict[str, Any]:
             batch = client.get_json(f"/api/v1/batches/{batch['id']}")
 
 
+def finished_count(batch: dict[str, Any]) -> int:
+    """Items that are final, whatever their outcome: what the bar fills with and the text's "done" says."""
+    return int(batch["done"]) + int(batch["failed"]) + int(batch["cancelled"])
+
+
 def progress_text(batch: dict[str, Any]) -> str:
+    """The text beside the bar: "done" counts the same finished items as the bar (checked, failed or cancelled),
+    then says what became of them."""
     rate = batch.get("rate_per_s")
     eta = batch.get("eta_s")
     left = "--" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
-    return (f"done {batch['done']}, flagged {batch['flagged']}, failed {batch['failed']}, "
+    return (f"done {finished_count(batch)}/{batch['total']} ({batch['done']} checked, {batch['flagged']} flagged, "
+            f"{batch['failed']} failed, {batch['cancelled']} cancelled), "
             f"{'--' if rate is None else f'{rate:.1f}'}/s, {left} left")
 
 
@@ -232,4 +240,94 @@ def _interval(interval: str | None) -> str:
     return f" (95% CI {interval})" if interval else ""
 
 
-COMMANDS = [check, scan, retrain]
+# --- review, models, images -----------------------------------------------------------------------------------------
+
+
+def _client_call(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
+    client = ApiClient.from_settings(settings)
+    try:
+        return client.request(method, path, **kwargs).json()
+    except ClientError as error:
+        raise click.ClickException(f"{error.code}: {error.message}") from error
+
+
+@click.command()
+@click.argument("sha256")
+@click.option("--label", type=click.Choice([label.value for label in Label]), required=True)
+@click.option("--reason", default=None, help="A short why (a policy name, say).")
+@click.option("--note", default=None, help="Free text for the other moderators.")
+@click.option("--check", "check_id", default=None, help="The check the label was given from.")
+@click.pass_obj
+def review(settings: Settings, sha256: str, label: str, reason: str | None, note: str | None,
+           check_id: str | None) -> None:
+    """Label the image with this SHA-256 real or fake, as a moderator does in the console (through the API)."""
+    body = {"label": label, "reason": reason, "note": note, "check_id": check_id}
+    result = _client_call(settings, "POST", f"/api/v1/images/{sha256}/reviews", json=body)
+    latest = result["reviews"][0]
+    click.echo(f"{sha256}: labelled {latest['label']} by {latest['by']} at {latest['at']}")
+
+
+@click.group()
+def models() -> None:
+    """Model versions on the server (through the API): list them, promote one, roll back."""
+
+
+def describe_version(version: dict[str, Any]) -> str:
+    auc = version.get("metrics", {}).get("auc")
+    measured = f", AUC {auc:.3f}" if isinstance(auc, int | float) else ""
+    return (f"{version['id']}	{version['name']}	{'active' if version['active'] else '-'}	"
+            f"{version['architecture']}{measured}	created {version['created_at']}")
+
+
+@models.command("list")
+@click.pass_obj
+def models_list(settings: Settings) -> None:
+    """List model versions, newest first: id, name, whether active."""
+    for version in _client_call(settings, "GET", "/api/v1/model-versions")["versions"]:
+        click.echo(describe_version(version))
+
+
+@models.command("promote")
+@click.argument("version_id", type=int)
+@click.option("--reason", default=None, help="Why to promote although the promotion guard refuses (admins).")
+@click.pass_obj
+def models_promote(settings: Settings, version_id: int, reason: str | None) -> None:
+    """Make the version with this id the active one, through the promotion guard."""
+    body = {"reason": reason} if reason else {}
+    version = _client_call(settings, "POST", f"/api/v1/model-versions/{version_id}/promote", json=body)
+    click.echo(f"{version['name']} is active.")
+
+
+@models.command("rollback")
+@click.pass_obj
+def models_rollback(settings: Settings) -> None:
+    """Make the version active before the current one active again."""
+    version = _client_call(settings, "POST", "/api/v1/model-versions/rollback")
+    click.echo(f"{version['name']} is active again.")
+
+
+@click.group()
+def images() -> None:
+    """Stored images on the server (through the API)."""
+
+
+@images.command("delete")
+@click.argument("sha256s", nargs=-1, required=True)
+@click.option("--purge", is_flag=True, help="Also remove the PDQ hash and labels (kept by default for matching).")
+@click.pass_obj
+def images_delete(settings: Settings, sha256s: tuple[str, ...], purge: bool) -> None:
+    """Delete the stored images with these SHA-256s: bytes and derived files go, their checks stay (marked)."""
+    client = ApiClient.from_settings(settings)
+    failures = 0
+    for sha256 in sha256s:
+        try:
+            result = client.request("DELETE", f"/api/v1/images/{sha256}", params={"purge": str(purge).lower()}).json()
+        except ClientError as error:
+            failures += 1
+            click.echo(f"{sha256}: {error.code}: {error.message}", err=True)
+            continue
+        click.echo(f"{sha256}: deleted ({result['checks']} checks kept{', purged' if result['purged'] else ''})")
+    sys.exit(1 if failures else 0)
+
+
+COMMANDS = [check, scan, retrain, review, models, images]

@@ -1,7 +1,8 @@
-"""``fakewatch train|evaluate|score``: module-level click commands the lead attaches to the ``fakewatch`` group.
+"""``fakewatch train|evaluate``: module-level click commands the lead attaches to the ``fakewatch`` group.
 
 TensorFlow is imported only inside the command bodies so ``fakewatch --help`` stays fast. Logs go to stderr;
-``score --jsonl`` writes nothing but JSON lines to stdout. Also runnable alone: ``python -m models.cli``.
+Also runnable alone: ``python -m models.cli``. (``fakewatch score`` is in fakewatch/score_command.py: it reads
+provenance, which lives in backend/, and models/ imports only core/.)
 """
 
 from __future__ import annotations
@@ -10,22 +11,13 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 
-from backend.image_provenance import load_trust_anchors, read_image_provenance
-from backend.provenance import Provenance
-from backend.settings import Settings
-from core.errors import FakewatchError
-from core.model_metadata import SHIPPED_MODEL, read_metadata
-from core.policy import Evidence, decide
-from models.preprocessing import decode_image_file
+from core.model_metadata import read_metadata
 
 log = logging.getLogger("fakewatch.models")
-SCORE_BATCH = 32
 
 
 def configure_tensorflow(threads: int | None) -> None:
@@ -101,103 +93,13 @@ def evaluate_command(model: str, dataset_dir: str, split: str, roc_png: str | No
     click.echo(json.dumps(report, indent=2))
 
 
-@click.command("score")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Model file (default: the shipped default model).")
-@click.option("--jsonl", is_flag=True, help="One JSON object per line on stdout, nothing else.")
-@click.option("--threads", type=int, default=None, help="CPU threads TensorFlow may use.")
-def score_command(paths: tuple[str, ...], model: str | None, jsonl: bool, threads: int | None) -> None:
-    """Score image files or folders locally, without a server. Exits 1 if any file could not be scored.
-
-    The verdict follows the same policy as the server's: provenance in a file's metadata (Content Credentials, an
-    IPTC digital source type, a generator's signature) can decide it; ``verdict_source`` says what did."""
-    configure_tensorflow(threads)
-    from models.serving import Detector  # noqa: PLC0415 - TensorFlow
-
-    detector = Detector.load(model or SHIPPED_MODEL)
-    settings = Settings()  # FAKEWATCH_TRUST_ANCHORS and the size cap, as the server reads provenance
-    load_trust_anchors(settings)
-    failed = 0
-    for batch in _batches(_walk(paths), SCORE_BATCH):
-        decoded, results = _decode_batch(batch)
-        scores = iter(detector.score([image for _, image in decoded]))
-        by_path = {path: next(scores) for path, _ in decoded}
-        for path in batch:
-            if path in by_path:
-                score = by_path[path]
-                # The fixed fields first; the policy's verdict with what decided it and the evidence beside them.
-                provenance = read_image_provenance(path.read_bytes(), settings)
-                evidence = Provenance.from_dict(provenance)
-                decision = decide(Evidence(score=score, threshold=detector.threshold, band=detector.band,
-                                           **evidence.policy_facts()))
-                row: dict[str, Any] = {"path": str(path), "score": round(score, 6),
-                                       "verdict": decision.verdict, "model_version": detector.version,
-                                       "verdict_source": decision.source, "confidence": decision.confidence,
-                                       "provenance": {**provenance, "summary": evidence.summary()}}
-            else:
-                failed += 1
-                row = {"path": str(path), "error": results[path], "score": None}
-            _emit(row, jsonl)
-    sys.stdout.flush()
-    if failed:
-        log.warning("%d file(s) could not be scored", failed)
-        sys.exit(1)
-
-
-def _walk(paths: tuple[str, ...]) -> Iterator[Path]:
-    """Files as given, and every file under given folders in a stable order."""
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file())
-        else:
-            yield path
-
-
-def _batches(paths: Iterator[Path], size: int) -> Iterator[list[Path]]:
-    batch: list[Path] = []
-    for path in paths:
-        batch.append(path)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _decode_batch(batch: list[Path]) -> tuple[list[tuple[Path, Any]], dict[Path, str]]:
-    """Decoded images of a batch, and an error message for each file that failed."""
-    decoded, errors = [], {}
-    for path in batch:
-        try:
-            decoded.append((path, decode_image_file(path)))
-        except FakewatchError as error:
-            errors[path] = f"{error.code}: {error.message}"
-        except Exception as error:  # noqa: BLE001 - an unreadable file gets its error line; the rest still run
-            errors[path] = f"invalid_image: {type(error).__name__}: {error}"
-            log.info("could not decode %s: %s", path, error)
-    return decoded, errors
-
-
-def _emit(row: dict[str, Any], jsonl: bool) -> None:
-    if jsonl:
-        click.echo(json.dumps(row))
-    elif row["score"] is None:
-        click.echo(f"{row['path']}\terror\t{row['error']}")
-    else:
-        # path, verdict, score, what decided it, and the provenance evidence (empty when there is none).
-        click.echo(f"{row['path']}\t{row['verdict']}\t{row['score']:.4f}\t{row['verdict_source']}\t"
-                   f"{row['provenance']['summary']}")
-
-
 # What the lead's ``fakewatch`` group attaches.
-COMMANDS = [train_command, evaluate_command, score_command]
+COMMANDS = [train_command, evaluate_command]
 
 
 @click.group()
 def main() -> None:
-    """Detector commands (also available as ``fakewatch train|evaluate|score``)."""
+    """Detector commands (also available as ``fakewatch train|evaluate``)."""
 
 
 for _command in COMMANDS:

@@ -22,6 +22,8 @@ from backend.migrate import upgrade_database
 from backend.model_versions import register_model
 from backend.schema import ModelVersion
 from backend.settings import Settings
+from core.enums import Role
+from tests.actors import OPERATOR
 from tests.stack import Stack, create_postgres_database, drop_postgres_database, isolated_settings, start_stack
 
 pytest_plugins = ["tests.fixtures_models", "tests.fixtures_images"]
@@ -84,7 +86,8 @@ def client(app: APIFlask) -> FlaskClient:
 @pytest.fixture
 def api_key(database: Settings) -> str:
     with session_scope(database) as session:
-        _, key = create_key(session, "tests")
+        # An admin key, so the tests of every endpoint can call it; tests/test_access.py tries the other roles.
+        _, key = create_key(session, "tests", Role.ADMIN, actor=OPERATOR)
     return key
 
 

@@ -51,6 +51,22 @@ def isolated_settings(**values: Any) -> Settings:
     return _IsolatedSettings(**values)
 
 
+def ephemeral_port_range() -> str:
+    """The kernel's range for port-0 binds (where every test server lands), as an allow-list port range: no
+    database or admin server listens there, so allow-listing it never opens PostgreSQL's or Redis's port."""
+    try:
+        first, last = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except OSError:
+        first, last = "32768", "60999"
+    return f"{first}-{last}"
+
+
+def local_allowlist(host: str = "127.0.0.1") -> str:
+    """An allow-list entry for the test servers on ``host`` (FAKEWATCH_FETCH_ALLOWLIST takes ports: an entry
+    without one allows only 80 and 443)."""
+    return f"{host}:{ephemeral_port_range()}"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -97,10 +113,12 @@ def fresh_redis_url() -> str:
 
 
 def backend_env(kind: str, data_dir: Path) -> dict[str, str]:
-    env = {"FAKEWATCH_DATA_DIR": str(data_dir), "FAKEWATCH_FETCH_ALLOWLIST": "127.0.0.1",
+    env = {"FAKEWATCH_DATA_DIR": str(data_dir), "FAKEWATCH_FETCH_ALLOWLIST": local_allowlist(),
            # Short enough that tests see the sweeper work, long enough that slow CI never trips it needlessly.
-           "FAKEWATCH_STUCK_AFTER_S": "8", "FAKEWATCH_SWEEP_INTERVAL_S": "1",
-           "FAKEWATCH_RATE_LIMIT": "100000 per minute"}
+           "FAKEWATCH_STUCK_AFTER_S": "8", "FAKEWATCH_SWEEP_INTERVAL_S": "1", "FAKEWATCH_LEASE_S": "5",
+           "FAKEWATCH_RATE_LIMIT": "100000 per minute",
+           # Callback retries a test can wait for (the default spreads them over 84 minutes).
+           "FAKEWATCH_CALLBACK_RETRY_DELAYS_S": "0.5,0.5,0.5"}
     if kind == "redis-postgres":
         env["FAKEWATCH_DATABASE_URL"] = create_postgres_database()
         env["FAKEWATCH_BROKER_URL"] = fresh_redis_url()
@@ -213,12 +231,55 @@ class Stack:
 
 
 def start_stack(kind: str, data_dir: Path, model_path: Path) -> Stack:
-    """Migrate, register ``model_path`` as the active model, create a key, start the API and one scoring worker."""
+    """Migrate, register ``model_path`` as the active model, create a key, start the API, one scoring worker and
+    the callbacks worker."""
     stack = Stack(kind=kind, env=backend_env(kind, data_dir), data_dir=data_dir)
     stack.run_cli("db", "upgrade")
     with stack.session() as session:
         register_model(session, model_path, activate=True)
-    stack.api_key = stack.run_cli("keys", "create", "tests").stdout.strip().splitlines()[-1]
+    stack.api_key = stack.run_cli("keys", "create", "tests", "--role", "admin").stdout.strip().splitlines()[-1]
     stack.start_api()
     stack.start_worker()
+    stack.start_worker("callbacks-worker", "--queues", "callbacks", warm=False)
     return stack
+
+
+class OwnRedis:
+    """A redis-server of this test's own on a free port, which tests may stop and start again (never the machine's
+    Redis on 6379). Without ``persist`` a restart starts empty, as after a crash without an append-only file; with
+    it, Redis keeps an append-only file as the compose file's does."""
+
+    def __init__(self, data_dir: Path, persist: bool = False) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.persist = persist
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                         "--save", "", "--appendonly", "yes" if self.persist else "no",
+                                         "--dir", str(self.data_dir)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=1).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.port, db=db, socket_connect_timeout=2)

@@ -23,19 +23,22 @@ from streamlit.testing.v1 import AppTest
 from admin.cli import streamlit_command, users
 from admin.context import SETTINGS_KEY
 from admin.heatmap import heatmap_overlay, region_means
+from backend.access import Actor
 from backend.checks import claim_checks, get_check, record_score, submit_image
 from backend.console_sessions import console_session_user, end_console_session, start_console_session
 from backend.dashboard import dashboard_data
 from backend.db import session_scope
 from backend.model_versions import register_model
+from backend.retention import delete_image
 from backend.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
-from backend.schema import Batch, Check, ConsoleSession, ModelVersion, Review, User
+from backend.schema import Batch, CallbackDelivery, Check, ConsoleSession, ModelVersion, Review, User
 from backend.settings import Settings
 from backend.shapes import CheckOut
 from backend.store import read_stored
 from backend.users import authenticate, create_user, first_run_lines, hash_password, verify_password
-from core.enums import Source, Verdict
+from core.enums import Role, Source, Verdict
 from core.errors import FakewatchError
+from tests.actors import OPERATOR, as_user
 from tests.fixtures_images import LocalServer, distinct_photos
 from tests.provenance_files import fixture as provenance_fixture
 from tests.stack import Stack
@@ -118,9 +121,9 @@ def review_field(settings: Settings, check_id: str) -> dict[str, str] | None:
         return review
 
 
-def add_moderator(settings: Settings) -> Settings:
+def add_moderator(settings: Settings, role: Role = Role.MODERATOR) -> Settings:
     with session_scope(settings) as session:
-        create_user(session, MODERATOR, PASSWORD)
+        create_user(session, MODERATOR, PASSWORD, role, actor=OPERATOR)
     return settings
 
 
@@ -260,24 +263,24 @@ def test_label_applies_to_every_check_of_the_image_and_undo_restores(both_dialec
     seeded = seed_queue(both_dialects)
     image_id = image_id_of(both_dialects, seeded.flagged[0])
     with session_scope(both_dialects) as session:
-        label_image(session, image_id, "real", "omar", note="a photo of a real event")
+        label_image(session, image_id, "real", as_user("omar"), note="a photo of a real event")
     with session_scope(both_dialects) as session:
-        label_image(session, image_id, "fake", MODERATOR)
+        label_image(session, image_id, "fake", as_user(MODERATOR))
     assert review_field(both_dialects, seeded.flagged[0]) is not None and review_field(both_dialects, seeded.flagged[0])["label"] == "fake"  # type: ignore[index]
     with session_scope(both_dialects) as session:
         cached = submit_image(session, _stored_bytes(both_dialects, seeded.flagged[0]), both_dialects).check
         cached_id = cached.id
     assert review_field(both_dialects, cached_id) == review_field(both_dialects, seeded.flagged[0])
     with session_scope(both_dialects) as session:
-        undone = undo_last_decision(session, MODERATOR)
+        undone = undo_last_decision(session, as_user(MODERATOR))
         assert undone is not None and undone.image_ids == (image_id,)
-        assert undo_last_decision(session, MODERATOR) is None
+        assert undo_last_decision(session, as_user(MODERATOR)) is None
         assert queue_size(session) == 2  # still reviewed, by omar
     assert review_field(both_dialects, cached_id) == {"label": "real", "by": "omar", "at": review_field(both_dialects, cached_id)["at"]}  # type: ignore[index]
     with session_scope(both_dialects) as session:
         for label, reviewer in (("maybe", MODERATOR), ("fake", " ")):
             with pytest.raises(FakewatchError):
-                label_image(session, image_id, label, reviewer)
+                label_image(session, image_id, label, as_user(reviewer))
 
 
 def _stored_bytes(settings: Settings, check_id: str) -> bytes:
@@ -293,10 +296,10 @@ def _stored_bytes(settings: Settings, check_id: str) -> bytes:
 def test_dashboard_aggregates_count_what_was_seeded(both_dialects: Settings) -> None:
     seeded = seed_queue(both_dialects)
     with session_scope(both_dialects) as session:
-        label_image(session, image_id_of(both_dialects, seeded.flagged[0]), "fake", MODERATOR)   # model said fake: agree
-        label_image(session, image_id_of(both_dialects, seeded.flagged[1]), "real", MODERATOR)   # model said fake: disagree
-        label_image(session, image_id_of(both_dialects, seeded.flagged[2]), "fake", MODERATOR)   # uncertain
-        label_image(session, image_id_of(both_dialects, seeded.real), "real", MODERATOR)         # model said real: agree
+        label_image(session, image_id_of(both_dialects, seeded.flagged[0]), "fake", as_user(MODERATOR))   # model said fake: agree
+        label_image(session, image_id_of(both_dialects, seeded.flagged[1]), "real", as_user(MODERATOR))   # model said fake: disagree
+        label_image(session, image_id_of(both_dialects, seeded.flagged[2]), "fake", as_user(MODERATOR))   # uncertain
+        label_image(session, image_id_of(both_dialects, seeded.real), "real", as_user(MODERATOR))         # model said real: agree
     yesterday = datetime.now(UTC) - timedelta(days=1)
     scored_check(both_dialects, distinct_photos(6, size=96)[5], 0.99, created_at=yesterday)
     with session_scope(both_dialects) as session:
@@ -410,9 +413,32 @@ def test_image_page_shows_checks_and_reviews_and_labels(console_db: Settings) ->
     at.text_input(key="image_note").input("watermark of a generator")
     at.button(key="image_real").click().run()
     assert [(r.label, r.note) for r in reviews(console_db)] == [("real", "watermark of a generator")]
-    assert f"Current label: **real** by {MODERATOR}" in texts(at) and len(at.dataframe) == 2
+    assert f"Current label: **real** by {MODERATOR}" in texts(at) and len(at.dataframe) == 3
+    history = at.dataframe[-1].value  # the image's own audit trail
+    assert history["action"].tolist() == ["review.label"] and history["by"].tolist() == [MODERATOR]
+    assert history["before"].tolist() == [None] and history["after"].tolist() == ["real"]
     at.text_input(key="image_sha256").input("0" * 64).run()
     assert "No stored image has SHA-256" in texts(at)
+
+
+def test_image_page_shows_callback_deliveries_and_a_deletion(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    with session_scope(console_db) as session:
+        check = get_check(session, seeded.flagged[0])
+        assert check.image is not None
+        sha256 = check.image.sha256
+        check.callback_url = "https://hooks.example.org/fw"
+        session.add(CallbackDelivery(check_id=check.id, url=check.callback_url, status="failed", attempts=4,
+                                     last_status_code=503, last_error="The receiver answered HTTP 503."))
+        session.flush()
+        delete_image(session, console_db, sha256, actor=Actor.system("test"))
+    at = logged_in(console_db)
+    at.query_params["sha256"] = sha256
+    at.switch_page("views/image.py").run()
+    assert not at.exception, at.exception
+    assert "This image was deleted on" in texts(at)
+    assert at.dataframe[0].value["callback"].tolist() == [
+        "failed after 4 attempts, last: The receiver answered HTTP 503."]
 
 
 def test_dashboard_page_renders_with_data_and_empty(console_db: Settings) -> None:
@@ -421,7 +447,7 @@ def test_dashboard_page_renders_with_data_and_empty(console_db: Settings) -> Non
     assert [metric.value for metric in at.metric] == ["0", "–", "0", "empty"]
     seeded = seed_queue(console_db)
     with session_scope(console_db) as session:
-        label_image(session, image_id_of(console_db, seeded.flagged[0]), "fake", MODERATOR)
+        label_image(session, image_id_of(console_db, seeded.flagged[0]), "fake", as_user(MODERATOR))
     at.run()
     assert not at.exception, at.exception
     assert [metric.value for metric in at.metric][:3] == ["4", "75.0%", "2"]
@@ -477,7 +503,7 @@ def test_api_returns_the_moderators_label_for_every_check_of_the_image(embedded_
     with embedded_stack.session() as session:
         image_id = session.get(Check, first["id"])
         assert image_id is not None and image_id.image_id is not None
-        label_image(session, image_id.image_id, "fake", MODERATOR)
+        label_image(session, image_id.image_id, "fake", as_user(MODERATOR))
     for check_id in (first["id"], second["id"]):
         review = embedded_stack.get_check(check_id)["review"]
         assert review["label"] == "fake" and review["by"] == MODERATOR and review["at"].endswith("Z")
@@ -607,7 +633,7 @@ def test_queue_buttons_have_no_default_and_shortcuts_on_the_first_card(console_d
 def test_a_reason_outside_the_configured_list_is_refused(console_db: Settings) -> None:
     seeded = seed_queue(console_db)
     with session_scope(console_db) as session, pytest.raises(FakewatchError) as refused:
-        label_image(session, image_id_of(console_db, seeded.flagged[0]), "fake", MODERATOR, reason="because",
+        label_image(session, image_id_of(console_db, seeded.flagged[0]), "fake", as_user(MODERATOR), reason="because",
                     reasons=console_db.review_reasons)
     assert refused.value.code == "invalid_request" and "AI-generated" in refused.value.message
 

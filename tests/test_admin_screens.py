@@ -15,8 +15,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from backend.batches.lifecycle import create_batch
@@ -25,6 +27,7 @@ from backend.db import get_engine, session_scope
 from backend.migrate import upgrade_database
 from backend.reviews import label_image
 from backend.settings import Settings
+from tests.actors import as_user
 from tests.fixtures_images import LocalServer
 from tests.stack import free_port, isolated_settings, wait_for_url
 from tests.test_admin import MODERATOR, PASSWORD, add_moderator, image_id_of, seed_queue
@@ -78,7 +81,7 @@ def seed_console_database(settings: Settings, image_server: LocalServer) -> None
     upgrade_database(settings.database)
     seeded = seed_queue(add_moderator(settings))
     with session_scope(settings) as session:
-        label_image(session, image_id_of(settings, seeded.real), "real", MODERATOR)
+        label_image(session, image_id_of(settings, seeded.real), "real", as_user(MODERATOR))
         urls = "\n".join(image_server.url(f"/crawl/{n}.jpg") for n in range(5))
         create_batch(session, validate_entries(entries_from_text(urls + "\nnot a url"), settings.batch_max_urls),
                      name="crawl of example pages")
@@ -277,3 +280,21 @@ def test_a_login_lasts_across_reloads_and_tabs_until_logout(console: Console, br
         expect(page.get_by_role("heading", name="Review queue", exact=True)).to_have_count(0)
     finally:
         context.close()
+
+
+def test_images_are_served_only_inside_the_logged_in_session(console: Console, page: Page) -> None:
+    """The queue's previews and the image page's original reach the browser inside the session's websocket (data:
+    URLs), so no address outlives the session: the browser fetches nothing under /media/, and /media/ answers
+    nothing to a request that never logged in."""
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    log_in(page, console.url)
+    settle(page, "Review queue")
+    page.get_by_role("link", name="Image details").first.click()
+    settle(page, "Image")
+    sources: list[str] = page.evaluate("() => [...document.images].map(image => image.src)")
+    shown = [source for source in sources if source.startswith("data:image/")]
+    assert len(shown) >= 1, sources
+    media = [url for url in [*fetched, *sources] if urlsplit(url).path.startswith("/media/")]  # not /static/media fonts
+    assert media == [], "an image was served from a public /media/ address"
+    assert requests.get(f"{console.url}/media/{'0' * 56}.jpeg", timeout=10).status_code == 404

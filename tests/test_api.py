@@ -5,6 +5,7 @@ Scoring itself is covered end to end in test_pipeline.py; here a model is regist
 from __future__ import annotations
 
 import io
+import re
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from backend.db import session_scope
 from backend.keys import create_key, revoke_key
 from backend.schema import ApiKey, Check, ModelVersion
 from backend.settings import Settings
+from tests.actors import OPERATOR
 from tests.fixtures_images import photo_bytes
 
 # Every test here runs on a fresh embedded database with the tiny model active, and no worker.
@@ -58,7 +60,7 @@ def test_checks_refuse_missing_or_wrong_keys(client: FlaskClient, header: str | 
 def test_revoked_key_is_refused(client: FlaskClient, api_key: str, database: Settings) -> None:
     key = api_key
     with session_scope(database) as session:
-        revoke_key(session, "tests")
+        revoke_key(session, "tests", actor=OPERATOR)
     assert_error(upload(client, key, photo_bytes()), 401, "unauthorized")
 
 
@@ -79,10 +81,10 @@ def test_upload_is_accepted_and_queued(client: FlaskClient, api_key: str, databa
 
 
 @pytest.mark.parametrize(("data", "status", "code"), [
-    (b"", 400, "invalid_image"),
+    (b"", 422, "invalid_image"),
     (b"not an image at all", 415, "unsupported_format"),
     (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", 415, "unsupported_format"),
-    (photo_bytes()[:4000], 400, "invalid_image"),
+    (photo_bytes()[:4000], 422, "invalid_image"),
 ])
 def test_bad_images_are_refused(client: FlaskClient, api_key: str, data: bytes, status: int, code: str) -> None:
     key = api_key
@@ -96,11 +98,12 @@ def test_oversized_request_is_refused_at_the_edge(client: FlaskClient, api_key: 
 
 @pytest.mark.parametrize(("kwargs", "status", "code"), [
     ({"data": "plain text", "content_type": "text/plain"}, 415, "unsupported_format"),
-    ({"json": {"nourl": 1}}, 400, "invalid_request"),
-    ({"json": {"url": "ftp://example.org/a.jpg"}}, 400, "invalid_url"),
+    ({"json": {"nourl": 1}}, 422, "invalid_request"),
+    ({"data": "{not json", "content_type": "application/json"}, 400, "invalid_request"),
+    ({"json": {"url": "ftp://example.org/a.jpg"}}, 422, "invalid_url"),
     ({"json": {"url": "http://169.254.169.254/latest/meta-data"}}, 403, "blocked_address"),
     ({"json": {"url": "http://[::1]/a.png"}}, 403, "blocked_address"),
-    ({"data": {"other": (io.BytesIO(b"x"), "x.jpg")}, "content_type": "multipart/form-data"}, 400, "invalid_request"),
+    ({"data": {"other": (io.BytesIO(b"x"), "x.jpg")}, "content_type": "multipart/form-data"}, 422, "invalid_request"),
 ])
 def test_malformed_requests_get_clear_errors(client: FlaskClient, api_key: str, kwargs: dict[str, Any],
                                             status: int, code: str) -> None:
@@ -113,7 +116,7 @@ def test_a_url_check_is_queued_for_a_worker_to_fetch(client: FlaskClient, api_ke
     """The API neither connects to the URL nor waits on it: the check is a queued row, like a batch item."""
     connections: list[object] = []
     monkeypatch.setattr(socket.socket, "connect", lambda _self, address: connections.append(address))
-    allowed = create_app(database.model_copy(update={"fetch_allowlist": ("127.0.0.1",)})).test_client()
+    allowed = create_app(database.model_copy(update={"fetch_allowlist": ("127.0.0.1:9999",)})).test_client()
     response = allowed.post("/api/v1/checks?wait=0.2", headers=auth(api_key),
                             json={"url": "http://127.0.0.1:9999/photo.jpg", "page_url": "https://example.org/p"})
     assert response.status_code == 202, response.get_data(as_text=True)
@@ -175,7 +178,7 @@ def test_no_active_model_is_refused_and_readyz_says_why(client: FlaskClient, api
     with session_scope(database) as session:
         session.execute(update(ModelVersion).values(active=False))
     assert_error(upload(client, key, photo_bytes()), 503, "no_active_model")
-    ready = client.get("/readyz")
+    ready = client.get("/readyz", headers=auth(key))
     assert ready.status_code == 503 and "model" in ready.get_json()["problems"]
 
 
@@ -191,8 +194,8 @@ def test_cors_allows_extensions_only(client: FlaskClient) -> None:
 
 def test_rate_limit_per_key(database: Settings) -> None:
     with session_scope(database) as session:
-        _, key = create_key(session, "limited")
-        _, other = create_key(session, "other")
+        _, key = create_key(session, "limited", actor=OPERATOR)
+        _, other = create_key(session, "other", actor=OPERATOR)
     client = create_app(database.model_copy(update={"rate_limit": "3 per minute"}),
                         test_config={"TESTING": True}).test_client()
     statuses = [client.get("/api/v1/checks/x", headers=auth(key)).status_code for _ in range(4)]
@@ -213,7 +216,8 @@ def test_openapi_spec_gives_every_endpoint_its_response_shape(app: Any, client: 
     """Every route is in the spec, and every operation's success answer has a body described, from the same
     schemas the responses are serialised with; error answers carry the error shape actually sent."""
     spec = client.get("/api/openapi.json").get_json()
-    routes = {(str(rule).replace("<", "{").replace(">", "}"), method.lower()) for rule in app.url_map.iter_rules()
+    # A rule's converter (``<int:version_id>``) is not part of the spec's path template.
+    routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(rule)), method.lower()) for rule in app.url_map.iter_rules()
               for method in rule.methods - {"HEAD", "OPTIONS"} if not rule.endpoint.startswith(("static", "openapi"))
               and rule.endpoint not in ("docs", "spec", "swagger_ui_static")}
     documented = {(path, method) for path, operations in spec["paths"].items() for method in operations}

@@ -29,7 +29,7 @@ from backend.settings import Settings
 from core.enums import BatchStatus, CheckStatus
 from core.errors import FakewatchError
 from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
-from tests.stack import Stack, isolated_settings
+from tests.stack import Stack, isolated_settings, local_allowlist
 from worker import fetching
 from worker.fetching import HostLimiter, fetch_all
 
@@ -93,7 +93,7 @@ def test_json_list_positions_and_size_limit() -> None:
 
 
 def local_settings(**overrides: Any) -> Settings:
-    return isolated_settings(fetch_allowlist="127.0.0.1", **overrides)
+    return isolated_settings(fetch_allowlist=local_allowlist(), **overrides)
 
 
 def test_fetcher_caps_requests_per_host(image_server: LocalServer) -> None:
@@ -188,7 +188,7 @@ def test_batch_api_refusals_and_listing(client: FlaskClient, auth_headers: dict[
     headers = auth_headers
     assert client.post("/api/v1/batches", json={"urls": ["https://example.org/a.jpg"]}).status_code == 401
     refused = client.post("/api/v1/batches", headers=headers, json={"urls": ["nope"]})
-    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "invalid_request"
+    assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "invalid_request"
     assert "line 1" in refused.get_json()["error"]["message"]
     wrong_type = client.post("/api/v1/batches", headers={**headers, "Content-Type": "image/png"}, data=b"x")
     assert wrong_type.status_code == 415 and wrong_type.get_json()["error"]["code"] == "unsupported_format"
@@ -204,7 +204,9 @@ def test_batch_api_refusals_and_listing(client: FlaskClient, auth_headers: dict[
     second = client.get("/api/v1/batches?per_page=2&page=2", headers=headers).get_json()
     assert [batch["name"] for batch in second["batches"]] == ["b0", "up"]
     bad_page = client.get("/api/v1/batches?per_page=1000", headers=headers)
-    assert bad_page.status_code == 422 or bad_page.status_code == 400
+    assert bad_page.status_code == 422 and bad_page.get_json()["error"]["code"] == "invalid_request"
+    unparseable = client.post("/api/v1/batches", headers={**headers, "Content-Type": "application/json"}, data=b"{")
+    assert unparseable.status_code == 400 and unparseable.get_json()["error"]["code"] == "invalid_request"
     cancelled = client.post(f"/api/v1/batches/{ids[0]}/cancel", headers=headers).get_json()
     assert cancelled["status"] == "cancelled" and cancelled["cancelled"] == 1 and cancelled["queued"] == 0
     assert cancelled["finished_at"] is not None
@@ -362,7 +364,7 @@ def test_scan_command_waits_and_writes_results(embedded_stack: Stack, image_serv
                              "--out", str(out)], check=False, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     batch_id = result.stdout.strip().splitlines()[-1]
-    assert "line 6:" in result.stderr and "done 3, flagged" in result.stderr and "failed 1" in result.stderr
+    assert "line 6:" in result.stderr and "done 4/4 (3 checked" in result.stderr and "1 failed" in result.stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4 and [row["status"] for row in rows] == ["done", "done", "done", "failed"]
     assert all(row["check_id"] for row in rows)
@@ -372,7 +374,7 @@ def test_scan_command_waits_and_writes_results(embedded_stack: Stack, image_serv
 def test_items_the_chunk_had_no_time_for_go_back_to_the_queue(database: Settings, monkeypatch: pytest.MonkeyPatch,
                                                                 image_server: LocalServer) -> None:
     """A host too slow for the chunk's budget: started fetches fail with the reason, the rest are queued again."""
-    settings = database.model_copy(update={"fetch_allowlist": ("127.0.0.1",), "fetch_timeout_s": 0.4})
+    settings = database.model_copy(update={"fetch_allowlist": (local_allowlist(),), "fetch_timeout_s": 0.4})
 
     def stall() -> tuple[int, dict[str, str], bytes]:
         time.sleep(2)

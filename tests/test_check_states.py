@@ -19,6 +19,7 @@ from backend.reviews import label_image
 from backend.schema import Base, Batch, Check, Review, TrainingRun, utcnow
 from backend.settings import Settings
 from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source
+from tests.actors import as_user
 from tests.fixtures_images import distinct_photos
 from worker.scoring import score_checks
 
@@ -72,7 +73,8 @@ def test_sweeper_requeues_then_gives_up(database: Settings) -> None:
     for attempt in range(1, 4):
         with session_scope(database) as session:
             claim_checks(session, [check_id], stale_after_s=60)
-            session.execute(update(Check).where(Check.id == check_id).values(started_at=long_ago))
+            # Its worker died: nobody renewed the lease.
+            session.execute(update(Check).where(Check.id == check_id).values(lease_expires_at=long_ago))
         with session_scope(database) as session:
             requeued = sweep_stuck_checks(session, database)
         with session_scope(database) as session:
@@ -109,7 +111,7 @@ def test_the_database_refuses_words_outside_each_enum(any_database: Settings, ta
     with session_scope(any_database) as session:
         created = create_batch(session, validate_entries([Entry(1, "https://example.org/a.jpg")], 10))
         image = store_image(session, distinct_photos(1, size=96)[0], any_database)
-        label_image(session, image.id, "fake", "mod")
+        label_image(session, image.id, "fake", as_user("mod"))
         session.add(TrainingRun(params={}, progress={}))
     with session_scope(any_database) as session:
         check = session.get(Check, created.check_ids[0])

@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from backend.settings import Settings
-from fakewatch.api_client import ApiClient
+from fakewatch.api_client import ApiClient, ClientError
 from fakewatch.cli import cli
 from tests.fixtures_images import photo_bytes
 from tests.stack import free_port, wait_for_url
@@ -65,6 +65,10 @@ def test_keys_lifecycle(tmp_path: Path) -> None:
     assert key.startswith("fw_") and len(key) > 40
     listed = run(["keys", "list"], env).stdout
     assert "ci-bot" in listed and key not in listed, "keys are listed by prefix, never in full"
+    assert "ci-bot\tsubmitter\t" in listed, "new keys are submitters unless --role says otherwise"
+    admin = run(["keys", "create", "ops", "--role", "admin"], env)
+    assert admin.returncode == 0 and admin.stdout.strip().splitlines()[-1].startswith("fw_")
+    assert "ops\tadmin\t" in run(["keys", "list"], env).stdout
     assert run(["keys", "revoke", "ci-bot"], env).returncode == 0
     assert "revoked" in run(["keys", "list"], env).stdout
     missing = run(["keys", "revoke", "nobody"], env)
@@ -101,6 +105,7 @@ def test_up_runs_everything_on_a_fresh_data_dir(tmp_path: Path) -> None:
         key_line = lines[-1]
         assert key_line.startswith("API key: fw_")
         key = key_line.removeprefix("API key: ")
+        assert "first key (fakewatch up)\tadmin\t" in run(["keys", "list"], env).stdout, "the first key is an admin's"
         wait_for_url(f"http://127.0.0.1:{api_port}/readyz", process, (tmp_path / "var/logs/worker.log").read_text,
                      timeout=180)
         photo = tmp_path / "astronaut.jpg"
@@ -186,3 +191,72 @@ def test_client_polls_survive_a_kept_alive_connection_the_server_closed() -> Non
     assert answered == [b"GET /api/v1/training-runs/x HTTP/1.1"]
     server.join(timeout=10)
     listener.close()
+
+
+def test_a_post_with_an_idempotency_key_is_sent_again_with_the_same_key() -> None:
+    """A check upload whose connection drops after the server read it is sent again, carrying the same
+    Idempotency-Key (so the server answers the first check instead of creating a second); a POST the server does
+    not deduplicate is not sent again once it reached the server."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        for attempt in range(3):
+            connection, _ = listener.accept()
+            with connection:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += connection.recv(65536)
+                seen.append(request)
+                if attempt != 1:
+                    continue  # read, then dropped without an answer
+                body = b'{"id": "c1", "status": "done"}'
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                                   + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    client = ApiClient(f"http://127.0.0.1:{listener.getsockname()[1]}", "fw_test", timeout_s=10)
+    assert client.request("POST", "/api/v1/checks", json={"url": "https://example.org/x.jpg"}).json()["id"] == "c1"
+    keys = [line for request in seen for line in request.split(b"\r\n") if line.lower().startswith(b"idempotency-key")]
+    assert len(seen) == 2 and len(keys) == 2 and keys[0] == keys[1]
+    with pytest.raises(ClientError) as dropped:
+        client.request("POST", "/api/v1/training-runs", json={})
+    assert dropped.value.code == "unreachable" and len(seen) == 3, "sent once: the server has no key to dedupe on"
+    server.join(timeout=10)
+    listener.close()
+
+
+def test_children_of_up_end_when_it_is_killed(tmp_path: Path) -> None:
+    """`fakewatch up` SIGKILLed (no handler runs): the API it started, in a session of its own, stops anyway."""
+    port = free_port()
+    env = {**os.environ, "FAKEWATCH_DATA_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"}
+    (tmp_path / "logs").mkdir()
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from fakewatch.cli import _spawn; "
+         f"child = _spawn('api', ['api', '--port', '{port}'], Path(sys.argv[1])); print(child.pid); time.sleep(600)",
+         str(tmp_path / "logs")], env=env, stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        child = int(_read_line(supervisor, 60))
+        wait_for_url(f"http://127.0.0.1:{port}/healthz", supervisor, (tmp_path / "logs/api.log").read_text)
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and _running(child):
+            time.sleep(0.2)
+        assert not _running(child), "the API outlived the `fakewatch up` that started it"
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        supervisor.kill()
+        if child and _running(child):
+            os.killpg(child, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")

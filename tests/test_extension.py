@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from backend.reviews import label_image, undo_last_decision
 from backend.schema import Check
+from tests.actors import as_user
 from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
 from tests.fixtures_models import upsample_trace
 from tests.provenance_files import make_authority, signed_jpeg
@@ -479,7 +480,7 @@ def test_a_moderators_label_is_the_badge_and_a_relabel_or_undo_changes_it(
         row = session.get(Check, first["id"])
         assert row is not None and row.image_id is not None
         image_id = row.image_id
-        label_image(session, image_id, "real", "mona")
+        label_image(session, image_id, "real", as_user("mona"))
     seen = []
     for relabel in ("fake", None):
         again = configured.click_menu(page, src)["check"]
@@ -487,10 +488,10 @@ def test_a_moderators_label_is_the_badge_and_a_relabel_or_undo_changes_it(
         seen.append(badge_for(page, src)["text"])
         with embedded_stack.session() as session:
             if relabel:
-                label_image(session, image_id, relabel, "mona")
+                label_image(session, image_id, relabel, as_user("mona"))
             else:
-                undo_last_decision(session, "mona")
-                undo_last_decision(session, "mona")
+                undo_last_decision(session, as_user("mona"))
+                undo_last_decision(session, as_user("mona"))
     assert seen == ["Reviewed: real", "Reviewed: fake"]
     after_undo = configured.click_menu(page, src)["check"]
     assert after_undo["verdict_source"] == "model" and VERDICT_TEXT.match(badge_for(page, src)["text"])

@@ -30,7 +30,7 @@ from skimage import data as skimage_data
 
 from backend.fetch import FetchError, check_address, fetch_image, is_address_allowed, validate_url
 from backend.settings import Settings
-from tests.stack import isolated_settings
+from tests.stack import isolated_settings, local_allowlist
 
 # Stand-ins for public addresses. The connect guard forwards them to a local server, never to the internet.
 PUBLIC_A = "93.184.216.34"
@@ -279,10 +279,11 @@ def server() -> Iterator[ImageServer]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """The allow-list opens 127.0.0.1 only, as a test deployment would; short timeouts keep tests fast."""
+    """The allow-list opens 127.0.0.1's ephemeral ports only (where test servers listen), as a test deployment would;
+    short timeouts keep tests fast."""
     return isolated_settings(
         data_dir=tmp_path,
-        fetch_allowlist=["127.0.0.1"],
+        fetch_allowlist=[local_allowlist()],
         fetch_connect_timeout_s=0.5,
         fetch_timeout_s=1.0,
         max_image_bytes=1_000_000,
@@ -446,7 +447,7 @@ def test_hostile_url_is_refused_without_connecting(
     error = fetch_error(url, strict_settings)
 
     assert error.code == code, error.message
-    assert error.status == {"invalid_url": 400, "blocked_address": 403, "fetch_failed": 400}[code]
+    assert error.status == {"invalid_url": 422, "blocked_address": 403, "fetch_failed": 400}[code]
     assert not error.transient
     assert guard.attempts == []
 

@@ -15,6 +15,7 @@ import requests
 
 from backend.reviews import label_image, undo_last_decision
 from backend.schema import Check
+from tests.actors import as_user
 from tests.fixtures_images import LocalServer, distinct_photos
 from tests.stack import Stack
 from tests.test_batches import wait_for_batch
@@ -66,7 +67,7 @@ def test_a_label_relabel_and_undo_decide_every_later_read(stack: Stack, image_se
     image_id = _image_id(stack, first["id"])
     for label in ("real", "fake"):  # a label, then a relabel: the newest one decides
         with stack.session() as session:
-            label_image(session, image_id, label, MODERATOR)
+            label_image(session, image_id, label, as_user(MODERATOR))
         again = stack.post_image(photos[0], wait=10).json()  # the next check of the same bytes
         assert (again["verdict"], again["verdict_source"], again["confidence"]) == (label, "review", None)
         assert again["flagged"] is (label == "fake") and again["score"] == first["score"]  # the score stays shown
@@ -79,10 +80,10 @@ def test_a_label_relabel_and_undo_decide_every_later_read(stack: Stack, image_se
         assert line.startswith(f"{path}: reviewed {label} (by {MODERATOR} at ") and "model score" in line
 
     with stack.session() as session:
-        undo_last_decision(session, MODERATOR)  # takes back the relabel: the first label decides again
+        undo_last_decision(session, as_user(MODERATOR))  # takes back the relabel: the first label decides again
     assert stack.get_check(first["id"])["verdict"] == "real"
     with stack.session() as session:
-        undo_last_decision(session, MODERATOR)
+        undo_last_decision(session, as_user(MODERATOR))
     after = stack.get_check(first["id"])
     assert (after["verdict"], after["verdict_source"], after["review"]) == (first["verdict"], "model", None)
     assert [row["verdict_source"] for row in _export(stack, batch_id)] == ["model", "model"]

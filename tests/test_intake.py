@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data as skimage_data
 from sklearn.datasets import load_sample_images
 
-from core.decoding import LOCAL_FILES, ImageLimits, decode_image, inspect_image
+from core.decoding import LOCAL_FILES, ImageLimits, decode_image, inspect_image, mebibytes
 from core.errors import FakewatchError
 from tests.stack import isolated_settings
 
@@ -24,7 +24,7 @@ LOSSLESS_FORMATS = {"PNG", "BMP"}
 
 @pytest.fixture(scope="module")
 def limits() -> ImageLimits:
-    """The caps uploads are decoded under by default (20 MB, 40 MP)."""
+    """The caps uploads are decoded under by default (20 MiB, 40 MP)."""
     return isolated_settings().image_limits
 
 
@@ -130,7 +130,7 @@ def test_transparent_areas_are_laid_on_white(limits: ImageLimits) -> None:
 def test_truncated_jpeg_is_invalid(chelsea: Image.Image, limits: ImageLimits) -> None:
     data = encode(chelsea, "JPEG")
     error = refusal(data[: len(data) // 2], limits)
-    assert (error.code, error.status) == ("invalid_image", 400)
+    assert (error.code, error.status) == ("invalid_image", 422)
     assert "truncated" in error.message
 
 
@@ -215,6 +215,9 @@ def test_decompression_bomb_is_refused_from_its_header(width: int, height: int, 
     # proves the decision came from the header, before any decoding.
     assert (error.code, error.status) == ("too_many_pixels", 413)
     assert time.perf_counter() - started < 0.5
+    # Whichever guard fired (ours, or Pillow's inside open()), the message names the configured cap.
+    assert "the limit is 40 MP" in error.message or "the limit of 40 MP" in error.message, error.message
+    assert "89478485" not in error.message and "178956970" not in error.message, "never Pillow's internal cap"
 
 
 def test_pixel_cap_follows_settings(chelsea: Image.Image) -> None:
@@ -227,7 +230,14 @@ def test_oversize_bytes_are_refused_before_anything_else(chelsea: Image.Image) -
     data = encode(chelsea, "BMP")  # about 400 kB
     error = refusal(data, isolated_settings(max_image_bytes=100_000).image_limits)
     assert (error.code, error.status) == ("too_large", 413)
-    assert "0.1 MB" in error.message
+    assert "The image is 0.4 MiB; the limit is 0.10 MiB." in error.message, error.message
+
+
+def test_sizes_are_written_in_mebibytes() -> None:
+    """A 21,000,000-byte upload against the default 20 MiB cap (it once read "21.0 MB; the limit is 21.0 MB")."""
+    error = refusal(b"\x00" * 21_000_000, isolated_settings().image_limits)
+    assert error.message.startswith("The image is 20.0 MiB; the limit is 20 MiB."), error.message
+    assert mebibytes(20 * 1024 * 1024, limit=True) == "20 MiB" and mebibytes(25 * 1024 * 1024) == "25.0 MiB"
 
 
 def test_oversize_check_counts_bytes_not_validity() -> None:

@@ -28,6 +28,7 @@ from backend.schema import Batch, Image, ListedHash, ModelVersion, Review
 from backend.settings import Settings
 from backend.shapes import CheckOut
 from fakewatch.cli import cli
+from tests.actors import as_user
 from tests.stack import Stack
 from tests.test_admin import add_moderator, logged_in, register_test_model, texts
 
@@ -97,7 +98,7 @@ def test_a_labelled_fakes_half_size_copy_comes_back_fake_by_match(stack: Stack) 
     assert first["status"] == "done", first
     with stack.session() as session:
         image_id = image_of(stack.settings, first["id"])
-        label_image(session, image_id, "fake", MODERATOR)
+        label_image(session, image_id, "fake", as_user(MODERATOR))
 
     copy = stack.post_image(half_size(original), wait=30).json()
     assert copy["status"] == "done", copy
@@ -131,7 +132,7 @@ def test_a_labelled_reals_copy_is_real_only_when_the_model_agrees(scored_db: Set
     original = photo("retina")
     first = scored_as_the_worker_does(scored_db, encoded(original), 0.2)
     with session_scope(scored_db) as session:
-        label_image(session, image_of(scored_db, first), "real", MODERATOR)
+        label_image(session, image_of(scored_db, first), "real", as_user(MODERATOR))
 
     agreed = shown(scored_db, scored_as_the_worker_does(scored_db, half_size(original), 0.1))
     assert (agreed["verdict"], agreed["verdict_source"], agreed["flagged"]) == ("real", "match", False)
@@ -146,7 +147,7 @@ def test_low_quality_hashes_never_match(scored_db: Settings) -> None:
     with session_scope(scored_db) as session:
         labelled = store_image(session, encoded(flat, "PNG"), scored_db)
         assert labelled.pdq_hex is not None and (labelled.pdq_quality or 0) < scored_db.match_min_quality
-        label_image(session, labelled.id, "fake", MODERATOR)
+        label_image(session, labelled.id, "fake", as_user(MODERATOR))
     # Another flat image hashes within a few bits of it, yet it is neither stored in the index nor looked up.
     other = scored_as_the_worker_does(scored_db, encoded(PILImage.new("RGB", (300, 200), (121, 121, 121)), "PNG"), 0.2)
     body = shown(scored_db, other)
@@ -155,7 +156,7 @@ def test_low_quality_hashes_never_match(scored_db: Settings) -> None:
     original = photo("hubble_deep_field")
     first = scored_as_the_worker_does(scored_db, encoded(original), 0.2)
     with session_scope(scored_db) as session:
-        label_image(session, image_of(scored_db, first), "fake", MODERATOR)
+        label_image(session, image_of(scored_db, first), "fake", as_user(MODERATOR))
         tiny = store_image(session, encoded(original.resize((24, 24))), scored_db)
         assert tiny.pdq_quality == 0 and match_for_image(session, scored_db, tiny) is None
         big = store_image(session, half_size(original), scored_db)
@@ -181,7 +182,7 @@ def test_labelling_resolves_waiting_copies_in_one_decision_and_undo_takes_them_b
         assert queue_size(session) == 4  # images waiting; the cards fold them
         assert [c.image_id for c in review_queue(session, copies=None)] == list(ids.values())
 
-        decision = label_image(session, ids["base"], "fake", MODERATOR)
+        decision = label_image(session, ids["base"], "fake", as_user(MODERATOR))
         assert {c.image_id for c in decision.copies} == {ids["fake_copy"], ids["unsure_copy"]}
         assert all(c.matched_image_id == ids["base"] and 0 <= c.distance <= 31 for c in decision.copies)
         assert [card.image_id for card in review_queue(session)] == [ids["other"]]
@@ -191,13 +192,13 @@ def test_labelling_resolves_waiting_copies_in_one_decision_and_undo_takes_them_b
     assert shown(scored_db, unsure_copy)["review"]["label"] == "fake"
 
     with session_scope(scored_db) as session:
-        undone = undo_last_decision(session, MODERATOR)
+        undone = undo_last_decision(session, as_user(MODERATOR))
         assert undone is not None and set(undone.image_ids) == set(ids.values()) - {ids["other"]}
         assert len(undone.copies) == 2 and session.scalar(select(Review).limit(1)) is None
         assert [card.image_id for card in review_queue(session)] == [ids["base"], ids["other"]]
 
         # A real label resolves only the copies the model was unsure of, never one it called fake.
-        real = label_image(session, ids["base"], "real", MODERATOR)
+        real = label_image(session, ids["base"], "real", as_user(MODERATOR))
         assert [c.image_id for c in real.copies] == [ids["unsure_copy"]]
         assert [card.image_id for card in review_queue(session, QueueFilters())] == [ids["fake_copy"], ids["other"]]
 
@@ -206,7 +207,7 @@ def test_a_copy_decided_fake_by_a_match_stays_out_of_the_queue(scored_db: Settin
     original = photo("hubble_deep_field")
     base = scored_as_the_worker_does(scored_db, encoded(original), 0.9)
     with session_scope(scored_db) as session:
-        label_image(session, image_of(scored_db, base), "fake", MODERATOR)
+        label_image(session, image_of(scored_db, base), "fake", as_user(MODERATOR))
     copy = scored_as_the_worker_does(scored_db, half_size(original), 0.2)  # the model would clear it
     body = shown(scored_db, copy)
     assert (body["verdict"], body["verdict_source"], body["flagged"]) == ("fake", "match", True)
@@ -244,7 +245,7 @@ def test_hash_lists_round_trip_and_imported_hashes_match_like_labels(scored_db: 
     original = photo("immunohistochemistry")
     with session_scope(scored_db) as session:
         labelled = store_image(session, encoded(original), scored_db)
-        label_image(session, labelled.id, "fake", MODERATOR, note="a case name")
+        label_image(session, labelled.id, "fake", as_user(MODERATOR), note="a case name")
         labelled_hex = labelled.pdq_hex
     runner = CliRunner()
     exported = tmp_path / "ours.csv"
@@ -322,7 +323,7 @@ def test_batch_results_carry_the_match(scored_db: Settings) -> None:
     original = photo("retina")
     base = scored_as_the_worker_does(scored_db, encoded(original), 0.9)
     with session_scope(scored_db) as session:
-        label_image(session, image_of(scored_db, base), "fake", MODERATOR)
+        label_image(session, image_of(scored_db, base), "fake", as_user(MODERATOR))
     copy = scored_as_the_worker_does(scored_db, half_size(original), 0.2)
     with session_scope(scored_db) as session:
         batch = Batch(name="copies", total=1)

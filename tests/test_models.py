@@ -16,8 +16,9 @@ from PIL import Image
 
 from core.model_metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
 from core.policy import decide_verdict
+from fakewatch.score_command import score_command
 from models.augment import _random_offset, augment_crop
-from models.cli import evaluate_command, score_command
+from models.cli import evaluate_command
 from models.data import load_items
 from models.evaluate import evaluate, ordinary_photos
 from models.metrics import compute_metrics, expected_calibration_error, flag_bound, operating_point

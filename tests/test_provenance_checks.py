@@ -30,7 +30,7 @@ from backend.shapes import CheckOut
 from backend.verdicts import decision_when_read, provenance_summary
 from core.enums import Verdict, VerdictSource
 from core.policy import verdict_confidence
-from models.cli import score_command
+from fakewatch.score_command import score_command
 from tests.fixtures_images import LocalServer, photo_bytes
 from tests.provenance_files import (
     SigningAuthority,

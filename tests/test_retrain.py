@@ -35,17 +35,21 @@ from backend.model_versions import (
     rollback_candidates,
 )
 from backend.reviews import label_images
-from backend.schema import Check, Image, ModelActivation, ModelVersion, Review, TrainingRun
+from backend.schema import AuditEvent, Check, Image, ModelActivation, ModelVersion, Review, TrainingRun
 from backend.settings import Settings
 from backend.shapes import RunOut
 from backend.training.data import assemble_training_data, base_datasets, is_heldout
 from backend.training.rescoring import rescore_flagged
 from backend.training.runs import cancel_run, claim_run, finish_run, get_run, request_training, start_training
-from core.enums import Label
+from core.enums import AuditAction, Label, Role
 from core.errors import FakewatchError
+from tests.actors import OPERATOR, as_user
+from tests.fixtures_images import LocalServer, photo_bytes
 from tests.fixtures_models import write_tiny_dataset
 from tests.stack import Stack, isolated_settings
 from tests.test_admin import MODERATOR, add_moderator, logged_in, press, texts
+
+ANN = as_user("ann", Role.ADMIN)
 
 
 def unique_png(seed: int | None = None) -> bytes:
@@ -123,24 +127,24 @@ def test_one_run_at_a_time_and_cancel_before_start(services_db: Settings) -> Non
     with session_scope(services_db) as session:
         register_model(session, _fake_version(services_db.models_dir, "v1"), activate=True)
         with pytest.raises(FakewatchError) as nothing:
-            request_training(session, services_db)
+            request_training(session, services_db, actor=as_user())
         assert nothing.value.code == "no_training_data"
         for seed in range(6):
             _review(session, services_db, unique_png(100 + seed), "fake" if seed % 2 else "real")
         with pytest.raises(FakewatchError) as bad_epochs:
-            request_training(session, services_db, epochs=10_000)
+            request_training(session, services_db, actor=as_user(), epochs=10_000)
         assert bad_epochs.value.code == "invalid_request"
-        first = request_training(session, services_db, epochs=2, requested_by="alice")
+        first = request_training(session, services_db, actor=as_user("alice"), epochs=2)
         assert first.status == "queued" and first.params["base_version_id"] is not None
         with pytest.raises(FakewatchError) as busy:
-            request_training(session, services_db, requested_by="bob")
+            request_training(session, services_db, actor=as_user("bob"))
         assert busy.value.code == "training_busy" and busy.value.status == 409
         assert first.id in busy.value.message and "alice" in busy.value.message
-        assert cancel_run(session, first.id).status == "cancelled"
+        assert cancel_run(session, first.id, actor=as_user()).status == "cancelled"
         with pytest.raises(FakewatchError) as ended:
-            cancel_run(session, first.id)
+            cancel_run(session, first.id, actor=as_user())
         assert ended.value.code == "not_cancellable"
-        second = request_training(session, services_db, from_scratch=True, epochs=1)
+        second = request_training(session, services_db, actor=as_user(), from_scratch=True, epochs=1)
         assert second.params["from_scratch"] is True and second.params["base_version_id"] is None
 
 
@@ -150,11 +154,11 @@ def test_racing_requests_start_one_run(services_db: Settings, monkeypatch: pytes
         register_model(session, _fake_version(services_db.models_dir, "v1"), activate=True)
         for seed in range(4):
             _review(session, services_db, unique_png(200 + seed), "fake" if seed % 2 else "real")
-        request_training(session, services_db, epochs=1, requested_by="alice")
+        request_training(session, services_db, actor=as_user("alice"), epochs=1)
     monkeypatch.setattr(backend.training.runs, "current_run", lambda _session: None)
     with session_scope(services_db) as session:
         with pytest.raises(FakewatchError) as busy:
-            request_training(session, services_db, epochs=1, requested_by="bob")
+            request_training(session, services_db, actor=as_user("bob"), epochs=1)
         assert busy.value.code == "training_busy"
     with session_scope(services_db) as session:
         assert len(list(session.scalars(select(TrainingRun)))) == 1
@@ -165,13 +169,13 @@ def test_silent_running_run_is_expired_so_it_does_not_block(services_db: Setting
     with session_scope(services_db) as session:
         for seed in range(4):
             _review(session, services_db, unique_png(200 + seed), "fake" if seed % 2 else "real")
-        run = request_training(session, services_db, from_scratch=True)
+        run = request_training(session, services_db, actor=as_user(), from_scratch=True)
         assert claim_run(session, run.id) is not None
         assert claim_run(session, run.id) is None  # a redelivered message does not start it twice
         with pytest.raises(FakewatchError):
-            request_training(session, services_db, from_scratch=True)
+            request_training(session, services_db, actor=as_user(), from_scratch=True)
         time.sleep(0.7)
-        again = request_training(session, services_db, from_scratch=True)
+        again = request_training(session, services_db, actor=as_user(), from_scratch=True)
         session.refresh(run)
     assert run.status == "failed" and "stopped reporting" in (run.error or "")
     assert again.status == "queued"
@@ -181,24 +185,24 @@ def test_roll_back_reactivates_the_previous_version(services_db: Settings) -> No
     models_dir = services_db.models_dir
     with session_scope(services_db) as session:
         with pytest.raises(FakewatchError) as nothing:
-            roll_back(session)
+            roll_back(session, actor=OPERATOR)
         assert nothing.value.code == "nothing_to_roll_back"
         one = register_model(session, _fake_version(models_dir, "one"), activate=True)
         two = register_model(session, _fake_version(models_dir, "two"))
         three = register_model(session, _fake_version(models_dir, "three"))
         assert not two.active and not three.active  # registered, never active by itself
         override = "tests: no comparison to guard on"
-        promote_version(session, two.id, services_db, override_reason=override)
-        promote_version(session, three.id, services_db, override_reason=override)
-        assert roll_back(session).name == "two"
-        assert roll_back(session).name == "three"  # rolling back a roll-back returns to where we were
-        assert roll_back(session, one.id).name == "one"
+        promote_version(session, two.id, services_db, actor=OPERATOR, override_reason=override)
+        promote_version(session, three.id, services_db, actor=OPERATOR, override_reason=override)
+        assert roll_back(session, actor=OPERATOR).name == "two"
+        assert roll_back(session, actor=OPERATOR).name == "three"  # rolling back a roll-back returns to where we were
+        assert roll_back(session, one.id, actor=OPERATOR).name == "one"
         assert active_version(session).name == "one"  # type: ignore[union-attr]
         assert session.scalar(select(ModelVersion).where(ModelVersion.active.is_(True)).limit(2)) is not None
         assert len(list(session.scalars(select(ModelVersion).where(ModelVersion.active.is_(True))))) == 1
         Path(three.file).unlink()
         with pytest.raises(FakewatchError) as missing:
-            promote_version(session, three.id, services_db, override_reason=override)
+            promote_version(session, three.id, services_db, actor=OPERATOR, override_reason=override)
         assert missing.value.code == "invalid_model"
 
 
@@ -233,21 +237,34 @@ def test_promotion_guard_refuses_small_or_worse_candidates_unless_overridden(ser
         for version, words in ((tiny, "Only 3 held-out reviewed image(s)"), (worse, "worse: 10.0% against 5.0%"),
                                (stale, "never measured against the active version shipped")):
             with pytest.raises(FakewatchError) as refused:
-                promote_version(session, version.id, services_db, by="ann")
+                promote_version(session, version.id, services_db, actor=ANN)
             assert refused.value.code == "promotion_refused" and words in refused.value.message
             assert refused.value.status == 409
             assert active_version(session).name == "shipped"  # type: ignore[union-attr]
         with pytest.raises(FakewatchError) as too_short:
-            promote_version(session, tiny.id, services_db, override_reason="ok")
+            promote_version(session, tiny.id, services_db, actor=ANN, override_reason="ok")
         assert too_short.value.code == "invalid_request"
+        with pytest.raises(FakewatchError) as not_admin:  # overriding is promoting: an admin's act
+            promote_version(session, worse.id, services_db, actor=as_user("mo", Role.MODERATOR),
+                            override_reason="a moderator wants this one")
+        assert not_admin.value.status == 403
         assert check_promotion(session, good.id, services_db).allowed
-        assert promote_version(session, good.id, services_db, by="ann").active
+        assert promote_version(session, good.id, services_db, actor=ANN).active
         lowered = services_db.model_copy(update={"promotion_min_heldout": 3})
         assert check_promotion(session, tiny.id, lowered).refusals[0].startswith("tiny was never measured")
-        roll_back(session, shipped.id, by="ann")
+        roll_back(session, shipped.id, actor=ANN)
         assert check_promotion(session, tiny.id, lowered).allowed  # 3 images suffice where the setting says so
-        promote_version(session, worse.id, services_db, by="root", override_reason="incident 42: new generator wave")
+        promote_version(session, worse.id, services_db, actor=as_user("root", Role.ADMIN),
+                        override_reason="incident 42: new generator wave")
         activations = list(session.scalars(select(ModelActivation).order_by(ModelActivation.id)))
+        events = list(session.scalars(select(AuditEvent).where(AuditEvent.object_type == "model_version")
+                                      .order_by(AuditEvent.id)))
+    # The audit trail has the same three acts, the override's reason in the promotion's ``after``.
+    assert [(e.action, e.actor_name) for e in events] == [
+        (AuditAction.PROMOTE, "ann"), (AuditAction.ROLL_BACK, "ann"), (AuditAction.PROMOTE, "root")]
+    assert (events[-1].after or {})["override_reason"] == "incident 42: new generator wave"
+    assert "worse" in ((events[-1].after or {})["refusal"] or "")
+    assert (events[0].after or {}).get("override_reason") is None
     assert [(a.kind, a.by, a.override_reason) for a in activations] == [
         ("promote", "ann", None), ("roll_back", "ann", None), ("promote", "root", "incident 42: new generator wave")]
     assert "worse" in (activations[-1].refusal or "")
@@ -259,12 +276,12 @@ def test_roll_back_lists_only_versions_that_were_active_newest_first(services_db
         two = register_model(session, _fake_version(services_db.models_dir, "two"))
         never = register_model(session, _fake_version(services_db.models_dir, "never-active"))
         assert rollback_candidates(session) == []
-        promote_version(session, two.id, services_db, override_reason="tests: no comparison here")
+        promote_version(session, two.id, services_db, actor=OPERATOR, override_reason="tests: no comparison here")
         assert [v.name for v in rollback_candidates(session)] == ["one"]
         with pytest.raises(FakewatchError) as refused:
-            roll_back(session, never.id)
+            roll_back(session, never.id, actor=OPERATOR)
         assert refused.value.code == "not_previously_active" and active_version(session).id == two.id  # type: ignore[union-attr]
-        roll_back(session, one.id)
+        roll_back(session, one.id, actor=OPERATOR)
         assert [v.name for v in rollback_candidates(session)] == ["two"]
 
 
@@ -297,7 +314,7 @@ def reviewed(training_stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
         for label in ("real", "fake"):
             checks = [session.get(Check, check_id) for check_id, item_label in ids if item_label == label]
             label_images(session, [check.image_id for check in checks if check is not None and check.image_id],
-                         label, "moderator")
+                         label, as_user())
     return len(ids)
 
 
@@ -322,7 +339,7 @@ def test_retrain_promote_then_roll_back_without_restarting_the_scorer(training_s
     with session_scope(settings) as session:
         old = active_version(session)
         assert old is not None
-        run = start_training(session, settings, epochs=2, requested_by="moderator")  # what the console's button calls
+        run = start_training(session, settings, actor=as_user(), epochs=2)  # what the console's button calls
         assert run.params["data"]["reviewed_train"]["real"] + run.params["data"]["reviewed_heldout"]["real"] == 12
     run = _wait_for_run(settings, run.id)
     assert run.status == "done", run.error
@@ -346,15 +363,16 @@ def test_retrain_promote_then_roll_back_without_restarting_the_scorer(training_s
     try:
         with session_scope(settings) as session:
             with pytest.raises(FakewatchError) as refused:  # 24 reviews hold out a handful: too few to trust
-                promote_version(session, candidate.id, settings)
+                promote_version(session, candidate.id, settings, actor=OPERATOR)
             assert refused.value.code == "promotion_refused"
-            promote_version(session, candidate.id, settings, override_reason="tests: a tiny model on tiny data")
+            promote_version(session, candidate.id, settings, actor=OPERATOR,
+                            override_reason="tests: a tiny model on tiny data")
         fresh = training_stack.post_image(unique_png(), wait=10).json()
         assert fresh["status"] == "done" and fresh["model_version"] == candidate.name and fresh["cached"] is False
         _rescore_flagged_with(settings, candidate)
     finally:
         with session_scope(settings) as session:
-            assert roll_back(session).name == old.name
+            assert roll_back(session, actor=OPERATOR).name == old.name
     again = training_stack.post_image(unique_png(), wait=10).json()
     assert again["status"] == "done" and again["model_version"] == old.name and again["cached"] is False
     assert scorer.poll() is None and training_stack.processes["worker"] is scorer  # the same scoring process throughout
@@ -384,7 +402,7 @@ def test_running_run_is_cancelled_and_leaves_nothing(training_stack: Stack, revi
     models_before = _model_files(settings.models_dir)
     with session_scope(settings) as session:
         versions_before = len(list(session.scalars(select(ModelVersion))))
-        run = start_training(session, settings, epochs=200)
+        run = start_training(session, settings, actor=as_user(), epochs=200)
     running = _wait_for_run(settings, run.id, until=("running",), timeout=60)
     assert running.status == "running"
     deadline = time.monotonic() + 60
@@ -392,7 +410,7 @@ def test_running_run_is_cancelled_and_leaves_nothing(training_stack: Stack, revi
         time.sleep(0.3)
         running = _wait_for_run(settings, run.id, until=("running",))
     with session_scope(settings) as session:
-        cancel_run(session, run.id)
+        cancel_run(session, run.id, actor=as_user())
     ended = _wait_for_run(settings, run.id, timeout=60)
     assert ended.status == "cancelled" and "unchanged" in (ended.error or "")
     assert ended.progress["epoch"] < 200
@@ -415,7 +433,7 @@ def test_run_that_raises_midway_changes_nothing_active(training_stack: Stack, re
     with session_scope(settings) as session:
         active_before = active_version(session)
         versions_before = len(list(session.scalars(select(ModelVersion))))
-        run = request_training(session, settings, epochs=3)
+        run = request_training(session, settings, actor=as_user(), epochs=3)
     result = worker.training.train_model(run.id, settings)
     assert result["status"] == "failed"
     with session_scope(settings) as session:
@@ -450,6 +468,57 @@ def test_cli_retrain_through_the_api(training_stack: Stack, reviewed: int) -> No
     assert "epoch 1/1" in done.stderr and "Candidate:" in done.stdout and "held-out reviewed images" in done.stdout
 
 
+# Both commands follow their work for this long, polling across many of the server's keep-alive windows (once 2 s,
+# now 75 s); the run has more epochs than fit, and is cancelled then, so the test is bounded whatever the speed.
+FOLLOW_FOR_S = 100
+FOLLOW_EPOCHS = 60
+
+
+def test_retrain_and_scan_follow_for_minutes_without_losing_the_api(training_stack: Stack, reviewed: int,
+                                                                     image_server: LocalServer) -> None:
+    """`retrain --wait` (2 s polls) and back-to-back `scan --wait` runs (1 s polls) against the real gunicorn for
+    about two minutes: every poll reuses a kept-alive connection, and not one of them reports the API unreachable.
+    The run is cancelled through the API at the end, and `retrain --wait` follows it to that end."""
+    env = {**os.environ, **training_stack.env, "FAKEWATCH_API_URL": training_stack.api_url,
+           "FAKEWATCH_API_KEY": training_stack.api_key}
+    photo = photo_bytes("coffee", size=128)
+
+    def slow_image() -> tuple[int, dict[str, str], bytes]:
+        time.sleep(1.0)  # a slow host: the batch takes a while, so the scan polls many times
+        return 200, {"Content-Type": "image/jpeg"}, photo
+
+    urls = [image_server.url(f"/follow/{index}.jpg") for index in range(40)]
+    for url in urls:
+        image_server.routes[url.split(str(image_server.port), 1)[1]] = slow_image
+    listing = Path(training_stack.data_dir) / "follow-urls.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    started = time.monotonic()
+    retrain = subprocess.Popen([sys.executable, "-m", "fakewatch.cli", "retrain", "--epochs", str(FOLLOW_EPOCHS),
+                                "--wait"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    scans = 0
+    try:
+        while time.monotonic() - started < FOLLOW_FOR_S:
+            scan = subprocess.run([sys.executable, "-m", "fakewatch.cli", "scan", str(listing), "--wait"],
+                                  env=env, capture_output=True, text=True, timeout=180, check=False)
+            assert scan.returncode == 0, scan.stderr[-2000:]
+            assert "Cannot reach" not in scan.stderr
+            scans += 1
+        runs = requests.get(f"{training_stack.api_url}/api/v1/training-runs", headers=training_stack.headers(),
+                            timeout=30).json()["runs"]
+        for run in runs:
+            if run["status"] in ("queued", "running"):
+                requests.post(f"{training_stack.api_url}/api/v1/training-runs/{run['id']}/cancel",
+                              headers=training_stack.headers(), timeout=30)
+        out, err = retrain.communicate(timeout=300)
+    finally:
+        if retrain.poll() is None:
+            retrain.kill()
+    assert "Cannot reach" not in err, err[-3000:]
+    assert "epoch 1/" in err and ("Candidate:" in out or "cancelled" in out), (out + err)[-3000:]
+    assert retrain.returncode == (0 if "Candidate:" in out else 1)
+    assert scans >= 2 and time.monotonic() - started >= FOLLOW_FOR_S, "both commands followed their work for minutes"
+
+
 # --- the console section, through AppTest ------------------------------------------------------------------
 
 
@@ -466,11 +535,11 @@ def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Sett
         register_model(session, _fake_version(models_dir, "v1"), activate=True)
         for seed in range(6):
             _review(session, services_db, unique_png(300 + seed), "fake" if seed % 2 else "real")
-        run = request_training(session, services_db, epochs=1)
+        run = request_training(session, services_db, actor=as_user(), epochs=1)
         claim_run(session, run.id)
         finish_run(session, run.id, _fake_version(models_dir, "cand"), comparison)
 
-    at = logged_in(add_moderator(services_db), "views/models.py")
+    at = logged_in(add_moderator(services_db, Role.ADMIN), "views/models.py")  # promoting is an admin's
     assert "Candidate vs active" in texts(at) and "Reviewed images: **3 real, 3 fake**" in texts(at)
     table = at.dataframe[-1].value
     assert table["metric"].tolist() == ["roc_auc", "accuracy", "fpr_at_threshold"]

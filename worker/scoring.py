@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from backend.callbacks import schedule as schedule_callbacks
 from backend.checks import claim_checks, commit_finished, find_cached_scores, record_failure, record_score
 from backend.db import session_scope
 from backend.matching import match_for_image
@@ -20,6 +23,7 @@ from core.enums import CheckStatus
 from core.errors import FakewatchError
 from worker.detectors import detector_for
 from worker.fetching import fetch_into_checks
+from worker.leases import holding_leases
 
 log = logging.getLogger("fakewatch.worker")
 
@@ -27,26 +31,41 @@ log = logging.getLogger("fakewatch.worker")
 def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]:
     """Score the given checks; returns counts by outcome. Safe to run twice on the same ids."""
     with session_scope(settings) as session:
-        checks = claim_checks(session, list(check_ids), stale_after_s=settings.stuck_after_s)
+        checks = claim_checks(session, list(check_ids), stale_after_s=settings.stuck_after_s, lease_s=settings.lease_s,
+                              claimed_by=f"{socket.gethostname()}:{os.getpid()}"[:100])
         if not checks:
             return {"claimed": 0}
-        # The version is fixed for the whole chunk: a promotion mid-chunk applies to the next one.
-        try:
-            version = require_active_version(session)
-        except FakewatchError as error:
-            for check in checks:
-                record_failure(check, error.code, error.message)
-            commit_finished(session, checks)
-            return {"claimed": len(checks), CheckStatus.FAILED.value: len(checks)}
-        # Concurrent, per-host capped, retried within the chunk's time budget: see worker/fetching.py.
-        fetch_into_checks(session, checks, settings)
-        session.commit()
-        pending = [check for check in checks if check.status == CheckStatus.RUNNING]
-        matches = _labelled_matches(session, pending, settings)
-        pending = _apply_cached_scores(session, pending, version, matches)
-        _score_with_model(pending, version, settings, matches)
-        commit_finished(session, checks)
-        return _tally(checks)
+        with holding_leases([check.id for check in checks], settings):
+            return _score_claimed(session, checks, settings)
+
+
+def _score_claimed(session: Session, checks: list[Check], settings: Settings) -> dict[str, int]:
+    # The version is fixed for the whole chunk: a promotion mid-chunk applies to the next one.
+    try:
+        version = require_active_version(session)
+    except FakewatchError as error:
+        for check in checks:
+            record_failure(check, error.code, error.message)
+        _finish_chunk(session, checks, settings)
+        return {"claimed": len(checks), CheckStatus.FAILED.value: len(checks)}
+    # Concurrent, per-host capped, retried within the chunk's time budget: see worker/fetching.py.
+    fetch_into_checks(session, checks, settings)
+    session.commit()
+    pending = [check for check in checks if check.status == CheckStatus.RUNNING]
+    matches = _labelled_matches(session, pending, settings)
+    pending = _apply_cached_scores(session, pending, version, matches)
+    _score_with_model(pending, version, settings, matches)
+    _finish_chunk(session, checks, settings)
+    return _tally(checks)
+
+
+def _finish_chunk(session: Session, checks: list[Check], settings: Settings) -> None:
+    """Commit the chunk's outcomes, then owe the callbacks of the checks and batches it finished: rows written
+    here, posted by the callbacks worker (never from this task, so no receiver slows scoring down)."""
+    finished_batches = commit_finished(session, checks)
+    final = [check.id for check in checks if check.status.is_final and check.callback_url]
+    if final or finished_batches:
+        schedule_callbacks(session, settings, check_ids=final, batch_ids=finished_batches)
 
 
 def _labelled_matches(session: Session, checks: list[Check], settings: Settings) -> dict[int, dict[str, Any] | None]:

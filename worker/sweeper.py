@@ -1,4 +1,5 @@
-"""The sweeper: a thread in each scoring worker's main process that re-queues checks nobody finished.
+"""The sweeper: a thread in each scoring worker's main process that re-queues checks nobody finished, sends the
+callback deliveries that are due (retries, lost messages), and runs retention's deletions when they are due.
 
 Several workers may sweep at once; each re-queue is a conditional update, so the worst case is a check sent
 twice, which the idempotent task absorbs."""
@@ -7,35 +8,63 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
+from backend import callbacks
 from backend.checks import sweep_stuck_checks
 from backend.db import session_scope
-from backend.dispatch import enqueue_scoring
+from backend.delivery import resend_unsent, send_checks
+from backend.idempotency import forget_old_keys
+from backend.retention import apply_retention
 from backend.settings import Settings
 
 log = logging.getLogger("fakewatch.sweeper")
 
 
 def sweep_once(settings: Settings) -> int:
+    """One pass: send the checks the broker refused when they were accepted, then re-queue those whose worker died
+    (a lapsed lease) or whose message was lost, and forget day-old Idempotency-Keys. Returns how many were sent."""
     with session_scope(settings) as session:
+        resent = resend_unsent(session, settings)
         ids = sweep_stuck_checks(session, settings)
+        if ids:
+            send_checks(session, settings, ids)
+        forget_old_keys(session)
+    if resent:
+        log.warning("sent %d checks the broker had refused when they were accepted", resent)
     if ids:
-        log.warning("re-queued %d checks left unfinished past %.0f s", len(ids), settings.stuck_after_s)
-        enqueue_scoring(settings, ids)
-    return len(ids)
+        log.warning("re-queued %d checks whose worker stopped renewing its lease or whose message was lost", len(ids))
+    return resent + len(ids)
+
+
+def sweep_callbacks(settings: Settings) -> int:
+    """Write deliveries a crash left out, then send the ones that are due; returns how many were sent."""
+    with session_scope(settings) as session:
+        written = callbacks.schedule_missing(session, settings)
+        sent = callbacks.send_due(session, settings)
+    return len(written) + len(sent)
 
 
 def _loop(stop: threading.Event, settings: Settings) -> None:
+    next_retention = time.monotonic()
     while not stop.wait(settings.sweep_interval_s):
-        try:
-            sweep_once(settings)
-        except Exception:  # noqa: BLE001 - a database hiccup must not kill the sweeper
-            log.exception("sweep failed; retrying in %.0f s", settings.sweep_interval_s)
+        for name, step in (("sweep", sweep_once), ("callbacks", sweep_callbacks)):
+            try:
+                step(settings)
+            except Exception:  # noqa: BLE001 - a database hiccup must not kill the sweeper
+                log.exception("%s failed; retrying in %.0f s", name, settings.sweep_interval_s)
+        if settings.retention_days is not None and time.monotonic() >= next_retention:
+            next_retention = time.monotonic() + settings.retention_interval_s
+            try:
+                with session_scope(settings) as session:
+                    apply_retention(session, settings)
+            except Exception:  # noqa: BLE001 - tried again at the next interval
+                log.exception("retention failed; retrying in %.0f s", settings.retention_interval_s)
 
 
 def start_sweeper(stop: threading.Event, settings: Settings) -> threading.Thread:
     thread = threading.Thread(target=_loop, args=(stop, settings), name="fakewatch-sweeper", daemon=True)
     thread.start()
-    log.info("sweeper started: every %.0f s, re-queues checks stuck past %.0f s", settings.sweep_interval_s,
-             settings.stuck_after_s)
+    log.info("sweeper started: every %.0f s, re-queues checks whose lease (%.0f s) lapsed", settings.sweep_interval_s,
+             settings.lease_s)
     return thread

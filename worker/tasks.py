@@ -7,7 +7,9 @@ from typing import Any, cast
 
 from celery import Task, shared_task
 
-from backend.dispatch import SCORE_TASK, TRAIN_TASK, FakewatchCelery
+from backend import callbacks
+from backend.db import session_scope
+from backend.dispatch import DELIVER_TASK, SCORE_TASK, TRAIN_TASK, FakewatchCelery
 from backend.settings import Settings
 from worker import scoring, training
 
@@ -24,3 +26,10 @@ def score_checks(self: Task, check_ids: list[str]) -> dict[str, int]:
 @shared_task(name=TRAIN_TASK, bind=True)  # acknowledged on receipt, long time limits: see celery_config
 def train_model(self: Task, run_id: str) -> dict[str, Any]:
     return training.train_model(run_id, _app_settings(self))
+
+
+@shared_task(name=DELIVER_TASK, bind=True)  # on the callbacks queue: its own worker, so scoring never waits on it
+def deliver_callback(self: Task, delivery_id: int) -> str | None:
+    with session_scope(_app_settings(self)) as session:
+        status = callbacks.deliver(session, _app_settings(self), delivery_id)
+    return status.value if status is not None else None

@@ -11,16 +11,17 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from admin.auth import current_user, require_user
+from admin.auth import allowed, current_actor, require_user
 from admin.context import console_settings, session_scope
 from admin.notices import flash, show_flash
+from backend.access import require
 from backend.batches.lifecycle import CreatedBatch, cancel_batch, get_batch, submit_list
 from backend.batches.lists import entries_from_file, entries_from_text
 from backend.batches.progress import list_batches, summarize
 from backend.batches.results import ResultFilter, format_results, iter_results
 from backend.shapes import BatchOut
-from core.enums import BatchStatus
-from core.errors import FakewatchError
+from core.enums import BatchStatus, Permission
+from core.errors import FakewatchError, Forbidden
 
 LIVE_REFRESH_S = 2.0
 SHOWN_RESULTS = 1000
@@ -32,13 +33,17 @@ FILTER_COUNTS: dict[ResultFilter, str] = {"all": "total", "flagged": "flagged", 
 def submit_form(name: str, pasted: str, upload: Any) -> CreatedBatch:
     """Parse the pasted text and the uploaded file (a .csv's `url` column, else one URL per line), then create
     and enqueue the batch."""
+    actor = current_actor()
+    if actor is None:
+        raise Forbidden("Log in again: your session ended.")
+    require(actor, Permission.SUBMIT)
     entries = entries_from_text(pasted)
     if upload is not None:
         entries += entries_from_file(upload.getvalue(), upload.name)
     if not entries:
         raise FakewatchError("invalid_request", "Paste URLs (one per line) or upload a .txt or .csv file.")
     with session_scope() as session:
-        return submit_list(session, entries, console_settings(), name=name.strip() or f"console ({current_user()})")
+        return submit_list(session, entries, console_settings(), name=name.strip() or f"console ({actor.name})")
 
 
 def render_submit_form() -> None:
@@ -90,8 +95,15 @@ def render_batch_list() -> None:
 
 
 def cancel(batch_id: str) -> None:
-    with session_scope() as session:
-        cancel_batch(session, batch_id)
+    actor = current_actor()
+    if actor is None:
+        return
+    try:
+        with session_scope() as session:
+            cancel_batch(session, batch_id, actor=actor)
+    except FakewatchError as error:
+        flash("error", error.message)
+        return
     flash("success", f"Batch {batch_id} cancelled; items already running will finish.")
 
 
@@ -122,7 +134,7 @@ def render_results() -> None:
                                file_name=f"batch-{chosen}-{only}.csv", key="batch_download")
     actions[1].page_link("views/queue.py", label=f"Review its {summary['flagged']} flagged image(s)",
                          query_params={"batch": chosen}, icon=":material/fact_check:")
-    if not BatchStatus(summary["status"]).is_final:
+    if not BatchStatus(summary["status"]).is_final and allowed(Permission.CANCEL_BATCH):
         actions[2].button("Cancel batch", key="batch_cancel", on_click=cancel, args=(chosen,))
     if summary["invalid"]:
         with st.expander(f"{len(summary['invalid'])} invalid line(s)"):
@@ -136,7 +148,8 @@ def render_batches() -> None:
     require_user()
     st.title("Batches")
     show_flash()
-    render_submit_form()
+    if allowed(Permission.SUBMIT):
+        render_submit_form()
     render_batch_list()
     render_results()
 

@@ -4,24 +4,26 @@ check of it, its reviews and escalations, and the same labelling as the queue (w
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from admin.auth import current_user, require_user
+from admin.auth import allowed, current_actor, require_user
 from admin.context import console_settings, session_scope
 from admin.evidence import evidence_lines, verdict_line
 from admin.heatmap import heatmap_png
 from admin.notices import flash, show_flash
-from admin.thumbnails import full_image
+from admin.thumbnails import data_url
+from backend.audit import EventFilters, event_dict, find_events
+from backend.callbacks import deliveries_for_checks, describe_delivery
 from backend.matching import CopySeen, copies_seen, copy_rule
 from backend.reviews import ImageHistory, escalate_images, image_history, label_image
-from backend.schema import Check
+from backend.schema import CallbackDelivery, Check
+from backend.store import read_stored
 from backend.verdicts import decision_when_read, provenance_summary
 from core.decoding import decode_image
-from core.enums import Label
+from core.enums import Label, Permission
 from core.errors import FakewatchError
 from core.policy import Decision
 
@@ -32,14 +34,14 @@ ZOOM_VIEW_PX = 720  # a zoomed image scrolls inside a box this tall
 
 def label(image_id: int, label_name: Label) -> None:
     """on_click callback: record the moderator's label with the reason and note chosen beside the buttons."""
-    user = current_user()
-    if user is None:
+    actor = current_actor()
+    if actor is None:
         return
     note = st.session_state.get("image_note") or None
     reason = st.session_state.get("image_reason")
     try:
         with session_scope() as session:
-            label_image(session, image_id, label_name, user, note=note, copies=copy_rule(console_settings()),
+            label_image(session, image_id, label_name, actor, note=note, copies=copy_rule(console_settings()),
                         reason=None if not reason or reason == NO_REASON else str(reason),
                         reasons=console_settings().review_reasons)
     except FakewatchError as error:
@@ -50,12 +52,12 @@ def label(image_id: int, label_name: Label) -> None:
 
 
 def escalate(image_id: int) -> None:
-    user = current_user()
-    if user is None:
+    actor = current_actor()
+    if actor is None:
         return
     try:
         with session_scope() as session:
-            escalate_images(session, [image_id], str(st.session_state.get("image_escalate_note") or ""), user)
+            escalate_images(session, [image_id], str(st.session_state.get("image_escalate_note") or ""), actor)
     except FakewatchError as error:
         flash("error", error.message)
         return
@@ -67,7 +69,8 @@ def _decision(history: ImageHistory, check: Check) -> Decision:
     return decision_when_read(check, history.reviews[0] if history.reviews else None)
 
 
-def checks_table(history: ImageHistory) -> pd.DataFrame:
+def checks_table(history: ImageHistory, deliveries: dict[str, CallbackDelivery] | None = None) -> pd.DataFrame:
+    deliveries = deliveries or {}
     rows = []
     for check in history.checks:
         decision = _decision(history, check)
@@ -77,6 +80,7 @@ def checks_table(history: ImageHistory) -> pd.DataFrame:
             "verdict source": decision.source, "status": check.status, "source": check.source,
             # The page the image was seen on; the image's own address is its own column.
             "page URL": check.page_url, "image URL": check.source_url, "batch": check.batch_id, "check id": check.id,
+            "callback": describe_delivery(deliveries.get(check.id)),
         })
     return pd.DataFrame(rows)
 
@@ -114,16 +118,19 @@ def escalations_table(history: ImageHistory) -> pd.DataFrame:
 def render_labelling(history: ImageHistory) -> None:
     latest = history.reviews[0] if history.reviews else None
     st.markdown(f"Current label: **{latest.label}** by {latest.reviewer}" if latest else "Not reviewed yet.")
+    if not allowed(Permission.LABEL):
+        return
     st.selectbox("Reason (optional)", [NO_REASON, *console_settings().review_reasons], key="image_reason")
     st.text_input("Note (optional)", key="image_note", max_chars=2000)
     buttons = st.container(horizontal=True)
     # No default: neither label is highlighted. wrap: the labels are never cut, whatever the column's width.
     buttons.button("Fake", key="image_fake", wrap=True, on_click=label, args=(history.image.id, Label.FAKE))
     buttons.button("Real", key="image_real", wrap=True, on_click=label, args=(history.image.id, Label.REAL))
-    with st.expander("Escalate to a second review"):
-        st.text_input("Note for the second reviewer", key="image_escalate_note", max_chars=2000)
-        st.button("Send to second review", key="image_escalate", wrap=True, on_click=escalate,
-                  args=(history.image.id,))
+    if allowed(Permission.ESCALATE):
+        with st.expander("Escalate to a second review"):
+            st.text_input("Note for the second reviewer", key="image_escalate_note", max_chars=2000)
+            st.button("Send to second review", key="image_escalate", wrap=True, on_click=escalate,
+                      args=(history.image.id,))
     if any(row.resolved_at is None for row in history.escalations):
         st.caption("This image waits in the second-review queue.")
 
@@ -146,8 +153,9 @@ def render_summary(history: ImageHistory) -> None:
 
 def render_picture(history: ImageHistory) -> None:
     image = history.image
-    data = full_image(image.storage_key)
-    if not data:
+    try:
+        data = read_stored(image.storage_key, console_settings().images_dir)
+    except FakewatchError:
         st.warning("The stored image file is missing.")
         return
     controls = st.container(horizontal=True, vertical_alignment="bottom")
@@ -158,10 +166,10 @@ def render_picture(history: ImageHistory) -> None:
                                    "blue (looks real) to red (looks fake); see the README."):
         shown = heatmap_png(decode_image(data, console_settings().image_limits), regions)
     if zoom is None:
-        st.image(io.BytesIO(shown), width="stretch")  # large: the whole column
+        st.image(data_url(shown), width="stretch")  # large: the whole column
     else:
         with st.container(height=ZOOM_VIEW_PX, border=True):
-            st.image(io.BytesIO(shown), width=int(image.width * zoom))
+            st.image(data_url(shown), width=int(image.width * zoom))
         st.caption(f"Zoom {zoom:.0%}: {int(image.width * zoom)} × {int(image.height * zoom)} px; scroll to pan.")
     if regions:
         st.caption(f"Heat map: {len(regions)} crop(s), scores {min(r['score'] for r in regions):.2f} to "
@@ -180,6 +188,7 @@ def render_image_page() -> None:
         with session_scope() as session:
             history = image_history(session, sha256)
             copies = copies_seen(session, console_settings(), history.image)
+            deliveries = deliveries_for_checks(session, [check.id for check in history.checks])
     except FakewatchError as error:
         st.error(error.message)
         return
@@ -187,7 +196,10 @@ def render_image_page() -> None:
     image = history.image
     picture, details = st.columns([3, 2])
     with picture:
-        render_picture(history)
+        if image.deleted_at:
+            st.warning(f"This image was deleted on {image.deleted_at:%Y-%m-%d %H:%M} UTC; its checks are kept.")
+        else:
+            render_picture(history)
     with details:
         st.markdown(f"**{image.format}**, {image.width} × {image.height}, {image.byte_size:,} bytes")
         st.caption(f"SHA-256 {image.sha256} · first seen {image.first_seen:%Y-%m-%d %H:%M} UTC")
@@ -195,7 +207,7 @@ def render_image_page() -> None:
         render_labelling(history)
     render_provenance(image.provenance)
     st.subheader(f"Checks ({len(history.checks)})")
-    st.dataframe(checks_table(history), hide_index=True, width="stretch")
+    st.dataframe(checks_table(history, deliveries), hide_index=True, width="stretch")
     st.subheader(f"Copies seen ({len(copies)})")
     if copies:
         st.dataframe(copies_table(copies), hide_index=True, width="stretch")
@@ -209,6 +221,21 @@ def render_image_page() -> None:
     if history.escalations:
         st.subheader(f"Escalations ({len(history.escalations)})")
         st.dataframe(escalations_table(history), hide_index=True, width="stretch")
+    render_history(image.sha256)
+
+
+def render_history(sha256: str) -> None:
+    """The image's own audit trail: every label, undo, escalation and deletion of these bytes, newest first."""
+    with session_scope() as session:
+        events = [event_dict(event) for event in find_events(session, EventFilters(object_type="image",
+                                                                                   object_id=sha256))]
+    st.subheader(f"History ({len(events)})")
+    if not events:
+        st.caption("Nothing has been done to this image yet.")
+        return
+    st.dataframe(pd.DataFrame([{"at": e["at"], "action": e["action"], "by": e["actor_name"], "role": e["actor_role"],
+                                "before": (e["before"] or {}).get("label"), "after": (e["after"] or {}).get("label")}
+                               for e in events]), hide_index=True, width="stretch", key="image_history")
 
 
 render_image_page()

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import streamlit as st
 
-from admin.auth import current_user, require_user
+from admin.auth import allowed, current_actor, require_user
 from admin.context import console_settings, session_scope
 from admin.evidence import evidence_lines, verdict_line
 from admin.notices import flash, show_flash
@@ -31,7 +31,7 @@ from backend.reviews import (
     review_queue,
     undo_last_decision,
 )
-from core.enums import FLAGGED_VERDICTS, Label, Source
+from core.enums import FLAGGED_VERDICTS, Label, Permission, Source
 from core.errors import FakewatchError
 
 PAGE_SIZE = 24
@@ -99,12 +99,12 @@ def _reason() -> str | None:
 
 def decide(image_ids: list[int], check_ids: list[str | None], label: Label) -> None:
     """Record one decision (on_click callback), with the reason chosen above the grid."""
-    user = current_user()
-    if user is None:
+    actor = current_actor()
+    if actor is None:
         return
     try:
         with session_scope() as session:
-            decision = label_images(session, image_ids, label, user, check_ids=check_ids,
+            decision = label_images(session, image_ids, label, actor, check_ids=check_ids,
                                     copies=copy_rule(console_settings()), reason=_reason(),
                                     reasons=console_settings().review_reasons)
     except FakewatchError as error:
@@ -129,13 +129,13 @@ def skip(image_id: int) -> None:
 
 
 def escalate(item: QueueItem) -> None:
-    user = current_user()
-    if user is None:
+    actor = current_actor()
+    if actor is None:
         return
     note = str(st.session_state.get(f"escalate_note_{item.image_id}") or "")
     try:
         with session_scope() as session:
-            escalate_images(session, [item.image_id], note, user, check_ids=[item.check_id])
+            escalate_images(session, [item.image_id], note, actor, check_ids=[item.check_id])
     except FakewatchError as error:
         flash("error", error.message)
         return
@@ -181,11 +181,15 @@ def confirm_all(filters: QueueFilters) -> None:
 
 
 def undo() -> None:
-    user = current_user()
-    if user is None:
+    actor = current_actor()
+    if actor is None:
         return
-    with session_scope() as session:
-        decision = undo_last_decision(session, user)
+    try:
+        with session_scope() as session:
+            decision = undo_last_decision(session, actor)
+    except FakewatchError as error:
+        flash("error", error.message)
+        return
     if decision is None:
         flash("error", "Nothing to undo: you have not labelled anything yet.")
     else:
@@ -218,6 +222,8 @@ def render_card(item: QueueItem, first: bool) -> None:
                        "labelling this image labels them too (Real: only those the model did not call fake).")
         st.page_link("views/image.py", label="Image details", query_params={"sha256": item.sha256},
                      icon=":material/open_in_new:")
+        if not allowed(Permission.LABEL):  # a viewer sees the queue, without the labelling controls
+            return
         st.checkbox("Select", key=f"select_{item.image_id}")
         # Shortcuts on the first card only: a key means one image. The buttons keep their natural width and flow
         # onto a second row when the card is narrow (a 1366-pixel screen), so no label is ever cut.
@@ -229,7 +235,7 @@ def render_card(item: QueueItem, first: bool) -> None:
                        on_click=decide, args=([item.image_id], [item.check_id], Label.REAL))
         actions.button("Skip", key=f"skip_{item.image_id}", shortcut=keys.get("skip"), on_click=skip,
                        args=(item.image_id,))
-        if item.escalation_note is None:
+        if item.escalation_note is None and allowed(Permission.ESCALATE):
             with actions.popover("Escalate", key=f"escalate_{item.image_id}"):
                 st.text_input("Note for the second reviewer", key=f"escalate_note_{item.image_id}", max_chars=2000)
                 st.button("Send to second review", key=f"escalate_send_{item.image_id}",
@@ -300,12 +306,18 @@ def render_queue() -> None:
     show_flash()
     summary = st.container(horizontal=True, vertical_alignment="center")
     summary.markdown(f"**{waiting}** image(s) waiting" + (f", {len(skipped)} skipped this session" if skipped else ""))
-    summary.button("Undo my last decision", key="undo", on_click=undo, icon=":material/undo:",
-                   shortcut=SHORTCUTS["undo"])
+    labelling = allowed(Permission.LABEL)
+    if labelling:
+        summary.button("Undo my last decision", key="undo", on_click=undo, icon=":material/undo:",
+                       shortcut=SHORTCUTS["undo"])
     if skipped:
         summary.button("Show skipped again", key="unskip", on_click=skipped_ids().clear)
     if not items:
         st.info("Nothing to review under these filters.")
+        return
+    if not labelling:  # a viewer sees the queue, without the labelling controls
+        render_grid(items)
+        render_pager(page, pages)
         return
     st.caption("Keys act on the first card: **F** fake, **G** real (genuine), **S** skip, **U** undo.")
     reasons = [NO_REASON, *console_settings().review_reasons]

@@ -9,12 +9,13 @@ from typing import Any
 from apiflask import APIFlask
 from flask_cors import CORS
 
-from backend.api import batches, checks, errors, health, images, training
+from backend.api import batches, checks, errors, health, images, model_versions, reviews, training
 from backend.api.auth import make_limiter
-from backend.api.context import EXTENSION, close_session
+from backend.api.context import EXTENSION, apply_retry_after, close_session
+from backend.api.idempotent import WAIT_SLOTS, make_wait_slots
 from backend.image_provenance import load_trust_anchors
 from backend.settings import Settings
-from backend.shapes import ErrorOut
+from backend.shapes import ERROR_DESCRIPTIONS, ErrorOut
 
 EXTENSION_ORIGINS = [re.compile(r"^chrome-extension://[a-z]+$"), re.compile(r"^moz-extension://[0-9a-f-]+$"),
                      re.compile(r"^safari-web-extension://[0-9A-Za-z-]+$")]
@@ -41,14 +42,17 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
     app.extensions[EXTENSION] = settings
+    app.extensions[WAIT_SLOTS] = make_wait_slots(settings.wait_slots)
     CORS(app, resources={r"/api/*": {"origins": EXTENSION_ORIGINS + list(settings.cors_origins)}},
-         allow_headers=["Authorization", "Content-Type"], max_age=600)
+         allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600)
+    # Registered before the limiter's hook, so it runs after it (Flask runs them in reverse).
+    app.after_request(apply_retry_after)
     limiter = make_limiter(settings.rate_limit, settings.rate_limit_storage)
     limiter.init_app(app)
     # Probes and docs are not API calls; a load balancer polling them must never be throttled.
     limiter.exempt(health.bp)
     errors.register(app)
-    for blueprint in (health.bp, checks.bp, images.bp, training.bp, batches.bp):
+    for blueprint in (health.bp, checks.bp, images.bp, training.bp, batches.bp, reviews.bp, model_versions.bp):
         app.register_blueprint(blueprint)
     app.teardown_appcontext(close_session)
 
@@ -59,9 +63,25 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
             operation = spec.get("paths", {}).get(path, {}).get("post")
             if operation is not None:
                 operation.update(body_doc)
+        _document_common_errors(spec)
         return fold_duplicate_schemas(spec)
 
     return app
+
+
+def _document_common_errors(spec: dict[str, Any]) -> None:
+    """Statuses any API call can get, whatever its view: rate limited (429, every call but the probes), a
+    request body over the size cap (413, every POST), a failure of the server's own (500)."""
+    def doc(status: int) -> dict[str, Any]:
+        # The finished spec holds references, not schema classes.
+        return {"description": ERROR_DESCRIPTIONS[status],
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+
+    for path, operations in spec.get("paths", {}).items():
+        for method, operation in operations.items():
+            statuses = [500] + ([] if path in ("/healthz", "/readyz") else [429]) + ([413] if method == "post" else [])
+            for status in statuses:
+                operation["responses"].setdefault(str(status), doc(status))
 
 
 def fold_duplicate_schemas(spec: dict[str, Any]) -> dict[str, Any]:

@@ -10,9 +10,11 @@ from apiflask import APIBlueprint, Schema
 from apiflask.fields import Integer, String
 from apiflask.validators import OneOf, Range
 from flask import Response, request, stream_with_context, url_for
+from sqlalchemy.exc import IntegrityError
 
-from backend.api.auth import auth, current_key
+from backend.api.auth import auth, current_actor, current_key
 from backend.api.context import app_settings, db
+from backend.api.idempotent import idempotent_request
 from backend.batches.lifecycle import cancel_batch, get_batch, submit_list
 from backend.batches.lists import Entry, entries_from_file, entries_from_json
 from backend.batches.progress import BatchSummary, list_batches, summarize
@@ -24,12 +26,18 @@ from backend.batches.results import (
     format_results,
     iter_results,
 )
+from backend.callbacks import callback_url_for
+from backend.callbacks import schedule as schedule_callbacks
 from backend.db import new_session
 from backend.settings import Settings
-from backend.shapes import BatchOut, BatchPage, CreatedBatchOut, response_doc
+from backend.shapes import BatchOut, BatchPage, CreatedBatchOut, error_doc, response_doc
+from core.enums import Permission
 from core.errors import FakewatchError
 
 bp = APIBlueprint("batches", __name__, url_prefix="/api/v1/batches", tag="Batches")
+
+CALLBACK_DOC = ("Where to POST the batch once it finishes, signed with the key's secret (X-Fakewatch-Signature); "
+                "default: the key's callback URL. Items are not posted one by one.")
 
 RESULT_TYPES: dict[ResultFormat, str] = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
@@ -39,13 +47,15 @@ BATCH_BODY_DOC = {
         "content": {
             "application/json": {"schema": {"type": "object", "required": ["urls"], "properties": {
                 "urls": {"type": "array", "items": {"type": "string"}, "maxItems": 10000},
-                "name": {"type": "string", "maxLength": 200}}}},
+                "name": {"type": "string", "maxLength": 200},
+                "callback_url": {"type": "string", "description": CALLBACK_DOC}}}},
             "text/plain": {"schema": {"type": "string", "description": "One URL per line; # starts a comment."}},
             "text/csv": {"schema": {"type": "string", "description": "A CSV with a header row and a `url` column."}},
             "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                 "file": {"type": "string", "format": "binary",
                          "description": "A .csv with a `url` column, or text with one URL per line."},
-                "name": {"type": "string"}}}},
+                "name": {"type": "string"},
+                "callback_url": {"type": "string", "description": CALLBACK_DOC}}}},
         },
     }
 }
@@ -60,10 +70,15 @@ class Created(BatchSummary):
 
 class NameQuery(Schema):
     name = String(load_default="", metadata={"description": "A name for the batch (JSON bodies may carry it too)."})
+    callback_url = String(load_default="", metadata={"description": "For a text or CSV body: " + CALLBACK_DOC})
+
+
+# Far past any real listing, and small enough that (page - 1) * per_page stays a 64-bit OFFSET.
+MAX_PAGE = 100_000
 
 
 class PageQuery(Schema):
-    page = Integer(load_default=1, validate=Range(min=1))
+    page = Integer(load_default=1, validate=Range(min=1, max=MAX_PAGE))
     per_page = Integer(load_default=20, validate=Range(min=1, max=100))
 
 
@@ -73,17 +88,23 @@ class ResultsQuery(Schema):
     which = String(data_key="only", load_default="all", validate=OneOf(list(RESULT_FILTERS)))
 
 
-def _read_entries() -> tuple[list[Entry], str]:
-    """The submitted lines and the batch name, from JSON, plain text, CSV, or an uploaded file."""
+def _read_entries() -> tuple[list[Entry], str, str]:
+    """The submitted lines, the batch name and callback URL, from JSON, plain text, CSV, or an uploaded file."""
     if request.is_json:
-        return entries_from_json(request.get_json(silent=True))
+        body = request.get_json(silent=True)
+        entries, name = entries_from_json(body)
+        callback = body.get("callback_url") if isinstance(body, dict) else None
+        if callback is not None and not isinstance(callback, str):
+            raise FakewatchError("invalid_request", "callback_url must be text: an http(s) URL.")
+        return entries, name, callback or ""
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
             raise FakewatchError("invalid_request", "Upload the list as a multipart file field named `file`.")
-        return entries_from_file(upload.read(), upload.filename or "", upload.mimetype), request.form.get("name", "")
+        return (entries_from_file(upload.read(), upload.filename or "", upload.mimetype), request.form.get("name", ""),
+                request.form.get("callback_url", ""))
     if request.mimetype in ("text/plain", "text/csv"):
-        return entries_from_file(request.get_data(), "", request.mimetype), ""
+        return entries_from_file(request.get_data(), "", request.mimetype), "", ""
     raise FakewatchError("unsupported_format", 'Send JSON {"urls": [...]}, text/plain with one URL per line, text/csv '
                                                "with a `url` column, or a multipart upload named `file`.", 415)
 
@@ -92,12 +113,30 @@ def _read_entries() -> tuple[list[Entry], str]:
 @bp.auth_required(auth)
 @bp.input(NameQuery, location="query", arg_name="query")
 @bp.output(CreatedBatchOut, status_code=202, description="Accepted: the items are queued")
-@bp.doc(summary="Check a list of image URLs")
+@bp.doc(summary="Check a list of image URLs", responses=error_doc(400, 403, 413, 415))
 def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
-    entries, name = _read_entries()
+    """A retried request with the same ``Idempotency-Key`` answers with the batch the first one created."""
+    actor = current_actor(Permission.SUBMIT)
+    idempotent = idempotent_request("batches")
     session = db()
-    created = submit_list(session, entries, app_settings(), name=name or query.get("name") or "",
-                          api_key_id=current_key().id)
+    earlier = idempotent.earlier_resource(session) if idempotent is not None else None
+    if earlier is None:
+        entries, name, callback = _read_entries()
+        callback_url = callback_url_for(current_key(), callback or query.get("callback_url") or None, app_settings())
+        remember = (lambda created: idempotent.remember(session, created.batch.id)) if idempotent else None
+        try:
+            created = submit_list(session, entries, app_settings(), name=name or query.get("name") or "",
+                                  api_key_id=actor.id, callback_url=callback_url, before_commit=remember)
+        except IntegrityError:
+            # A copy of this request (same key) committed first: answer with its batch.
+            session.rollback()
+            earlier = idempotent.earlier_resource(session) if idempotent is not None else None
+            if earlier is None:
+                raise
+    if earlier is not None:
+        summary = summarize(session, get_batch(session, earlier, actor))
+        return (Created(batch=summary.batch, progress=summary.progress), 202,
+                {"Location": url_for("batches.read_batch", batch_id=earlier), "Idempotent-Replayed": "true"})
     summary = summarize(session, created.batch)
     body = Created(batch=summary.batch, progress=summary.progress, duplicates=created.duplicates)
     return body, 202, {"Location": url_for("batches.read_batch", batch_id=created.batch.id)}
@@ -109,7 +148,7 @@ def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
 @bp.doc(summary="Read a batch's progress")
 def read_batch(batch_id: str) -> BatchSummary:
     session = db()
-    return summarize(session, get_batch(session, batch_id))
+    return summarize(session, get_batch(session, batch_id, current_actor()))
 
 
 @bp.get("")
@@ -118,7 +157,7 @@ def read_batch(batch_id: str) -> BatchSummary:
 @bp.output(BatchPage)
 @bp.doc(summary="List batches, newest first")
 def read_batches(query: dict[str, Any]) -> dict[str, Any]:
-    batches, total = list_batches(db(), query["page"], query["per_page"])
+    batches, total = list_batches(db(), query["page"], query["per_page"], actor=current_actor())
     return {"batches": batches, "page": query["page"], "per_page": query["per_page"], "total": total}
 
 
@@ -128,8 +167,9 @@ def read_batches(query: dict[str, Any]) -> dict[str, Any]:
 @bp.doc(summary="Cancel a batch: items not started end cancelled, running ones finish")
 def cancel(batch_id: str) -> BatchSummary:
     session = db()
-    batch = cancel_batch(session, batch_id)
+    batch = cancel_batch(session, batch_id, actor=current_actor())
     session.commit()
+    schedule_callbacks(session, app_settings(), batch_ids=[batch.id])  # a cancelled batch has finished too
     return summarize(session, batch)
 
 
@@ -140,7 +180,7 @@ def cancel(batch_id: str) -> BatchSummary:
     200, "One row per URL in input order, columns: " + ", ".join(RESULT_COLUMNS), RESULT_TYPES.values(),
     {"type": "string"}))
 def read_results(batch_id: str, query: dict[str, Any]) -> Response:
-    get_batch(db(), batch_id)  # 404 before the stream starts
+    get_batch(db(), batch_id, current_actor())  # 404 before the stream starts, for anyone's batch but one's own
     fmt, only = query["format"], query["which"]
     headers = {"Content-Disposition": f'attachment; filename="batch-{batch_id}-{only}.{fmt}"'}
     stream = stream_with_context(_stream(app_settings(), batch_id, only, fmt))

@@ -7,6 +7,7 @@ from typing import Any
 from apiflask import APIBlueprint
 from sqlalchemy import text
 
+from backend.api.auth import bearer_token, verified_key
 from backend.api.context import app_settings, db
 from backend.dispatch import broker_reachable
 from backend.model_versions import active_version
@@ -23,10 +24,13 @@ def healthz() -> dict[str, str]:
 
 
 @bp.get("/readyz")
-@bp.output(ReadyOut, description="Ready (200), or not ready (503) with the reasons")
+@bp.output(ReadyOut, description="Ready (200), or not ready (503); the reasons and the model version only to a "
+                                 "request with a valid API key")
 @bp.doc(summary="Readiness: database and broker reachable, an active model exists",
-        responses=response_doc(503, "Not ready, and why", ["application/json"], ReadyOut))
+        responses=response_doc(503, "Not ready (and why, with a key)", ["application/json"], ReadyOut))
 def readyz() -> tuple[dict[str, Any], int]:
+    """A load balancer's probe needs only the status; the reasons (error texts naming hosts) and the model version
+    are for an operator, who sends a key."""
     problems: dict[str, str] = {}
     try:
         db().execute(text("SELECT 1"))
@@ -39,6 +43,8 @@ def readyz() -> tuple[dict[str, Any], int]:
     broker_problem = broker_reachable(app_settings())
     if broker_problem:
         problems["broker"] = broker_problem
-    body = {"status": "ready" if not problems else "not_ready", "problems": problems,
-            "model_version": version.name if version else None}
-    return body, (200 if not problems else 503)
+    status = 200 if not problems else 503
+    body: dict[str, Any] = {"status": "ready" if not problems else "not_ready"}
+    if "database" not in problems and verified_key(bearer_token()) is not None:
+        body.update(problems=problems, model_version=version.name if version else None)
+    return body, status

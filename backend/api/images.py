@@ -1,17 +1,23 @@
-"""GET /api/v1/images/<sha256>: the stored image, for the console and the extension; and .../matches, its
-near-copies."""
+"""GET /api/v1/images/<sha256>: the stored image, for the console and the extension; .../matches, its
+near-copies; DELETE removes it (backend/retention.py says what goes and what stays)."""
 
 from __future__ import annotations
 
-from apiflask import APIBlueprint
+from dataclasses import replace
+from typing import Any
+
+from apiflask import APIBlueprint, Schema
+from apiflask.fields import Boolean
 from flask import Response, send_file
 from sqlalchemy import select
 
-from backend.api.auth import auth
+from backend.api.auth import auth, current_actor
 from backend.api.context import app_settings, db
+from backend.checks import image_visible
 from backend.matching import ImageMatches, image_matches
+from backend.retention import Deleted, delete_image
 from backend.schema import Image
-from backend.shapes import ImageMatchesOut, response_doc
+from backend.shapes import DeletedImageOut, ImageMatchesOut, error_doc, response_doc
 from backend.store import image_path, is_sha256
 from core.errors import FakewatchError, NotFound
 
@@ -23,17 +29,25 @@ MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "G
 
 @bp.get("/<sha256>")
 @bp.auth_required(auth)
-@bp.doc(summary="Download a stored image", responses=response_doc(
-    200, "The original image bytes, as they were submitted", MIME_TYPES.values(), {"type": "string", "format": "binary"}))
+@bp.doc(summary="Download a stored image", responses={**response_doc(
+    200, "The original image bytes, as they were submitted, as an attachment (never rendered inline)",
+    MIME_TYPES.values(), {"type": "string", "format": "binary"}), **error_doc(422)})
 def download_image(sha256: str) -> Response:
     if not is_sha256(sha256):
         raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")
     image = db().scalar(select(Image).where(Image.sha256 == sha256))
-    if image is None:
+    # A submitter reads only the images of its own checks; anyone else's answer exactly as a missing one.
+    if image is None or image.deleted_at is not None or not image_visible(db(), image, current_actor()):
         raise NotFound(f"No stored image has SHA-256 {sha256}.")
-    return send_file(image_path(image.storage_key, app_settings().images_dir),
-                     mimetype=MIME_TYPES.get(image.format, "application/octet-stream"), max_age=86400,
-                     etag=image.sha256)
+    mimetype = MIME_TYPES.get(image.format, "application/octet-stream")
+    response = send_file(image_path(image.storage_key, app_settings().images_dir), mimetype=mimetype, max_age=86400,
+                         etag=image.sha256, as_attachment=True,
+                         download_name=f"{image.sha256}.{mimetype.rsplit('/', 1)[-1].replace('octet-stream', 'bin')}")
+    # The bytes are the submitter's, untouched: a browser must neither sniff them into HTML (a GIF with a script
+    # tail) nor render them inline on this origin, nor run anything in them.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
 
 
 @bp.get("/<sha256>/matches")
@@ -44,4 +58,27 @@ def download_image(sha256: str) -> Response:
 def list_matches(sha256: str) -> ImageMatches:
     if not is_sha256(sha256):
         raise FakewatchError("invalid_request", "An image is named by the 64 hex digits of its SHA-256.")
-    return image_matches(db(), app_settings(), sha256)
+    actor, session = current_actor(), db()
+    image = session.scalar(select(Image).where(Image.sha256 == sha256))
+    if image is None or not image_visible(session, image, actor):
+        raise NotFound(f"No stored image has SHA-256 {sha256}.")
+    matches = image_matches(session, app_settings(), sha256)
+    # A submitter sees only the copies among its own images (listed hashes come from shared lists, not keys).
+    return replace(matches, copies=[copy for copy in matches.copies if image_visible(session, copy.image, actor)])
+
+
+class DeleteQuery(Schema):
+    purge = Boolean(load_default=False, metadata={
+        "description": "Also remove the PDQ hash and the labels (kept by default for near-duplicate matching)."})
+
+
+@bp.delete("/<sha256>")
+@bp.auth_required(auth)
+@bp.input(DeleteQuery, location="query", arg_name="query")
+@bp.output(DeletedImageOut, description="Deleted: bytes gone, checks kept and marked")
+@bp.doc(summary="Delete a stored image (takedown or privacy request): an admin's key", responses=error_doc(403))
+def remove_image(sha256: str, query: dict[str, Any]) -> Deleted:
+    session = db()
+    deleted = delete_image(session, app_settings(), sha256, purge=query["purge"], actor=current_actor())
+    session.commit()
+    return deleted

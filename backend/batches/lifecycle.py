@@ -6,19 +6,21 @@ batch's checks by id gives the input order without another column."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from sqlalchemy import Table, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from backend.access import Actor, require, visible_or_not_found
+from backend.audit import record
 from backend.batches.lists import Entry, ParsedList, validate_entries
 from backend.db import get_or_not_found
-from backend.dispatch import enqueue_scoring
+from backend.delivery import send_checks
 from backend.schema import Batch, Check, new_id, utcnow
 from backend.settings import Settings
-from core.enums import PENDING_CHECK_STATUSES, BatchStatus, CheckStatus, Source
+from core.enums import PENDING_CHECK_STATUSES, AuditAction, BatchStatus, CheckStatus, Permission, Source
 from core.errors import FakewatchError
 
 MAX_NAME_CHARS = 200
@@ -31,13 +33,14 @@ class CreatedBatch:
     duplicates: int
 
 
-def create_batch(session: Session, parsed: ParsedList, *, name: str = "", api_key_id: int | None = None) -> CreatedBatch:
+def create_batch(session: Session, parsed: ParsedList, *, name: str = "", api_key_id: int | None = None,
+                 callback_url: str | None = None) -> CreatedBatch:
     """Insert the batch and one queued check per URL in bulk (no commit: :func:`submit_list` commits and sends)."""
     if len(name) > MAX_NAME_CHARS:
         raise FakewatchError("invalid_request", f"name must be at most {MAX_NAME_CHARS} characters.")
     now = utcnow()
     batch = Batch(id=new_id(), name=name, status=BatchStatus.QUEUED, total=len(parsed.urls), invalid=parsed.invalid,
-                  api_key_id=api_key_id, created_at=now)
+                  api_key_id=api_key_id, callback_url=callback_url, created_at=now)
     session.add(batch)
     session.flush()
     prefix = new_id()[:24]
@@ -52,25 +55,35 @@ def create_batch(session: Session, parsed: ParsedList, *, name: str = "", api_ke
 
 
 def submit_list(session: Session, entries: Sequence[Entry], settings: Settings, *, name: str = "",
-                api_key_id: int | None = None) -> CreatedBatch:
+                api_key_id: int | None = None, callback_url: str | None = None,
+                before_commit: Callable[[CreatedBatch], None] | None = None) -> CreatedBatch:
     """Validate the lines, insert the batch, commit, then send its checks to the workers: after the commit, so a
-    worker never sees an item that is not in the database yet."""
+    worker never sees an item that is not in the database yet. ``callback_url`` (checked by the caller) is posted
+    the batch when it finishes. ``before_commit`` writes what must be committed with the batch (the API's record
+    of an ``Idempotency-Key``)."""
     parsed = validate_entries(entries, settings.batch_max_urls)
-    created = create_batch(session, parsed, name=name, api_key_id=api_key_id)
+    created = create_batch(session, parsed, name=name, api_key_id=api_key_id, callback_url=callback_url)
+    if before_commit is not None:
+        before_commit(created)
     session.commit()
-    enqueue_scoring(settings, created.check_ids)
+    send_checks(session, settings, created.check_ids)
     return created
 
 
-def get_batch(session: Session, batch_id: str) -> Batch:
-    return get_or_not_found(session, Batch, batch_id, "batch")
+def get_batch(session: Session, batch_id: str, actor: Actor | None = None) -> Batch:
+    """The batch; ``not_found`` when ``actor`` (None: a trusted internal caller) may not read it."""
+    batch = get_or_not_found(session, Batch, batch_id, "batch")
+    visible_or_not_found(actor, batch.api_key_id, "batch", batch_id)
+    return batch
 
 
-def cancel_batch(session: Session, batch_id: str) -> Batch:
+def cancel_batch(session: Session, batch_id: str, *, actor: Actor) -> Batch:
     """Cancel the items not started yet; running ones finish. A finished batch is left as it is."""
-    batch = get_batch(session, batch_id)
+    batch = get_batch(session, batch_id, actor)
+    require(actor, Permission.CANCEL_BATCH)
     if batch.status.is_final:
         return batch
+    before = {"status": batch.status.value}
     now = utcnow()
     session.execute(
         update(Check).where(Check.batch_id == batch_id, Check.status == CheckStatus.QUEUED)
@@ -81,6 +94,7 @@ def cancel_batch(session: Session, batch_id: str) -> Batch:
     batch.status = BatchStatus.CANCELLED
     batch.finished_at = now
     session.flush()
+    record(session, actor, AuditAction.BATCH_CANCEL, ("batch", batch.id), before, {"status": batch.status.value})
     return batch
 
 
@@ -92,16 +106,18 @@ def mark_batches_running(session: Session, claimed_check_ids: Sequence[str]) -> 
                     .values(status=BatchStatus.RUNNING).execution_options(synchronize_session=False))
 
 
-def settle_batches(session: Session, batch_ids: Iterable[str]) -> None:
+def settle_batches(session: Session, batch_ids: Iterable[str]) -> list[str]:
     """Mark done each of these batches none of whose items is queued or running any more, with the time its last
-    item ended (no commit). Idempotent, and a cancelled batch stays cancelled."""
+    item ended (no commit); returns the ids this call marked done (their callbacks are owed). Idempotent, and a
+    cancelled batch stays cancelled."""
     items = Check.batch_id == Batch.id
     last_ended = (select(func.max(Check.finished_at)).where(items, Check.status != CheckStatus.CANCELLED)
                   .scalar_subquery())
-    session.execute(
+    return list(session.scalars(
         update(Batch)
         .where(Batch.id.in_(list(batch_ids)), Batch.status.in_([BatchStatus.QUEUED, BatchStatus.RUNNING]),
                ~exists().where(items, Check.status.in_(PENDING_CHECK_STATUSES)))
         .values(status=BatchStatus.DONE, finished_at=func.coalesce(last_ended, utcnow()))
+        .returning(Batch.id)
         .execution_options(synchronize_session=False)
-    )
+    ))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend.fetch import validate_url
-from core.errors import FakewatchError
+from core.errors import FakewatchError, Unparseable
 
 # The invalid lines reported back are capped so a file of garbage cannot bloat the batch row.
 MAX_INVALID_REPORTED = 1000
@@ -35,6 +35,8 @@ class ParsedList:
 
 def entries_from_json(body: Any) -> tuple[list[Entry], str]:
     """``{"urls": [...], "name": ...}``: each URL's line is its 1-based position in the list."""
+    if body is None:
+        raise Unparseable('The body is not JSON; send JSON like {"urls": ["https://example.com/a.jpg"]}.')
     if not isinstance(body, dict) or not isinstance(body.get("urls"), list):
         raise FakewatchError("invalid_request",
                              'Send JSON like {"urls": ["https://example.com/a.jpg"], "name": "crawl"}.')
@@ -61,7 +63,7 @@ def entries_from_csv(text: str) -> list[Entry]:
     try:
         header = next(reader)
     except (StopIteration, csv.Error) as error:
-        raise FakewatchError("invalid_request", "The CSV file is empty or unreadable.") from error
+        raise Unparseable("The CSV file is empty or unreadable.") from error
     columns = [column.strip().lower() for column in header]
     if "url" not in columns:
         raise FakewatchError("invalid_request",
@@ -74,8 +76,7 @@ def entries_from_csv(text: str) -> list[Entry]:
             if value:
                 entries.append(Entry(reader.line_num, value))
     except csv.Error as error:
-        raise FakewatchError("invalid_request",
-                             f"The CSV file is malformed near line {reader.line_num}: {error}.") from error
+        raise Unparseable(f"The CSV file is malformed near line {reader.line_num}: {error}.") from error
     return entries
 
 
@@ -90,7 +91,7 @@ def decode_text(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise FakewatchError("invalid_request", f"The list is not UTF-8 text (byte {error.start}).") from error
+        raise Unparseable(f"The list is not UTF-8 text (byte {error.start}).") from error
 
 
 def validate_entries(entries: Sequence[Entry], max_urls: int) -> ParsedList:

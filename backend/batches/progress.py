@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from backend.access import Actor, owner_key_id
 from backend.schema import Batch, Check, utcnow
 from core.enums import BatchStatus, CheckStatus
 
@@ -97,10 +98,16 @@ def summarize(session: Session, batch: Batch) -> BatchSummary:
     return BatchSummary(batch=batch, progress=progress_of(session, [batch.id])[batch.id])
 
 
-def list_batches(session: Session, page: int = 1, per_page: int = 20) -> tuple[list[BatchSummary], int]:
-    """One page of batches, newest first, with the total number of batches."""
-    total = session.scalar(select(func.count()).select_from(Batch)) or 0
-    batches = list(session.scalars(
-        select(Batch).order_by(Batch.created_at.desc(), Batch.id).offset((page - 1) * per_page).limit(per_page)))
+def list_batches(session: Session, page: int = 1, per_page: int = 20,
+                 actor: Actor | None = None) -> tuple[list[BatchSummary], int]:
+    """One page of the batches ``actor`` may read (None: all), newest first, with their total number."""
+    owner = owner_key_id(actor)
+    mine = Batch.api_key_id == owner if owner is not None else None
+    count = select(func.count()).select_from(Batch)
+    query = select(Batch).order_by(Batch.created_at.desc(), Batch.id).offset((page - 1) * per_page).limit(per_page)
+    if mine is not None:
+        count, query = count.where(mine), query.where(mine)
+    total = session.scalar(count) or 0
+    batches = list(session.scalars(query))
     progress = progress_of(session, [batch.id for batch in batches]) if batches else {}
     return [BatchSummary(batch=batch, progress=progress[batch.id]) for batch in batches], total

@@ -63,7 +63,9 @@ def reviewed_images(session: Session) -> list[tuple[Image, Label]]:
     latest = {image_id: label for image_id, label in rows}
     if not latest:
         return []
-    images = session.scalars(select(Image).where(Image.id.in_(latest)).order_by(Image.sha256))
+    # A deleted image is never trained on (its bytes are gone, and it was deleted on request or by retention).
+    images = session.scalars(select(Image).where(Image.id.in_(latest), Image.deleted_at.is_(None))
+                             .order_by(Image.sha256))
     return [(image, Label(latest[image.id])) for image in images]
 
 

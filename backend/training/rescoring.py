@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.dispatch import enqueue_scoring
+from backend.delivery import send_checks
 from backend.model_versions import active_version
 from backend.schema import Batch, Check
 from backend.settings import Settings
@@ -33,5 +33,5 @@ def rescore_flagged(session: Session, settings: Settings, requested_by: str = ""
     checks = [Check(image_id=image_id, source=Source.BATCH, batch_id=batch.id) for image_id in image_ids]
     session.add_all(checks)
     session.commit()
-    enqueue_scoring(settings, [check.id for check in checks])
+    send_checks(session, settings, [check.id for check in checks])
     return batch

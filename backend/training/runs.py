@@ -12,19 +12,23 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.access import Actor, owner_key_id, require, visible_or_not_found
+from backend.audit import record
 from backend.db import get_or_not_found
 from backend.dispatch import enqueue_training
 from backend.model_versions import active_version, register_model
-from backend.schema import ModelVersion, TrainingRun, utcnow
+from backend.schema import ModelVersion, TrainingRun, new_id, utcnow
 from backend.settings import Settings
 from backend.training.data import assemble_training_data
-from core.enums import ACTIVE_RUN_STATUSES, RunStatus
+from core.enums import ACTIVE_RUN_STATUSES, ActorKind, AuditAction, Permission, RunStatus
 from core.errors import FakewatchError
 
 
-def request_training(session: Session, settings: Settings, *, from_scratch: bool = False, epochs: int | None = None,
-                     requested_by: str = "") -> TrainingRun:
+def request_training(session: Session, settings: Settings, *, actor: Actor, from_scratch: bool = False,
+                     epochs: int | None = None) -> TrainingRun:
     """Create a queued training run, or refuse with the reason (one at a time; something to train on)."""
+    require(actor, Permission.TRAIN)
+    requested_by = actor.label
     expire_stale_runs(session, settings)
     busy = current_run(session)
     if busy is not None:
@@ -44,8 +48,14 @@ def request_training(session: Session, settings: Settings, *, from_scratch: bool
     params = {"from_scratch": from_scratch, "epochs": epochs,
               "base_version_id": None if from_scratch or base is None else base.id,
               "architecture": base.architecture if base is not None else "default", "data": data.summary()}
-    run = TrainingRun(status=RunStatus.QUEUED, params=params, requested_by=requested_by,
+    run = TrainingRun(id=new_id(), status=RunStatus.QUEUED, params=params, requested_by=requested_by,
+                      api_key_id=actor.id if actor.kind is ActorKind.KEY else None,
                       progress={"phase": RunStatus.QUEUED.value, "epoch": 0, "epochs": epochs, "history": []})
+    # The event first: its INSERT opens the transaction, so the savepoint below nests in it. (Opened by a
+    # SAVEPOINT, pysqlite's transaction would end at its RELEASE, committing the run without its event.)
+    record(session, actor, AuditAction.TRAINING_START, ("training_run", run.id), None,
+           {"status": RunStatus.QUEUED.value, "from_scratch": from_scratch, "epochs": epochs,
+            "base_version_id": params["base_version_id"]})
     try:
         with session.begin_nested():
             session.add(run)
@@ -55,10 +65,10 @@ def request_training(session: Session, settings: Settings, *, from_scratch: bool
     return run
 
 
-def start_training(session: Session, settings: Settings, *, from_scratch: bool = False, epochs: int | None = None,
-                   requested_by: str = "") -> TrainingRun:
+def start_training(session: Session, settings: Settings, *, actor: Actor, from_scratch: bool = False,
+                   epochs: int | None = None) -> TrainingRun:
     """Request a run, commit it and hand it to the training queue: what the console's Retrain button does."""
-    run = request_training(session, settings, from_scratch=from_scratch, epochs=epochs, requested_by=requested_by)
+    run = request_training(session, settings, actor=actor, from_scratch=from_scratch, epochs=epochs)
     session.commit()
     try:
         enqueue_training(settings, run.id)
@@ -79,12 +89,18 @@ def latest_run(session: Session) -> TrainingRun | None:
     return session.scalar(select(TrainingRun).order_by(TrainingRun.created_at.desc()).limit(1))
 
 
-def get_run(session: Session, run_id: str) -> TrainingRun:
-    return get_or_not_found(session, TrainingRun, run_id, "training run")
+def get_run(session: Session, run_id: str, actor: Actor | None = None) -> TrainingRun:
+    """The run; ``not_found`` when ``actor`` (None: a trusted internal caller) may not read it."""
+    run = get_or_not_found(session, TrainingRun, run_id, "training run")
+    visible_or_not_found(actor, run.api_key_id, "training run", run_id)
+    return run
 
 
-def list_runs(session: Session, limit: int = 20) -> list[TrainingRun]:
-    return list(session.scalars(select(TrainingRun).order_by(TrainingRun.created_at.desc()).limit(limit)))
+def list_runs(session: Session, limit: int = 20, actor: Actor | None = None) -> list[TrainingRun]:
+    query = select(TrainingRun).order_by(TrainingRun.created_at.desc()).limit(limit)
+    if (owner := owner_key_id(actor)) is not None:
+        query = query.where(TrainingRun.api_key_id == owner)
+    return list(session.scalars(query))
 
 
 def expire_stale_runs(session: Session, settings: Settings) -> list[str]:
@@ -135,9 +151,11 @@ def record_progress(session: Session, run_id: str, *, phase: str | None = None, 
     return run.cancel_requested
 
 
-def cancel_run(session: Session, run_id: str) -> TrainingRun:
+def cancel_run(session: Session, run_id: str, *, actor: Actor) -> TrainingRun:
     """Cancel a queued run at once, or ask the worker to stop a running one (it stops within a batch)."""
-    run = get_run(session, run_id)
+    run = get_run(session, run_id, actor)
+    require(actor, Permission.TRAIN)
+    before = {"status": run.status.value, "cancel_requested": run.cancel_requested}
     if run.status == RunStatus.QUEUED:
         _finish(run, RunStatus.CANCELLED, "Cancelled before it started.")
     elif run.status == RunStatus.RUNNING:
@@ -145,6 +163,8 @@ def cancel_run(session: Session, run_id: str) -> TrainingRun:
     else:
         raise FakewatchError("not_cancellable", f"Training run {run_id} already ended ({run.status}).", 409)
     session.flush()
+    record(session, actor, AuditAction.TRAINING_CANCEL, ("training_run", run.id), before,
+           {"status": run.status.value, "cancel_requested": run.cancel_requested})
     return run
 
 

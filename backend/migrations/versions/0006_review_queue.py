@@ -1,16 +1,16 @@
-"""The review console as a daily tool: a decision's reason (a policy category), escalations to a second review,
+"""The review console as a daily tool: escalations to a second review,
 the history of model activations (who promoted or rolled back, and the reason typed to override the promotion
 guard), and console logins that last across reloads (a cookie's token, hashed).
 
 Revision ID: 0006_review_queue
-Revises: 0007_matching (main merged issue 15's 0007 first; this one follows it)
+Revises: 0010_leases_idempotency (main's chain: 0004 -> 0007 -> 0008 -> 0005 -> 0010; reviews.reason comes from 0008)
 Create Date: 2026-12-02 03:00:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = "0006_review_queue"
-down_revision = "0007_matching"
+down_revision = "0010_leases_idempotency"
 branch_labels = None
 depends_on = None
 
@@ -18,8 +18,6 @@ ACTIVATION_KINDS = ("promote", "roll_back")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("reviews") as batch:
-        batch.add_column(sa.Column("reason", sa.String(100), nullable=True))
     op.create_table(
         "escalations",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -60,5 +58,3 @@ def downgrade() -> None:
     op.drop_table("model_activations")
     op.drop_index("ix_escalations_open", table_name="escalations")
     op.drop_table("escalations")
-    with op.batch_alter_table("reviews") as batch:
-        batch.drop_column("reason")
