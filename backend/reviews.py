@@ -377,7 +377,7 @@ def escalate_images(session: Session, image_ids: Sequence[int], note: str, actor
     _validate_note(text)
     by = actor.label
     ids = list(dict.fromkeys(image_ids))
-    known = dict(session.execute(select(Image.id, Image.sha256).where(Image.id.in_(ids))).tuples())
+    known = {row.id: row.sha256 for row in session.execute(select(Image.id, Image.sha256).where(Image.id.in_(ids)))}
     if not ids or (missing := [i for i in ids if i not in known]):
         raise NotFound(f"There is no image with id {missing[0]}." if ids else "Choose an image to escalate.")
     by_image = dict(zip(image_ids, check_ids or [None] * len(image_ids), strict=True))

@@ -201,7 +201,9 @@ def test_events_record_before_and_after(database: Settings) -> None:
     assert undo.action == "review.undo" and undo.before["label"] == "fake" and undo.after["label"] == "real"  # type: ignore[index]
     [promotion] = promoted
     assert promotion.before == {"active": "one", "active_id": world.versions["one"]}
-    assert promotion.after == {"active": "two", "active_id": world.versions["two"]}
+    assert promotion.after is not None and promotion.after["override_reason"] == OVERRIDE  # the guard was overridden
+    assert {k: promotion.after[k] for k in ("active", "active_id")} == {"active": "two", "active_id": world.versions["two"]}
+    assert promotion.after["refusal"].startswith("two was never measured against the active version one")
     csv_text = events_csv(history)
     assert csv_text.splitlines()[0].startswith("id,at,actor_kind,actor_id,actor_name,actor_role")
     assert len(csv_text.splitlines()) == 4 and '"{""label"": ""real""' in csv_text
