@@ -36,7 +36,7 @@ from backend.settings import Settings
 from backend.shapes import CheckOut
 from backend.store import read_stored
 from backend.users import authenticate, create_user, first_run_lines, hash_password, verify_password
-from core.enums import Role, Source, Verdict
+from core.enums import AuditAction, Role, Source, Verdict
 from core.errors import FakewatchError
 from tests.actors import OPERATOR, as_user
 from tests.fixtures_images import LocalServer, distinct_photos
@@ -684,7 +684,10 @@ def test_image_page_shows_the_verdict_evidence_heat_map_and_page_url(console_db:
     at.text_input(key="image_escalate_note").input("second opinion: the label was a guess")
     at.button(key="image_escalate").click().run()
     assert "This image waits in the second-review queue." in texts(at)
-    assert at.dataframe[-1].value["note"].tolist() == ["second opinion: the label was a guess"]
+    escalations = next(frame.value for frame in at.dataframe if "settled by" in frame.value.columns)
+    assert escalations["note"].tolist() == ["second opinion: the label was a guess"]
+    history = at.dataframe[-1].value  # the image's audit trail (issue 14) records the escalation too
+    assert AuditAction.ESCALATE.value in history["action"].tolist()
 
 
 def test_console_sessions_last_until_they_expire_or_end(console_db: Settings) -> None:
