@@ -40,7 +40,7 @@ def read_versions() -> dict[str, Any]:
 @bp.auth_required(auth)
 @bp.input(PromoteIn, arg_name="body")
 @bp.output(ModelVersionOut, description="Now the active version; workers switch before their next chunk")
-@bp.doc(summary="Make a version the active one, through the promotion guard", responses=error_doc(403, 409))
+@bp.doc(summary="Make a version the active one, through the promotion guard", responses=error_doc(400, 403, 409))
 def promote(version_id: int, body: dict[str, Any]) -> ModelVersion:
     actor = current_actor(Permission.PROMOTE)
     session = db()
