@@ -19,7 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from admin.auth import allowed, current_user, render_login, render_logout  # noqa: E402 - needs the path above
+from admin.auth import (  # noqa: E402 - needs the path above
+    allowed,
+    current_user,
+    render_login,
+    render_logout,
+    write_pending_cookie,
+)
 from core.enums import Permission  # noqa: E402
 
 PAGES = [
@@ -37,6 +43,7 @@ logged_in = current_user() is not None
 shown = [*PAGES, AUDIT_PAGE] if not logged_in or allowed(Permission.READ_AUDIT) else PAGES
 navigation = st.navigation(shown, position="sidebar" if logged_in else "hidden")
 if not logged_in:
+    write_pending_cookie()  # a logout's cookie deletion, written on the login form's run
     render_login()
     st.stop()
 render_logout()

@@ -1,5 +1,7 @@
-"""The console's login gate. A user logs in once per browser session; every page asks ``require_user`` first, so no
-page renders (or writes a review) for someone who has not logged in.
+"""The console's login gate. A login lasts across reloads and tabs for FAKEWATCH_CONSOLE_SESSION_HOURS (12 by
+default): its token lives in a cookie (backend/console_sessions.py checks it on every new browser session) until
+it expires or the user logs out. Every page asks ``require_user`` first, so no page renders (or writes a review)
+for someone who has not logged in.
 
 Logging in goes through backend/logins.py (a growing delay after failures, then a lockout, per name and per
 address; each attempt an audit event). The logged-in user is read back from the database on each run
@@ -9,10 +11,14 @@ services refuse it anyway."""
 
 from __future__ import annotations
 
+import json
+
 import streamlit as st
+from sqlalchemy import select
 
 from admin.context import console_settings, session_scope
 from backend.access import Actor, may
+from backend.console_sessions import console_session_user, end_console_session, start_console_session
 from backend.logins import log_in
 from backend.schema import User
 from core.enums import Permission
@@ -20,19 +26,41 @@ from core.errors import FakewatchError
 
 USER_KEY = "moderator"
 USER_ID_KEY = "console_user_id"
+TOKEN_KEY = "console_token"
+COOKIE_PENDING_KEY = "console_cookie_pending"  # the cookie to write on the next run: (token, max_age_s)
+COOKIE = "fakewatch_console"
 
 
 def current_actor() -> Actor | None:
     """The logged-in user as an Actor (None: nobody, or a user revoked since they logged in)."""
     user_id = st.session_state.get(USER_ID_KEY)
     if user_id is None:
-        return None
+        user_id = _user_id_from_cookie()
+        if user_id is None:
+            return None
     with session_scope() as session:
         user = session.get(User, user_id)
         actor = Actor.of_user(user) if user is not None and user.is_active else None
     if actor is None:
         log_out()
     return actor
+
+
+def _user_id_from_cookie() -> int | None:
+    """A new browser session (a reload, another tab) that carries a live login cookie is logged in."""
+    try:
+        token = st.context.cookies.get(COOKIE)
+    except Exception:  # no browser behind this run (AppTest, bare mode): no cookies to read
+        return None
+    if not isinstance(token, str) or not token:
+        return None
+    with session_scope() as session:
+        name = console_session_user(session, token)
+        user_id = session.scalar(select(User.id).where(User.name == name)) if name is not None else None
+    if user_id is not None:
+        st.session_state[USER_ID_KEY], st.session_state[USER_KEY] = user_id, name
+        st.session_state[TOKEN_KEY] = token
+    return user_id
 
 
 def current_user() -> str | None:
@@ -79,21 +107,41 @@ def render_login() -> None:
         password = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Log in", type="primary")
     if submitted:
+        hours = console_settings().console_session_hours
         try:
             with session_scope() as session:
                 user = log_in(session, console_settings(), name, password, client_address())
+                token = start_console_session(session, user.name, hours)
                 st.session_state[USER_ID_KEY], st.session_state[USER_KEY] = user.id, user.name
         except FakewatchError as error:
             st.error(error.message)
             return
+        st.session_state[TOKEN_KEY] = token
+        st.session_state[COOKIE_PENDING_KEY] = (token, int(hours * 3600))
         st.rerun()
     st.caption("Users are created with `fakewatch users create NAME --role viewer|moderator|admin`; `fakewatch up` "
                "prints the first password (user admin) on its first run.")
 
 
+def _write_cookie(value: str, max_age_s: int) -> None:
+    """Set (or, with max_age_s 0, delete) the login cookie in the browser; Streamlit has no API that does."""
+    st.html(f"<script>document.cookie = {json.dumps(COOKIE)} + '=' + {json.dumps(value)} + "
+            f"'; path=/; max-age={int(max_age_s)}; SameSite=Strict';</script>", unsafe_allow_javascript=True)
+
+
 def log_out() -> None:
+    with session_scope() as session:
+        end_console_session(session, st.session_state.get(TOKEN_KEY))
     st.session_state.pop(USER_KEY, None)
     st.session_state.pop(USER_ID_KEY, None)
+    st.session_state.pop(TOKEN_KEY, None)
+    st.session_state[COOKIE_PENDING_KEY] = ("", 0)
+
+
+def write_pending_cookie() -> None:
+    pending = st.session_state.pop(COOKIE_PENDING_KEY, None)
+    if pending is not None:
+        _write_cookie(*pending)
 
 
 def render_logout() -> None:
@@ -101,6 +149,7 @@ def render_logout() -> None:
     if actor is None:
         return
     with st.sidebar:
+        write_pending_cookie()
         st.caption(f"Logged in as **{actor.name}** ({actor.role})")
         if st.button("Log out", key="logout"):
             log_out()

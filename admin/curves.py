@@ -3,6 +3,7 @@ page) and for a run in progress (the retraining section)."""
 
 from __future__ import annotations
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -19,9 +20,27 @@ def history_frame(history: dict[str, list[float]] | list[dict[str, float]]) -> p
     return pd.DataFrame(history).set_index("epoch")
 
 
+def curve_chart(frame: pd.DataFrame, metric: str) -> alt.Chart | None:
+    """Lines with a point on every epoch (so a one-epoch run shows its point, not an empty chart), on an x axis of
+    whole epochs."""
+    keys = [key for key in (metric, f"val_{metric}") if key in frame]
+    if not keys:
+        return None
+    long = (frame[keys].rename(columns={metric: "train", f"val_{metric}": "valid"})
+            .reset_index(names="epoch").melt("epoch", var_name="split", value_name=metric).dropna())
+    epochs = [int(epoch) for epoch in frame.index]
+    x_axis = alt.Axis(format="d", values=epochs if len(epochs) <= 20 else alt.Undefined, tickMinStep=1)
+    return (alt.Chart(long).mark_line(point=True)
+            .encode(x=alt.X("epoch:Q", axis=x_axis, scale=alt.Scale(domain=[min(epochs) - 0.5, max(epochs) + 0.5])
+                            if len(epochs) == 1 else alt.Undefined, title="epoch"),
+                    y=alt.Y(f"{metric}:Q", title=metric), color=alt.Color("split:N", title=None),
+                    tooltip=["epoch", "split", metric])
+            .properties(height=240))
+
+
 def render_curves(frame: pd.DataFrame) -> None:
     for metric, column in zip(CURVE_METRICS, st.columns(len(CURVE_METRICS)), strict=True):
-        keys = [key for key in (metric, f"val_{metric}") if key in frame]
-        if keys:
+        chart = curve_chart(frame, metric)
+        if chart is not None:
             column.markdown(f"**{metric}**")
-            column.line_chart(frame[keys].rename(columns={metric: "train", f"val_{metric}": "valid"}), height=240)
+            column.altair_chart(chart, width="stretch")

@@ -16,10 +16,10 @@ from admin.context import console_settings, session_scope
 from admin.curves import history_frame, render_curves
 from admin.notices import flash, show_flash
 from backend.access import Actor
-from backend.model_versions import previous_version, promote_version, roll_back
+from backend.model_versions import check_promotion, promote_version, roll_back, rollback_candidates
 from backend.schema import ModelVersion
 from backend.shapes import RunOut
-from backend.training.comparison import comparison_rows
+from backend.training.comparison import HELDOUT_SET, comparison_rows
 from backend.training.data import assemble_training_data
 from backend.training.rescoring import rescore_flagged
 from backend.training.runs import cancel_run, get_run, latest_run, start_training
@@ -38,7 +38,8 @@ def render_retraining(versions: list[ModelVersion]) -> None:
         data = assemble_training_data(session, console_settings()).summary()
         run = latest_run(session)
         body: dict[str, Any] | None = RunOut().dump(run) if run is not None else None
-        previous = previous_version(session)
+        earlier = rollback_candidates(session)
+        current = next((version for version in versions if version.active), None)
     _render_data_summary(data)
     busy = body is not None and RunStatus(body["status"]).is_active
     if allowed(Permission.TRAIN):
@@ -51,7 +52,7 @@ def render_retraining(versions: list[ModelVersion]) -> None:
         if body["status"] == RunStatus.DONE and body["candidate"]:
             _render_comparison(body)
     if allowed(Permission.PROMOTE):
-        _render_roll_back(versions, previous)
+        _render_roll_back(earlier, current)
 
 
 def _actor() -> Actor:
@@ -122,9 +123,13 @@ def _run_panel(body: dict[str, Any]) -> None:
             _act(lambda session: cancel_run(session, run_id, actor=_actor()), "Cancel requested for run {result.id}.")
 
 
-def comparison_table(comparison: dict[str, Any] | None) -> pd.DataFrame:
-    """Candidate beside active, per evaluation set and metric, with the difference."""
-    frame = pd.DataFrame(comparison_rows(comparison), columns=["set", "images", "metric", "active", "candidate"])
+COMPARISON_COLUMNS = ["set", "images", "metric", "active", "active 95% CI", "candidate", "candidate 95% CI",
+                      "comparable"]
+
+
+def comparison_table(comparison: dict[str, Any] | None, min_images: int = 0) -> pd.DataFrame:
+    """Candidate beside active, per evaluation set and metric, with their 95% intervals and the difference."""
+    frame = pd.DataFrame(comparison_rows(comparison, min_images), columns=COMPARISON_COLUMNS)
     frame["change"] = pd.to_numeric(frame["candidate"]) - pd.to_numeric(frame["active"])
     return frame
 
@@ -132,22 +137,42 @@ def comparison_table(comparison: dict[str, Any] | None) -> pd.DataFrame:
 def _render_comparison(body: dict[str, Any]) -> None:
     candidate = body["candidate"]
     comparison = body["comparison"] or {}
+    minimum = console_settings().promotion_min_heldout
     st.subheader("Candidate vs active")
     st.caption(f"Candidate **{candidate['name']}** against **{comparison.get('active_version')}** (active when it was "
-               "measured), on the same images, each at its own threshold.")
-    st.dataframe(comparison_table(comparison), hide_index=True, width="stretch")
+               "measured), on the same images, each at its own threshold, with 95% confidence intervals. A set of "
+               f"fewer than {minimum} images is not comparable: its figures move more by chance than by model.")
+    st.dataframe(comparison_table(comparison, minimum), hide_index=True, width="stretch")
+    names = [part["name"] for part in comparison.get("sets", [])]
+    if not any(name != HELDOUT_SET for name in names):
+        st.caption("No base dataset's validation split was measured (none is configured or present): only the "
+                   "held-out reviewed images, so what the candidate forgot of the base data is not shown.")
     if candidate["active"]:
         st.success(f"{candidate['name']} is active.")
         return
+    with session_scope() as session:
+        guard = check_promotion(session, candidate["id"], console_settings())
+    if guard.refusals:
+        st.warning("Promotion is refused: " + " ".join(guard.refusals))
+    else:
+        st.success(f"Passes the promotion guard: {guard.heldout_images} held-out reviewed images, false-positive rate "
+                   "no worse than the active version's.")
     if not allowed(Permission.PROMOTE):
         return
+    reason = ""
+    if guard.refusals:
+        reason = st.text_input("Override: why promote it anyway (admins; kept with the activation)",
+                               key="retrain_override_reason", max_chars=500)
     rescore = st.checkbox("Re-score flagged images with it, as a batch", key="retrain_rescore")
-    if st.button(f"Promote {candidate['name']}", type="primary", key="retrain_promote"):
-        _act(lambda session: _promote(session, candidate["id"], rescore), "{result}")
+    label = f"Promote {candidate['name']}" + (" anyway" if guard.refusals else "")
+    if st.button(label, type="primary", key="retrain_promote"):
+        _act(lambda session: _promote(session, candidate["id"], rescore, reason), "{result}")
 
 
-def _promote(session: Any, version_id: int, rescore: bool) -> str:
-    version = promote_version(session, version_id, actor=_actor())
+def _promote(session: Any, version_id: int, rescore: bool, override_reason: str) -> str:
+    # Promoting (and so overriding the guard) is Permission.PROMOTE, an admin's: promote_version checks and audits.
+    version = promote_version(session, version_id, console_settings(), actor=_actor(),
+                              override_reason=override_reason or None)
     message = f"{version.name} is active: workers score with it from their next batch."
     if rescore:
         session.commit()
@@ -156,17 +181,16 @@ def _promote(session: Any, version_id: int, rescore: bool) -> str:
     return message
 
 
-def _render_roll_back(versions: list[ModelVersion], previous: ModelVersion | None) -> None:
-    """``previous``: what a plain roll-back would re-activate (backend.model_versions.previous_version)."""
-    earlier = [version for version in versions if not version.active]
+def _render_roll_back(earlier: list[ModelVersion], current: ModelVersion | None) -> None:
+    """``earlier``: the versions that were active before, most recently active first (never a mere candidate)."""
     if not earlier:
         return
-    current = next((version for version in versions if version.active), None)
     st.subheader("Roll back")
-    names = [version.name for version in earlier]
-    default = names.index(previous.name) if previous is not None else 0
-    chosen = st.selectbox("Version to make active again", names, index=default, key="retrain_rollback_choice")
+    by_name = {version.name: version for version in earlier}
+    chosen = st.selectbox("Version to make active again (versions that were active before, newest first)",
+                          list(by_name), key="retrain_rollback_choice",
+                          format_func=lambda name: f"{name} (last active {by_name[name].activated_at:%Y-%m-%d %H:%M} UTC)")
     label = f"Roll back from {current.name}" if current is not None else "Activate"
     if st.button(label, key="retrain_rollback"):
-        version_id = earlier[names.index(chosen)].id
+        version_id = by_name[str(chosen)].id
         _act(lambda session: roll_back(session, version_id, actor=_actor()), "{result.name} is active again.")

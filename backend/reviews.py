@@ -1,8 +1,11 @@
-"""Moderators' reviews: the review queue, recording a label (one or many images at once), undoing the last
-decision, and an image's history (its checks and reviews) for the console's Image page.
+"""Moderators' reviews: the review queue (paged, or every matching image at once), recording a label (one or
+many images at once, with an optional reason from the configured policy categories), undoing the last decision,
+escalating an image to a second review with a note, and an image's history (its checks, reviews and escalations)
+for the console's Image page.
 
 A label belongs to an image (its bytes), not to one check: once reviewed, every check of the same SHA-256
-shows the label in its ``review`` field, and the image leaves the queue.
+shows the label in its ``review`` field, and the image leaves the queue. An escalated image leaves the main queue
+for the second-review queue until someone labels it.
 
 A label also follows the image's near-copies (PDQ hashes within ``CopyRule.distance``): the queue shows copies
 as one card, and labelling an image resolves the open queue items that are its copies in the same decision
@@ -15,18 +18,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import Select, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from backend.access import Actor, require
 from backend.audit import record
 from backend.perceptual_hash import MATCH_DISTANCE, MIN_QUALITY, hex_to_bytes
-from backend.schema import Check, Image, Review, isoformat_z, utcnow
+from backend.schema import Check, Escalation, Image, Review, isoformat_z, utcnow
 from backend.verdicts import provenance_summary
 from core.enums import FLAGGED_VERDICTS, AuditAction, CheckStatus, Label, Permission, Source, Verdict, VerdictSource
 from core.errors import FakewatchError, NotFound
+from core.policy import verdict_confidence
 
 QUEUE_ORDERS = ("oldest", "highest_score")
 MAX_NOTE_CHARS = 2000
@@ -43,6 +48,8 @@ class QueueFilters:
     min_score: float = 0.0
     max_score: float = 1.0
     order: str = "oldest"
+    # False: the main queue (escalated images left out); True: the second-review queue of escalated images.
+    escalated: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,11 @@ class QueueItem:
     evidence: str = ""
     # Other waiting images that are near-copies of this one, shown on its card (labelling it resolves them).
     copies: tuple[int, ...] = ()
+    confidence: float | None = None
+    provenance: dict[str, Any] | None = None
+    match: dict[str, Any] | None = None
+    escalation_note: str | None = None
+    escalated_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,18 +114,27 @@ class Decision:
     copies: tuple[ResolvedCopy, ...] = ()
 
 
+def _open_escalation(image_id: Any) -> Any:
+    return exists().where(Escalation.image_id == image_id, Escalation.resolved_at.is_(None))
+
+
 def _queue_query(filters: QueueFilters, exclude_image_ids: Sequence[int]) -> Select[Check]:
     reviewed = exists().where(Review.image_id == Check.image_id)
     # A copy of an image labelled fake was decided by that label: no one needs to look at it again.
     not_matched_fake = or_(Check.verdict_source.is_(None), Check.verdict_source != VerdictSource.MATCH,
                            Check.verdict != Verdict.FAKE)
     query = select(Check).where(
-        Check.status == CheckStatus.DONE, Check.flagged.is_(True), Check.image_id.is_not(None), ~reviewed,
-        not_matched_fake,
+        Check.status == CheckStatus.DONE, Check.image_id.is_not(None),
         Check.image_deleted_at.is_(None),  # a deleted image has nothing left to look at
-        Check.verdict.in_([v for v in filters.verdicts if v in FLAGGED_VERDICTS] or FLAGGED_VERDICTS),
         Check.score >= filters.min_score, Check.score <= filters.max_score,
     )
+    if filters.escalated:
+        # A second review may take back a label too: escalated images stay here until labelled after escalation.
+        query = query.where(_open_escalation(Check.image_id))
+    else:
+        query = query.where(
+            Check.flagged.is_(True), ~reviewed, not_matched_fake, ~_open_escalation(Check.image_id),
+            Check.verdict.in_([v for v in filters.verdicts if v in FLAGGED_VERDICTS] or FLAGGED_VERDICTS))
     if filters.sources:
         query = query.where(Check.source.in_(filters.sources))
     if filters.batch_id:
@@ -128,26 +149,46 @@ def _queue_query(filters: QueueFilters, exclude_image_ids: Sequence[int]) -> Sel
 
 
 def review_queue(session: Session, filters: QueueFilters | None = None, limit: int = 24,
-                 exclude_image_ids: Sequence[int] = (), copies: CopyRule | None = DEFAULT_COPY_RULE) -> list[QueueItem]:
+                 exclude_image_ids: Sequence[int] = (), copies: CopyRule | None = DEFAULT_COPY_RULE,
+                 offset: int = 0) -> list[QueueItem]:
     """Flagged, unreviewed images, one item per image, oldest first or highest score first; with ``copies``, the
-    waiting near-copies of an item are folded into its card (``QueueItem.copies``) rather than shown again."""
+    waiting near-copies of an item are folded into its card (``QueueItem.copies``) rather than shown again;
+    ``offset`` cards are passed over (paging)."""
     filters = filters or QueueFilters()
     if filters.order not in QUEUE_ORDERS:
         raise FakewatchError("invalid_request", f"order must be one of {', '.join(QUEUE_ORDERS)}.")
     order = (Check.created_at, Check.id) if filters.order == "oldest" else (Check.score.desc(), Check.created_at)
     query = _queue_query(filters, exclude_image_ids).order_by(*order)
-    items: dict[int, QueueItem] = {}
+    cards: dict[int, tuple[Check, tuple[int, ...]]] = {}
     waiting = _WaitingHashes.load(session, _queue_query(filters, exclude_image_ids), copies)
     folded: set[int] = set()
     # Several checks of one image are one item: read in pages until enough distinct images are found.
-    for check in session.scalars(query.execution_options(yield_per=max(limit * 2, 50))):
-        if check.image_id is not None and check.image_id not in items and check.image_id not in folded:
-            near = tuple(image_id for image_id, _ in waiting.near(check.image_id) if image_id not in items)
+    for check in session.scalars(query.execution_options(yield_per=max((offset + limit) * 2, 50))):
+        if check.image_id is not None and check.image_id not in cards and check.image_id not in folded:
+            near = tuple(image_id for image_id, _ in waiting.near(check.image_id) if image_id not in cards)
             folded.update(near)
-            items[check.image_id] = _queue_item(check, near)
-            if len(items) >= limit:
+            cards[check.image_id] = (check, near)
+            if len(cards) >= offset + limit:
                 break
-    return list(items.values())
+    shown = list(cards.values())[offset:]
+    notes = _open_escalations(session, [check.image_id for check, _ in shown if check.image_id is not None])
+    return [_queue_item(check, near, notes.get(check.image_id or 0)) for check, near in shown]
+
+
+def queue_image_ids(session: Session, filters: QueueFilters | None = None,
+                    exclude_image_ids: Sequence[int] = ()) -> list[int]:
+    """Every image waiting under these filters, on every page: what "select all" labels."""
+    query = _queue_query(filters or QueueFilters(), exclude_image_ids).with_only_columns(Check.image_id).distinct()
+    return sorted(int(image_id) for image_id in session.scalars(query) if image_id is not None)
+
+
+def _open_escalations(session: Session, image_ids: Sequence[int]) -> dict[int, Escalation]:
+    if not image_ids:
+        return {}
+    rows = session.scalars(select(Escalation).where(Escalation.image_id.in_(list(image_ids)),
+                                                    Escalation.resolved_at.is_(None))
+                           .order_by(Escalation.created_at))
+    return {row.image_id: row for row in rows}  # the newest open escalation of each image
 
 
 class _WaitingHashes:
@@ -187,8 +228,9 @@ class _WaitingHashes:
 _POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
 
 
-def _queue_item(check: Check, copies: tuple[int, ...] = ()) -> QueueItem:
+def _queue_item(check: Check, copies: tuple[int, ...] = (), escalation: Escalation | None = None) -> QueueItem:
     assert check.image is not None and check.score is not None and check.verdict is not None
+    source = check.verdict_source or VerdictSource.MODEL
     return QueueItem(
         check_id=check.id, image_id=check.image.id, sha256=check.image.sha256, storage_key=check.image.storage_key,
         width=check.image.width, height=check.image.height, score=check.score, verdict=check.verdict,
@@ -196,6 +238,10 @@ def _queue_item(check: Check, copies: tuple[int, ...] = ()) -> QueueItem:
         model_version=check.model_version.name if check.model_version else None, created_at=check.created_at,
         verdict_source=check.verdict_source, evidence=provenance_summary(check.image.provenance),
         copies=copies,
+        confidence=verdict_confidence(check.score, check.verdict) if source == VerdictSource.MODEL else None,
+        provenance=check.image.provenance, match=check.match,
+        escalation_note=escalation.note if escalation else None,
+        escalated_by=escalation.escalated_by if escalation else None,
     )
 
 
@@ -211,13 +257,21 @@ def oldest_waiting(session: Session) -> datetime | None:
     return session.scalar(query)
 
 
-def _validate_label(label: str, note: str | None) -> Label:
+def _validate_label(label: str, note: str | None, reason: str | None, reasons: Sequence[str]) -> Label:
     if label not in tuple(Label):
         raise FakewatchError("invalid_request",
                              f"label must be one of {', '.join(Label)}, not {label!r}.")
+    _validate_note(note)
+    # The console offers FAKEWATCH_REVIEW_REASONS and passes them; the API takes a short free-text why.
+    if reason is not None and reasons and reason not in reasons:
+        choices = ", ".join(reasons)
+        raise FakewatchError("invalid_request", f"reason must be one of: {choices}; not {reason!r}.")
+    return Label(label)
+
+
+def _validate_note(note: str | None) -> None:
     if note is not None and len(note) > MAX_NOTE_CHARS:
         raise FakewatchError("invalid_request", f"A note has at most {MAX_NOTE_CHARS} characters.")
-    return Label(label)
 
 
 def review_state(review: Review | None) -> dict[str, object] | None:
@@ -233,13 +287,15 @@ def review_state(review: Review | None) -> dict[str, object] | None:
 
 def label_images(session: Session, image_ids: Sequence[int], label: str, actor: Actor,
                  note: str | None = None, check_ids: Sequence[str | None] | None = None,
-                 copies: CopyRule | None = DEFAULT_COPY_RULE, reason: str | None = None) -> Decision:
+                 copies: CopyRule | None = DEFAULT_COPY_RULE, reason: str | None = None, *,
+                 reasons: Sequence[str] = ()) -> Decision:
     """Record one decision: the same label for one or several images, by one moderator, at one instant
     (so undo takes back the whole decision). With ``copies``, the waiting near-copies of those images are
-    resolved in the same decision (see the module's docstring). ``reason`` is a short why (a policy name, say),
-    ``note`` free text. One audit event per image labelled, copies too."""
+    resolved in the same decision (see the module's docstring). ``reason`` is a short why; where ``reasons``
+    (FAKEWATCH_REVIEW_REASONS, the console) is given it must be one of them. ``note`` is free text. The decision
+    settles the images' open escalations. One audit event per image labelled, copies too."""
     require(actor, Permission.LABEL)
-    chosen = _validate_label(label, note)
+    chosen = _validate_label(label, note, reason or None, reasons)
     if reason is not None and len(reason) > MAX_REASON_CHARS:
         raise FakewatchError("invalid_request", f"A reason has at most {MAX_REASON_CHARS} characters.")
     reviewer = actor.label
@@ -259,6 +315,8 @@ def label_images(session: Session, image_ids: Sequence[int], label: str, actor: 
                         note=note or None, reason=reason or None, created_at=now)
         session.add(review)
         record(session, actor, AuditAction.LABEL, ("image", known[image_id]), before, review_state(review))
+    session.execute(update(Escalation).where(Escalation.image_id.in_(ids), Escalation.resolved_at.is_(None))
+                    .values(resolved_at=now, resolved_by=reviewer))
     session.flush()
     resolved = _resolve_copies(session, ids, chosen, actor, note, now, copies)
     return Decision(reviewer=reviewer, label=chosen, image_ids=tuple(ids) + tuple(c.image_id for c in resolved),
@@ -303,8 +361,41 @@ def _resolve_copies(session: Session, labelled_ids: list[int], label: Label, act
 
 def label_image(session: Session, image_id: int, label: str, actor: Actor, note: str | None = None,
                 check_id: str | None = None, copies: CopyRule | None = DEFAULT_COPY_RULE,
-                reason: str | None = None) -> Decision:
-    return label_images(session, [image_id], label, actor, note, [check_id], copies, reason=reason)
+                reason: str | None = None, *, reasons: Sequence[str] = ()) -> Decision:
+    return label_images(session, [image_id], label, actor, note, [check_id], copies, reason=reason,
+                        reasons=reasons)
+
+
+def escalate_images(session: Session, image_ids: Sequence[int], note: str, actor: Actor,
+                    check_ids: Sequence[str | None] | None = None) -> list[Escalation]:
+    """Send images to the second-review queue with a note saying what the next moderator should look at."""
+    require(actor, Permission.ESCALATE)
+    text = (note or "").strip()
+    if not text:
+        raise FakewatchError("invalid_request", "An escalation needs a note: say what the second reviewer should "
+                                                "look at.")
+    _validate_note(text)
+    by = actor.label
+    ids = list(dict.fromkeys(image_ids))
+    known = {row.id: row.sha256 for row in session.execute(select(Image.id, Image.sha256).where(Image.id.in_(ids)))}
+    if not ids or (missing := [i for i in ids if i not in known]):
+        raise NotFound(f"There is no image with id {missing[0]}." if ids else "Choose an image to escalate.")
+    by_image = dict(zip(image_ids, check_ids or [None] * len(image_ids), strict=True))
+    now = utcnow()
+    rows = [Escalation(image_id=image_id, check_id=by_image.get(image_id), note=text, escalated_by=by,
+                       created_at=now) for image_id in ids]
+    session.add_all(rows)
+    for row in rows:
+        record(session, actor, AuditAction.ESCALATE, ("image", known[row.image_id]), None,
+               {"note": text, "check_id": row.check_id, "by": by})
+    session.flush()
+    return rows
+
+
+def escalated_count(session: Session) -> int:
+    """Images waiting in the second-review queue."""
+    query = select(func.count(func.distinct(Escalation.image_id))).where(Escalation.resolved_at.is_(None))
+    return int(session.scalar(query) or 0)
 
 
 def undo_last_decision(session: Session, actor: Actor) -> Decision | None:
@@ -319,6 +410,9 @@ def undo_last_decision(session: Session, actor: Actor) -> Decision | None:
     removed = [(row.image_id, review_state(row)) for row in rows]
     for row in rows:
         session.delete(row)
+    # The escalations that decision settled are open again: the images go back to the second-review queue.
+    session.execute(update(Escalation).where(Escalation.resolved_by == reviewer, Escalation.resolved_at == last_at)
+                    .values(resolved_at=None, resolved_by=None))
     session.flush()
     shas = {row.id: row.sha256
             for row in session.execute(select(Image.id, Image.sha256).where(Image.id.in_([i for i, _ in removed])))}
@@ -348,6 +442,7 @@ class ImageHistory:
     image: Image
     checks: list[Check]
     reviews: list[Review]
+    escalations: list[Escalation]
 
 
 def image_history(session: Session, sha256: str) -> ImageHistory:
@@ -359,4 +454,6 @@ def image_history(session: Session, sha256: str) -> ImageHistory:
         select(Check).where(Check.image_id == image.id).order_by(Check.created_at.desc(), Check.id)))
     reviews = list(session.scalars(
         select(Review).where(Review.image_id == image.id).order_by(Review.created_at.desc(), Review.id.desc())))
-    return ImageHistory(image=image, checks=checks, reviews=reviews)
+    escalations = list(session.scalars(select(Escalation).where(Escalation.image_id == image.id)
+                                       .order_by(Escalation.created_at.desc(), Escalation.id.desc())))
+    return ImageHistory(image=image, checks=checks, reviews=reviews, escalations=escalations)

@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, ma
 
 from core.enums import (
     ACTIVE_RUN_STATUSES,
+    ActivationKind,
     ActorKind,
     BatchStatus,
     CheckStatus,
@@ -300,6 +301,51 @@ class ListedHash(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     added_by: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Escalation(Base):
+    """An image a moderator sent to a second review, with a note; open until someone labels the image."""
+
+    __tablename__ = "escalations"
+    __table_args__ = (Index("ix_escalations_open", "resolved_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    check_id: Mapped[str | None] = mapped_column(ForeignKey("checks.id"))
+    note: Mapped[str] = mapped_column(Text)
+    escalated_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class ModelActivation(Base):
+    """Each time a version was made active: by whom, how, and the reason typed to override the promotion guard."""
+
+    __tablename__ = "model_activations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    kind: Mapped[ActivationKind] = mapped_column(enum_column(ActivationKind, "ck_model_activations_kind"))
+    by: Mapped[str] = mapped_column(String(100), default="")
+    # What the guard refused (its message) and the reason given to go ahead anyway; both null when it passed.
+    refusal: Mapped[str | None] = mapped_column(Text)
+    override_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsoleSession(Base):
+    """A console login, kept in a browser cookie (its token's SHA-256 here), so it lasts across reloads and tabs
+    until it expires or the moderator logs out."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 ACTIVE_RUN = f"status IN ({', '.join(repr(status.value) for status in ACTIVE_RUN_STATUSES)})"

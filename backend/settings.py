@@ -110,6 +110,16 @@ class Settings(BaseSettings):
     training_max_epochs: int = 200
     training_time_limit_s: int = 6 * 3600
     training_stale_after_s: float = 900.0
+    # Promotion guard (backend/model_versions.py): a candidate is promoted only when at least this many held-out
+    # reviewed images measured it against the active version (and its false-positive rate is no worse); below this
+    # count a version's metrics are shown as not comparable.
+    promotion_min_heldout: int = 50
+
+    # The console: the reasons a moderator may give with a decision (policy categories), how long a login lasts
+    # across reloads and tabs (backend/console_sessions.py).
+    review_reasons: CommaList = ("AI-generated", "face swap", "edited or composited", "genuine photo",
+                                 "art or satire", "not enough to tell")
+    console_session_hours: float = 12.0
 
     # The console's login limiter (backend/logins.py), per user name and per address: after
     # ``login_delay_after_failures`` failures each further attempt waits twice as long as the last (from
@@ -129,7 +139,7 @@ class Settings(BaseSettings):
     match_min_quality: int = Field(default=50, ge=0, le=100)
     match_reload_s: float = 600.0
 
-    @field_validator("fetch_allowlist", "cors_origins", "training_datasets", mode="before")
+    @field_validator("fetch_allowlist", "cors_origins", "training_datasets", "review_reasons", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_commas(value)

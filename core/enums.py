@@ -112,6 +112,12 @@ class Source(StrEnum):
 UPLOAD_SOURCES: tuple[Source, ...] = (Source.UPLOAD, Source.EXTENSION)
 
 
+class ActivationKind(StrEnum):
+    """How a model version became active: promoted (a candidate, through the promotion guard) or rolled back to
+    (a version that was active before)."""
+
+    PROMOTE = "promote"
+    ROLL_BACK = "roll_back"
 class DeliveryStatus(StrEnum):
     """A callback delivery: pending (its next attempt is due at ``next_attempt_at``) until the receiver answers 2xx
     (delivered) or every retry has failed (failed)."""

@@ -55,6 +55,12 @@ def describe_check(target: str, result: dict[str, Any]) -> str:
         return f"{target}: error {error.get('code')}: {error.get('message')}"
     if status != CheckStatus.DONE:
         return f"{target}: {status} (check {result.get('id')}; not finished yet)"
+    if result.get("verdict_source") == "review" and result.get("review"):
+        # A moderator's label of these bytes is the verdict (DESIGN.md, rule 1); the model's score stays shown.
+        review_by = result["review"]
+        score = "n/a" if result.get("score") is None else f"{result['score']:.3f}"
+        return (f"{target}: reviewed {result['verdict']} (by {review_by['by']} at {review_by['at']}; model score "
+                f"{score}, model {result['model_version']})")
     review = f", reviewed {result['review']['label']}" if result.get("review") else ""
     source = result.get("verdict_source") or "model"
     evidence = (result.get("provenance") or {}).get("summary") or ""
@@ -221,12 +227,17 @@ def report_run(run: dict[str, Any]) -> None:
         return
     click.echo(f"Candidate: {run['candidate']['name']} (not active; compare and promote it in the console)")
     for row in comparison_rows(run["comparison"]):
-        click.echo(f"  {row['set']} [{row['images']}] {row['metric']}: active {_metric(row['active'])}, "
-                   f"candidate {_metric(row['candidate'])}")
+        click.echo(f"  {row['set']} [{row['images']}] {row['metric']}: active {_metric(row['active'])}"
+                   f"{_interval(row['active 95% CI'])}, candidate {_metric(row['candidate'])}"
+                   f"{_interval(row['candidate 95% CI'])}")
 
 
 def _metric(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def _interval(interval: str | None) -> str:
+    return f" (95% CI {interval})" if interval else ""
 
 
 # --- review, models, images -----------------------------------------------------------------------------------------
@@ -278,10 +289,12 @@ def models_list(settings: Settings) -> None:
 
 @models.command("promote")
 @click.argument("version_id", type=int)
+@click.option("--reason", default=None, help="Why to promote although the promotion guard refuses (admins).")
 @click.pass_obj
-def models_promote(settings: Settings, version_id: int) -> None:
-    """Make the version with this id the active one."""
-    version = _client_call(settings, "POST", f"/api/v1/model-versions/{version_id}/promote")
+def models_promote(settings: Settings, version_id: int, reason: str | None) -> None:
+    """Make the version with this id the active one, through the promotion guard."""
+    body = {"reason": reason} if reason else {}
+    version = _client_call(settings, "POST", f"/api/v1/model-versions/{version_id}/promote", json=body)
     click.echo(f"{version['name']} is active.")
 
 

@@ -29,8 +29,8 @@ from backend.keys import create_key, revoke_key
 from backend.logins import log_in, retry_after
 from backend.migrate import alembic_config
 from backend.model_versions import active_version, promote_version, register_model, roll_back
-from backend.reviews import label_image, undo_last_decision
-from backend.schema import AppendOnlyError, AuditEvent, Batch, Review, TrainingRun, User, utcnow
+from backend.reviews import escalate_images, label_image, undo_last_decision
+from backend.schema import AppendOnlyError, AuditEvent, Batch, Escalation, Review, TrainingRun, User, utcnow
 from backend.settings import Settings
 from backend.training.runs import cancel_run, get_run, list_runs, request_training
 from backend.users import create_user, revoke_user
@@ -102,6 +102,8 @@ def _queued_run(session: Session, settings: Settings) -> str:
 
 
 Act = Callable[[Session, Settings, World], Any]
+# "two" was never compared with the active version: the promotion guard refuses it without a typed reason.
+OVERRIDE = "tests: no comparison to guard on"
 # Each gated action, in an order that lets every one of them act (undo after label, roll back after promote...),
 # with the permission it needs, the audit action it writes and the object that event names.
 ACTIONS: list[tuple[str, Permission, AuditAction, Act]] = [
@@ -109,8 +111,10 @@ ACTIONS: list[tuple[str, Permission, AuditAction, Act]] = [
      lambda s, _c, w: label_image(s, w.image_id, "fake", w.actor)),
     ("undo", Permission.LABEL, AuditAction.UNDO,
      lambda s, _c, w: undo_last_decision(s, w.actor)),
+    ("escalate", Permission.ESCALATE, AuditAction.ESCALATE,
+     lambda s, _c, w: escalate_images(s, [w.image_id], "a second look, please", w.actor)),
     ("promote", Permission.PROMOTE, AuditAction.PROMOTE,
-     lambda s, _c, w: promote_version(s, w.versions["two"], actor=w.actor)),
+     lambda s, c, w: promote_version(s, w.versions["two"], c, actor=w.actor, override_reason=OVERRIDE)),
     ("roll back", Permission.PROMOTE, AuditAction.ROLL_BACK,
      lambda s, _c, w: roll_back(s, actor=w.actor)),
     ("start training", Permission.TRAIN, AuditAction.TRAINING_START,
@@ -143,6 +147,7 @@ def _state(settings: Settings) -> tuple[Any, ...]:
     """Everything the actions change, to show that a refused one changed nothing."""
     with session_scope(settings) as session:
         return (session.scalar(select(func.count()).select_from(Review)),
+                session.scalar(select(func.count()).select_from(Escalation)),
                 active_version(session).name,  # type: ignore[union-attr]
                 tuple(session.execute(select(TrainingRun.id, TrainingRun.status, TrainingRun.cancel_requested))),
                 session.get(Batch, _batch_ids(session)[0]).status,  # type: ignore[union-attr]
@@ -186,7 +191,7 @@ def test_events_record_before_and_after(database: Settings) -> None:
     with session_scope(database) as session:
         undo_last_decision(session, world.actor)
     with session_scope(database) as session:
-        promote_version(session, world.versions["two"], actor=world.actor)
+        promote_version(session, world.versions["two"], database, actor=world.actor, override_reason=OVERRIDE)
         history = find_events(session, EventFilters(object_type="image", object_id=world.sha256))
         promoted = find_events(session, EventFilters(actions=[AuditAction.PROMOTE]))
     undo, second, first = history  # newest first
@@ -196,7 +201,9 @@ def test_events_record_before_and_after(database: Settings) -> None:
     assert undo.action == "review.undo" and undo.before["label"] == "fake" and undo.after["label"] == "real"  # type: ignore[index]
     [promotion] = promoted
     assert promotion.before == {"active": "one", "active_id": world.versions["one"]}
-    assert promotion.after == {"active": "two", "active_id": world.versions["two"]}
+    assert promotion.after is not None and promotion.after["override_reason"] == OVERRIDE  # the guard was overridden
+    assert {k: promotion.after[k] for k in ("active", "active_id")} == {"active": "two", "active_id": world.versions["two"]}
+    assert promotion.after["refusal"].startswith("two was never measured against the active version one")
     csv_text = events_csv(history)
     assert csv_text.splitlines()[0].startswith("id,at,actor_kind,actor_id,actor_name,actor_role")
     assert len(csv_text.splitlines()) == 4 and '"{""label"": ""real""' in csv_text

@@ -5,31 +5,38 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
+from PIL import Image as PILImage
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from admin.cli import streamlit_command, users
 from admin.context import SETTINGS_KEY
+from admin.heatmap import heatmap_overlay, region_means
 from backend.access import Actor
 from backend.checks import claim_checks, get_check, record_score, submit_image
+from backend.console_sessions import console_session_user, end_console_session, start_console_session
 from backend.dashboard import dashboard_data
 from backend.db import session_scope
 from backend.model_versions import register_model
 from backend.retention import delete_image
 from backend.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
-from backend.schema import Batch, CallbackDelivery, Check, ModelVersion, Review, User
+from backend.schema import Batch, CallbackDelivery, Check, ConsoleSession, ModelVersion, Review, User
 from backend.settings import Settings
 from backend.shapes import CheckOut
 from backend.store import read_stored
 from backend.users import authenticate, create_user, first_run_lines, hash_password, verify_password
-from core.enums import Role, Source, Verdict
+from core.enums import AuditAction, Role, Source, Verdict
 from core.errors import FakewatchError
 from tests.actors import OPERATOR, as_user
 from tests.fixtures_images import LocalServer, distinct_photos
@@ -520,11 +527,215 @@ def test_a_password_hashed_before_werkzeug_still_logs_in_once_and_is_rehashed(co
         assert authenticate(session, "veteran", "an old password").name == "veteran"
 
 
+# --- the queue at scale: paging, select all, escalation, reasons, shortcuts ------------------------------------------
+
+
+def seed_many(settings: Settings, count: int) -> list[str]:
+    """``count`` flagged checks of distinct images (scores 0.6 to 0.99), oldest first."""
+    register_test_model(settings)
+    start = datetime.now(UTC) - timedelta(hours=5)
+    return [scored_check(settings, photo, 0.6 + 0.39 * n / max(count - 1, 1), page_url=f"https://example.org/p/{n}",
+                         created_at=start + timedelta(seconds=n))
+            for n, photo in enumerate(unrelated_images(count))]
+
+
+def unrelated_images(count: int, size: int = 40) -> list[bytes]:
+    """Images no two of which are near-copies (random pixels: PDQ hashes far apart), so each is its own card."""
+    out = []
+    for seed in range(count):
+        pixels = np.random.default_rng(1000 + seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        PILImage.fromarray(pixels).save(buffer, "PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def card_keys(at: AppTest) -> list[str]:
+    return [button.key for button in at.button if button.key and button.key.startswith("fake_")]
+
+
+def test_a_moderator_labels_150_flagged_images_in_three_actions(console_db: Settings) -> None:
+    seed_many(console_db, 150)
+    at = logged_in(console_db)
+    assert "**150** image(s) waiting" in texts(at) and "Page **1** of **7**" in texts(at)
+    assert len(card_keys(at)) == 24
+    at.button(key="select_all_matching").click().run()                       # 1: select every matching image
+    assert "All **150** image(s) matching the filters are selected, on every page." in texts(at)
+    assert reviews(console_db) == []
+    at.button(key="bulk_all_fake").click().run()                             # 2: choose the label
+    assert "Label **150** image(s) **fake**?" in texts(at) and reviews(console_db) == []
+    at.button(key="bulk_confirm").click().run()                              # 3: confirm
+    assert not at.exception, at.exception
+    assert len(reviews(console_db)) == 150 and {r.label for r in reviews(console_db)} == {"fake"}
+    assert "Labelled 150 image(s) fake." in texts(at) and "Nothing to review under these filters." in texts(at)
+    at.button(key="undo").click().run()  # one decision: one undo takes all of it back
+    assert reviews(console_db) == [] and "**150** image(s) waiting" in texts(at)
+
+
+def test_paging_reaches_every_image_and_select_all_follows_the_filters(console_db: Settings) -> None:
+    seed_many(console_db, 30)
+    at = logged_in(console_db)
+    first_page = card_keys(at)
+    assert len(first_page) == 24 and at.button(key="page_previous").disabled
+    at.button(key="page_next").click().run()
+    second_page = card_keys(at)
+    assert len(second_page) == 6 and not set(first_page) & set(second_page) and at.button(key="page_next").disabled
+    assert "Page **2** of **2**" in texts(at)
+    at.slider(key="queue_scores").set_range(0.9, 1.0).run()  # new filters: back to page 1, selection dropped
+    waiting = int(texts(at).split("**")[1])
+    assert 0 < waiting < 30 and "Page **1** of **1**" in texts(at)
+    at.button(key="select_all_matching").click().run()
+    assert f"All **{waiting}** image(s) matching" in texts(at)
+    at.button(key="bulk_all_real").click().run()
+    at.button(key="bulk_cancel").click().run()
+    assert reviews(console_db) == [] and "matching the filters are selected" not in texts(at)
+    at.button(key="select_all_matching").click().run()
+    at.button(key="bulk_all_real").click().run()
+    at.button(key="bulk_confirm").click().run()
+    assert len(reviews(console_db)) == waiting and {r.label for r in reviews(console_db)} == {"real"}
+    with session_scope(console_db) as session:
+        assert all(item.score < 0.9 for item in review_queue(session, limit=100))
+
+
+def test_escalation_moves_an_image_to_the_second_review_queue_with_its_note(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    image_id = image_id_of(console_db, seeded.flagged[0])
+    at = logged_in(console_db)
+    at.button(key=f"escalate_send_{image_id}").click().run()
+    assert "An escalation needs a note" in texts(at) and "**3** image(s) waiting" in texts(at)
+    at.text_input(key=f"escalate_note_{image_id}").input("looks like a face swap around the jaw")
+    at.button(key=f"escalate_send_{image_id}").click().run()
+    assert "Sent to the second-review queue." in texts(at) and "**2** image(s) waiting" in texts(at)
+    assert f"fake_{image_id}" not in card_keys(at)
+    at.radio(key="queue_which").set_value("Second review (escalated)").run()
+    assert card_keys(at) == [f"fake_{image_id}"]
+    assert f"Escalated by {MODERATOR}: looks like a face swap around the jaw" in texts(at)
+    at.selectbox(key="queue_reason").set_value("face swap").run()
+    at.button(key=f"fake_{image_id}").click().run()
+    assert [(r.label, r.reason) for r in reviews(console_db)] == [("fake", "face swap")]
+    assert "Nothing to review under these filters." in texts(at)
+    at.button(key="undo").click().run()  # the escalation is open again
+    assert card_keys(at) == [f"fake_{image_id}"]
+
+
+def test_queue_buttons_have_no_default_and_shortcuts_on_the_first_card(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    at = logged_in(console_db)
+    assert {button.proto.type for button in at.button} == {"secondary"}  # nothing pre-highlighted
+    first, second = (image_id_of(console_db, check_id) for check_id in seeded.flagged[:2])
+    shortcuts = {button.key: button.proto.shortcut.upper() for button in at.button if button.proto.shortcut}
+    assert shortcuts == {f"fake_{first}": "F", f"real_{first}": "G", f"skip_{first}": "S", "undo": "U"}
+    at.button(key=f"skip_{first}").click().run()
+    shortcuts = {button.key: button.proto.shortcut.upper() for button in at.button if button.proto.shortcut}
+    assert shortcuts[f"fake_{second}"] == "F"  # the next card takes the keys
+
+
+def test_a_reason_outside_the_configured_list_is_refused(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    with session_scope(console_db) as session, pytest.raises(FakewatchError) as refused:
+        label_image(session, image_id_of(console_db, seeded.flagged[0]), "fake", as_user(MODERATOR), reason="because",
+                    reasons=console_db.review_reasons)
+    assert refused.value.code == "invalid_request" and "AI-generated" in refused.value.message
+
+
+# --- the Image page: evidence, heat map, zoom -----------------------------------------------------------------------
+
+
+def test_heat_map_paints_each_pixel_with_the_mean_score_of_its_crops() -> None:
+    regions = [{"box": [0, 0, 6, 4], "score": 1.0}, {"box": [4, 0, 10, 4], "score": 0.0}]
+    means = region_means(regions, 10, 6)
+    assert means[0, 0] == 1.0 and means[0, 5] == 0.5 and means[0, 9] == 0.0
+    assert np.isnan(means[5, 0])  # no crop covers the bottom rows
+    painted = np.asarray(heatmap_overlay(PILImage.new("RGB", (10, 6), (100, 100, 100)), regions))
+    assert painted[0, 0, 0] > 100 > painted[0, 0, 2] and painted[0, 9, 2] > 100 > painted[0, 9, 0]
+    assert painted[5, 0].tolist() == [100, 100, 100]
+
+
+def test_image_page_shows_the_verdict_evidence_heat_map_and_page_url(console_db: Settings) -> None:
+    seeded = seed_queue(console_db)
+    with session_scope(console_db) as session:
+        check = get_check(session, seeded.flagged[1])  # score 0.95: fake at t=0.5 b=0.1
+        assert check.image is not None
+        sha256, width, height = check.image.sha256, check.image.width, check.image.height
+        check.source_url = "https://cdn.example.org/img/1.jpg"
+        check.regions = [{"box": [0, 0, width // 2, height], "score": 0.9},
+                         {"box": [width // 2, 0, width, height], "score": 0.2}]
+    at = logged_in(console_db)
+    at.query_params["sha256"] = sha256
+    at.switch_page("views/image.py").run()
+    assert not at.exception, at.exception
+    assert "fake · score 0.950 · confidence 95% · decided by the model's score" in texts(at)
+    table = at.dataframe[0].value
+    assert table["page URL"].tolist() == ["https://example.org/post/1"]
+    assert table["image URL"].tolist() == ["https://cdn.example.org/img/1.jpg"]
+    assert table["verdict source"].tolist() == ["model"] and table["confidence"].round(2).tolist() == [0.95]
+    assert "Heat map: 2 crop(s), scores 0.20 to 0.90." in texts(at)
+    plain = at.get("image")[0].proto.imgs[0].url
+    at.toggle(key="image_heatmap").set_value(True).run()
+    assert not at.exception, at.exception
+    assert at.get("image")[0].proto.imgs[0].url != plain  # the painted copy replaces the original
+    at.radio(key="image_zoom").set_value("400%").run()
+    assert f"Zoom 400%: {width * 4} × {height * 4} px; scroll to pan." in texts(at)
+    at.selectbox(key="image_reason").set_value("genuine photo").run()
+    at.button(key="image_real").click().run()
+    assert [(r.label, r.reason) for r in reviews(console_db)] == [("real", "genuine photo")]
+    assert "real · score 0.950 · confidence n/a (evidence decided) · decided by a moderator's review" in texts(at)
+    assert at.dataframe[0].value["verdict source"].tolist() == ["review"]
+    at.text_input(key="image_escalate_note").input("second opinion: the label was a guess")
+    at.button(key="image_escalate").click().run()
+    assert "This image waits in the second-review queue." in texts(at)
+    escalations = next(frame.value for frame in at.dataframe if "settled by" in frame.value.columns)
+    assert escalations["note"].tolist() == ["second opinion: the label was a guess"]
+    history = at.dataframe[-1].value  # the image's audit trail (issue 14) records the escalation too
+    assert AuditAction.ESCALATE.value in history["action"].tolist()
+
+
+def test_console_sessions_last_until_they_expire_or_end(console_db: Settings) -> None:
+    with session_scope(console_db) as session:
+        token = start_console_session(session, MODERATOR, hours=12)
+        short = start_console_session(session, MODERATOR, hours=0.5 / 3600)
+        stored = session.scalars(select(ConsoleSession.token_hash)).all()
+    assert token not in stored and len(token) >= 40  # only its hash is kept
+    with session_scope(console_db) as session:
+        assert console_session_user(session, token) == MODERATOR
+        assert console_session_user(session, "not-a-token") is None and console_session_user(session, None) is None
+    time.sleep(0.6)
+    with session_scope(console_db) as session:
+        assert console_session_user(session, short) is None  # expired
+        end_console_session(session, token)
+    with session_scope(console_db) as session:
+        assert console_session_user(session, token) is None  # logged out: in every tab
+        again = start_console_session(session, MODERATOR, hours=12)
+        session.scalars(select(User).where(User.name == MODERATOR)).one().is_active = False
+    with session_scope(console_db) as session:
+        assert console_session_user(session, again) is None
+    assert Settings().console_session_hours == 12
+
+
+def test_versions_measured_on_a_handful_of_images_show_no_comparable_figures(console_db: Settings) -> None:
+    register_test_model(console_db, "test-model-v1", activate=True)
+    path = console_db.models_dir / "tiny-retrain.keras"
+    path.write_bytes(b"placeholder")
+    metrics = {"valid": {"roc_auc": None, "accuracy": 1.0, "counts": {"real": 2, "fake": 1, "total": 3}}}
+    path.with_suffix(".json").write_text(json.dumps({"name": "tiny-retrain", "metrics": metrics,
+                                                     "history": {"loss": [0.7], "val_loss": [0.8]}}))
+    with session_scope(console_db) as session:
+        register_model(session, path)
+    at = logged_in(console_db, "views/models.py")
+    table = at.dataframe[0].value.set_index("name")
+    assert table.loc["tiny-retrain", "valid images"] == 3 and pd.isna(table.loc["tiny-retrain", "accuracy"])
+    assert table.loc["tiny-retrain", "metrics"] == "3 validation image(s): too few to compare"
+    assert table.loc["test-model-v1", "roc_auc"] == 0.91  # no counts recorded: kept as measured
+    at.selectbox(key="models_version").set_value("tiny-retrain").run()
+    assert not at.exception, at.exception
+    assert "**loss**" in texts(at) and "**accuracy**" not in texts(at)  # one epoch of loss: its chart, drawn
+
+
 def test_queue_cards_and_the_image_page_show_the_verdict_source_and_the_evidence(console_db: Settings) -> None:
     register_test_model(console_db)
     check_id = scored_check(console_db, provenance_fixture("C.jpg"), 0.1)  # the model would clear it
     at = logged_in(console_db)
-    assert "**fake** · by provenance · score **0.100**" in texts(at)
+    assert "fake · score 0.100 · confidence n/a (evidence decided) · decided by provenance in the file" in texts(at)
     assert "AI: Content Credentials" in [element.value for element in at.text]  # plain text: it comes from the file
     with session_scope(console_db) as session:
         image = get_check(session, check_id).image

@@ -7,6 +7,7 @@ README's docs/images/admin-*.png (opt-in, so an ordinary test run leaves the wor
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,33 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1440, "height": 1000}
+# The two screens the console's layouts must hold on: a small laptop and a full-HD monitor.
+LAYOUTS = {"1366x768": {"width": 1366, "height": 768}, "1920x1080": {"width": 1920, "height": 1080}}
+# Every visible button whose label does not fit: text cut with an ellipsis (Streamlit's "Fa..." for "Fake"), or
+# a box narrower than one of the label's words, which then breaks mid-word ("F/a/k/e"). Words are measured in
+# the label's own font.
+CUT_BUTTONS_JS = """() => {
+    const width = (text, element) => {
+        const probe = document.createElement('span');
+        const style = getComputedStyle(element);
+        probe.style.cssText = 'position:absolute;visibility:hidden;white-space:nowrap;font:' + style.font
+            + ';letter-spacing:' + style.letterSpacing;
+        probe.textContent = text;
+        document.body.appendChild(probe);
+        const measured = probe.getBoundingClientRect().width;
+        probe.remove();
+        return measured;
+    };
+    return [...document.querySelectorAll('button')]
+        .filter((button) => button.offsetParent !== null && button.innerText.trim())
+        .filter((button) => [...button.querySelectorAll('[data-testid=stMarkdownContainer]')].some((label) => {
+            const text = label.querySelector('p') || label;
+            const room = label.getBoundingClientRect().width;
+            return label.scrollWidth > label.clientWidth + 1
+                || label.innerText.split(/\\s+/).filter(Boolean).some((word) => width(word, text) > room + 1);
+        }))
+        .map((button) => (button.querySelector('[data-testid=stMarkdownContainer]') || button).innerText.trim());
+}"""
 TIMEOUT_MS = 30_000
 MAX_SHOT_PX = 4000
 
@@ -117,9 +145,13 @@ def settle(page: Page, heading: str) -> None:
     expect(page.get_by_test_id("stException")).to_have_count(0)
 
 
-def capture(page: Page, name: str) -> Path:
+def capture(page: Page, name: str, viewport: dict[str, int] | None = None) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"admin-{name}.png"
+    if viewport is not None:  # a shot of the screen as it is, at this size (no stretching to the page's height)
+        page.screenshot(path=str(path))
+        assert path.stat().st_size > 10_000
+        return path
     # Streamlit scrolls its main block, not the document, so a full-page shot needs a window as tall as the page.
     height = page.evaluate("() => document.querySelector('[data-testid=stMain]')?.scrollHeight ?? 0")
     page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(VIEWPORT["height"], height), MAX_SHOT_PX)})
@@ -155,7 +187,8 @@ def test_screenshots_of_every_page(console: Console, page: Page) -> None:
     log_in(page, console.url)
     settle(page, "Review queue")
     expect(page.get_by_text("image(s) waiting")).to_contain_text("3 image(s) waiting")
-    expect(page.get_by_role("button", name="Fake", exact=True)).to_have_count(3)
+    # One Fake per card; the first card's carries its keyboard shortcut in its name.
+    expect(page.get_by_role("button", name=re.compile(r"^Fake"))).to_have_count(3)
     capture(page, "queue")
 
     page.get_by_role("link", name="Image details").first.click()
@@ -185,6 +218,68 @@ def test_one_click_labels_in_the_browser(console: Console, page: Page) -> None:
     expect(waiting).to_contain_text(f"{before - 1} image(s) waiting")
     page.get_by_role("button", name="Undo my last decision").click()
     expect(waiting).to_contain_text(f"{before} image(s) waiting")
+
+
+def cut_buttons(page: Page) -> list[str]:
+    cut: list[str] = page.evaluate(CUT_BUTTONS_JS)
+    return cut
+
+
+@pytest.mark.parametrize("size", list(LAYOUTS))
+def test_layouts_hold_at_laptop_and_full_hd_sizes(console: Console, browser: Browser, size: str) -> None:
+    """Every page at 1366x768 and 1920x1080: a screenshot each, and no button label cut ("Fa..." for "Fake")."""
+    context = browser.new_context(viewport=LAYOUTS[size])  # type: ignore[arg-type]
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        log_in(page, console.url)
+        settle(page, "Review queue")
+        expect(page.get_by_role("button", name=re.compile(r"^Fake")).first).to_be_visible()
+        assert cut_buttons(page) == [], f"cut button labels on the queue at {size}"
+        capture(page, f"queue-{size}", LAYOUTS[size])
+        page.get_by_role("link", name="Image details").first.click()
+        settle(page, "Image")
+        assert cut_buttons(page) == [], f"cut button labels on the Image page at {size}"
+        capture(page, f"image-{size}", LAYOUTS[size])
+        for title in ("Batches", "Dashboard", "Models"):
+            open_page(page, title)
+            assert cut_buttons(page) == [], f"cut button labels on {title} at {size}"
+            capture(page, f"{title.lower()}-{size}", LAYOUTS[size])
+    finally:
+        context.close()
+
+
+def test_cut_labels_are_detected(console: Console, page: Page) -> None:
+    """The check above can fail: a button squeezed to 40 px is reported."""
+    log_in(page, console.url)
+    settle(page, "Review queue")
+    page.evaluate("""() => { const button = [...document.querySelectorAll('button')]
+        .find((b) => b.innerText.includes('Undo my last decision'));
+        button.style.width = '40px'; button.style.minWidth = '0'; button.style.maxWidth = '40px'; }""")
+    assert cut_buttons(page) == ["Undo my last decision"]
+
+
+def test_a_login_lasts_across_reloads_and_tabs_until_logout(console: Console, browser: Browser) -> None:
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        log_in(page, console.url)
+        settle(page, "Review queue")
+        page.wait_for_function("() => document.cookie.includes('fakewatch_console=')")
+        page.reload()
+        settle(page, "Review queue")
+        expect(page.get_by_role("button", name="Log in")).to_have_count(0)
+        other = context.new_page()
+        other.goto(f"{console.url}/dashboard")
+        settle(other, "Dashboard")
+        other.get_by_role("button", name="Log out").click()
+        expect(other.get_by_role("button", name="Log in")).to_be_visible()
+        page.reload()  # the other tab's login ended with it
+        expect(page.get_by_role("button", name="Log in")).to_be_visible()
+        expect(page.get_by_role("heading", name="Review queue", exact=True)).to_have_count(0)
+    finally:
+        context.close()
 
 
 def test_images_are_served_only_inside_the_logged_in_session(console: Console, page: Page) -> None:

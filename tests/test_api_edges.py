@@ -176,7 +176,8 @@ def test_every_status_an_endpoint_sends_is_in_the_spec(database: Settings) -> No
         ("delete", "/api/v1/images/{sha256}"): {"200", "401", "403", "404", "422", "429", "500"},
         ("post", "/api/v1/images/{sha256}/reviews"): {"201", "400", "401", "403", "404", "413", "422", "429", "500"},
         ("get", "/api/v1/queue"): {"200", "401", "403", "422", "429", "500"},
-        ("post", "/api/v1/model-versions/{version_id}/promote"): {"200", "401", "403", "404", "409", "413", "429", "500"},
+        ("post", "/api/v1/model-versions/{version_id}/promote"): {"200", "400", "401", "403", "404", "409", "413", "422", "429",
+                                                                  "500"},
         ("post", "/api/v1/model-versions/rollback"): {"200", "401", "403", "409", "413", "429", "500"},
         ("get", "/readyz"): {"200", "500", "503"},
     }

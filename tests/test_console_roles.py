@@ -60,8 +60,9 @@ def labels(at: AppTest) -> set[str]:
 def world(database: Settings) -> dict[str, Any]:
     """The queue seeded (one labelled image), a candidate beside the active version, and one user per role."""
     seeded = seed_queue(database)
-    register_test_model(database, "older-model", activate=False)
-    register_test_model(database, "test-model-v1", activate=True)  # older-model has never been active
+    # older-model was active before, so an admin has a version to roll back to (issue 16: only such versions).
+    register_test_model(database, "older-model", activate=True)
+    register_test_model(database, "test-model-v1", activate=True)
     with session_scope(database) as session:
         label_image(session, image_id_of(database, seeded.real), "real", as_user("someone"))
     for role in (Role.VIEWER, Role.MODERATOR, Role.ADMIN):

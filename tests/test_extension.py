@@ -25,7 +25,9 @@ from PIL import Image
 from playwright.sync_api import BrowserContext, Page, Worker, expect, sync_playwright
 from sqlalchemy import select
 
+from backend.reviews import label_image, undo_last_decision
 from backend.schema import Check
+from tests.actors import as_user
 from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
 from tests.fixtures_models import upsample_trace
 from tests.provenance_files import make_authority, signed_jpeg
@@ -462,3 +464,35 @@ def test_firefox_package_passes_mozilla_lint(tmp_path: Path) -> None:
     report = json.loads(lint.stdout)
     assert report["summary"]["errors"] == 0, report["errors"]
     assert report["summary"]["warnings"] == 0, report["warnings"]
+
+
+def test_a_moderators_label_is_the_badge_and_a_relabel_or_undo_changes_it(
+        configured: Browser, embedded_stack: Stack, image_server: LocalServer) -> None:
+    page_info = serve_test_page(image_server, "reviewed")
+    page = open_page(configured, page_info)
+    src = page_info.eligible[1]
+    first = configured.click_menu(page, src)["check"]
+    assert VERDICT_TEXT.match(badge_for(page, src)["text"])
+    rects = page.evaluate("""(src) => [...document.querySelectorAll('[data-fakewatch-badge]')]
+        .find((host) => host.dataset.src === src).shadowRoot.querySelectorAll('.tip svg.heatmap rect').length""", src)
+    assert first["regions"] and rects == len(first["regions"])  # the per-crop heat map, small, in the tooltip
+    with embedded_stack.session() as session:
+        row = session.get(Check, first["id"])
+        assert row is not None and row.image_id is not None
+        image_id = row.image_id
+        label_image(session, image_id, "real", as_user("mona"))
+    seen = []
+    for relabel in ("fake", None):
+        again = configured.click_menu(page, src)["check"]
+        assert again["verdict_source"] == "review" and again["confidence"] is None
+        seen.append(badge_for(page, src)["text"])
+        with embedded_stack.session() as session:
+            if relabel:
+                label_image(session, image_id, relabel, as_user("mona"))
+            else:
+                undo_last_decision(session, as_user("mona"))
+                undo_last_decision(session, as_user("mona"))
+    assert seen == ["Reviewed: real", "Reviewed: fake"]
+    after_undo = configured.click_menu(page, src)["check"]
+    assert after_undo["verdict_source"] == "model" and VERDICT_TEXT.match(badge_for(page, src)["text"])
+    page.close()

@@ -26,7 +26,7 @@ from backend.db import session_scope
 from backend.keys import create_key
 from backend.model_versions import register_model
 from backend.retention import apply_retention
-from backend.schema import Check, Image, ModelVersion, Review
+from backend.schema import AuditEvent, Check, Image, ModelVersion, Review
 from backend.settings import Settings
 from backend.store import image_path
 from backend.training.data import reviewed_images
@@ -127,7 +127,17 @@ def test_model_versions_promote_and_roll_back(api: tuple[FlaskClient, dict[str, 
         candidate_id = candidate.id
     listed = client.get("/api/v1/model-versions", headers=headers).get_json()["versions"]
     assert {v["name"]: v["active"] for v in listed} == {shipped.name: True, "candidate-1": False}
-    promoted = client.post(f"/api/v1/model-versions/{candidate_id}/promote", headers=headers)
+    # The candidate was never compared with the active version: the promotion guard refuses, and nothing changes.
+    guarded = client.post(f"/api/v1/model-versions/{candidate_id}/promote", headers=headers)
+    assert guarded.status_code == 409 and guarded.get_json()["error"]["code"] == "promotion_refused"
+    short = client.post(f"/api/v1/model-versions/{candidate_id}/promote", headers=headers, json={"reason": "why"})
+    assert short.status_code == 422 and short.get_json()["error"]["code"] == "invalid_request"
+    override = "incident 7: the active model misses a new generator"
+    promoted = client.post(f"/api/v1/model-versions/{candidate_id}/promote", headers=headers,
+                           json={"reason": override})
+    with session_scope(settings) as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == AuditAction.PROMOTE)).one()
+        assert (event.after or {})["override_reason"] == override and event.object_id == str(candidate_id)
     assert promoted.status_code == 200 and promoted.get_json()["active"] and promoted.get_json()["name"] == "candidate-1"
     rolled = client.post("/api/v1/model-versions/rollback", headers=headers)
     assert rolled.status_code == 200 and rolled.get_json()["name"] == shipped.name
@@ -140,7 +150,7 @@ def test_model_versions_promote_and_roll_back(api: tuple[FlaskClient, dict[str, 
         gone = register_model(session, _version_copy(tmp_path, "gone"))
         Path(gone.file).unlink()
         gone_id = gone.id
-    refused = client.post(f"/api/v1/model-versions/{gone_id}/promote", headers=headers)
+    refused = client.post(f"/api/v1/model-versions/{gone_id}/promote", headers=headers, json={"reason": override})
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "invalid_model"
 
 
@@ -243,8 +253,11 @@ def test_review_models_and_images_commands_go_through_the_api(
     assert labelled.exit_code == 0 and "labelled real" in labelled.output, labelled.output
     listed = runner.invoke(client_commands.models, ["list"], obj=cli_settings)
     assert listed.exit_code == 0 and "candidate-cli" in listed.output and "\tactive\t" in listed.output
-    promoted = runner.invoke(client_commands.models, ["promote", str(candidate_id)], obj=cli_settings)
-    assert promoted.exit_code == 0 and "candidate-cli is active." in promoted.output
+    guarded = runner.invoke(client_commands.models, ["promote", str(candidate_id)], obj=cli_settings)
+    assert guarded.exit_code != 0 and "promotion_refused" in guarded.output  # never compared: the guard refuses
+    promoted = runner.invoke(client_commands.models, ["promote", str(candidate_id), "--reason",
+                                                      "tests: no comparison to guard on"], obj=cli_settings)
+    assert promoted.exit_code == 0 and "candidate-cli is active." in promoted.output, promoted.output
     rolled = runner.invoke(client_commands.models, ["rollback"], obj=cli_settings)
     assert rolled.exit_code == 0 and "is active again" in rolled.output
     deleted = runner.invoke(client_commands.images, ["delete", sha, "0" * 64], obj=cli_settings)

@@ -23,23 +23,33 @@ from sqlalchemy import select
 import backend.training.data
 import backend.training.runs
 import worker.training
+from admin.curves import curve_chart, history_frame
 from backend.checks import store_image
 from backend.db import session_scope
-from backend.model_versions import active_version, promote_version, register_model, roll_back
+from backend.model_versions import (
+    active_version,
+    check_promotion,
+    promote_version,
+    register_model,
+    roll_back,
+    rollback_candidates,
+)
 from backend.reviews import label_images
-from backend.schema import Check, Image, ModelVersion, Review, TrainingRun
+from backend.schema import AuditEvent, Check, Image, ModelActivation, ModelVersion, Review, TrainingRun
 from backend.settings import Settings
 from backend.shapes import RunOut
 from backend.training.data import assemble_training_data, base_datasets, is_heldout
 from backend.training.rescoring import rescore_flagged
 from backend.training.runs import cancel_run, claim_run, finish_run, get_run, request_training, start_training
-from core.enums import Label, Role
+from core.enums import AuditAction, Label, Role
 from core.errors import FakewatchError
 from tests.actors import OPERATOR, as_user
 from tests.fixtures_images import LocalServer, photo_bytes
 from tests.fixtures_models import write_tiny_dataset
 from tests.stack import Stack, isolated_settings
 from tests.test_admin import MODERATOR, add_moderator, logged_in, press, texts
+
+ANN = as_user("ann", Role.ADMIN)
 
 
 def unique_png(seed: int | None = None) -> bytes:
@@ -181,8 +191,9 @@ def test_roll_back_reactivates_the_previous_version(services_db: Settings) -> No
         two = register_model(session, _fake_version(models_dir, "two"))
         three = register_model(session, _fake_version(models_dir, "three"))
         assert not two.active and not three.active  # registered, never active by itself
-        promote_version(session, two.id, actor=OPERATOR)
-        promote_version(session, three.id, actor=OPERATOR)
+        override = "tests: no comparison to guard on"
+        promote_version(session, two.id, services_db, actor=OPERATOR, override_reason=override)
+        promote_version(session, three.id, services_db, actor=OPERATOR, override_reason=override)
         assert roll_back(session, actor=OPERATOR).name == "two"
         assert roll_back(session, actor=OPERATOR).name == "three"  # rolling back a roll-back returns to where we were
         assert roll_back(session, one.id, actor=OPERATOR).name == "one"
@@ -191,8 +202,87 @@ def test_roll_back_reactivates_the_previous_version(services_db: Settings) -> No
         assert len(list(session.scalars(select(ModelVersion).where(ModelVersion.active.is_(True))))) == 1
         Path(three.file).unlink()
         with pytest.raises(FakewatchError) as missing:
-            promote_version(session, three.id, actor=OPERATOR)
+            promote_version(session, three.id, services_db, actor=OPERATOR, override_reason=override)
         assert missing.value.code == "invalid_model"
+
+
+def _candidate_with_comparison(session: Any, settings: Settings, name: str, *, heldout: int, active_fpr: float,
+                               candidate_fpr: float, against: str) -> ModelVersion:
+    """A finished run that registered ``name`` with a held-out comparison of these figures against ``against``."""
+    def metrics(fpr: float) -> dict[str, Any]:
+        return {"roc_auc": 0.9, "accuracy": 0.8, "fpr_at_threshold": fpr,
+                "counts": {"real": heldout // 2, "fake": heldout - heldout // 2, "total": heldout}}
+    comparison = {"active_version": against, "candidate_version": name, "sets": [
+        {"name": "held-out reviewed images", "count": heldout, "active": metrics(active_fpr),
+         "candidate": metrics(candidate_fpr)}]}
+    run = TrainingRun(status="queued", params={}, progress={})
+    session.add(run)
+    session.flush()
+    claim_run(session, run.id)
+    return finish_run(session, run.id, _fake_version(settings.models_dir, name), comparison)
+
+
+def test_promotion_guard_refuses_small_or_worse_candidates_unless_overridden(services_db: Settings) -> None:
+    with session_scope(services_db) as session:
+        shipped = register_model(session, _fake_version(services_db.models_dir, "shipped"), activate=True)
+        tiny = _candidate_with_comparison(session, services_db, "tiny", heldout=3, active_fpr=0.2, candidate_fpr=0.0,
+                                          against="shipped")
+        worse = _candidate_with_comparison(session, services_db, "worse", heldout=80, active_fpr=0.05,
+                                           candidate_fpr=0.10, against="shipped")
+        good = _candidate_with_comparison(session, services_db, "good", heldout=80, active_fpr=0.05,
+                                          candidate_fpr=0.05, against="shipped")
+        stale = _candidate_with_comparison(session, services_db, "stale", heldout=80, active_fpr=0.05,
+                                           candidate_fpr=0.01, against="some-older-version")
+        assert services_db.promotion_min_heldout == 50
+        for version, words in ((tiny, "Only 3 held-out reviewed image(s)"), (worse, "worse: 10.0% against 5.0%"),
+                               (stale, "never measured against the active version shipped")):
+            with pytest.raises(FakewatchError) as refused:
+                promote_version(session, version.id, services_db, actor=ANN)
+            assert refused.value.code == "promotion_refused" and words in refused.value.message
+            assert refused.value.status == 409
+            assert active_version(session).name == "shipped"  # type: ignore[union-attr]
+        with pytest.raises(FakewatchError) as too_short:
+            promote_version(session, tiny.id, services_db, actor=ANN, override_reason="ok")
+        assert too_short.value.code == "invalid_request"
+        with pytest.raises(FakewatchError) as not_admin:  # overriding is promoting: an admin's act
+            promote_version(session, worse.id, services_db, actor=as_user("mo", Role.MODERATOR),
+                            override_reason="a moderator wants this one")
+        assert not_admin.value.status == 403
+        assert check_promotion(session, good.id, services_db).allowed
+        assert promote_version(session, good.id, services_db, actor=ANN).active
+        lowered = services_db.model_copy(update={"promotion_min_heldout": 3})
+        assert check_promotion(session, tiny.id, lowered).refusals[0].startswith("tiny was never measured")
+        roll_back(session, shipped.id, actor=ANN)
+        assert check_promotion(session, tiny.id, lowered).allowed  # 3 images suffice where the setting says so
+        promote_version(session, worse.id, services_db, actor=as_user("root", Role.ADMIN),
+                        override_reason="incident 42: new generator wave")
+        activations = list(session.scalars(select(ModelActivation).order_by(ModelActivation.id)))
+        events = list(session.scalars(select(AuditEvent).where(AuditEvent.object_type == "model_version")
+                                      .order_by(AuditEvent.id)))
+    # The audit trail has the same three acts, the override's reason in the promotion's ``after``.
+    assert [(e.action, e.actor_name) for e in events] == [
+        (AuditAction.PROMOTE, "ann"), (AuditAction.ROLL_BACK, "ann"), (AuditAction.PROMOTE, "root")]
+    assert (events[-1].after or {})["override_reason"] == "incident 42: new generator wave"
+    assert "worse" in ((events[-1].after or {})["refusal"] or "")
+    assert (events[0].after or {}).get("override_reason") is None
+    assert [(a.kind, a.by, a.override_reason) for a in activations] == [
+        ("promote", "ann", None), ("roll_back", "ann", None), ("promote", "root", "incident 42: new generator wave")]
+    assert "worse" in (activations[-1].refusal or "")
+
+
+def test_roll_back_lists_only_versions_that_were_active_newest_first(services_db: Settings) -> None:
+    with session_scope(services_db) as session:
+        one = register_model(session, _fake_version(services_db.models_dir, "one"), activate=True)
+        two = register_model(session, _fake_version(services_db.models_dir, "two"))
+        never = register_model(session, _fake_version(services_db.models_dir, "never-active"))
+        assert rollback_candidates(session) == []
+        promote_version(session, two.id, services_db, actor=OPERATOR, override_reason="tests: no comparison here")
+        assert [v.name for v in rollback_candidates(session)] == ["one"]
+        with pytest.raises(FakewatchError) as refused:
+            roll_back(session, never.id, actor=OPERATOR)
+        assert refused.value.code == "not_previously_active" and active_version(session).id == two.id  # type: ignore[union-attr]
+        roll_back(session, one.id, actor=OPERATOR)
+        assert [v.name for v in rollback_candidates(session)] == ["two"]
 
 
 # --- end to end: real API, scoring worker and training worker ---------------------------------------------
@@ -272,7 +362,11 @@ def test_retrain_promote_then_roll_back_without_restarting_the_scorer(training_s
 
     try:
         with session_scope(settings) as session:
-            promote_version(session, candidate.id, actor=OPERATOR)
+            with pytest.raises(FakewatchError) as refused:  # 24 reviews hold out a handful: too few to trust
+                promote_version(session, candidate.id, settings, actor=OPERATOR)
+            assert refused.value.code == "promotion_refused"
+            promote_version(session, candidate.id, settings, actor=OPERATOR,
+                            override_reason="tests: a tiny model on tiny data")
         fresh = training_stack.post_image(unique_png(), wait=10).json()
         assert fresh["status"] == "done" and fresh["model_version"] == candidate.name and fresh["cached"] is False
         _rescore_flagged_with(settings, candidate)
@@ -435,7 +529,8 @@ def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Sett
     metrics = {"roc_auc": 0.8, "accuracy": 0.75, "fpr_at_threshold": 0.1}
     comparison = {"active_version": "v1", "candidate_version": "cand", "sets": [
         {"name": "held-out reviewed images", "count": 8, "active": metrics,
-         "candidate": {**metrics, "roc_auc": 0.9, "fpr_at_threshold": 0.05}}]}
+         "candidate": {**metrics, "roc_auc": 0.9, "fpr_at_threshold": 0.05,
+                       "counts": {"real": 4, "fake": 4, "total": 8}}}]}
     with session_scope(services_db) as session:
         register_model(session, _fake_version(models_dir, "v1"), activate=True)
         for seed in range(6):
@@ -450,12 +545,25 @@ def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Sett
     assert table["metric"].tolist() == ["roc_auc", "accuracy", "fpr_at_threshold"]
     assert table["candidate"].tolist() == [0.9, 0.75, 0.05] and table["active"].tolist() == [0.8, 0.75, 0.1]
     assert table["change"].round(3).tolist() == [0.1, 0.0, -0.05]
-    press(at, "Promote cand")
+    assert table["comparable"].tolist() == [False] * 3  # 8 held-out images
+    assert table["candidate 95% CI"].tolist()[1] == "0.409 to 0.929"  # accuracy 6 of 8: Wilson's interval
+    assert "Promotion is refused: Only 8 held-out reviewed image(s)" in texts(at)
+    assert "No base dataset's validation split was measured" in texts(at)
+    assert "retrain_rollback_choice" not in [box.key for box in at.selectbox]  # cand was never active: no roll-back to it
+    press(at, "Promote cand anyway")
+    assert "An admin can override with a typed reason." in texts(at)
+    with session_scope(services_db) as session:
+        assert active_version(session).name == "v1"  # type: ignore[union-attr]
+    at.text_input(key="retrain_override_reason").input("a known good retrain, measured by hand")
+    press(at, "Promote cand anyway")
     assert not at.exception, at.exception
     with session_scope(services_db) as session:
         assert active_version(session).name == "cand"  # type: ignore[union-attr]
+        [activation] = session.scalars(select(ModelActivation)).all()
+        assert activation.by == MODERATOR and activation.override_reason == "a known good retrain, measured by hand"
     assert "cand is active" in texts(at)
     assert at.selectbox(key="retrain_rollback_choice").value == "v1"
+    assert at.selectbox(key="retrain_rollback_choice").options[0].startswith("v1 (last active ")
     press(at, "Roll back from cand")
     with session_scope(services_db) as session:
         assert active_version(session).name == "v1"  # type: ignore[union-attr]
@@ -471,3 +579,17 @@ def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Sett
     press(at, "Cancel training")
     with session_scope(services_db) as session:
         assert session.get(TrainingRun, queued.id).status == "cancelled"  # type: ignore[union-attr]
+
+
+def test_curves_of_a_one_epoch_run_show_a_point_on_whole_epochs() -> None:
+    one = curve_chart(history_frame([{"epoch": 1, "loss": 0.6, "val_loss": 0.7}]), "loss")
+    assert one is not None
+    spec = one.to_dict()
+    assert spec["mark"] == {"type": "line", "point": True}
+    assert spec["encoding"]["x"]["axis"]["format"] == "d" and spec["encoding"]["x"]["axis"]["values"] == [1]
+    assert spec["encoding"]["x"]["scale"]["domain"] == [0.5, 1.5]
+    rows = next(iter(spec["datasets"].values()))
+    assert sorted((row["split"], row["loss"]) for row in rows) == [("train", 0.6), ("valid", 0.7)]
+    three = curve_chart(history_frame({"accuracy": [0.5, 0.7, 0.8]}), "accuracy")
+    assert three is not None and three.to_dict()["encoding"]["x"]["axis"]["values"] == [1, 2, 3]
+    assert curve_chart(history_frame({"accuracy": [0.5]}), "loss") is None

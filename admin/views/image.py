@@ -1,5 +1,6 @@
-"""Image: one stored image (``/image?sha256=...``, the address the extension links to), every check of it, its
-reviews, and the same Fake / Real labelling as the queue."""
+"""Image: one stored image (``/image?sha256=...``, the address the extension links to), shown large with zoom and
+the detector's heat map, what its checks say now (verdict, score, confidence, verdict source, evidence), every
+check of it, its reviews and escalations, and the same labelling as the queue (with a reason) and escalation."""
 
 from __future__ import annotations
 
@@ -10,27 +11,39 @@ import streamlit as st
 
 from admin.auth import allowed, current_actor, require_user
 from admin.context import console_settings, session_scope
+from admin.evidence import evidence_lines, verdict_line
+from admin.heatmap import heatmap_png
 from admin.notices import flash, show_flash
-from admin.thumbnails import full_image
+from admin.thumbnails import data_url
 from backend.audit import EventFilters, event_dict, find_events
 from backend.callbacks import deliveries_for_checks, describe_delivery
 from backend.matching import CopySeen, copies_seen, copy_rule
-from backend.reviews import ImageHistory, image_history, label_image
-from backend.schema import CallbackDelivery
-from backend.verdicts import provenance_summary
+from backend.reviews import ImageHistory, escalate_images, image_history, label_image
+from backend.schema import CallbackDelivery, Check
+from backend.store import read_stored
+from backend.verdicts import decision_when_read, provenance_summary
+from core.decoding import decode_image
 from core.enums import Label, Permission
 from core.errors import FakewatchError
+from core.policy import Decision
+
+NO_REASON = "(no reason)"
+ZOOMS = {"Fit to page": None, "100%": 1.0, "200%": 2.0, "400%": 4.0}
+ZOOM_VIEW_PX = 720  # a zoomed image scrolls inside a box this tall
 
 
 def label(image_id: int, label_name: Label) -> None:
-    """on_click callback: record the moderator's label with the note typed beside the buttons."""
+    """on_click callback: record the moderator's label with the reason and note chosen beside the buttons."""
     actor = current_actor()
     if actor is None:
         return
     note = st.session_state.get("image_note") or None
+    reason = st.session_state.get("image_reason")
     try:
         with session_scope() as session:
-            label_image(session, image_id, label_name, actor, note=note, copies=copy_rule(console_settings()))
+            label_image(session, image_id, label_name, actor, note=note, copies=copy_rule(console_settings()),
+                        reason=None if not reason or reason == NO_REASON else str(reason),
+                        reasons=console_settings().review_reasons)
     except FakewatchError as error:
         flash("error", error.message)
         return
@@ -38,20 +51,43 @@ def label(image_id: int, label_name: Label) -> None:
     flash("success", f"Labelled {label_name}.")
 
 
+def escalate(image_id: int) -> None:
+    actor = current_actor()
+    if actor is None:
+        return
+    try:
+        with session_scope() as session:
+            escalate_images(session, [image_id], str(st.session_state.get("image_escalate_note") or ""), actor)
+    except FakewatchError as error:
+        flash("error", error.message)
+        return
+    st.session_state["image_escalate_note"] = ""
+    flash("success", "Sent to the second-review queue.")
+
+
+def _decision(history: ImageHistory, check: Check) -> Decision:
+    return decision_when_read(check, history.reviews[0] if history.reviews else None)
+
+
 def checks_table(history: ImageHistory, deliveries: dict[str, CallbackDelivery] | None = None) -> pd.DataFrame:
     deliveries = deliveries or {}
-    return pd.DataFrame([{
-        "checked": check.created_at, "model version": check.model_version.name if check.model_version else None,
-        "score": check.score, "verdict": check.verdict, "verdict source": check.verdict_source,
-        "status": check.status, "source": check.source,
-        "page URL": check.page_url or check.source_url, "batch": check.batch_id, "check id": check.id,
-        "callback": describe_delivery(deliveries.get(check.id)),
-    } for check in history.checks])
+    rows = []
+    for check in history.checks:
+        decision = _decision(history, check)
+        rows.append({
+            "checked": check.created_at, "model version": check.model_version.name if check.model_version else None,
+            "verdict": decision.verdict, "score": check.score, "confidence": decision.confidence,
+            "verdict source": decision.source, "status": check.status, "source": check.source,
+            # The page the image was seen on; the image's own address is its own column.
+            "page URL": check.page_url, "image URL": check.source_url, "batch": check.batch_id, "check id": check.id,
+            "callback": describe_delivery(deliveries.get(check.id)),
+        })
+    return pd.DataFrame(rows)
 
 
 def reviews_table(history: ImageHistory) -> pd.DataFrame:
-    return pd.DataFrame([{"at": review.created_at, "label": review.label, "by": review.reviewer,
-                          "reason": review.reason, "note": review.note,
+    return pd.DataFrame([{"at": review.created_at, "label": review.label, "reason": review.reason,
+                          "by": review.reviewer, "note": review.note,
                           "as a near-copy": None if review.match_distance is None else
                           f"distance {review.match_distance}"} for review in history.reviews])
 
@@ -74,15 +110,70 @@ def render_provenance(provenance: dict[str, Any] | None) -> None:
         st.dataframe(pd.DataFrame(provenance["signals"]), hide_index=True, width="stretch")
 
 
+def escalations_table(history: ImageHistory) -> pd.DataFrame:
+    return pd.DataFrame([{"at": row.created_at, "by": row.escalated_by, "note": row.note,
+                          "settled": row.resolved_at, "settled by": row.resolved_by} for row in history.escalations])
+
+
 def render_labelling(history: ImageHistory) -> None:
     latest = history.reviews[0] if history.reviews else None
     st.markdown(f"Current label: **{latest.label}** by {latest.reviewer}" if latest else "Not reviewed yet.")
     if not allowed(Permission.LABEL):
         return
+    st.selectbox("Reason (optional)", [NO_REASON, *console_settings().review_reasons], key="image_reason")
     st.text_input("Note (optional)", key="image_note", max_chars=2000)
-    fake, real, _ = st.columns([1, 1, 4])
-    fake.button("Fake", key="image_fake", type="primary", on_click=label, args=(history.image.id, Label.FAKE))
-    real.button("Real", key="image_real", on_click=label, args=(history.image.id, Label.REAL))
+    buttons = st.container(horizontal=True)
+    # No default: neither label is highlighted. wrap: the labels are never cut, whatever the column's width.
+    buttons.button("Fake", key="image_fake", wrap=True, on_click=label, args=(history.image.id, Label.FAKE))
+    buttons.button("Real", key="image_real", wrap=True, on_click=label, args=(history.image.id, Label.REAL))
+    if allowed(Permission.ESCALATE):
+        with st.expander("Escalate to a second review"):
+            st.text_input("Note for the second reviewer", key="image_escalate_note", max_chars=2000)
+            st.button("Send to second review", key="image_escalate", wrap=True, on_click=escalate,
+                      args=(history.image.id,))
+    if any(row.resolved_at is None for row in history.escalations):
+        st.caption("This image waits in the second-review queue.")
+
+
+def render_summary(history: ImageHistory) -> None:
+    """What the newest check of these bytes says now, and the evidence beside the model's score."""
+    done = [check for check in history.checks if check.score is not None]
+    if not done:
+        st.caption("No check of this image has been scored yet.")
+        return
+    newest = done[0]
+    decision = _decision(history, newest)
+    st.text(verdict_line(decision.verdict, newest.score, decision.confidence, decision.source))
+    summary = provenance_summary(history.image.provenance)
+    if summary:
+        st.text(f"Provenance: {summary}")
+    for line in evidence_lines(None, newest.match):
+        st.text(line)
+
+
+def render_picture(history: ImageHistory) -> None:
+    image = history.image
+    try:
+        data = read_stored(image.storage_key, console_settings().images_dir)
+    except FakewatchError:
+        st.warning("The stored image file is missing.")
+        return
+    controls = st.container(horizontal=True, vertical_alignment="bottom")
+    zoom = ZOOMS[str(controls.radio("Zoom", list(ZOOMS), horizontal=True, key="image_zoom"))]
+    regions = next((check.regions for check in history.checks if check.regions), None)
+    shown: bytes = data
+    if regions and controls.toggle("Heat map", key="image_heatmap", help="The detector's score per crop, from "
+                                   "blue (looks real) to red (looks fake); see the README."):
+        shown = heatmap_png(decode_image(data, console_settings().image_limits), regions)
+    if zoom is None:
+        st.image(data_url(shown), width="stretch")  # large: the whole column
+    else:
+        with st.container(height=ZOOM_VIEW_PX, border=True):
+            st.image(data_url(shown), width=int(image.width * zoom))
+        st.caption(f"Zoom {zoom:.0%}: {int(image.width * zoom)} × {int(image.height * zoom)} px; scroll to pan.")
+    if regions:
+        st.caption(f"Heat map: {len(regions)} crop(s), scores {min(r['score'] for r in regions):.2f} to "
+                   f"{max(r['score'] for r in regions):.2f}.")
 
 
 def render_image_page() -> None:
@@ -105,16 +196,14 @@ def render_image_page() -> None:
     image = history.image
     picture, details = st.columns([3, 2])
     with picture:
-        data = None if image.deleted_at else full_image(image.storage_key)
-        if data:
-            st.image(data)  # natural size up to the column width: small images stay sharp
-        elif image.deleted_at:
+        if image.deleted_at:
             st.warning(f"This image was deleted on {image.deleted_at:%Y-%m-%d %H:%M} UTC; its checks are kept.")
         else:
-            st.warning("The stored image file is missing.")
+            render_picture(history)
     with details:
         st.markdown(f"**{image.format}**, {image.width} × {image.height}, {image.byte_size:,} bytes")
         st.caption(f"SHA-256 {image.sha256} · first seen {image.first_seen:%Y-%m-%d %H:%M} UTC")
+        render_summary(history)
         render_labelling(history)
     render_provenance(image.provenance)
     st.subheader(f"Checks ({len(history.checks)})")
@@ -129,11 +218,14 @@ def render_image_page() -> None:
         st.dataframe(reviews_table(history), hide_index=True, width="stretch")
     else:
         st.caption("No moderator has labelled this image yet.")
+    if history.escalations:
+        st.subheader(f"Escalations ({len(history.escalations)})")
+        st.dataframe(escalations_table(history), hide_index=True, width="stretch")
     render_history(image.sha256)
 
 
 def render_history(sha256: str) -> None:
-    """The image's own audit trail: every label, undo and deletion of these bytes, newest first."""
+    """The image's own audit trail: every label, undo, escalation and deletion of these bytes, newest first."""
     with session_scope() as session:
         events = [event_dict(event) for event in find_events(session, EventFilters(object_type="image",
                                                                                    object_id=sha256))]

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from admin.auth import require_user
-from admin.context import session_scope
+from admin.context import console_settings, session_scope
 from admin.curves import history_frame, render_curves
 from admin.retraining import render_retraining
 from backend.model_versions import list_versions
@@ -18,18 +18,24 @@ from backend.schema import ModelVersion
 SHOWN_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "tpr_at_5pct_fpr", "fpr_at_threshold", "ece")
 
 
-def split_metrics(version: ModelVersion) -> dict[str, Any]:
-    """The validation split's headline metrics (or the first split recorded)."""
+def split_metrics(version: ModelVersion, min_images: int) -> dict[str, Any]:
+    """The validation split's headline metrics (or the first split recorded) with its image count. A split of
+    fewer than ``min_images`` images (a retrain on a handful of reviews validates on 3) shows no figures: they would
+    read as comparable with the others when they are mostly chance."""
     metrics = version.metrics or {}
     split = metrics.get("valid") or next((value for value in metrics.values() if isinstance(value, dict)), {})
-    return {name: split.get(name) for name in SHOWN_METRICS}
+    count = (split.get("counts") or {}).get("total")
+    comparable = count is None or count >= min_images  # versions registered without counts keep their figures
+    shown = {name: split.get(name) if comparable else None for name in SHOWN_METRICS}
+    note = "" if comparable else f"{count} validation image(s): too few to compare"
+    return {"valid images": count, **shown, "metrics": note}
 
 
-def versions_table(versions: list[ModelVersion]) -> pd.DataFrame:
+def versions_table(versions: list[ModelVersion], min_images: int) -> pd.DataFrame:
     return pd.DataFrame([{
         "active": version.active, "name": version.name, "architecture": version.architecture,
-        "created": version.created_at, "threshold": version.threshold, "band": version.band,
-        **split_metrics(version),
+        "created": version.created_at, "last active": version.activated_at, "threshold": version.threshold,
+        "band": version.band, **split_metrics(version, min_images),
     } for version in versions])
 
 
@@ -52,8 +58,12 @@ def render_models() -> None:
         active = next((v.name for v in versions if v.active), None)
         st.markdown(f"Active version: **{active}**" if active else "No version is active: nothing can be scored.")
         columns = {"active": st.column_config.CheckboxColumn(),
-                   "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")}
-        st.dataframe(versions_table(versions), hide_index=True, width="stretch", column_config=columns)
+                   "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+                   "last active": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")}
+        minimum = console_settings().promotion_min_heldout
+        st.dataframe(versions_table(versions, minimum), hide_index=True, width="stretch", column_config=columns)
+        st.caption(f"Validation metrics of a version measured on fewer than {minimum} images are left blank: that few "
+                   "images cannot tell two models apart.")
         st.subheader("Training curves")
         names = [v.name for v in versions]
         chosen = st.selectbox("Version", names, index=names.index(active) if active else 0, key="models_version")

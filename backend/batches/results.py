@@ -8,19 +8,20 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from backend.schema import Check, Image, ModelVersion, isoformat_z
-from backend.verdicts import provenance_summary
-from core.enums import CheckStatus, VerdictSource
-from core.policy import verdict_confidence
+from backend.schema import Check, Image, ModelVersion, Review, isoformat_z
+from backend.verdicts import provenance_summary, stored_decision_when_read
+from core.enums import CheckStatus, Label
 
 RESULT_COLUMNS = ("url", "status", "verdict", "score", "confidence", "flagged", "cached", "model_version",
                   "sha256", "error_code", "error_message", "check_id", "finished_at",
                   # What decided the verdict, the file's evidence in one line, and the labelled near-copy that did
                   # (or was weighed): DESIGN.md's provenance and match.
-                  "verdict_source", "provenance", "match_sha256", "match_pdq_hex", "match_distance", "match_label")
+                  "verdict_source", "provenance", "match_sha256", "match_pdq_hex", "match_distance", "match_label",
+                  # A moderator's latest label of the bytes: the verdict when there is one (rule 1).
+                  "review")
 ResultFilter = Literal["all", "flagged", "failed"]
 ResultFormat = Literal["csv", "jsonl"]
 RESULT_FILTERS: tuple[ResultFilter, ...] = ("all", "flagged", "failed")
@@ -28,38 +29,40 @@ RESULT_FORMATS: tuple[ResultFormat, ...] = ("csv", "jsonl")
 
 
 def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", chunk: int = 500) -> Iterator[dict[str, Any]]:
-    """One row per URL in input order, read in chunks so a 10,000-item batch never sits in memory at once."""
+    """One row per URL in input order, read in chunks so a 10,000-item batch never sits in memory at once. A
+    moderator's latest label of an item's bytes is its verdict (rule 1), as the API shows it when read."""
+    review = (select(Review.label).where(Review.image_id == Check.image_id)
+              .order_by(Review.created_at.desc(), Review.id.desc()).limit(1).correlate(Check).scalar_subquery())
     query = (
         select(Check.id, Check.source_url, Check.status, Check.verdict, Check.score, Check.flagged, Check.cached,
                Check.error_code, Check.error_message, Check.finished_at, Check.verdict_source, Image.sha256,
-               Image.provenance, ModelVersion.name, Check.match)
+               Image.provenance, ModelVersion.name, Check.match, review.label("review"))
         .outerjoin(Image, Image.id == Check.image_id)
         .outerjoin(ModelVersion, ModelVersion.id == Check.model_version_id)
         .where(Check.batch_id == batch_id)
         .order_by(Check.id)
     )
     if only == "flagged":
-        query = query.where(Check.flagged.is_(True))
+        query = query.where(or_(review == Label.FAKE.value, and_(review.is_(None), Check.flagged.is_(True))))
     elif only == "failed":
         query = query.where(Check.status == CheckStatus.FAILED)
     for row in session.execute(query.execution_options(yield_per=chunk)):
+        label = Label(row.review) if row.review else None
+        # The model's confidence only when the model decided; other evidence has none (DESIGN.md).
+        decision = stored_decision_when_read(row.score, row.verdict, row.verdict_source, label)
         yield {
             "url": row.source_url, "status": row.status.value,
-            "verdict": row.verdict.value if row.verdict else None, "score": row.score,
-            # The model's confidence only when the model decided; other evidence has none (DESIGN.md).
-            "confidence": verdict_confidence(row.score, row.verdict) if _model_decided(row.verdict_source) else None,
-            "flagged": bool(row.flagged), "cached": bool(row.cached), "model_version": row.name,
-            "sha256": row.sha256, "error_code": row.error_code, "error_message": row.error_message,
-            "check_id": row.id, "finished_at": isoformat_z(row.finished_at),
-            "verdict_source": row.verdict_source.value if row.verdict_source else None,
+            "verdict": decision.verdict.value if decision.verdict else None, "score": row.score,
+            "confidence": decision.confidence,
+            "flagged": decision.flagged if label is not None else bool(row.flagged), "cached": bool(row.cached),
+            "model_version": row.name, "sha256": row.sha256, "error_code": row.error_code,
+            "error_message": row.error_message, "check_id": row.id, "finished_at": isoformat_z(row.finished_at),
+            "verdict_source": decision.source.value if decision.source else None,
             # The evidence in one line ("AI: Content Credentials, OpenAI"); empty when the file carries none.
             "provenance": provenance_summary(row.provenance) if row.sha256 else None,
             **_match_columns(row.match),
+            "review": label.value if label else None,
         }
-
-
-def _model_decided(source: VerdictSource | None) -> bool:
-    return source is None or source == VerdictSource.MODEL
 
 
 def _match_columns(match: dict[str, Any] | None) -> dict[str, Any]:

@@ -100,6 +100,11 @@ async function waitForCheck(settings, check, onProgress) {
   return finishedCheck(current);
 }
 
+/** The check as the server reads it now: a moderator's label since it was first read changes its verdict. */
+async function readCheck(settings, checkId) {
+  return (await callApi(settings, `/api/v1/checks/${encodeURIComponent(checkId)}`)).body;
+}
+
 /** A done check, or its failure as a CheckError. */
 function finishedCheck(check) {
   if (check.status === "done") return check;

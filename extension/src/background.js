@@ -71,8 +71,11 @@ async function sendBadge(target, badge) {
 async function checkImage(target, settings, { reuse }) {
   const progress = (words) => sendBadge(target, { state: "pending", text: words });
   try {
-    const cached = reuse ? await readCachedResult(settings, target.srcUrl) : null;
+    let cached = reuse ? await readCachedResult(settings, target.srcUrl) : null;
     if (cached) {
+      // Re-read, not re-scored: a moderator may have labelled (or relabelled) the image since.
+      cached = await readCheck(settings, cached.id).then(finishedCheck).catch(() => cached);
+      await writeCachedResult(settings, target.srcUrl, cached);
       await sendBadge(target, verdictBadge(cached, settings, ["Reused from an earlier check."]));
       return { check: cached, reused: true };
     }
@@ -112,6 +115,13 @@ function evidenceName(check) {
   return summary.includes("Content Credentials") ? "Content Credentials" : SOURCE_LABELS.provenance;
 }
 
+/** The badge's words: "Fake 83%" when the model decides, "Reviewed: real" when a moderator's label of these bytes
+ * does (the label is the verdict), "Fake · Content Credentials" for other evidence (whose confidence is null). */
+function badgeText(check, label, byModel) {
+  if (check.verdict_source === "review") return `Reviewed: ${check.verdict}`;
+  return byModel ? `${label} ${Math.round(Number(check.confidence) * 100)}%` : `${label} · ${evidenceName(check)}`;
+}
+
 function verdictBadge(check, settings, notes) {
   const label = VERDICT_LABELS[check.verdict] || "Unknown";
   const byModel = check.confidence !== null && check.confidence !== undefined;
@@ -127,7 +137,9 @@ function verdictBadge(check, settings, notes) {
     : null;
   return {
     state: check.verdict || "error",
-    text: byModel ? `${label} ${Math.round(Number(check.confidence) * 100)}%` : `${label} · ${evidenceName(check)}`,
+    text: badgeText(check, label, byModel),
+    heatmap: Array.isArray(check.regions) && check.regions.length && check.image
+      ? { regions: check.regions, width: check.image.width, height: check.image.height } : null,
     details: details.concat(notes),
     link,
   };
@@ -146,11 +158,11 @@ async function readCachedResult(settings, url) {
 }
 
 async function writeCachedResult(settings, url, check) {
-  const { id, verdict, score, confidence, flagged, model_version, image, review, verdict_source } = check;
+  const { id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, regions } = check;
   // Of the provenance, only what a badge shows: session storage is small.
   const provenance = { summary: check.provenance?.summary || "" };
   await ext.storage.session.set({ [await resultKey(settings, url)]: {
-    id, verdict, score, confidence, flagged, model_version, image, review, verdict_source, provenance } });
+    id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, provenance, regions } });
 }
 
 // --- "Scan this page" ---------------------------------------------------------------------------------------------

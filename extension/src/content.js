@@ -30,7 +30,10 @@
     :host(:hover) .tip, :host(:focus-within) .tip { display: block; }
     .tip p { margin: 0 0 3px; }
     .tip a { color: #1565c0; }
+    .heatmap { display: block; margin: 4px 0; border: 1px solid #999; background: #eee; }
   `;
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const HEATMAP_PX = 120;
 
   ext.runtime.onMessage.addListener((message, _sender, sendResponse) => {
     if (message?.type === "fakewatch:badge") {
@@ -181,6 +184,7 @@
       paragraph.textContent = line;
       tip.appendChild(paragraph);
     }
+    if (badge.heatmap) tip.appendChild(heatmapSvg(badge.heatmap));
     if (badge.link) {
       const link = document.createElement("a");
       link.href = badge.link.href;
@@ -193,6 +197,32 @@
     if (tip.childElementCount > 0) root.appendChild(tip);
     host.dataset.state = badge.state;
     host.dataset.text = badge.text;
+  }
+
+  /** The detector's per-crop scores drawn as boxes over the image's outline: redder where a crop scored more
+   * fake. Built from numbers only (no markup from the page or the server). */
+  function heatmapSvg({ regions, width, height }) {
+    const scale = HEATMAP_PX / Math.max(width, height, 1);
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("class", "heatmap");
+    svg.setAttribute("width", String(Math.round(width * scale)));
+    svg.setAttribute("height", String(Math.round(height * scale)));
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    svg.setAttribute("aria-label", "Heat map of the detector's per-crop scores");
+    for (const region of regions) {
+      const [x0, y0, x1, y1] = region.box.map(Number);
+      const score = Math.min(Math.max(Number(region.score), 0), 1);
+      const rect = document.createElementNS(SVG_NS, "rect");
+      rect.setAttribute("x", String(x0));
+      rect.setAttribute("y", String(y0));
+      rect.setAttribute("width", String(Math.max(x1 - x0, 0)));
+      rect.setAttribute("height", String(Math.max(y1 - y0, 0)));
+      rect.setAttribute("fill", `rgb(${Math.round(255 * score)}, 40, ${Math.round(255 * (1 - score))})`);
+      rect.setAttribute("fill-opacity", "0.45");
+      rect.setAttribute("data-score", score.toFixed(2));
+      svg.appendChild(rect);
+    }
+    return svg;
   }
 
   function showBadges(url, badge) {
