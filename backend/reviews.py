@@ -318,15 +318,15 @@ def label_images(session: Session, image_ids: Sequence[int], label: str, actor: 
     session.execute(update(Escalation).where(Escalation.image_id.in_(ids), Escalation.resolved_at.is_(None))
                     .values(resolved_at=now, resolved_by=reviewer))
     session.flush()
-    resolved = _resolve_copies(session, ids, chosen, actor, note, now, copies)
+    resolved = _resolve_copies(session, ids, chosen, actor, note, reason, now, copies)
     return Decision(reviewer=reviewer, label=chosen, image_ids=tuple(ids) + tuple(c.image_id for c in resolved),
                     at=now, copies=resolved)
 
 
 def _resolve_copies(session: Session, labelled_ids: list[int], label: Label, actor: Actor, note: str | None,
-                    at: datetime, rule: CopyRule | None) -> tuple[ResolvedCopy, ...]:
-    """Review the waiting near-copies of the images just labelled with the same label, at the same instant (one
-    audit event each, as for the images labelled)."""
+                    reason: str | None, at: datetime, rule: CopyRule | None) -> tuple[ResolvedCopy, ...]:
+    """Review the waiting near-copies of the images just labelled with the same label, reason and note, at the
+    same instant (one audit event each, as for the images labelled)."""
     reviewer = actor.label
     if rule is None:
         return ()
@@ -350,8 +350,9 @@ def _resolve_copies(session: Session, labelled_ids: list[int], label: Label, act
     shas = {row.id: row.sha256 for row in session.execute(select(Image.id, Image.sha256).where(
         Image.id.in_(list(nearest))))}
     for copy in nearest.values():
-        review = Review(image_id=copy.image_id, label=label, reviewer=reviewer, note=note or None, created_at=at,
-                        matched_image_id=copy.matched_image_id, match_distance=copy.distance)
+        review = Review(image_id=copy.image_id, label=label, reviewer=reviewer, note=note or None,
+                        reason=reason or None, created_at=at, matched_image_id=copy.matched_image_id,
+                        match_distance=copy.distance)
         session.add(review)
         # Waiting copies have no review yet (the queue holds only unreviewed images): nothing before.
         record(session, actor, AuditAction.LABEL, ("image", shas[copy.image_id]), None, review_state(review))

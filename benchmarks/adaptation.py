@@ -36,9 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.model_metadata import read_metadata
 from core.policy import decide_verdict
 from models.cli import configure_tensorflow
-from models.data import OTHER_GROUP, Item, list_items
+from models.data import OTHER_GROUP, REVIEWED_SHARE, Item, list_items
 from models.generalisation import base_datasets, describe_scores, score_items
-from models.train import REVIEWED_SHARE
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_BEFORE = Path(__file__).resolve().parents[1] / "var" / "models" / "stage5" / "default.keras"
@@ -136,7 +135,7 @@ def main() -> None:
     parser.add_argument("--reviews", type=int, default=100, help="Reviewed images per class.")
     parser.add_argument("--epochs", type=int, default=5, help="Retrain epochs (the console's default).")
     parser.add_argument("--share", type=float, default=REVIEWED_SHARE,
-                        help="Share of the draws for reviewed images (the console's retrain: models.train.REVIEWED_SHARE).")
+                        help="Share of the draws for reviewed images (the console's retrain: models.data.REVIEWED_SHARE).")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")

@@ -24,6 +24,9 @@ SPLITS = ("train", "valid", "test")
 Item = tuple[Path, int]  # (image file, label: 0 real, 1 fake)
 # Items outside the seed layout (reviewed images from the store) form one group of their own.
 OTHER_GROUP = "other"
+# The share of training draws reviewed images get in a retrain (``shares={OTHER_GROUP: REVIEWED_SHARE}``): 200
+# reviews among 4,500 base images would otherwise barely move the model, and all of them would be memorised.
+REVIEWED_SHARE = 0.4
 
 
 @dataclass

@@ -46,9 +46,6 @@ class TrainingCancelled(RuntimeError):
 FINE_TUNE_RATE = 0.3
 # The share of explicit items (reviewed images) held out for validation and calibration.
 ITEMS_HELD_OUT = 0.15
-# The share of training draws reviewed images get in a retrain (``shares``): 200 reviews among 4,500 base images
-# would otherwise barely move the model, and all of them would be memorised.
-REVIEWED_SHARE = 0.4
 
 
 def train(

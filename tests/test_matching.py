@@ -182,13 +182,14 @@ def test_labelling_resolves_waiting_copies_in_one_decision_and_undo_takes_them_b
         assert queue_size(session) == 4  # images waiting; the cards fold them
         assert [c.image_id for c in review_queue(session, copies=None)] == list(ids.values())
 
-        decision = label_image(session, ids["base"], "fake", as_user(MODERATOR))
+        decision = label_image(session, ids["base"], "fake", as_user(MODERATOR), reason="face swap")
         assert {c.image_id for c in decision.copies} == {ids["fake_copy"], ids["unsure_copy"]}
         assert all(c.matched_image_id == ids["base"] and 0 <= c.distance <= 31 for c in decision.copies)
         assert [card.image_id for card in review_queue(session)] == [ids["other"]]
         rows = {r.image_id: r for r in session.scalars(select(Review))}
         assert rows[ids["fake_copy"]].matched_image_id == ids["base"] and rows[ids["base"]].matched_image_id is None
         assert rows[ids["unsure_copy"]].match_distance is not None and rows[ids["unsure_copy"]].label == "fake"
+        assert {row.reason for row in rows.values()} == {"face swap"}, "copies carry the decision's reason"
     assert shown(scored_db, unsure_copy)["review"]["label"] == "fake"
 
     with session_scope(scored_db) as session:

@@ -91,8 +91,8 @@ def _end(settings: Settings, run_id: str, status: RunStatus, reason: str) -> Non
 
 
 def _train_and_register(run_id: str, params: dict[str, Any], staging: Path, settings: Settings) -> str:
-    from models.data import OTHER_GROUP  # noqa: PLC0415 - beside models.train, which imports TensorFlow
-    from models.train import REVIEWED_SHARE, TrainingCancelled, train  # noqa: PLC0415 - TensorFlow
+    from models.data import OTHER_GROUP, REVIEWED_SHARE  # noqa: PLC0415 - beside models.train
+    from models.train import TrainingCancelled, train  # noqa: PLC0415 - TensorFlow
 
     monitor = RunMonitor(run_id, settings)
     with session_scope(settings) as session:
