@@ -1,12 +1,12 @@
 """The console's login gate. A login lasts across reloads and tabs for FAKEWATCH_CONSOLE_SESSION_HOURS (12 by
-default): its token lives in a cookie (backend/console_sessions.py checks it on every new browser session) until
+default): its token lives in a cookie (backend/identity/sessions.py checks it on every new browser session) until
 it expires or the user logs out. Every page asks ``require_user`` first, so no page renders (or writes a review)
 for someone who has not logged in.
 
-Logging in goes through backend/logins.py (a growing delay after failures, then a lockout, per name and per
+Logging in goes through backend/identity/logins.py (a growing delay after failures, then a lockout, per name and per
 address; each attempt an audit event). The logged-in user is read back from the database on each run
 (``current_actor``), so a revoked user is logged out at their next click and a changed role applies at once.
-What a role may do is backend/access.py's rule: pages ask ``allowed(Permission.X)`` to hide a control, and the
+What a role may do is backend/identity/access.py's rule: pages ask ``allowed(Permission.X)`` to hide a control, and the
 services refuse it anyway."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import streamlit as st
 from sqlalchemy import select
 
 from admin.context import console_settings, session_scope
-from backend.access import Actor, may
-from backend.console_sessions import console_session_user, end_console_session, start_console_session
-from backend.logins import log_in
-from backend.schema import User
+from backend.identity.access import Actor, may
+from backend.identity.logins import log_in
+from backend.identity.sessions import console_session_user, end_console_session, start_console_session
+from backend.storage.schema import User
 from core.enums import Permission
 from core.errors import FakewatchError
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from backend.access import Actor
-from backend.db import session_scope
+from backend.identity.access import Actor
+from backend.identity.users import create_user, list_users, revoke_user
 from backend.settings import Settings
-from backend.users import create_user, list_users, revoke_user
+from backend.storage.db import session_scope
 from core.enums import USER_ROLES, Role
 from core.errors import FakewatchError
 

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import streamlit as st
 from sqlalchemy.orm import Session
 
-from backend import db
 from backend.settings import Settings
+from backend.storage import db
 
 SETTINGS_KEY = "fakewatch_settings"
 

@@ -1,6 +1,6 @@
 """Retraining controls at the end of the console's Models page: start a run on the moderators' labels, follow it
 live (epoch, progress bar, curves; cancel), compare the candidate with the active version on the same data, and
-promote it or roll back. Every action is a backend/training/ or backend/model_versions.py service, and a run is
+promote it or roll back. Every action is a backend/training/ or backend/training/versions.py service, and a run is
 shown as the API's RunOut dumps it; no rule is decided here."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from admin.auth import allowed, current_actor
 from admin.context import console_settings, session_scope
 from admin.curves import history_frame, render_curves
 from admin.notices import flash, show_flash
-from backend.access import Actor
-from backend.model_versions import check_promotion, promote_version, roll_back, rollback_candidates
-from backend.schema import ModelVersion
+from backend.identity.access import Actor
 from backend.shapes import RunOut
+from backend.storage.schema import ModelVersion
 from backend.training.comparison import HELDOUT_SET, comparison_rows
 from backend.training.data import assemble_training_data
 from backend.training.rescoring import rescore_flagged
 from backend.training.runs import cancel_run, get_run, latest_run, start_training
+from backend.training.versions import check_promotion, promote_version, roll_back, rollback_candidates
 from core.enums import Permission, RunStatus
 from core.errors import FakewatchError, Forbidden
 

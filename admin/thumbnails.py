@@ -14,7 +14,7 @@ import streamlit as st
 
 from admin.context import console_settings
 from backend.settings import Settings
-from backend.store import read_stored
+from backend.storage.store import read_stored
 from core.decoding import decode_image
 from core.errors import FakewatchError
 

@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from backend.allowlist import parse_allowlist
+from backend.fetching.allowlist import parse_allowlist
 from core.decoding import ImageLimits
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     api_key: str = ""
 
     # Hosts, IPs or CIDRs, each with optional ports (``10.0.0.0/8:8080-8090``), that image fetches and callbacks may
-    # reach although they are not public; without a port an entry allows only 80 and 443 (backend/allowlist.py).
+    # reach although they are not public; without a port an entry allows only 80 and 443 (backend/fetching/allowlist.py).
     fetch_allowlist: CommaList = ()
     fetch_connect_timeout_s: float = 5.0
     fetch_timeout_s: float = 20.0
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     rate_limit_storage_url: str = ""
 
     # C2PA trust anchors: a PEM file of the certificates whose signatures you trust (empty: trust none, and a valid
-    # signature reads "signed by X, not in your trust list"). Read by backend/image_provenance.py.
+    # signature reads "signed by X, not in your trust list"). Read by backend/provenance/intake.py.
     trust_anchors: str = ""
 
     # Most distinct URLs one batch may hold.
@@ -92,11 +92,11 @@ class Settings(BaseSettings):
     # How often the embedded broker (SQLite) is polled when idle.
     broker_poll_interval_s: float = 0.02
 
-    # Callbacks (backend/callbacks.py): the waits before each retry of a failed delivery (the default's sum is 84
+    # Callbacks (backend/delivery/callbacks.py): the waits before each retry of a failed delivery (the default's sum is 84
     # minutes, so a receiver may be down for over an hour). A delivery has the fetcher's timeouts and address guard.
     callback_retry_delays_s: Annotated[tuple[float, ...], NoDecode] = (10, 30, 60, 120, 300, 600, 900, 1200, 1800)
 
-    # Retention (backend/retention.py): images nobody reviewed are deleted this many days after they were first
+    # Retention (backend/delivery/retention.py): images nobody reviewed are deleted this many days after they were first
     # seen, by the scoring workers' periodic work. None (the default) keeps them.
     retention_days: float | None = None
     retention_interval_s: float = 3600.0
@@ -110,18 +110,18 @@ class Settings(BaseSettings):
     training_max_epochs: int = 200
     training_time_limit_s: int = 6 * 3600
     training_stale_after_s: float = 900.0
-    # Promotion guard (backend/model_versions.py): a candidate is promoted only when at least this many held-out
+    # Promotion guard (backend/training/versions.py): a candidate is promoted only when at least this many held-out
     # reviewed images measured it against the active version (and its false-positive rate is no worse); below this
     # count a version's metrics are shown as not comparable.
     promotion_min_heldout: int = 50
 
     # The console: the reasons a moderator may give with a decision (policy categories), how long a login lasts
-    # across reloads and tabs (backend/console_sessions.py).
+    # across reloads and tabs (backend/identity/sessions.py).
     review_reasons: CommaList = ("AI-generated", "face swap", "edited or composited", "genuine photo",
                                  "art or satire", "not enough to tell")
     console_session_hours: float = 12.0
 
-    # The console's login limiter (backend/logins.py), per user name and per address: after
+    # The console's login limiter (backend/identity/logins.py), per user name and per address: after
     # ``login_delay_after_failures`` failures each further attempt waits twice as long as the last (from
     # ``login_delay_base_s``); after ``login_lockout_failures`` the name or address is locked for ``login_lockout_s``.
     # Failures count since the last successful login, within ``login_failure_window_s``.
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     login_lockout_s: float = 900.0
     login_failure_window_s: float = 3600.0
 
-    # Near-duplicate matching (backend/matching.py): two PDQ hashes at most this many bits apart (of 256) are
+    # Near-duplicate matching (backend/matching/lookups.py): two PDQ hashes at most this many bits apart (of 256) are
     # near-copies; PDQ's own threshold is 31. Hashes under the quality floor never match. A process's index picks up
     # new images before each lookup and reloads everything from the database at most this often (hashes written
     # to old rows, by `fakewatch hashes backfill`, arrive through the reload).

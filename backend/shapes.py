@@ -19,9 +19,9 @@ from marshmallow.utils import missing
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
-from backend.reviews import latest_review
-from backend.schema import CallbackDelivery, Check, TrainingRun, isoformat_z
-from backend.verdicts import decision_when_read, provenance_of, provenance_summary
+from backend.checks.verdicts import decision_when_read, provenance_of, provenance_summary
+from backend.moderation.reviews import latest_review
+from backend.storage.schema import CallbackDelivery, Check, TrainingRun, isoformat_z
 from core.enums import BatchStatus, CheckStatus, DeliveryStatus, Label, RunStatus, Source, Verdict, VerdictSource
 from core.policy import Decision
 
@@ -187,7 +187,7 @@ class ReviewOut(Schema):
 
 
 def _decision(check: Check) -> Decision:
-    """What the check shows now (backend.verdicts): computed once per dump and kept on the object for its fields."""
+    """What the check shows now (backend.checks.verdicts): computed once per dump and kept on the object for its fields."""
     cached: Decision | None = getattr(check, "_served_decision", None)
     if cached is None:
         cached = decision_when_read(check, _latest_review(check))
@@ -276,7 +276,7 @@ class CheckOut(Schema):
 
 
 class CopyOut(Schema):
-    """A stored near-copy of an image (dumps a backend.matching.CopySeen)."""
+    """A stored near-copy of an image (dumps a backend.matching.lookups.CopySeen)."""
 
     sha256 = fields.String(attribute="image.sha256")
     distance = fields.Integer(metadata={"description": "Hamming distance of the two PDQ hashes (of 256 bits)."})
@@ -291,7 +291,7 @@ class CopyOut(Schema):
 
 
 class ListedCopyOut(Schema):
-    """A hash from an imported hash list near this image (dumps a backend.matching.LabelledCopy)."""
+    """A hash from an imported hash list near this image (dumps a backend.matching.lookups.LabelledCopy)."""
 
     pdq_hex = fields.String()
     distance = fields.Integer()
@@ -301,7 +301,7 @@ class ListedCopyOut(Schema):
 
 
 class ImageMatchesOut(Schema):
-    """An image's near-copies within the match distance (dumps a backend.matching.ImageMatches)."""
+    """An image's near-copies within the match distance (dumps a backend.matching.lookups.ImageMatches)."""
 
     sha256 = fields.String()
     pdq_hex = fields.String(allow_none=True, metadata={"description": "Its PDQ hash; null if not hashed yet."})
@@ -485,7 +485,7 @@ class ModelVersionList(Schema):
 
 
 class DeletedImageOut(Schema):
-    """What a deletion did (dumps a backend.retention.Deleted)."""
+    """What a deletion did (dumps a backend.delivery.retention.Deleted)."""
 
     sha256 = fields.String()
     checks = fields.Integer(metadata={"description": "Checks of the image, kept and now reading `image: null`."})

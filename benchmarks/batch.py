@@ -149,7 +149,7 @@ def _timed(work: Any) -> float:
 
 def start_stack(kind: str, root: Path, model_path: Path, concurrency: int) -> Stack:
     """API + one scoring worker with ``concurrency`` processes; production sweeper timings, not the tests' short ones."""
-    from backend.model_versions import register_model
+    from backend.training.versions import register_model
 
     env = backend_env(kind, root)
     env.update({"FAKEWATCH_STUCK_AFTER_S": "120", "FAKEWATCH_SWEEP_INTERVAL_S": "15"})
@@ -178,7 +178,7 @@ def warm_up(stack: Stack, server: LocalServer, concurrency: int) -> None:
 def run_batch(stack: Stack, urls: list[str]) -> dict[str, Any]:
     from sqlalchemy import func, select
 
-    from backend.schema import Check
+    from backend.storage.schema import Check
 
     submitted = time.time()
     response = requests.post(f"{stack.api_url}/api/v1/batches", headers=stack.headers(),

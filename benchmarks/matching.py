@@ -39,8 +39,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.near_duplicates import Match, NearDuplicateIndex
-from backend.perceptual_hash import MATCH_DISTANCE, MIN_QUALITY, MIN_SIDE, PdqHash, hamming_distance, hash_image
+from backend.matching.index import Match, NearDuplicateIndex
+from backend.matching.pdq import MATCH_DISTANCE, MIN_QUALITY, MIN_SIDE, PdqHash, hamming_distance, hash_image
 from core.decoding import LOCAL_FILES, decode_image
 
 SEED = 0

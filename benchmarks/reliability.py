@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 import requests
 from sqlalchemy import func, select
 
-from backend.model_versions import register_model
-from backend.schema import Check
+from backend.storage.schema import Check
+from backend.training.versions import register_model
 from core.model_metadata import SHIPPED_MODEL
 from tests.fixtures_images import distinct_photos
 from tests.stack import OwnRedis, Stack, backend_env, create_postgres_database

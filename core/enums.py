@@ -1,9 +1,9 @@
 """Every closed set of words fakewatch stores or sends: one ``StrEnum`` each.
 
-The schema stores them (with a database CHECK constraint on each column, see backend/schema.py), the services
+The schema stores them (with a database CHECK constraint on each column, see backend/storage/schema.py), the services
 compare against them, the API schemas document them and the console and the CLI show them. A member is a ``str``,
 so it compares equal to its value and serialises as it. Adding a member means adding it here and writing an
-Alembic revision that widens the column's CHECK constraint (backend/migrations/versions/0003_enum_checks.py shows
+Alembic revision that widens the column's CHECK constraint (backend/storage/migrations/versions/0003_enum_checks.py shows
 how)."""
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class DeliveryStatus(StrEnum):
 
 
 class Role(StrEnum):
-    """Who a key or a console user is (DESIGN.md, "Roles"); what each may do is backend/access.py's table."""
+    """Who a key or a console user is (DESIGN.md, "Roles"); what each may do is backend/identity/access.py's table."""
 
     SUBMITTER = "submitter"
     VIEWER = "viewer"
@@ -141,7 +141,7 @@ USER_ROLES: tuple[Role, ...] = (Role.VIEWER, Role.MODERATOR, Role.ADMIN)
 
 
 class Permission(StrEnum):
-    """Something a role may or may not do; backend/access.py says which roles may."""
+    """Something a role may or may not do; backend/identity/access.py says which roles may."""
 
     SUBMIT = "submit"              # checks and batches
     READ_ALL = "read_all"          # every key's checks, batches, runs and images (a submitter reads its own)

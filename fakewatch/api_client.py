@@ -33,7 +33,7 @@ IDEMPOTENT_RETRIES = Retry(total=6, connect=6, read=6, status=0, other=0, backof
 SEND_ONCE_RETRIES = Retry(total=3, connect=3, read=0, status=0, other=0, backoff_factor=0.5,
                           allowed_methods=frozenset({"GET"}), raise_on_status=False)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-# The endpoints that honour an Idempotency-Key (backend/idempotency.py).
+# The endpoints that honour an Idempotency-Key (backend/checks/idempotency.py).
 IDEMPOTENT_POSTS = ("/api/v1/checks", "/api/v1/batches")
 
 

@@ -24,15 +24,15 @@ import click
 import requests
 
 from admin import cli as admin_cli
-from backend.access import Actor
-from backend.audit import EventFilters, event_dict, find_events
-from backend.callbacks import checked_callback_url
-from backend.db import session_scope
-from backend.keys import create_key, has_keys, list_keys, revoke_key, rotate_secret, set_callback_url
-from backend.migrate import upgrade_database
-from backend.model_versions import ensure_shipped_model
+from backend.delivery.callbacks import checked_callback_url
+from backend.identity.access import Actor
+from backend.identity.audit import EventFilters, event_dict, find_events
+from backend.identity.keys import create_key, has_keys, list_keys, revoke_key, rotate_secret, set_callback_url
+from backend.identity.users import first_run_lines
 from backend.settings import Settings
-from backend.users import first_run_lines
+from backend.storage.db import session_scope
+from backend.storage.migrate import upgrade_database
+from backend.training.versions import ensure_shipped_model
 from core.enums import Role
 from core.errors import FakewatchError
 from fakewatch import client_commands, hash_commands, score_command

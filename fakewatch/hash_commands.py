@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from backend.db import session_scope
-from backend.hash_banks import backfill_hashes, export_entries, import_entries
-from backend.hash_lists import LABELS, parse_hash_list, write_hash_list
+from backend.matching.banks import backfill_hashes, export_entries, import_entries
+from backend.matching.lists import LABELS, parse_hash_list, write_hash_list
 from backend.settings import Settings
+from backend.storage.db import session_scope
 
 # Bad rows echoed to the terminal; all of them are counted.
 SHOWN_INVALID = 20

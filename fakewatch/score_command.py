@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from backend.image_provenance import load_trust_anchors, read_image_provenance
 from backend.provenance import Provenance
+from backend.provenance.intake import load_trust_anchors, read_image_provenance
 from backend.settings import Settings
 from core.errors import FakewatchError
 from core.model_metadata import SHIPPED_MODEL

@@ -1,9 +1,9 @@
-"""Actors for tests that call the gated services directly (backend/access.py): a console user of a given role,
+"""Actors for tests that call the gated services directly (backend/identity/access.py): a console user of a given role,
 and the operator (the system actor the CLI acts as)."""
 
 from __future__ import annotations
 
-from backend.access import Actor
+from backend.identity.access import Actor
 from core.enums import ActorKind, Role
 
 OPERATOR = Actor.system("tests")

@@ -16,12 +16,12 @@ from apiflask import APIFlask
 from flask.testing import FlaskClient
 
 from backend.api import create_app
-from backend.db import get_engine, session_scope
-from backend.keys import create_key
-from backend.migrate import upgrade_database
-from backend.model_versions import register_model
-from backend.schema import ModelVersion
+from backend.identity.keys import create_key
 from backend.settings import Settings
+from backend.storage.db import get_engine, session_scope
+from backend.storage.migrate import upgrade_database
+from backend.storage.schema import ModelVersion
+from backend.training.versions import register_model
 from core.enums import Role
 from tests.actors import OPERATOR
 from tests.stack import Stack, create_postgres_database, drop_postgres_database, isolated_settings, start_stack

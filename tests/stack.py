@@ -25,9 +25,9 @@ import requests
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from sqlalchemy.orm import Session
 
-from backend.db import get_engine, session_scope
-from backend.model_versions import register_model
 from backend.settings import Settings
+from backend.storage.db import get_engine, session_scope
+from backend.training.versions import register_model
 from core.enums import CheckStatus
 
 POSTGRES_ADMIN_URL = os.environ.get("FAKEWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")

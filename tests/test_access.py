@@ -18,22 +18,22 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from backend.access import PERMISSIONS, Actor
-from backend.audit import EventFilters, events_csv, find_events, record
 from backend.batches.lifecycle import cancel_batch, create_batch
 from backend.batches.lists import Entry, validate_entries
-from backend.checks import get_check, image_visible, store_image, submit_image
-from backend.db import session_scope
-from backend.keys import authenticate as authenticate_key
-from backend.keys import create_key, revoke_key
-from backend.logins import log_in, retry_after
-from backend.migrate import alembic_config
-from backend.model_versions import active_version, promote_version, register_model, roll_back
-from backend.reviews import escalate_images, label_image, undo_last_decision
-from backend.schema import AppendOnlyError, AuditEvent, Batch, Escalation, Review, TrainingRun, User, utcnow
+from backend.checks.service import get_check, image_visible, store_image, submit_image
+from backend.identity.access import PERMISSIONS, Actor
+from backend.identity.audit import EventFilters, events_csv, find_events, record
+from backend.identity.keys import authenticate as authenticate_key
+from backend.identity.keys import create_key, revoke_key
+from backend.identity.logins import log_in, retry_after
+from backend.identity.users import create_user, revoke_user
+from backend.moderation.reviews import escalate_images, label_image, undo_last_decision
 from backend.settings import Settings
+from backend.storage.db import session_scope
+from backend.storage.migrate import alembic_config
+from backend.storage.schema import AppendOnlyError, AuditEvent, Batch, Escalation, Review, TrainingRun, User, utcnow
 from backend.training.runs import cancel_run, get_run, list_runs, request_training
-from backend.users import create_user, revoke_user
+from backend.training.versions import active_version, promote_version, register_model, roll_back
 from core.enums import ActorKind, AuditAction, BatchStatus, Permission, Role, RunStatus
 from core.errors import FakewatchError
 from fakewatch.cli import cli
@@ -41,7 +41,7 @@ from tests.actors import OPERATOR
 from tests.fixtures_images import distinct_photos
 from tests.test_retrain import _fake_version, _review, unique_png
 
-# DESIGN.md's "Roles", written out here rather than read from backend/access.py, so the table is checked against it.
+# DESIGN.md's "Roles", written out here rather than read from backend/identity/access.py, so the table is checked against it.
 DESIGN_ROLES: dict[Permission, set[Role]] = {
     Permission.SUBMIT: {Role.SUBMITTER, Role.MODERATOR, Role.ADMIN},
     Permission.READ_ALL: {Role.VIEWER, Role.MODERATOR, Role.ADMIN},

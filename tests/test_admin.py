@@ -23,19 +23,19 @@ from streamlit.testing.v1 import AppTest
 from admin.cli import streamlit_command, users
 from admin.context import SETTINGS_KEY
 from admin.heatmap import heatmap_overlay, region_means
-from backend.access import Actor
-from backend.checks import claim_checks, get_check, record_score, submit_image
-from backend.console_sessions import console_session_user, end_console_session, start_console_session
-from backend.dashboard import dashboard_data
-from backend.db import session_scope
-from backend.model_versions import register_model
-from backend.retention import delete_image
-from backend.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
-from backend.schema import Batch, CallbackDelivery, Check, ConsoleSession, ModelVersion, Review, User
+from backend.checks.service import claim_checks, get_check, record_score, submit_image
+from backend.delivery.retention import delete_image
+from backend.identity.access import Actor
+from backend.identity.sessions import console_session_user, end_console_session, start_console_session
+from backend.identity.users import authenticate, create_user, first_run_lines, hash_password, verify_password
+from backend.moderation.dashboard import dashboard_data
+from backend.moderation.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
 from backend.settings import Settings
 from backend.shapes import CheckOut
-from backend.store import read_stored
-from backend.users import authenticate, create_user, first_run_lines, hash_password, verify_password
+from backend.storage.db import session_scope
+from backend.storage.schema import Batch, CallbackDelivery, Check, ConsoleSession, ModelVersion, Review, User
+from backend.storage.store import read_stored
+from backend.training.versions import register_model
 from core.enums import AuditAction, Role, Source, Verdict
 from core.errors import FakewatchError
 from tests.actors import OPERATOR, as_user

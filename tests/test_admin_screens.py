@@ -23,10 +23,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from backend.batches.lifecycle import create_batch
 from backend.batches.lists import entries_from_text, validate_entries
-from backend.db import get_engine, session_scope
-from backend.migrate import upgrade_database
-from backend.reviews import label_image
+from backend.moderation.reviews import label_image
 from backend.settings import Settings
+from backend.storage.db import get_engine, session_scope
+from backend.storage.migrate import upgrade_database
 from tests.actors import as_user
 from tests.fixtures_images import LocalServer
 from tests.stack import free_port, isolated_settings, wait_for_url

@@ -19,10 +19,10 @@ from werkzeug.test import TestResponse
 
 import backend.api.checks
 from backend.api import create_app
-from backend.db import session_scope
-from backend.keys import create_key, revoke_key
-from backend.schema import ApiKey, Check, ModelVersion
+from backend.identity.keys import create_key, revoke_key
 from backend.settings import Settings
+from backend.storage.db import session_scope
+from backend.storage.schema import ApiKey, Check, ModelVersion
 from tests.actors import OPERATOR
 from tests.fixtures_images import photo_bytes
 

@@ -18,13 +18,13 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from backend.access import Actor
-from backend.allowlist import parse_entry
 from backend.api import create_app
-from backend.db import session_scope
-from backend.fetch import FetchError, check_address, fetch_image, is_address_allowed
-from backend.keys import revoke_key
+from backend.fetching.allowlist import parse_entry
+from backend.fetching.fetcher import FetchError, check_address, fetch_image, is_address_allowed
+from backend.identity.access import Actor
+from backend.identity.keys import revoke_key
 from backend.settings import Settings
+from backend.storage.db import session_scope
 from fakewatch import client_commands
 from tests.fixtures_images import LocalServer, photo_bytes
 from tests.stack import Stack, ephemeral_port_range, free_port, isolated_settings

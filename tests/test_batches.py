@@ -21,11 +21,11 @@ from sqlalchemy import create_engine, text, update
 
 from backend.batches.lifecycle import create_batch
 from backend.batches.lists import Entry, entries_from_csv, entries_from_json, entries_from_text, validate_entries
-from backend.checks import claim_checks, commit_finished, record_failure
-from backend.db import session_scope
-from backend.dispatch import message_chunk_size
-from backend.schema import Batch, Check
+from backend.checks.dispatch import message_chunk_size
+from backend.checks.service import claim_checks, commit_finished, record_failure
 from backend.settings import Settings
+from backend.storage.db import session_scope
+from backend.storage.schema import Batch, Check
 from core.enums import BatchStatus, CheckStatus
 from core.errors import FakewatchError
 from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes

@@ -20,11 +20,11 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from backend.callbacks import signature, verify_signature
-from backend.db import session_scope
-from backend.keys import hash_key
-from backend.schema import ApiKey
+from backend.delivery.callbacks import signature, verify_signature
+from backend.identity.keys import hash_key
 from backend.settings import Settings
+from backend.storage.db import session_scope
+from backend.storage.schema import ApiKey
 from fakewatch.cli import cli
 from tests.fixtures_images import LocalServer, photo_bytes
 from tests.stack import Stack, local_allowlist

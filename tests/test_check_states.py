@@ -13,11 +13,11 @@ from sqlalchemy.exc import IntegrityError
 
 from backend.batches.lifecycle import create_batch
 from backend.batches.lists import Entry, validate_entries
-from backend.checks import claim_checks, store_image, submit_image, sweep_stuck_checks
-from backend.db import get_engine, session_scope
-from backend.reviews import label_image
-from backend.schema import Base, Batch, Check, Review, TrainingRun, utcnow
+from backend.checks.service import claim_checks, store_image, submit_image, sweep_stuck_checks
+from backend.moderation.reviews import label_image
 from backend.settings import Settings
+from backend.storage.db import get_engine, session_scope
+from backend.storage.schema import Base, Batch, Check, Review, TrainingRun, utcnow
 from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source
 from tests.actors import as_user
 from tests.fixtures_images import distinct_photos
@@ -125,7 +125,7 @@ def test_the_database_refuses_words_outside_each_enum(any_database: Settings, ta
 
 @pytest.mark.filterwarnings("ignore:.*expression-based index:UserWarning", "ignore:.*expression-based index")
 def test_the_migrations_build_the_schema_the_models_declare(any_database: Settings) -> None:
-    """Alembic finds nothing to add or change: every column, type and index of backend/schema.py has its revision.
+    """Alembic finds nothing to add or change: every column, type and index of backend/storage/schema.py has its revision.
     (The one-active-run expression index is left out: PostgreSQL reflects it in another spelling, SQLite not at
     all; test_retrain.py's race test shows it at work.)"""
 

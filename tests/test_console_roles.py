@@ -10,12 +10,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Image
 
-from backend.audit import EventFilters, find_events
-from backend.checks import get_check
-from backend.db import session_scope
-from backend.reviews import label_image
+from backend.checks.service import get_check
+from backend.identity.audit import EventFilters, find_events
+from backend.identity.users import create_user, revoke_user
+from backend.moderation.reviews import label_image
 from backend.settings import Settings
-from backend.users import create_user, revoke_user
+from backend.storage.db import session_scope
 from core.enums import Role
 from tests.actors import OPERATOR, as_user
 from tests.test_admin import image_id_of, new_app, press, register_test_model, seed_queue, texts

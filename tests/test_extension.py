@@ -25,8 +25,8 @@ from PIL import Image
 from playwright.sync_api import BrowserContext, Page, Worker, expect, sync_playwright
 from sqlalchemy import select
 
-from backend.reviews import label_image, undo_last_decision
-from backend.schema import Check
+from backend.moderation.reviews import label_image, undo_last_decision
+from backend.storage.schema import Check
 from tests.actors import as_user
 from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
 from tests.fixtures_models import upsample_trace

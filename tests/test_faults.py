@@ -20,12 +20,12 @@ from sqlalchemy import func, select, update
 from werkzeug.test import TestResponse
 
 from backend.api import create_app
-from backend.checks import claim_checks, submit_image, sweep_stuck_checks
-from backend.db import session_scope
-from backend.dispatch import SCORING_QUEUE
-from backend.idempotency import KEEP_FOR, forget_old_keys
-from backend.schema import Batch, Check, IdempotencyKey, utcnow
+from backend.checks.dispatch import SCORING_QUEUE
+from backend.checks.idempotency import KEEP_FOR, forget_old_keys
+from backend.checks.service import claim_checks, submit_image, sweep_stuck_checks
 from backend.settings import Settings
+from backend.storage.db import session_scope
+from backend.storage.schema import Batch, Check, IdempotencyKey, utcnow
 from tests.fixtures_images import distinct_photos, photo_bytes
 from tests.stack import OwnRedis, free_port
 from worker.leases import holding_leases

@@ -28,7 +28,7 @@ import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-from backend.fetch import FetchError, check_address, fetch_image, is_address_allowed, validate_url
+from backend.fetching.fetcher import FetchError, check_address, fetch_image, is_address_allowed, validate_url
 from backend.settings import Settings
 from tests.stack import isolated_settings, local_allowlist
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import requests
 
-from backend.reviews import label_image, undo_last_decision
-from backend.schema import Check
+from backend.moderation.reviews import label_image, undo_last_decision
+from backend.storage.schema import Check
 from tests.actors import as_user
 from tests.fixtures_images import LocalServer, distinct_photos
 from tests.stack import Stack

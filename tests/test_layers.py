@@ -41,3 +41,61 @@ def test_each_package_imports_only_the_layers_below_it(package: str) -> None:
     }
     assert crossings == {}, f"{package}/ imports layers it must not: {crossings}"
 
+
+
+# Inside backend/: what each package (or top-level module) may import from the others, as its ``__init__``
+# docstring says. ``api`` is the top of the backend and may import everything.
+BACKEND = ROOT / "backend"
+BACKEND_ALLOWED = {
+    "settings": {"fetching"},
+    "storage": {"settings"},
+    "fetching": {"settings"},
+    "provenance": {"settings"},
+    "identity": {"settings", "storage"},
+    "matching": {"settings", "storage"},
+    "training": {"settings", "checks", "identity", "storage"},
+    "checks": {"settings", "batches", "fetching", "identity", "matching", "provenance", "storage", "training"},
+    "batches": {"settings", "checks", "fetching", "identity", "storage"},
+    "moderation": {"settings", "checks", "identity", "matching", "storage"},
+    "shapes": {"settings", "checks", "moderation", "storage"},
+    "delivery": {"settings", "shapes", "batches", "checks", "fetching", "identity", "storage"},
+    "api": {path.stem if path.is_file() else path.name for path in BACKEND.iterdir()
+            if path.name not in {"__init__.py", "__pycache__"}},
+    "wsgi": {"api"},
+    "gunicorn_config": set(),
+}
+
+
+def backend_units_imported(path: Path) -> set[str]:
+    units = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        units |= {name.split(".")[1] for name in names if name.startswith("backend.")}
+    return {unit for unit in units if unit in BACKEND_ALLOWED}
+
+
+def backend_unit(path: Path) -> str:
+    parts = path.relative_to(BACKEND).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def test_every_backend_package_has_a_rule() -> None:
+    units = {backend_unit(path) for path in BACKEND.rglob("*.py")} - {"__init__"}
+    assert units <= set(BACKEND_ALLOWED), f"give these a rule in BACKEND_ALLOWED: {sorted(units - set(BACKEND_ALLOWED))}"
+    top_level_modules = sorted(path.name for path in BACKEND.glob("*.py"))
+    assert len(top_level_modules) <= 8, top_level_modules
+
+
+@pytest.mark.parametrize("unit", sorted(BACKEND_ALLOWED))
+def test_each_backend_package_imports_only_what_its_docstring_allows(unit: str) -> None:
+    paths = [path for path in BACKEND.rglob("*.py") if backend_unit(path) == unit]
+    crossings = {
+        str(path.relative_to(ROOT)): sorted(found - BACKEND_ALLOWED[unit] - {unit})
+        for path in sorted(paths)
+        if (found := backend_units_imported(path)) - BACKEND_ALLOWED[unit] - {unit}
+    }
+    assert crossings == {}, f"backend/{unit} imports packages it must not: {crossings}"

@@ -18,15 +18,15 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from backend.batches.results import format_results, iter_results
-from backend.checks import claim_checks, get_check, record_score, store_image, submit_image
-from backend.db import session_scope
-from backend.matching import match_for_image, match_index
-from backend.migrate import upgrade_database
-from backend.perceptual_hash import PdqHash
-from backend.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
-from backend.schema import Batch, Image, ListedHash, ModelVersion, Review
+from backend.checks.service import claim_checks, get_check, record_score, store_image, submit_image
+from backend.matching.lookups import match_for_image, match_index
+from backend.matching.pdq import PdqHash
+from backend.moderation.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
 from backend.settings import Settings
 from backend.shapes import CheckOut
+from backend.storage.db import session_scope
+from backend.storage.migrate import upgrade_database
+from backend.storage.schema import Batch, Image, ListedHash, ModelVersion, Review
 from fakewatch.cli import cli
 from tests.actors import as_user
 from tests.stack import Stack

@@ -18,18 +18,18 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from backend.access import Actor
 from backend.api import create_app
-from backend.audit import EventFilters, find_events
-from backend.checks import submit_image
-from backend.db import session_scope
-from backend.keys import create_key
-from backend.model_versions import register_model
-from backend.retention import apply_retention
-from backend.schema import AuditEvent, Check, Image, ModelVersion, Review
+from backend.checks.service import submit_image
+from backend.delivery.retention import apply_retention
+from backend.identity.access import Actor
+from backend.identity.audit import EventFilters, find_events
+from backend.identity.keys import create_key
 from backend.settings import Settings
-from backend.store import image_path
+from backend.storage.db import session_scope
+from backend.storage.schema import AuditEvent, Check, Image, ModelVersion, Review
+from backend.storage.store import image_path
 from backend.training.data import reviewed_images
+from backend.training.versions import register_model
 from core.enums import AuditAction, CheckStatus, Role, Source, Verdict
 from core.model_metadata import SHIPPED_MODEL, metadata_path
 from fakewatch import client_commands

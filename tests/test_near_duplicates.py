@@ -10,9 +10,9 @@ import pdqhash
 import pytest
 from PIL import Image
 
-from backend.hash_lists import HashListEntry, parse_hash_list, write_hash_list
-from backend.near_duplicates import Match, NearDuplicateIndex
-from backend.perceptual_hash import (
+from backend.matching.index import Match, NearDuplicateIndex
+from backend.matching.lists import HashListEntry, parse_hash_list, write_hash_list
+from backend.matching.pdq import (
     MATCH_DISTANCE,
     PdqHash,
     bits_to_hex,

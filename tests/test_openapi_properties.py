@@ -22,15 +22,15 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from backend.access import Actor
 from backend.api import create_app
 from backend.batches.lifecycle import submit_list
 from backend.batches.lists import Entry
-from backend.checks import submit_image
-from backend.db import session_scope
-from backend.keys import create_key
-from backend.model_versions import register_model
+from backend.checks.service import submit_image
+from backend.identity.access import Actor
+from backend.identity.keys import create_key
 from backend.settings import Settings
+from backend.storage.db import session_scope
+from backend.training.versions import register_model
 from core.enums import Role
 from core.model_metadata import SHIPPED_MODEL
 from tests.fixtures_images import photo_bytes

@@ -11,9 +11,9 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from backend.db import session_scope
-from backend.keys import create_key
-from backend.schema import AuditEvent, Image, TrainingRun
+from backend.identity.keys import create_key
+from backend.storage.db import session_scope
+from backend.storage.schema import AuditEvent, Image, TrainingRun
 from core.enums import Role, RunStatus
 from tests.actors import OPERATOR
 from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes

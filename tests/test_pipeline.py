@@ -11,9 +11,9 @@ from pathlib import Path
 import requests
 from sqlalchemy import select
 
-from backend.checks import submit_image
-from backend.dispatch import SCORE_TASK, SCORING_QUEUE, FakewatchCelery
-from backend.schema import Check
+from backend.checks.dispatch import SCORE_TASK, SCORING_QUEUE, FakewatchCelery
+from backend.checks.service import submit_image
+from backend.storage.schema import Check
 from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
 from tests.stack import Stack
 

@@ -20,14 +20,14 @@ import requests
 from click.testing import CliRunner
 
 from backend.api import create_app
-from backend.checks import claim_checks, record_score, store_image, submit_image
-from backend.db import session_scope
-from backend.image_provenance import TrustAnchorsSettingError, load_trust_anchors, read_image_provenance
-from backend.model_versions import require_active_version
-from backend.schema import Check, Image, ModelVersion
+from backend.checks.service import claim_checks, record_score, store_image, submit_image
+from backend.checks.verdicts import decision_when_read, provenance_summary
+from backend.provenance.intake import TrustAnchorsSettingError, load_trust_anchors, read_image_provenance
 from backend.settings import Settings
 from backend.shapes import CheckOut
-from backend.verdicts import decision_when_read, provenance_summary
+from backend.storage.db import session_scope
+from backend.storage.schema import Check, Image, ModelVersion
+from backend.training.versions import require_active_version
 from core.enums import Verdict, VerdictSource
 from core.policy import verdict_confidence
 from fakewatch.score_command import score_command

@@ -24,9 +24,16 @@ import backend.training.data
 import backend.training.runs
 import worker.training
 from admin.curves import curve_chart, history_frame
-from backend.checks import store_image
-from backend.db import session_scope
-from backend.model_versions import (
+from backend.checks.service import store_image
+from backend.moderation.reviews import label_images
+from backend.settings import Settings
+from backend.shapes import RunOut
+from backend.storage.db import session_scope
+from backend.storage.schema import AuditEvent, Check, Image, ModelActivation, ModelVersion, Review, TrainingRun
+from backend.training.data import assemble_training_data, base_datasets, is_heldout
+from backend.training.rescoring import rescore_flagged
+from backend.training.runs import cancel_run, claim_run, finish_run, get_run, request_training, start_training
+from backend.training.versions import (
     active_version,
     check_promotion,
     promote_version,
@@ -34,13 +41,6 @@ from backend.model_versions import (
     roll_back,
     rollback_candidates,
 )
-from backend.reviews import label_images
-from backend.schema import AuditEvent, Check, Image, ModelActivation, ModelVersion, Review, TrainingRun
-from backend.settings import Settings
-from backend.shapes import RunOut
-from backend.training.data import assemble_training_data, base_datasets, is_heldout
-from backend.training.rescoring import rescore_flagged
-from backend.training.runs import cancel_run, claim_run, finish_run, get_run, request_training, start_training
 from core.enums import AuditAction, Label, Role
 from core.errors import FakewatchError
 from tests.actors import OPERATOR, as_user

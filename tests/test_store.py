@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.store import image_path, put_image, read_stored, storage_key
+from backend.storage.store import image_path, put_image, read_stored, storage_key
 from core.errors import FakewatchError
 
 BYTES = b"\xff\xd8\xff not really a jpeg, the store does not care"

@@ -15,11 +15,11 @@ from celery.signals import celeryd_init, worker_process_init, worker_ready, work
 from sqlalchemy.exc import SQLAlchemyError
 
 import worker.tasks  # noqa: F401 - registers the tasks with whichever app is current
-from backend.db import reset_engines, session_scope
-from backend.dispatch import SCORING_QUEUE, FakewatchCelery
-from backend.image_provenance import load_trust_anchors
-from backend.matching import warm_index
+from backend.checks.dispatch import SCORING_QUEUE, FakewatchCelery
+from backend.matching.lookups import warm_index
+from backend.provenance.intake import load_trust_anchors
 from backend.settings import Settings
+from backend.storage.db import reset_engines, session_scope
 from worker.detectors import warm_up
 from worker.sweeper import start_sweeper
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from backend.db import session_scope
-from backend.model_versions import active_version
-from backend.schema import ModelVersion
 from backend.settings import Settings
+from backend.storage.db import session_scope
+from backend.storage.schema import ModelVersion
+from backend.training.versions import active_version
 
 if TYPE_CHECKING:
     from models.serving import Detector

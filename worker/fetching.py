@@ -1,6 +1,6 @@
 """Fetching a chunk's URLs concurrently, politely and within a time budget.
 
-Each URL goes through the SSRF-safe fetcher (backend.fetch). Around it:
+Each URL goes through the SSRF-safe fetcher (backend.fetching.fetcher). Around it:
 
 - a thread pool so one slow host does not serialise the chunk, with at most ``PER_HOST_LIMIT`` requests in flight
   to any one host from this process (the limit is per worker process; N processes make N times as many);
@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
-from backend.checks import attach_image, record_failure, requeue_checks
-from backend.dispatch import enqueue_scoring
-from backend.fetch import FetchedImage, FetchError, fetch_image
-from backend.schema import Check
+from backend.checks.dispatch import enqueue_scoring
+from backend.checks.service import attach_image, record_failure, requeue_checks
+from backend.fetching.fetcher import FetchedImage, FetchError, fetch_image
 from backend.settings import Settings
+from backend.storage.schema import Check
 from core.enums import CheckStatus
 from core.errors import FakewatchError
 

@@ -9,9 +9,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from backend.checks import renew_leases
-from backend.db import new_session
+from backend.checks.service import renew_leases
 from backend.settings import Settings
+from backend.storage.db import new_session
 
 log = logging.getLogger("fakewatch.worker")
 

@@ -10,14 +10,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from backend.callbacks import schedule as schedule_callbacks
-from backend.checks import claim_checks, commit_finished, find_cached_scores, record_failure, record_score
-from backend.db import session_scope
-from backend.matching import match_for_image
-from backend.model_versions import require_active_version
-from backend.schema import Check, ModelVersion
+from backend.checks.service import claim_checks, commit_finished, find_cached_scores, record_failure, record_score
+from backend.delivery.callbacks import schedule as schedule_callbacks
+from backend.matching.lookups import match_for_image
 from backend.settings import Settings
-from backend.store import read_stored
+from backend.storage.db import session_scope
+from backend.storage.schema import Check, ModelVersion
+from backend.storage.store import read_stored
+from backend.training.versions import require_active_version
 from core.decoding import decode_image
 from core.enums import CheckStatus
 from core.errors import FakewatchError

@@ -10,13 +10,13 @@ import logging
 import threading
 import time
 
-from backend import callbacks
-from backend.checks import sweep_stuck_checks
-from backend.db import session_scope
-from backend.delivery import resend_unsent, send_checks
-from backend.idempotency import forget_old_keys
-from backend.retention import apply_retention
+from backend.checks.handoff import resend_unsent, send_checks
+from backend.checks.idempotency import forget_old_keys
+from backend.checks.service import sweep_stuck_checks
+from backend.delivery import callbacks
+from backend.delivery.retention import apply_retention
 from backend.settings import Settings
+from backend.storage.db import session_scope
 
 log = logging.getLogger("fakewatch.sweeper")
 

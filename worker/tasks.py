@@ -7,10 +7,10 @@ from typing import Any, cast
 
 from celery import Task, shared_task
 
-from backend import callbacks
-from backend.db import session_scope
-from backend.dispatch import DELIVER_TASK, SCORE_TASK, TRAIN_TASK, FakewatchCelery
+from backend.checks.dispatch import DELIVER_TASK, SCORE_TASK, TRAIN_TASK, FakewatchCelery
+from backend.delivery import callbacks
 from backend.settings import Settings
+from backend.storage.db import session_scope
 from worker import scoring, training
 
 

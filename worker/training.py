@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backend.db import session_scope
-from backend.model_versions import active_version
-from backend.schema import ModelVersion
 from backend.settings import Settings
+from backend.storage.db import session_scope
+from backend.storage.schema import ModelVersion
 from backend.training.data import Item, TrainingData, assemble_training_data
 from backend.training.runs import claim_run, end_run, finish_run, record_progress
+from backend.training.versions import active_version
 from core.enums import RunStatus
 
 log = logging.getLogger("fakewatch.training")

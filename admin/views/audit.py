@@ -1,5 +1,5 @@
 """Audit: every state-changing action (who, when, what, on which object, before and after), filtered by actor,
-action, object and time, and exported as CSV. For admins and viewers (backend/access.py's READ_AUDIT)."""
+action, object and time, and exported as CSV. For admins and viewers (backend/identity/access.py's READ_AUDIT)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import streamlit as st
 
 from admin.auth import require_permission
 from admin.context import session_scope
-from backend.audit import EventFilters, event_dict, events_csv, find_events
+from backend.identity.audit import EventFilters, event_dict, events_csv, find_events
 from core.enums import AuditAction, Permission
 
 SHOWN_EVENTS = 500

@@ -14,11 +14,11 @@ import streamlit as st
 from admin.auth import allowed, current_actor, require_user
 from admin.context import console_settings, session_scope
 from admin.notices import flash, show_flash
-from backend.access import require
 from backend.batches.lifecycle import CreatedBatch, cancel_batch, get_batch, submit_list
 from backend.batches.lists import entries_from_file, entries_from_text
 from backend.batches.progress import list_batches, summarize
 from backend.batches.results import ResultFilter, format_results, iter_results
+from backend.identity.access import require
 from backend.shapes import BatchOut
 from core.enums import BatchStatus, Permission
 from core.errors import FakewatchError, Forbidden

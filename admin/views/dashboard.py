@@ -9,7 +9,7 @@ import streamlit as st
 
 from admin.auth import require_user
 from admin.context import session_scope
-from backend.dashboard import Agreement, DashboardData, dashboard_data
+from backend.moderation.dashboard import Agreement, DashboardData, dashboard_data
 from core.enums import Verdict
 
 

@@ -15,13 +15,13 @@ from admin.evidence import evidence_lines, verdict_line
 from admin.heatmap import heatmap_png
 from admin.notices import flash, show_flash
 from admin.thumbnails import data_url
-from backend.audit import EventFilters, event_dict, find_events
-from backend.callbacks import deliveries_for_checks, describe_delivery
-from backend.matching import CopySeen, copies_seen, copy_rule
-from backend.reviews import ImageHistory, escalate_images, image_history, label_image
-from backend.schema import CallbackDelivery, Check
-from backend.store import read_stored
-from backend.verdicts import decision_when_read, provenance_summary
+from backend.checks.verdicts import decision_when_read, provenance_summary
+from backend.delivery.callbacks import deliveries_for_checks, describe_delivery
+from backend.identity.audit import EventFilters, event_dict, find_events
+from backend.matching.lookups import CopySeen, copies_seen, copy_rule
+from backend.moderation.reviews import ImageHistory, escalate_images, image_history, label_image
+from backend.storage.schema import CallbackDelivery, Check
+from backend.storage.store import read_stored
 from core.decoding import decode_image
 from core.enums import Label, Permission
 from core.errors import FakewatchError

@@ -12,8 +12,8 @@ from admin.auth import require_user
 from admin.context import console_settings, session_scope
 from admin.curves import history_frame, render_curves
 from admin.retraining import render_retraining
-from backend.model_versions import list_versions
-from backend.schema import ModelVersion
+from backend.storage.schema import ModelVersion
+from backend.training.versions import list_versions
 
 SHOWN_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "tpr_at_5pct_fpr", "fpr_at_threshold", "ece")
 

@@ -19,8 +19,8 @@ from admin.context import console_settings, session_scope
 from admin.evidence import evidence_lines, verdict_line
 from admin.notices import flash, show_flash
 from admin.thumbnails import thumbnail
-from backend.matching import copy_rule
-from backend.reviews import (
+from backend.matching.lookups import copy_rule
+from backend.moderation.reviews import (
     QueueFilters,
     QueueItem,
     escalate_images,

@@ -1,4 +1,6 @@
-"""The Flask API: an application factory over the backend services (see backend/api/*.py for the routes)."""
+"""The Flask API: an application factory over the backend services (see backend/api/*.py for the routes).
+
+May import core/ and every other backend package: it is the top of the backend."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from backend.api import batches, checks, errors, health, images, model_versions,
 from backend.api.auth import make_limiter
 from backend.api.context import EXTENSION, apply_retry_after, close_session
 from backend.api.idempotent import WAIT_SLOTS, make_wait_slots
-from backend.image_provenance import load_trust_anchors
+from backend.provenance.intake import load_trust_anchors
 from backend.settings import Settings
 from backend.shapes import ERROR_DESCRIPTIONS, ErrorOut
 

@@ -7,10 +7,10 @@ from flask import g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from backend.access import Actor, require
 from backend.api.context import db
-from backend.keys import authenticate
-from backend.schema import ApiKey
+from backend.identity.access import Actor, require
+from backend.identity.keys import authenticate
+from backend.storage.schema import ApiKey
 from core.enums import Permission
 from core.errors import FakewatchError
 

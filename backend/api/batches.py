@@ -26,11 +26,11 @@ from backend.batches.results import (
     format_results,
     iter_results,
 )
-from backend.callbacks import callback_url_for
-from backend.callbacks import schedule as schedule_callbacks
-from backend.db import new_session
+from backend.delivery.callbacks import callback_url_for
+from backend.delivery.callbacks import schedule as schedule_callbacks
 from backend.settings import Settings
 from backend.shapes import BatchOut, BatchPage, CreatedBatchOut, error_doc, response_doc
+from backend.storage.db import new_session
 from core.enums import Permission
 from core.errors import FakewatchError
 

@@ -13,12 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from backend.api.auth import auth, current_actor, current_key
 from backend.api.context import app_settings, db, set_retry_after
 from backend.api.idempotent import IdempotentRequest, idempotent_request, wait_slot
-from backend.callbacks import callback_url_for
-from backend.callbacks import schedule as schedule_callbacks
-from backend.checks import get_check, submit_image, submit_url, wait_for_final
-from backend.delivery import send_checks
-from backend.schema import Check
+from backend.checks.handoff import send_checks
+from backend.checks.service import get_check, submit_image, submit_url, wait_for_final
+from backend.delivery.callbacks import callback_url_for
+from backend.delivery.callbacks import schedule as schedule_callbacks
 from backend.shapes import CheckOut, error_doc, response_doc
+from backend.storage.schema import Check
 from core.enums import UPLOAD_SOURCES, CheckStatus, Permission, Source
 from core.errors import FakewatchError, Unparseable
 

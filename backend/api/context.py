@@ -6,8 +6,8 @@ from __future__ import annotations
 from flask import Response, current_app, g
 from sqlalchemy.orm import Session
 
-from backend.db import new_session
 from backend.settings import Settings
+from backend.storage.db import new_session
 
 EXTENSION = "fakewatch"
 

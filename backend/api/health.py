@@ -9,9 +9,9 @@ from sqlalchemy import text
 
 from backend.api.auth import bearer_token, verified_key
 from backend.api.context import app_settings, db
-from backend.dispatch import broker_reachable
-from backend.model_versions import active_version
+from backend.checks.dispatch import broker_reachable
 from backend.shapes import HealthOut, ReadyOut, response_doc
+from backend.training.versions import active_version
 
 bp = APIBlueprint("health", __name__, tag="Health")
 

@@ -1,4 +1,4 @@
-"""Reading a POST's ``Idempotency-Key`` header and what identifies its request (backend/idempotency.py keeps the
+"""Reading a POST's ``Idempotency-Key`` header and what identifies its request (backend/checks/idempotency.py keeps the
 record), and the per-process slots that bound how many requests may wait for a verdict at once."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from flask import current_app, request
 from sqlalchemy.orm import Session
 
 from backend.api.auth import current_key
-from backend.idempotency import remember, replayed_resource, validate_key
+from backend.checks.idempotency import remember, replayed_resource, validate_key
 
 HEADER = "Idempotency-Key"
 WAIT_SLOTS = "fakewatch.wait_slots"

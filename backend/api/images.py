@@ -1,5 +1,5 @@
 """GET /api/v1/images/<sha256>: the stored image, for the console and the extension; .../matches, its
-near-copies; DELETE removes it (backend/retention.py says what goes and what stays)."""
+near-copies; DELETE removes it (backend/delivery/retention.py says what goes and what stays)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from sqlalchemy import select
 
 from backend.api.auth import auth, current_actor
 from backend.api.context import app_settings, db
-from backend.checks import image_visible
-from backend.matching import ImageMatches, image_matches
-from backend.retention import Deleted, delete_image
-from backend.schema import Image
+from backend.checks.service import image_visible
+from backend.delivery.retention import Deleted, delete_image
+from backend.matching.lookups import ImageMatches, image_matches
 from backend.shapes import DeletedImageOut, ImageMatchesOut, error_doc, response_doc
-from backend.store import image_path, is_sha256
+from backend.storage.schema import Image
+from backend.storage.store import image_path, is_sha256
 from core.errors import FakewatchError, NotFound
 
 bp = APIBlueprint("images", __name__, url_prefix="/api/v1/images", tag="Images")

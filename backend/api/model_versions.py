@@ -1,5 +1,5 @@
 """Model versions over HTTP: list them, promote one, roll back to the one active before, through the console's
-service functions (backend/model_versions.py), which hold the promotion rules: the promotion guard (enough
+service functions (backend/training/versions.py), which hold the promotion rules: the promotion guard (enough
 held-out reviewed images, a false-positive rate no worse than the active version's) refuses with 409
 ``promotion_refused`` unless the body's ``reason`` says why to go ahead anyway (recorded, audited)."""
 
@@ -13,9 +13,9 @@ from apiflask.validators import Length
 
 from backend.api.auth import auth, current_actor
 from backend.api.context import app_settings, db
-from backend.model_versions import list_versions, promote_version, roll_back
-from backend.schema import ModelVersion
 from backend.shapes import ModelVersionList, ModelVersionOut, error_doc
+from backend.storage.schema import ModelVersion
+from backend.training.versions import list_versions, promote_version, roll_back
 from core.enums import Permission
 
 bp = APIBlueprint("model_versions", __name__, url_prefix="/api/v1/model-versions", tag="Model versions")

@@ -1,5 +1,5 @@
 """Moderators' work over HTTP: an image's reviews (POST to label it, GET its history) and the review queue, through
-the same service functions as the console (backend/reviews.py)."""
+the same service functions as the console (backend/moderation/reviews.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from backend.api.auth import auth, current_actor
 from backend.api.context import db
-from backend.reviews import QUEUE_ORDERS, QueueFilters, image_history, label_image, queue_size, review_queue
-from backend.schema import Check, Image
+from backend.moderation.reviews import QUEUE_ORDERS, QueueFilters, image_history, label_image, queue_size, review_queue
 from backend.shapes import QueuePage, ReviewList, error_doc
-from backend.store import is_sha256
+from backend.storage.schema import Check, Image
+from backend.storage.store import is_sha256
 from core.enums import FLAGGED_VERDICTS, Label, Permission, Source, Verdict
 from core.errors import FakewatchError, NotFound
 

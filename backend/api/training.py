@@ -1,6 +1,6 @@
 """Training runs over HTTP, for `fakewatch retrain` and scripts: start one, follow it, cancel it.
 
-Starting and cancelling a run needs a moderator's or admin's key (backend/access.py); a submitter key reads only the
+Starting and cancelling a run needs a moderator's or admin's key (backend/identity/access.py); a submitter key reads only the
 runs it requested, which is none. Promotion and roll-back are not here but in backend/api/model_versions.py (an
 admin's action): a run only produces a candidate."""
 
@@ -15,8 +15,8 @@ from flask import url_for
 
 from backend.api.auth import auth, current_actor
 from backend.api.context import app_settings, db
-from backend.schema import TrainingRun
 from backend.shapes import ErrorOut, RunList, RunOut, error_doc, response_doc
+from backend.storage.schema import TrainingRun
 from backend.training.runs import cancel_run, get_run, list_runs, start_training
 from core.enums import Permission
 

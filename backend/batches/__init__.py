@@ -8,4 +8,6 @@
 Acceptance stays fast whatever the size: the URLs are validated for syntax only (whether an address may be
 fetched is decided when it is fetched, since DNS can change), their check rows are inserted in one bulk
 statement, and the work goes to the broker in chunks of ids, never one message per URL.
+
+May import core/, backend.settings and backend's checks, fetching, identity and storage.
 """

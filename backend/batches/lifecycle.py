@@ -13,13 +13,13 @@ from typing import cast
 from sqlalchemy import Table, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from backend.access import Actor, require, visible_or_not_found
-from backend.audit import record
 from backend.batches.lists import Entry, ParsedList, validate_entries
-from backend.db import get_or_not_found
-from backend.delivery import send_checks
-from backend.schema import Batch, Check, new_id, utcnow
+from backend.checks.handoff import send_checks
+from backend.identity.access import Actor, require, visible_or_not_found
+from backend.identity.audit import record
 from backend.settings import Settings
+from backend.storage.db import get_or_not_found
+from backend.storage.schema import Batch, Check, new_id, utcnow
 from core.enums import PENDING_CHECK_STATUSES, AuditAction, BatchStatus, CheckStatus, Permission, Source
 from core.errors import FakewatchError
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.fetch import validate_url
+from backend.fetching.fetcher import validate_url
 from core.errors import FakewatchError, Unparseable
 
 # The invalid lines reported back are capped so a file of garbage cannot bloat the batch row.

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from backend.access import Actor, owner_key_id
-from backend.schema import Batch, Check, utcnow
+from backend.identity.access import Actor, owner_key_id
+from backend.storage.schema import Batch, Check, utcnow
 from core.enums import BatchStatus, CheckStatus
 
 # Rates are measured over the last RATE_WINDOW_S seconds, so the time left follows the current pace.

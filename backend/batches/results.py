@@ -11,8 +11,8 @@ from typing import Any, Literal
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from backend.schema import Check, Image, ModelVersion, Review, isoformat_z
-from backend.verdicts import provenance_summary, stored_decision_when_read
+from backend.checks.verdicts import provenance_summary, stored_decision_when_read
+from backend.storage.schema import Check, Image, ModelVersion, Review, isoformat_z
 from core.enums import CheckStatus, Label
 
 RESULT_COLUMNS = ("url", "status", "verdict", "score", "confidence", "flagged", "cached", "model_version",

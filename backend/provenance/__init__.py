@@ -9,6 +9,8 @@ source types, and the metadata that image generators and editors leave behind.
     provenance.trusted_capture       # rule 4
 
 See docs/provenance.md for what this proves and what it does not.
+
+May import core/ and backend.settings.
 """
 
 from backend.provenance.c2pa_evidence import check_trust_anchors

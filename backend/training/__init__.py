@@ -7,5 +7,7 @@
 
 The console, the API and the CLI call these services; the training worker (worker/training.py) does the fitting
 and reports back through them. Nothing here imports TensorFlow. A run only ever adds a *candidate* version; what
-is active changes only through backend/model_versions.py's ``promote_version`` or ``roll_back``.
+is active changes only through backend/training/versions.py's ``promote_version`` or ``roll_back``.
+
+May import core/, backend.settings and backend's checks, identity and storage.
 """

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.schema import Image, Review
 from backend.settings import Settings
-from backend.store import image_path
+from backend.storage.schema import Image, Review
+from backend.storage.store import image_path
 from core.enums import Label
 from core.model_metadata import SHIPPED_MODEL, metadata_path, read_metadata
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.delivery import send_checks
-from backend.model_versions import active_version
-from backend.schema import Batch, Check
+from backend.checks.handoff import send_checks
 from backend.settings import Settings
+from backend.storage.schema import Batch, Check
+from backend.training.versions import active_version
 from core.enums import CheckStatus, Source
 from core.errors import FakewatchError
 

@@ -12,14 +12,14 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.access import Actor, owner_key_id, require, visible_or_not_found
-from backend.audit import record
-from backend.db import get_or_not_found
-from backend.dispatch import enqueue_training
-from backend.model_versions import active_version, register_model
-from backend.schema import ModelVersion, TrainingRun, new_id, utcnow
+from backend.checks.dispatch import enqueue_training
+from backend.identity.access import Actor, owner_key_id, require, visible_or_not_found
+from backend.identity.audit import record
 from backend.settings import Settings
+from backend.storage.db import get_or_not_found
+from backend.storage.schema import ModelVersion, TrainingRun, new_id, utcnow
 from backend.training.data import assemble_training_data
+from backend.training.versions import active_version, register_model
 from core.enums import ACTIVE_RUN_STATUSES, ActorKind, AuditAction, Permission, RunStatus
 from core.errors import FakewatchError
 

@@ -1,0 +1,302 @@
+"""Checks: submitting an image or URL, reading a check back, and the state changes the workers make.
+
+Every entry point (API, CLI, console, Celery tasks) goes through these functions; the database row is the
+source of truth for a check's state, and a check's status only moves forward:
+queued -> running -> done | failed, or queued -> cancelled. A batch's status follows its items': it becomes
+running when a worker claims one of them and done when the last one ends (backend/batches/lifecycle.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.batches.lifecycle import mark_batches_running, settle_batches
+from backend.checks.verdicts import decide_at_scoring
+from backend.fetching.fetcher import check_address, validate_url
+from backend.identity.access import Actor, owner_key_id, visible_or_not_found
+from backend.matching.lookups import hash_fields, match_for_image
+from backend.provenance.intake import read_image_provenance
+from backend.settings import Settings
+from backend.storage.db import get_or_not_found
+from backend.storage.schema import Check, Image, ModelVersion, utcnow
+from backend.storage.store import put_image
+from backend.training.versions import require_active_version
+from core.decoding import ImageInfo, decode_image, inspect_image
+from core.enums import CheckStatus, Source
+
+
+def store_image(session: Session, data: bytes, settings: Settings, info: ImageInfo | None = None) -> Image:
+    """Validate untrusted bytes, store them content-addressed, and return their (possibly existing) row.
+
+    ``info`` is the result of ``inspect_image`` on these bytes when the caller already has it (the fetcher does)."""
+    # Bytes with a known SHA-256 passed every intake check when first stored: skip decoding them again.
+    known = session.scalar(select(Image).where(Image.sha256 == hashlib.sha256(data).hexdigest()))
+    if known is not None:
+        if known.deleted_at is not None:
+            # Deleted earlier (backend/delivery/retention.py) and submitted again: a new submission, stored again.
+            put_image(data, known.sha256, settings.images_dir)
+            known.deleted_at = None
+        if known.provenance is None:  # stored before provenance was read (or purged): read it now, once
+            known.provenance = read_image_provenance(data, settings)
+        return known
+    if info is None:
+        info = inspect_image(data, settings.image_limits)
+    key = put_image(data, info.sha256, settings.images_dir)
+    image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
+                  width=info.width, height=info.height, storage_key=key)
+    # From the original bytes, before anything decodes or re-encodes them (backend/provenance/intake.py).
+    image.provenance = read_image_provenance(data, settings)
+    # Near-duplicate matching (backend/matching/lookups.py): the PDQ hash of the decoded image, stored with its row.
+    image.pdq_hex, image.pdq_quality = hash_fields(decode_image(data, settings.image_limits))
+    try:
+        with session.begin_nested():
+            session.add(image)
+    except IntegrityError:
+        # Another request stored the same bytes a moment ago.
+        image = session.scalars(select(Image).where(Image.sha256 == info.sha256)).one()
+    return image
+
+
+@dataclass(frozen=True)
+class CachedScore:
+    """An earlier score of the same bytes by the same model version, with the regions it was pooled from."""
+
+    score: float
+    regions: list[Any] | None
+
+
+def find_cached_scores(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, CachedScore]:
+    """Earlier scores of the same bytes by the same model version, by image id (one query for all of them)."""
+    rows = session.execute(
+        select(Check.image_id, Check.score, Check.regions)
+        .where(Check.image_id.in_(set(image_ids)), Check.model_version_id == model_version_id,
+               Check.status == CheckStatus.DONE, Check.score.is_not(None))
+        .order_by(Check.finished_at.desc())
+    )
+    # Newest first, so the oldest score of each image is written last and wins (the one first reported).
+    return {image_id: CachedScore(score, regions) for image_id, score, regions in rows
+            if image_id is not None and score is not None}
+
+
+@dataclass
+class Submission:
+    check: Check
+    needs_scoring: bool
+
+
+def submit_image(session: Session, data: bytes, settings: Settings, *, source: Source = Source.UPLOAD,
+                 source_url: str | None = None, page_url: str | None = None, api_key_id: int | None = None,
+                 info: ImageInfo | None = None, callback_url: str | None = None) -> Submission:
+    """Create a check for image bytes. If the active model already scored these bytes, the check is done at once
+    (with the labelled near-copies known now as its match).
+
+    The caller commits, then enqueues when ``needs_scoring`` (so a worker never sees an uncommitted row)."""
+    image = store_image(session, data, settings, info)
+    version = require_active_version(session)
+    check = Check(image_id=image.id, image=image, source=Source(source), source_url=source_url, page_url=page_url,
+                  api_key_id=api_key_id, callback_url=callback_url)
+    session.add(check)
+    cached = find_cached_scores(session, [image.id], version.id).get(image.id)
+    if cached is not None:
+        _finish(check, version, cached.score, cached=True, regions=cached.regions,
+                match=match_for_image(session, settings, image))
+    session.flush()
+    return Submission(check=check, needs_scoring=cached is None)
+
+
+def submit_url(session: Session, url: str, settings: Settings, *, page_url: str | None = None,
+               api_key_id: int | None = None, callback_url: str | None = None) -> Check:
+    """Create a queued check for an image URL, which a worker fetches like a batch item.
+
+    Refused at once: a malformed URL (``invalid_url``) and a host that resolves to an address the fetcher may not
+    reach (``blocked_address``). Everything else that can go wrong with the URL (404, not an image, a redirect to a
+    refused address, a DNS answer that changed) happens when the worker fetches it and ends the check ``failed``
+    with the reason. The caller commits, then enqueues."""
+    url = validate_url(url)
+    check_address(url, settings)
+    require_active_version(session)
+    check = Check(source=Source.URL, source_url=url, page_url=page_url, api_key_id=api_key_id,
+                  callback_url=callback_url)
+    session.add(check)
+    session.flush()
+    return check
+
+
+def get_check(session: Session, check_id: str, actor: Actor | None = None) -> Check:
+    """The check; ``not_found`` when ``actor`` (None: a trusted internal caller) may not read it."""
+    check = get_or_not_found(session, Check, check_id, "check")
+    visible_or_not_found(actor, check.api_key_id, "check", check_id)
+    return check
+
+
+def image_visible(session: Session, image: Image, actor: Actor | None) -> bool:
+    """Whether the actor may read these bytes: everyone who may read everything, and a submitter with a check of
+    them (the same bytes sent by two keys are stored once and readable by both)."""
+    owner = owner_key_id(actor)
+    if owner is None:
+        return True
+    return session.scalar(select(Check.id).where(Check.image_id == image.id, Check.api_key_id == owner).limit(1)) \
+        is not None
+
+
+def wait_for_final(session: Session, check_id: str, timeout_s: float) -> Check:
+    """Poll the database until the check is final or the time is up; short sleeps first, since most
+    verdicts take tens of milliseconds."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.003
+    while True:
+        check = get_check(session, check_id)
+        if check.status.is_final or time.monotonic() >= deadline:
+            return check
+        session.expire_all()
+        session.rollback()  # end the read transaction so the next poll sees new commits
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 0.05)
+
+
+# --- state changes made by the workers --------------------------------------------------------------------
+
+
+def lease_lapsed(now: datetime, stale_after_s: float) -> ColumnElement[bool]:
+    """A running check whose worker is gone: its lease ran out, or (a row claimed before leases existed) it started
+    more than ``stale_after_s`` ago."""
+    return and_(Check.status == CheckStatus.RUNNING,
+                or_(Check.lease_expires_at < now,
+                    and_(Check.lease_expires_at.is_(None), Check.started_at < now - timedelta(seconds=stale_after_s))))
+
+
+def claim_checks(session: Session, check_ids: list[str], stale_after_s: float, lease_s: float = 30.0,
+                 claimed_by: str | None = None) -> list[Check]:
+    """Mark the given checks running under a lease of ``lease_s`` (and their batches, if queued) and return those
+    this caller won.
+
+    A check is claimed when it is queued, or running with a lapsed lease (its worker died); one already final or
+    held by a live worker is skipped, which makes a redelivered message harmless."""
+    now = utcnow()
+    # One conditional UPDATE for the whole chunk; RETURNING names the rows this caller won.
+    claimed = list(session.scalars(
+        update(Check)
+        .where(Check.id.in_(check_ids), or_(Check.status == CheckStatus.QUEUED, lease_lapsed(now, stale_after_s)))
+        .values(status=CheckStatus.RUNNING, started_at=now, lease_expires_at=now + timedelta(seconds=lease_s),
+                unsent=False, claimed_by=claimed_by, attempts=Check.attempts + 1)
+        .returning(Check.id)
+    ))
+    if claimed:
+        mark_batches_running(session, claimed)
+    session.commit()
+    return list(session.scalars(select(Check).where(Check.id.in_(claimed)))) if claimed else []
+
+
+def renew_leases(session: Session, check_ids: Sequence[str], lease_s: float) -> int:
+    """Extend the lease on those of these checks still running (a worker's heartbeat); commits, returns how many."""
+    if not check_ids:
+        return 0
+    result = session.execute(
+        update(Check).where(Check.id.in_(list(check_ids)), Check.status == CheckStatus.RUNNING)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False))
+    session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _finish(check: Check, version: ModelVersion, score: float, cached: bool, regions: list[Any] | None,
+            match: dict[str, Any] | None) -> None:
+    decision = decide_at_scoring(check, score, version.threshold, version.band, match)
+    check.status = CheckStatus.DONE
+    check.score = float(score)
+    check.verdict = decision.verdict
+    check.verdict_source = decision.source
+    check.flagged = decision.flagged
+    check.match = match
+    check.regions = regions
+    check.cached = cached
+    check.model_version_id = version.id
+    check.model_version = version
+    check.error_code = check.error_message = None
+    check.finished_at = utcnow()
+
+
+def record_score(check: Check, version: ModelVersion, score: float, cached: bool = False,
+                 regions: list[Any] | None = None, match: dict[str, Any] | None = None) -> None:
+    """The model's score of a running check, its per-crop regions and any near-duplicate match: the check is done,
+    with the verdict the policy decides from them and the image's provenance."""
+    if check.status != CheckStatus.RUNNING:
+        return
+    _finish(check, version, score, cached, regions, match)
+
+
+def record_failure(check: Check, code: str, message: str) -> None:
+    if check.status.is_final:
+        return
+    check.status = CheckStatus.FAILED
+    check.error_code = code
+    check.error_message = message
+    check.finished_at = utcnow()
+
+
+def commit_finished(session: Session, checks: Iterable[Check]) -> list[str]:
+    """Commit what a worker recorded on these checks, then settle the batches whose last items they were (after
+    the commit, so of two workers finishing one batch's last items, the later one sees both); returns the ids of
+    the batches this call finished."""
+    session.commit()
+    batch_ids = {check.batch_id for check in checks if check.batch_id is not None and check.status.is_final}
+    if not batch_ids:
+        return []
+    finished = settle_batches(session, batch_ids)
+    session.commit()
+    return finished
+
+
+def attach_image(session: Session, check: Check, data: bytes, settings: Settings,
+                 info: ImageInfo | None = None) -> Image:
+    """Give a URL check (a single one or a batch item) the image its URL returned."""
+    image = store_image(session, data, settings, info)
+    check.image_id = image.id
+    check.image = image
+    return image
+
+
+def sweep_stuck_checks(session: Session, settings: Settings) -> list[str]:
+    """Re-queue running checks whose lease lapsed (a killed worker) and checks left queued past ``stuck_after_s``
+    (a lost message); a check that already had ``max_attempts`` attempts ends failed instead. A check whose worker
+    still renews its lease is never taken, however long it runs. Returns the ids to send again."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=settings.stuck_after_s)
+    stuck_now = or_(and_(Check.status == CheckStatus.QUEUED, Check.queued_at < cutoff),
+                    lease_lapsed(now, settings.stuck_after_s))
+    stuck = list(session.scalars(select(Check).where(stuck_now).limit(5000)))
+    retry: list[str] = []
+    given_up: list[Check] = []
+    for check in stuck:
+        if check.attempts >= settings.max_attempts:
+            record_failure(check, "worker_lost",
+                           f"The worker stopped {check.attempts} times while handling this check; it was given up. "
+                           "Submit the image again, and check the worker logs if this repeats.")
+            given_up.append(check)
+        else:
+            retry.append(check.id)
+    commit_finished(session, given_up)
+    return requeue_checks(session, retry, stuck_now)
+
+
+def requeue_checks(session: Session, check_ids: Sequence[str], still: ColumnElement[bool]) -> list[str]:
+    """Mark checks queued again, only where ``still`` holds at the moment of the update (so a check a worker
+    claimed or finished meanwhile is left alone), and commit; returns the ids to send again. The caller sends
+    them after this commit, so a worker never receives an id whose row does not say queued."""
+    if not check_ids:
+        return []
+    ids = list(session.scalars(
+        update(Check).where(Check.id.in_(list(check_ids)), still)
+        .values(status=CheckStatus.QUEUED, queued_at=utcnow(), started_at=None, lease_expires_at=None)
+        .returning(Check.id)
+    ))
+    session.commit()
+    return ids
