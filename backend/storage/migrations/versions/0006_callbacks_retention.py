@@ -13,6 +13,8 @@ import secrets
 from alembic import op
 import sqlalchemy as sa
 
+# The file is numbered by its place in the chain; the revision id keeps the name it was deployed with
+# (databases store it in alembic_version), so ids and file names differ from 0005 to 0009.
 revision = "0008_callbacks_retention"
 down_revision = "0007_matching"
 branch_labels = None

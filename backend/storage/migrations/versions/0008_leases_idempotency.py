@@ -9,6 +9,8 @@ Create Date: 2026-12-02 03:00:00
 from alembic import op
 import sqlalchemy as sa
 
+# The file is numbered by its place in the chain; the revision id keeps the name it was deployed with
+# (databases store it in alembic_version), so ids and file names differ from 0005 to 0009.
 revision = "0010_leases_idempotency"
 down_revision = "0005_roles_audit"
 branch_labels = None
