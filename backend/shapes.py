@@ -233,7 +233,7 @@ class ProvenanceOut(Schema):
 
 
 class CheckOut(Schema):
-    """A check, as every endpoint returns it (DESIGN.md)."""
+    """A check, as every endpoint returns it (docs/architecture.md, "JSON shapes")."""
 
     id = fields.String()
     status = Choice(CheckStatus)

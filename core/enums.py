@@ -78,7 +78,7 @@ FLAGGED_VERDICTS: tuple[Verdict, ...] = (Verdict.FAKE, Verdict.UNCERTAIN)
 
 
 class VerdictSource(StrEnum):
-    """What decided a check's verdict (DESIGN.md, "Verdict policy"): a moderator's review of these bytes,
+    """What decided a check's verdict (docs/architecture.md, "Verdict rules"): a moderator's review of these bytes,
     provenance in the file's metadata, a near-duplicate of a labelled image, or the model's score."""
 
     MODEL = "model"
@@ -128,7 +128,8 @@ class DeliveryStatus(StrEnum):
 
 
 class Role(StrEnum):
-    """Who a key or a console user is (DESIGN.md, "Roles"); what each may do is backend/identity/access.py's table."""
+    """Who a key or a console user is (docs/architecture.md, "Roles and permissions"); what each may do is
+    backend/identity/access.py's table."""
 
     SUBMITTER = "submitter"
     VIEWER = "viewer"

@@ -38,8 +38,8 @@ class NotFound(FakewatchError):
 
 
 class Forbidden(FakewatchError):
-    """The key's or user's role may not do this (DESIGN.md, "Roles"). Another key's objects are NotFound instead,
-    so that ids leak nothing."""
+    """The key's or user's role may not do this (docs/architecture.md, "Roles and permissions"). Another key's
+    objects are NotFound instead, so that ids leak nothing."""
 
     status = 403
 

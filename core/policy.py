@@ -1,4 +1,4 @@
-"""The one place that decides a verdict (DESIGN.md, "Verdict policy"), first rule that applies:
+"""The one place that decides a verdict (docs/architecture.md, "Verdict rules"), first rule that applies:
 
 1. a moderator's review of these exact bytes: its label (``review``);
 2. declared-AI provenance (a C2PA action or ingredient, an IPTC digital source type or a generator signature that

@@ -92,7 +92,7 @@ def keys() -> None:
 @keys.command("create")
 @click.argument("name")
 @click.option("--role", type=click.Choice([role.value for role in Role]), default=Role.SUBMITTER.value,
-              show_default=True, help="What the key may do (DESIGN.md, Roles).")
+              show_default=True, help="What the key may do (docs/architecture.md, Roles and permissions).")
 @click.option("--callback-url", default=None,
               help="Post this key's checks and batches here when they finish, unless a submission names its own.")
 @click.pass_obj

@@ -56,7 +56,8 @@ def describe_check(target: str, result: dict[str, Any]) -> str:
     if status != CheckStatus.DONE:
         return f"{target}: {status} (check {result.get('id')}; not finished yet)"
     if result.get("verdict_source") == "review" and result.get("review"):
-        # A moderator's label of these bytes is the verdict (DESIGN.md, rule 1); the model's score stays shown.
+        # A moderator's label of these bytes is the verdict (verdict rule 1, docs/architecture.md); the model's
+        # score stays shown.
         review_by = result["review"]
         score = "n/a" if result.get("score") is None else f"{result['score']:.3f}"
         return (f"{target}: reviewed {result['verdict']} (by {review_by['by']} at {review_by['at']}; model score "
@@ -66,7 +67,7 @@ def describe_check(target: str, result: dict[str, Any]) -> str:
     evidence = (result.get("provenance") or {}).get("summary") or ""
     if result.get("confidence") is not None:
         decided = f"confidence {result['confidence']:.2f}"
-    else:  # other evidence than the model decided: show it instead of a confidence (DESIGN.md)
+    else:  # other evidence than the model decided: show it instead of a confidence (docs/architecture.md)
         decided = f"by {source}" + (f": {evidence}" if source == "provenance" and evidence else "")
     shown = f"; provenance: {evidence}" if evidence and not decided.endswith(evidence) else ""
     return (f"{target}: {result['verdict']} ({decided}, score {result['score']:.3f}, "

@@ -41,7 +41,8 @@ from tests.actors import OPERATOR
 from tests.fixtures_images import distinct_photos
 from tests.test_retrain import _fake_version, _review, unique_png
 
-# DESIGN.md's "Roles", written out here rather than read from backend/identity/access.py, so the table is checked against it.
+# docs/architecture.md's "Roles and permissions", written out here rather than read from backend/identity/access.py,
+# so the table is checked against it.
 DESIGN_ROLES: dict[Permission, set[Role]] = {
     Permission.SUBMIT: {Role.SUBMITTER, Role.MODERATOR, Role.ADMIN},
     Permission.READ_ALL: {Role.VIEWER, Role.MODERATOR, Role.ADMIN},

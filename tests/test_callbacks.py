@@ -81,7 +81,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 
 
 def _own_hmac(secret: str, header: str, body: bytes) -> bool:
-    """The receiver's check, written out from DESIGN.md rather than with fakewatch's helper."""
+    """The receiver's check, written out from docs/api.md ("Callbacks") rather than with fakewatch's helper."""
     parts = dict(part.split("=", 1) for part in header.split(","))
     expected = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) < 300

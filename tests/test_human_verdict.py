@@ -1,4 +1,4 @@
-"""A human decision is the verdict (DESIGN.md's verdict policy, rule 1), end to end on the running stack: after a
+"""A human decision is the verdict (docs/architecture.md, verdict rule 1), end to end on the running stack: after a
 moderator labels an image, the next check of the same bytes, the batch export and the CLI all say so, and a
 relabel or an undo changes what later reads return. (The extension's badge: tests/test_extension.py.)"""
 

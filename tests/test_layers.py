@@ -1,6 +1,6 @@
-"""The arrows between the packages run one way (DESIGN.md, "Layers"): core at the bottom, backend and models each on
-core only, the worker and the console above the backend, the ``fakewatch`` command on top. Read from the source,
-so an import inside a function counts as much as one at the top of a module."""
+"""The arrows between the packages run one way (docs/architecture.md, "Packages and what they may import"): core at
+the bottom, backend and models each on core only, the worker and the console above the backend, the ``fakewatch``
+command on top. Read from the source, so an import inside a function counts as much as one at the top of a module."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The verdict policy (DESIGN.md, "Verdict policy"): the five rules in order, and rule 5's bounds, so a model verdict
-never reads under 50%."""
+"""The verdict policy (docs/architecture.md, "Verdict rules"): the five rules in order, and rule 5's bounds, so a
+model verdict never reads under 50%."""
 
 from __future__ import annotations
 

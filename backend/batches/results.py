@@ -18,7 +18,7 @@ from core.enums import CheckStatus, Label
 RESULT_COLUMNS = ("url", "status", "verdict", "score", "confidence", "flagged", "cached", "model_version",
                   "sha256", "error_code", "error_message", "check_id", "finished_at",
                   # What decided the verdict, the file's evidence in one line, and the labelled near-copy that did
-                  # (or was weighed): DESIGN.md's provenance and match.
+                  # (or was weighed): a check's provenance and match (docs/architecture.md, "JSON shapes").
                   "verdict_source", "provenance", "match_sha256", "match_pdq_hex", "match_distance", "match_label",
                   # A moderator's latest label of the bytes: the verdict when there is one (rule 1).
                   "review")
@@ -48,7 +48,8 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
         query = query.where(Check.status == CheckStatus.FAILED)
     for row in session.execute(query.execution_options(yield_per=chunk)):
         label = Label(row.review) if row.review else None
-        # The model's confidence only when the model decided; other evidence has none (DESIGN.md).
+        # The model's confidence only when the model decided; other evidence has none (docs/architecture.md,
+        # "Verdict rules").
         decision = stored_decision_when_read(row.score, row.verdict, row.verdict_source, label)
         yield {
             "url": row.source_url, "status": row.status.value,

@@ -12,7 +12,8 @@ How a callback travels, so that a slow or failing receiver never holds up scorin
 3. The sweeper (worker/sweeper.py) sends every pending delivery whose next attempt is due, and writes the rows a
    crash between a commit and step 1 left out, so neither a lost message nor a dead worker loses a callback.
 
-The signature is DESIGN.md's: ``X-Fakewatch-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">``;
+The signature (docs/api.md, "Callbacks"):
+``X-Fakewatch-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">``;
 ``verify_signature`` is what a receiver does (and rejects a stale timestamp, so a captured request cannot be
 replayed later). The URL passes the fetcher's address guard at submission and again at every attempt (its host
 may resolve elsewhere by then), with the fetcher's timeouts.

@@ -1,5 +1,5 @@
-"""Who may do what: the one table of roles and permissions (DESIGN.md, "Roles"), the actor every gated service
-takes, and the ownership rule for reads.
+"""Who may do what: the one table of roles and permissions (docs/architecture.md, "Roles and permissions"), the
+actor every gated service takes, and the ownership rule for reads.
 
 - ``require(actor, Permission.X)`` refuses with ``forbidden`` (403) when the actor's role may not do X;
   ``may(role, Permission.X)`` is the same question for the console to hide a control.

@@ -193,7 +193,8 @@ def labelled_among(session: Session, found: Sequence[Match]) -> list[LabelledCop
 
 
 def match_evidence(copies: Sequence[LabelledCopy]) -> dict[str, Any] | None:
-    """A check's ``match`` (DESIGN.md): the nearest labelled copy, plus every label seen (rule 3 weighs them all)."""
+    """A check's ``match`` (docs/matching.md): the nearest labelled copy, plus every label seen (rule 3 weighs them
+    all)."""
     if not copies:
         return None
     nearest = copies[0]

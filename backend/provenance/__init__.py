@@ -4,7 +4,7 @@ source types, and the metadata that image generators and editors leave behind.
     from backend.provenance import read_provenance
     provenance = read_provenance(data, trust_anchors_pem=pem)
     provenance.to_dict()             # {"c2pa": {...} | None, "signals": [{"kind", "says", "detail", "source"}]}
-    provenance.declares_ai           # DESIGN.md verdict policy, rule 2
+    provenance.declares_ai           # verdict rule 2 (docs/architecture.md)
     provenance.invalid_manifest_claims_ai
     provenance.trusted_capture       # rule 4
 

@@ -1,4 +1,4 @@
-"""The provenance a check carries (DESIGN.md: ``{"c2pa": {...} | null, "signals": [...]}``) and the three
+"""The provenance a check carries (docs/provenance.md: ``{"c2pa": {...} | null, "signals": [...]}``) and the three
 facts the verdict policy reads from it.
 
 A signal's ``says`` is "ai", "edited" or "capture"; a signal that only reports a reading problem (an
@@ -121,13 +121,14 @@ class Provenance:
 
     @property
     def invalid_manifest_claims_ai(self) -> bool:
-        """A manifest that fails validation says AI: never real, at least uncertain (DESIGN.md rule 2)."""
+        """A manifest that fails validation says AI: never real, at least uncertain (verdict rule 2,
+        docs/architecture.md)."""
         return self._manifest_invalid() and any(s.says == "ai" and s.from_manifest for s in self.signals)
 
     @property
     def trusted_capture(self) -> bool:
         """A valid manifest from a signer in the trust list declares a capture (in the active manifest or an
-        ingredient it vouches for) and nothing in it says AI (DESIGN.md rule 4)."""
+        ingredient it vouches for) and nothing in it says AI (verdict rule 4, docs/architecture.md)."""
         if self.c2pa is None or not self.c2pa.trusted:
             return False
         from_manifest = [s for s in self.signals if s.from_manifest]

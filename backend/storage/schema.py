@@ -98,7 +98,8 @@ class Image(Base):
     height: Mapped[int] = mapped_column(Integer)
     storage_key: Mapped[str] = mapped_column(String(200))
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
-    # Evidence read from the original bytes once, whatever the model version (DESIGN.md's check "provenance").
+    # Evidence read from the original bytes once, whatever the model version (a check's "provenance",
+    # docs/provenance.md).
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # PDQ perceptual hash (64 hex digits) and its quality (0-100), for near-duplicate matching.
     pdq_hex: Mapped[str | None] = mapped_column(String(64))
@@ -185,7 +186,8 @@ class Check(Base):
     # What decided the verdict when the check was scored (a later review overrides both when read).
     verdict_source: Mapped[VerdictSource | None] = mapped_column(
         enum_column(VerdictSource, "ck_checks_verdict_source"))
-    # The labelled near-duplicate that decided (or was weighed): DESIGN.md's "match", plus every label seen.
+    # The labelled near-duplicate that decided (or was weighed): a check's "match" (docs/matching.md), plus every
+    # label seen.
     match: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The detector's per-crop scores with their boxes: [{"box": [x0, y0, x1, y1], "score": 0.8}, ...].
     regions: Mapped[list[Any] | None] = mapped_column(JSON)

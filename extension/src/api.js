@@ -1,4 +1,4 @@
-/* Talking to the fakewatch API (DESIGN.md: POST /api/v1/checks, GET /api/v1/checks/<id>).
+/* Talking to the fakewatch API (docs/api.md, "Checks": POST /api/v1/checks, GET /api/v1/checks/<id>).
  * The API key is only ever sent to the configured server: every request is built from settings.serverUrl here. */
 "use strict";
 
@@ -64,7 +64,7 @@ function isHttpUrl(value) {
   return /^https?:\/\//i.test(value || "");
 }
 
-/** The multipart body of DESIGN.md: `image`, and where it came from when that fits the server's limits. */
+/** The multipart body of docs/api.md's "Checks": `image`, and where it came from when that fits the server's limits. */
 function buildCheckForm(blob, target) {
   const form = new FormData();
   const extension = (blob.type.split("/")[1] || "bin").replace("jpeg", "jpg");
