@@ -160,17 +160,29 @@ def reused_idempotency_key(world: World) -> TestResponse:
     return upload(client, world.admin, photo_bytes("rocket", size=96), key)
 
 
-def refused_promotion(world: World) -> TestResponse:
-    # A second version never compared with the active one on held-out reviews: the guard refuses it.
-    folder = world.tmp / "candidate"
+def candidate_version(world: World, name: str) -> tuple[int, Path]:
+    """A second version (a copy of the shipped model under another name), registered and not active."""
+    folder = world.tmp / name
     folder.mkdir(exist_ok=True)
-    model = folder / "candidate.keras"
+    model = folder / f"{name}.keras"
     shutil.copyfile(SHIPPED_MODEL, model)
     metadata = json.loads(metadata_path(SHIPPED_MODEL).read_text())
-    metadata_path(model).write_text(json.dumps({**metadata, "name": "error-table-candidate"}))
+    metadata_path(model).write_text(json.dumps({**metadata, "name": name}))
     with session_scope(world.settings) as session:
-        version_id = register_model(session, model).id
+        return register_model(session, model).id, model
+
+
+def refused_promotion(world: World) -> TestResponse:
+    # Never compared with the active version on held-out reviews: the guard refuses it.
+    version_id, _ = candidate_version(world, "refused-candidate")
     return world.client().post(f"/api/v1/model-versions/{version_id}/promote", headers=bearer(world.admin), json={})
+
+
+def promotion_of_a_missing_file(world: World) -> TestResponse:
+    version_id, model = candidate_version(world, "missing-candidate")
+    model.unlink()
+    return world.client().post(f"/api/v1/model-versions/{version_id}/promote", headers=bearer(world.admin),
+                               json={"reason": "past the guard, on purpose"})
 
 
 def nothing_to_roll_back(world: World) -> TestResponse:
@@ -306,6 +318,7 @@ CASES: dict[str, Callable[[World], TestResponse]] = {
     "an Idempotency-Key already used for a different request": reused_idempotency_key,
     "a promotion the guard refuses, sent without a reason": refused_promotion,
     "a roll back when no earlier version was ever active": nothing_to_roll_back,
+    "a promotion of a version whose model file is missing": promotion_of_a_missing_file,
     "a training run while another is queued or running": training_busy,
     "a training run with nothing to train on": no_training_data,
     "a fine-tuning run when no version is active": fine_tune_without_model,
