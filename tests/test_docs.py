@@ -111,3 +111,26 @@ def test_nothing_points_to_the_retired_design_note() -> None:
                 continue
             mentions += [f"{name}:{number}" for number, line in enumerate(text.splitlines(), 1) if retired in line]
     assert mentions == []
+
+
+def documented_endpoints() -> set[str]:
+    """``METHOD /path`` for each row of docs/api.md's endpoint table, path parameters written ``{}``; a row's
+    optional part in brackets (``/api/v1/training-runs[/<id>]``) stands for both paths."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    section = text.split("\n## Endpoints\n", 1)[1].split("\n## ", 1)[0]
+    found = set()
+    for method, path in re.findall(r"^\| `([A-Z]+) (/[^`]*)` \|", section, re.MULTILINE):
+        short, _, optional = path.partition("[")
+        for variant in (short, short + optional.rstrip("]")) if optional else (path,):
+            found.add(f"{method} {re.sub(r'<[^>]+>', '{}', variant)}")
+    return found
+
+
+def test_every_endpoint_the_app_serves_is_in_the_api_page(tmp_path: Path) -> None:
+    from backend.api import create_app  # noqa: PLC0415 - only this test needs the app
+    from tests.stack import isolated_settings  # noqa: PLC0415
+
+    spec = create_app(isolated_settings(data_dir=tmp_path / "var")).spec
+    served = {f"{method.upper()} {re.sub(r'{[^}]+}', '{}', path)}"
+              for path, operations in spec["paths"].items() for method in operations}
+    assert documented_endpoints() == served
