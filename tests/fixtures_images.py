@@ -57,7 +57,7 @@ class LocalServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 route = server.routes.get(self.path)
                 status, headers, body = (route() if callable(route) else route) if route else (404, {}, b"not found")
                 self.send_response(status)

@@ -308,8 +308,8 @@ def test_the_index_catches_up_with_rows_committed_out_of_order(database: Setting
         later = store_image(session, half_size(originals[0]), database)
         # A row whose transaction committed late sits under the highest id seen: it is still picked up once.
         index.index.remove([late.id])
-        index._marks["image"] = later.id  # noqa: SLF001 - as if `later` had been seen before `late` committed
-        index._recent["image"].add(later.id)  # noqa: SLF001
+        index._marks["image"] = later.id  # as if `later` had been seen before `late` committed
+        index._recent["image"].add(later.id)
         index.index.add(later.id, PdqHash(later.pdq_hex or "", later.pdq_quality))
         index.sync(session)
         index.sync(session)

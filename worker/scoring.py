@@ -116,7 +116,7 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
         return
     try:
         scored = detector_for(version).score_with_regions(images)
-    except Exception as error:  # noqa: BLE001 - the model failing must end the checks, not leave them running
+    except Exception as error:  # the model failing must end the checks, not leave them running
         log.exception("model %s failed on %d images", version.name, len(images))
         for group in groups:
             for check in group:

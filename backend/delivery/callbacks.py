@@ -148,7 +148,7 @@ def _insert_new(session: Session, rows: Sequence[CallbackDelivery]) -> list[int]
 def _send(settings: Settings, delivery_ids: Sequence[int]) -> None:
     try:
         enqueue_deliveries(settings, delivery_ids)
-    except Exception:  # noqa: BLE001 - the rows are written: the sweeper sends them once their lease passes
+    except Exception:  # the rows are written: the sweeper sends them once their lease passes
         log.exception("could not send %d callback deliveries; the sweeper will", len(delivery_ids))
 
 
