@@ -57,7 +57,7 @@ BACKEND_ALLOWED = {
     "checks": {"settings", "batches", "fetching", "identity", "matching", "provenance", "storage", "training"},
     "batches": {"settings", "checks", "fetching", "identity", "storage"},
     "moderation": {"settings", "checks", "identity", "matching", "storage"},
-    "shapes": {"settings", "checks", "moderation", "storage"},
+    "shapes": {"settings", "checks", "storage"},
     "delivery": {"settings", "shapes", "batches", "checks", "fetching", "identity", "storage"},
     "api": {path.stem if path.is_file() else path.name for path in BACKEND.iterdir()
             if path.name not in {"__init__.py", "__pycache__"}},

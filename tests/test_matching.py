@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from backend.batches.results import format_results, iter_results
+from backend.checks.served import served_check
 from backend.checks.service import claim_checks, get_check, record_score, store_image, submit_image
 from backend.matching.lookups import match_for_image, match_index
 from backend.matching.pdq import PdqHash
@@ -71,7 +72,7 @@ def scored_as_the_worker_does(settings: Settings, data: bytes, score: float) -> 
 
 def shown(settings: Settings, check_id: str) -> dict[str, Any]:
     with session_scope(settings) as session:
-        body: dict[str, Any] = CheckOut().dump(get_check(session, check_id))
+        body: dict[str, Any] = CheckOut().dump(served_check(session, get_check(session, check_id)))
         return body
 
 

@@ -20,6 +20,7 @@ import requests
 from click.testing import CliRunner
 
 from backend.api import create_app
+from backend.checks.served import served_check
 from backend.checks.service import claim_checks, record_score, store_image, submit_image
 from backend.checks.verdicts import decision_when_read, provenance_summary
 from backend.provenance.intake import TrustAnchorsSettingError, load_trust_anchors, read_image_provenance
@@ -182,7 +183,7 @@ def _scored(settings: Settings, data: bytes, score: float) -> dict[str, Any]:
         (claimed,) = claim_checks(session, [check.id], stale_after_s=60)
         record_score(claimed, version, score)
         session.commit()
-        dumped: dict[str, Any] = CheckOut().dump(claimed)
+        dumped: dict[str, Any] = CheckOut().dump(served_check(session, claimed))
         assert decision_when_read(claimed, None).source == dumped["verdict_source"]
         return dumped
 

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from backend.batches.progress import summarize
 from backend.checks.dispatch import enqueue_deliveries
+from backend.checks.served import deliveries_of_checks, served_check
 from backend.fetching.fetcher import check_address, post_json, validate_url
 from backend.settings import Settings
 from backend.shapes import BatchOut, CheckOut
@@ -199,7 +200,7 @@ def payload(session: Session, delivery: CallbackDelivery) -> tuple[str, bytes]:
     if delivery.check_id is not None:
         check = session.get(Check, delivery.check_id)
         assert check is not None
-        body: dict[str, Any] = CheckOut(exclude=("callback",)).dump(check)
+        body: dict[str, Any] = CheckOut(exclude=("callback",)).dump(served_check(session, check))
         event = "check.finished"
     else:
         batch = session.get(Batch, delivery.batch_id)
@@ -268,8 +269,7 @@ def _attempt(session: Session, settings: Settings, delivery: CallbackDelivery) -
 
 def deliveries_for_checks(session: Session, check_ids: Sequence[str]) -> dict[str, CallbackDelivery]:
     """The deliveries of these checks, by check id (the console shows them beside each check)."""
-    rows = session.scalars(select(CallbackDelivery).where(CallbackDelivery.check_id.in_(list(check_ids))))
-    return {row.check_id: row for row in rows if row.check_id is not None}
+    return deliveries_of_checks(session, check_ids)
 
 
 def describe_delivery(delivery: CallbackDelivery | None) -> str | None:
