@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.model_metadata import SHIPPED_MODEL
-from tests.fixtures_images import distinct_photos
-from tests.stack import Stack, start_stack
+from testbed.images import distinct_photos
+from testbed.stack import Stack, start_stack
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -39,10 +39,10 @@ from backend.storage.store import read_stored
 from backend.training.versions import register_model
 from core.enums import AuditAction, Role, Source, Verdict
 from core.errors import FakewatchError
+from testbed.images import LocalServer, distinct_photos
+from testbed.provenance_files import fixture as provenance_fixture
+from testbed.stack import Stack
 from tests.actors import OPERATOR, as_user
-from tests.fixtures_images import LocalServer, distinct_photos
-from tests.provenance_files import fixture as provenance_fixture
-from tests.stack import Stack
 
 APP = Path(__file__).resolve().parent.parent / "admin" / "app.py"
 MODERATOR, PASSWORD = "mona", "correct horse battery"

@@ -26,8 +26,8 @@ from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.schema import ApiKey
 from fakewatch.cli import cli
-from tests.fixtures_images import LocalServer, photo_bytes
-from tests.stack import Stack, local_allowlist
+from testbed.images import LocalServer, photo_bytes
+from testbed.stack import Stack, local_allowlist
 
 
 @dataclass

@@ -29,8 +29,8 @@ from backend.storage.db import session_scope
 from backend.storage.migrate import upgrade_database
 from backend.storage.schema import Batch, Image, ListedHash, ModelVersion, Review
 from fakewatch.cli import cli
+from testbed.stack import Stack
 from tests.actors import as_user
-from tests.stack import Stack
 from tests.test_admin import add_moderator, logged_in, register_test_model, texts
 
 MODERATOR = "mona"

@@ -33,7 +33,7 @@ from backend.storage.db import session_scope
 from backend.training.versions import register_model
 from core.enums import Role
 from core.model_metadata import SHIPPED_MODEL
-from tests.fixtures_images import photo_bytes
+from testbed.images import photo_bytes
 
 MAX_EXAMPLES = 25
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

@@ -2,7 +2,7 @@
 weighed by the verdict policy at scoring and when read, and shown by the API, the CLI and the batch exports.
 
 The end-to-end tests run on both backends (a real API, a real worker, the tiny model); the rest call the services
-on a migrated database. Files with metadata are the C2PA fixtures and files made by tests/provenance_files.py."""
+on a migrated database. Files with metadata are the C2PA fixtures and files made by testbed/provenance_files.py."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from backend.training.versions import require_active_version
 from core.enums import Verdict, VerdictSource
 from core.policy import verdict_confidence
 from fakewatch.score_command import score_command
-from tests.fixtures_images import LocalServer, photo_bytes
-from tests.provenance_files import (
+from testbed.images import LocalServer, photo_bytes
+from testbed.provenance_files import (
     SigningAuthority,
     deflated_zeros,
     fixture,
@@ -46,7 +46,7 @@ from tests.provenance_files import (
     signed_jpeg,
     source_type_xmp,
 )
-from tests.stack import Stack, isolated_settings
+from testbed.stack import Stack, isolated_settings
 from tests.test_batches import read_results, submit_text, wait_for_batch
 
 A1111 = "a photo of a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64"

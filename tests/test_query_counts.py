@@ -30,9 +30,9 @@ from backend.storage.schema import CallbackDelivery, Check
 from backend.training.versions import register_model
 from core.enums import CheckStatus, DeliveryStatus, Label, Role, Verdict
 from core.model_metadata import SHIPPED_MODEL
+from testbed.images import distinct_photos
+from testbed.stack import isolated_settings
 from tests.actors import OPERATOR, as_user
-from tests.fixtures_images import distinct_photos
-from tests.stack import isolated_settings
 
 SMALL, LARGE = 24, 100
 # More waiting images than a page, as the queue folds the near-copies among them into one card.

@@ -44,10 +44,10 @@ from backend.training.versions import (
 from core.enums import AuditAction, Label, Role
 from core.errors import FakewatchError
 from core.retraining import HELDOUT_SET, ComparedSet, Comparison
+from testbed.images import LocalServer, photo_bytes
+from testbed.stack import Stack, isolated_settings
 from tests.actors import OPERATOR, as_user
-from tests.fixtures_images import LocalServer, photo_bytes
 from tests.fixtures_models import write_tiny_dataset
-from tests.stack import Stack, isolated_settings
 from tests.test_admin import MODERATOR, add_moderator, logged_in, press, texts
 
 ANN = as_user("ann", Role.ADMIN)
