@@ -50,7 +50,7 @@ def _user_id_from_cookie() -> int | None:
     """A new browser session (a reload, another tab) that carries a live login cookie is logged in."""
     try:
         token = st.context.cookies.get(COOKIE)
-    except Exception:  # no browser behind this run (AppTest, bare mode): no cookies to read
+    except RuntimeError:  # no Streamlit runtime behind this run (AppTest, bare mode): no cookies to read
         return None
     if not isinstance(token, str) or not token:
         return None

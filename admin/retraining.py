@@ -18,13 +18,14 @@ from admin.notices import flash, show_flash
 from backend.identity.access import Actor
 from backend.shapes import RunOut
 from backend.storage.schema import ModelVersion
-from backend.training.comparison import HELDOUT_SET, comparison_rows
+from backend.training.comparison import comparison_rows
 from backend.training.data import assemble_training_data
 from backend.training.rescoring import rescore_flagged
 from backend.training.runs import cancel_run, get_run, latest_run, start_training
 from backend.training.versions import check_promotion, promote_version, roll_back, rollback_candidates
 from core.enums import Permission, RunStatus
 from core.errors import FakewatchError, Forbidden
+from core.retraining import HELDOUT_SET, Comparison
 
 LIVE_REFRESH_S = 2.0
 
@@ -129,7 +130,8 @@ COMPARISON_COLUMNS = ["set", "images", "metric", "active", "active 95% CI", "can
 
 def comparison_table(comparison: dict[str, Any] | None, min_images: int = 0) -> pd.DataFrame:
     """Candidate beside active, per evaluation set and metric, with their 95% intervals and the difference."""
-    frame = pd.DataFrame(comparison_rows(comparison, min_images), columns=COMPARISON_COLUMNS)
+    typed = Comparison.from_dict(comparison) if comparison else None
+    frame = pd.DataFrame(comparison_rows(typed, min_images), columns=COMPARISON_COLUMNS)
     frame["change"] = pd.to_numeric(frame["candidate"]) - pd.to_numeric(frame["active"])
     return frame
 

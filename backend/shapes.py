@@ -2,8 +2,11 @@
 and describe them in the OpenAPI spec (``@bp.output(CheckOut)``); the console and the CLI show the same dumps.
 
 A field reads the attribute of its name by default; a ``Derived*`` field computes its value from the whole object
-instead (a check's confidence from its score and verdict, its latest review from the database), so the rule for
-each field sits beside its declaration. A new field of a check is one line here (and, if stored, a column).
+instead (a check's confidence from its decision, its callback from its delivery), so the rule for each field sits
+beside its declaration. A new field of a check is one line here (and, if stored, a column).
+
+Shapes are pure: they read what the service answering the request loaded (a check comes as a
+backend.checks.served.ServedCheck, a batch as a BatchSummary) and never query the database.
 """
 
 from __future__ import annotations
@@ -16,14 +19,11 @@ from typing import Any
 from apiflask import Schema
 from marshmallow import fields
 from marshmallow.utils import missing
-from sqlalchemy import select
-from sqlalchemy.orm import object_session
 
-from backend.checks.verdicts import decision_when_read, provenance_of, provenance_summary
-from backend.moderation.reviews import latest_review
-from backend.storage.schema import CallbackDelivery, Check, TrainingRun, isoformat_z
+from backend.checks.served import ServedCheck
+from backend.checks.verdicts import provenance_of, provenance_summary
+from backend.storage.schema import CallbackDelivery, TrainingRun, isoformat_z
 from core.enums import BatchStatus, CheckStatus, DeliveryStatus, Label, RunStatus, Source, Verdict, VerdictSource
-from core.policy import Decision
 
 # --- field kinds -------------------------------------------------------------------------------------------------
 
@@ -89,26 +89,20 @@ def _progress(run: TrainingRun) -> dict[str, Any]:
     return run.progress or {}
 
 
-def _latest_review(check: Check) -> Any:
-    session = object_session(check)
-    return latest_review(session, check.image_id) if session is not None else None
-
-
-def _callback(row: Any, owner: Any) -> Any:
+def _callback(callback_url: str | None, delivery: CallbackDelivery | None) -> Any:
     """A check's or a batch's callback: its delivery record once one is owed, or the URL it will be posted to."""
-    if not row.callback_url:
+    if not callback_url:
         return None
-    session = object_session(row)
-    delivery = session.scalar(select(CallbackDelivery).where(owner == row.id)) if session is not None else None
     if delivery is not None:
         return delivery
     # Owed once the object is final: no attempt yet.
-    return {"url": row.callback_url, "status": DeliveryStatus.PENDING, "attempts": 0, "last_status_code": None,
+    return {"url": callback_url, "status": DeliveryStatus.PENDING, "attempts": 0, "last_status_code": None,
             "last_error": None, "next_attempt_at": None, "last_attempt_at": None, "delivered_at": None}
 
 
-def _image(check: Check) -> Any:
+def _image(served: ServedCheck) -> Any:
     """The image a check was made of, or null once it was deleted (the check and its verdict stay)."""
+    check = served.check
     return None if check.image_deleted_at is not None or check.image is None or check.image.deleted_at else check.image
 
 
@@ -186,16 +180,8 @@ class ReviewOut(Schema):
     at = Timestamp(attribute="created_at")
 
 
-def _decision(check: Check) -> Decision:
-    """What the check shows now (backend.checks.verdicts): computed once per dump and kept on the object for its fields."""
-    cached: Decision | None = getattr(check, "_served_decision", None)
-    if cached is None:
-        cached = decision_when_read(check, _latest_review(check))
-        check._served_decision = cached  # type: ignore[attr-defined]
-    return cached
-
-
-def _check_error(check: Check) -> dict[str, str | None] | None:
+def _check_error(served: ServedCheck) -> dict[str, str | None] | None:
+    check = served.check
     return {"code": check.error_code, "message": check.error_message} if check.error_code else None
 
 
@@ -237,18 +223,18 @@ class CheckOut(Schema):
 
     id = fields.String()
     status = Choice(CheckStatus)
-    verdict = DerivedChoice(lambda check: _decision(check).verdict, Verdict, allow_none=True)
+    verdict = DerivedChoice(lambda served: served.decision.verdict, Verdict, allow_none=True)
     score = fields.Float(allow_none=True, metadata={"description": "Probability that the image is fake, by the "
                                                                    "model (always computed, whatever decided)."})
-    confidence = DerivedFloat(lambda check: _decision(check).confidence, allow_none=True,
+    confidence = DerivedFloat(lambda served: served.decision.confidence, allow_none=True,
                               metadata={"description": "Probability of the verdict's class when the model "
                                                        "decided; null when other evidence did."})
-    flagged = DerivedBoolean(lambda check: _decision(check).flagged)
-    verdict_source = DerivedChoice(lambda check: _decision(check).source, VerdictSource, allow_none=True,
+    flagged = DerivedBoolean(lambda served: served.decision.flagged)
+    verdict_source = DerivedChoice(lambda served: served.decision.source, VerdictSource, allow_none=True,
                                    metadata={"description": "What decided the verdict."})
     cached = fields.Boolean()
-    model_version = DerivedString(lambda check: check.model_version.name if check.model_version else None,
-                                  allow_none=True)
+    model_version = DerivedString(lambda served: served.check.model_version.name if served.check.model_version
+                                  else None, allow_none=True)
     image = DerivedNested(_image, ImageOut, allow_none=True,
                           metadata={"description": "null before a URL is fetched, and once the image was deleted."})
     image_deleted_at = Timestamp(allow_none=True, metadata={"description": "When the image was deleted on request "
@@ -257,19 +243,24 @@ class CheckOut(Schema):
     source_url = fields.String(allow_none=True)
     page_url = fields.String(allow_none=True)
     batch_id = fields.String(allow_none=True)
-    review = DerivedNested(_latest_review, ReviewOut,
+    review = DerivedNested(lambda served: served.review, ReviewOut,
                            allow_none=True, metadata={"description": "The latest moderator label of these bytes."})
     error = DerivedNested(_check_error, ErrorDetail, allow_none=True)
-    provenance = DerivedNested(lambda check: provenance_of(check.image), ProvenanceOut,
+    provenance = DerivedNested(lambda served: provenance_of(served.check.image), ProvenanceOut,
                                metadata={"description": "Evidence read from the file's original bytes."})
     match = fields.Nested(MatchOut, allow_none=True)
     regions = fields.List(fields.Nested(RegionOut), allow_none=True,
                           metadata={"description": "The detector's per-crop scores with their boxes (heat map)."})
     attempts = fields.Integer()
-    callback = DerivedNested(lambda check: _callback(check, CallbackDelivery.check_id), CallbackOut, allow_none=True)
+    callback = DerivedNested(lambda served: _callback(served.check.callback_url, served.delivery), CallbackOut,
+                             allow_none=True)
     created_at = Timestamp()
     started_at = Timestamp(allow_none=True)
     finished_at = Timestamp(allow_none=True)
+
+    def get_attribute(self, obj: Any, attr: str, default: Any) -> Any:
+        """A plain field reads the check's attribute of its name (the derived ones read the whole ServedCheck)."""
+        return super().get_attribute(obj.check, attr, default)
 
 
 # --- near-copies of an image --------------------------------------------------------------------------------------
@@ -338,7 +329,7 @@ class BatchOut(Schema):
     rate_per_s = fields.Float(allow_none=True, metadata={"description": "Items finished per second, recently."})
     eta_s = fields.Float(allow_none=True, metadata={"description": "Estimated seconds until every item is final."})
     invalid = fields.List(fields.Nested(InvalidLine), attribute="batch.invalid")
-    callback = DerivedNested(lambda summary: _callback(summary.batch, CallbackDelivery.batch_id), CallbackOut,
+    callback = DerivedNested(lambda summary: _callback(summary.batch.callback_url, summary.delivery), CallbackOut,
                              allow_none=True)
     created_at = Timestamp(attribute="batch.created_at")
     finished_at = Timestamp(attribute="batch.finished_at", allow_none=True)

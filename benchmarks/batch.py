@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image
 
 from core.decoding import decode_image, inspect_image
-from tests.fixtures_images import LocalServer
-from tests.stack import Stack, backend_env, isolated_settings, local_allowlist
+from testbed.images import LocalServer
+from testbed.stack import Stack, backend_env, isolated_settings, local_allowlist
 
 # The default upload caps: what a worker decodes stored images under.
 LIMITS = isolated_settings().image_limits

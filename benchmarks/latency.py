@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.model_metadata import SHIPPED_MODEL  # noqa: E402
-from tests.fixtures_images import distinct_photos  # noqa: E402
-from tests.stack import Stack, start_stack  # noqa: E402
+from core.model_metadata import SHIPPED_MODEL
+from testbed.images import distinct_photos
+from testbed.stack import Stack, start_stack
 
 
 def percentile(values: list[float], q: float) -> float:

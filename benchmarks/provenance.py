@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.provenance import read_provenance
-from tests.provenance_files import FIXTURES, exif_bytes, source_type_xmp
+from testbed.provenance_files import FIXTURES, exif_bytes, source_type_xmp
 
 TARGET_P50_MS = 5.0
 A1111 = ("a photo of a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, "

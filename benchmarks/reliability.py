@@ -44,8 +44,8 @@ from sqlalchemy import func, select
 from backend.storage.schema import Check
 from backend.training.versions import register_model
 from core.model_metadata import SHIPPED_MODEL
-from tests.fixtures_images import distinct_photos
-from tests.stack import OwnRedis, Stack, backend_env, create_postgres_database
+from testbed.images import distinct_photos
+from testbed.stack import OwnRedis, Stack, backend_env, create_postgres_database
 
 FINAL = ("done", "failed", "cancelled")
 # Defaults of the shipped settings for the sweeper and leases (the test stack shortens them; this measures them).

@@ -121,14 +121,14 @@ def _orientation(image: Image.Image) -> int:
     """The EXIF orientation tag, 1 (upright) when absent or unreadable: metadata never refuses an image."""
     try:
         return int(image.getexif().get(EXIF_ORIENTATION, 1))
-    except Exception:
+    except Exception:  # noqa: BLE001 - malformed EXIF raises whatever Pillow's parser trips on; upright is safe
         return 1
 
 
 def _upright(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
-    except Exception:
+    except Exception:  # noqa: BLE001 - as above: a bad orientation tag leaves the image as stored
         return image.copy()
 
 

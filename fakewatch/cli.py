@@ -333,10 +333,8 @@ def _supervise(processes: list[subprocess.Popen[bytes]]) -> None:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in processes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)  # whatever of its session is left
             process.wait()

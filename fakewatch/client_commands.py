@@ -19,6 +19,7 @@ from backend.batches.results import RESULT_FILTERS
 from backend.settings import Settings
 from backend.training.comparison import comparison_rows
 from core.enums import BatchStatus, CheckStatus, Label, RunStatus
+from core.retraining import Comparison
 from fakewatch.api_client import ApiClient, ClientError
 
 RESULT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -227,7 +228,7 @@ def report_run(run: dict[str, Any]) -> None:
         click.echo(f"Training run {run['id']} {run['status']}: {run['error']}")
         return
     click.echo(f"Candidate: {run['candidate']['name']} (not active; compare and promote it in the console)")
-    for row in comparison_rows(run["comparison"]):
+    for row in comparison_rows(Comparison.from_dict(run["comparison"]) if run["comparison"] else None):
         click.echo(f"  {row['set']} [{row['images']}] {row['metric']}: active {_metric(row['active'])}"
                    f"{_interval(row['active 95% CI'])}, candidate {_metric(row['candidate'])}"
                    f"{_interval(row['candidate 95% CI'])}")

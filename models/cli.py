@@ -64,7 +64,7 @@ def train_command(data_dirs: tuple[str, ...], arch: str, epochs: int | None, out
                   threads: int | None) -> None:
     """Train a detector; writes the .keras model, its metadata JSON and a curves PNG."""
     configure_tensorflow(threads)
-    from models.train import train  # noqa: PLC0415 - TensorFlow, only for this command
+    from models.train import train  # TensorFlow, only for this command
 
     path = train([Path(d) for d in data_dirs], arch=arch, epochs=epochs, out=Path(out), batch_size=batch_size,
                  crops_per_image=crops_per_image, steps_per_epoch=steps_per_epoch, time_budget_s=time_budget_s,
@@ -86,7 +86,7 @@ def evaluate_command(model: str, dataset_dir: str, split: str, roc_png: str | No
                      threads: int | None) -> None:
     """Print a model's metrics on a dataset split (or a bare {real,fake}/ folder) as JSON."""
     configure_tensorflow(threads)
-    from models.evaluate import evaluate, jpeg75_three_quarters  # noqa: PLC0415 - TensorFlow
+    from models.evaluate import evaluate, jpeg75_three_quarters  # TensorFlow
 
     report = evaluate(model, dataset_dir, split, transform=jpeg75_three_quarters if robustness else None,
                       roc_png=roc_png)

@@ -88,8 +88,8 @@ def plot_roc(scores: np.ndarray, labels: np.ndarray, path: Path, title: str) -> 
 def ordinary_photos() -> dict[str, Image.Image]:
     """The nine photos that ship inside skimage and scikit-learn wheels (no download), by name: genuine photos of
     other collections than the training data, every one of which the shipped model must call real."""
-    import skimage.data  # noqa: PLC0415 - seconds to import; only when asked
-    from sklearn.datasets import load_sample_images  # noqa: PLC0415
+    import skimage.data  # seconds to import; only when asked
+    from sklearn.datasets import load_sample_images
 
     photos = {name: getattr(skimage.data, name)() for name in
               ["astronaut", "camera", "cat", "coffee", "rocket", "coins", "hubble_deep_field"]}

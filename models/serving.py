@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core.check_evidence import Region
 from core.model_metadata import read_metadata
 from models.preprocessing import crop_boxes, input_size, prepare
 
@@ -21,17 +22,6 @@ from models.preprocessing import crop_boxes, input_size, prepare
 ROWS_PER_CALL = 512
 # Images whose crops are built at once, so scoring a whole dataset never holds all its crops in memory.
 IMAGES_PER_GROUP = 64
-
-
-@dataclass(frozen=True)
-class Region:
-    """One crop the model scored: its box ``(x0, y0, x1, y1)`` in the image's pixels and its P(fake)."""
-
-    box: tuple[int, int, int, int]
-    score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"box": list(self.box), "score": self.score}
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from backend.storage.migrate import upgrade_database
 from backend.storage.schema import ModelVersion
 from backend.training.versions import register_model
 from core.enums import Role
+from testbed.stack import Stack, create_postgres_database, drop_postgres_database, isolated_settings, start_stack
 from tests.actors import OPERATOR
-from tests.stack import Stack, create_postgres_database, drop_postgres_database, isolated_settings, start_stack
 
 pytest_plugins = ["tests.fixtures_models", "tests.fixtures_images"]
 

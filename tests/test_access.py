@@ -37,8 +37,8 @@ from backend.training.versions import active_version, promote_version, register_
 from core.enums import ActorKind, AuditAction, BatchStatus, Permission, Role, RunStatus
 from core.errors import FakewatchError
 from fakewatch.cli import cli
+from testbed.images import distinct_photos
 from tests.actors import OPERATOR
-from tests.fixtures_images import distinct_photos
 from tests.test_retrain import _fake_version, _review, unique_png
 
 # docs/architecture.md's "Roles and permissions", written out here rather than read from backend/identity/access.py,

@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 from admin.cli import streamlit_command, users
 from admin.context import SETTINGS_KEY
 from admin.heatmap import heatmap_overlay, region_means
+from backend.checks.served import served_check
 from backend.checks.service import claim_checks, get_check, record_score, submit_image
 from backend.delivery.retention import delete_image
 from backend.identity.access import Actor
@@ -38,10 +39,10 @@ from backend.storage.store import read_stored
 from backend.training.versions import register_model
 from core.enums import AuditAction, Role, Source, Verdict
 from core.errors import FakewatchError
+from testbed.images import LocalServer, distinct_photos
+from testbed.provenance_files import fixture as provenance_fixture
+from testbed.stack import Stack
 from tests.actors import OPERATOR, as_user
-from tests.fixtures_images import LocalServer, distinct_photos
-from tests.provenance_files import fixture as provenance_fixture
-from tests.stack import Stack
 
 APP = Path(__file__).resolve().parent.parent / "admin" / "app.py"
 MODERATOR, PASSWORD = "mona", "correct horse battery"
@@ -117,7 +118,7 @@ def reviews(settings: Settings) -> list[Review]:
 
 def review_field(settings: Settings, check_id: str) -> dict[str, str] | None:
     with session_scope(settings) as session:
-        review: dict[str, str] | None = CheckOut().dump(get_check(session, check_id))["review"]
+        review: dict[str, str] | None = CheckOut().dump(served_check(session, get_check(session, check_id)))["review"]
         return review
 
 

@@ -27,9 +27,9 @@ from backend.moderation.reviews import label_image
 from backend.settings import Settings
 from backend.storage.db import get_engine, session_scope
 from backend.storage.migrate import upgrade_database
+from testbed.images import LocalServer
+from testbed.stack import free_port, isolated_settings, wait_for_url
 from tests.actors import as_user
-from tests.fixtures_images import LocalServer
-from tests.stack import free_port, isolated_settings, wait_for_url
 from tests.test_admin import MODERATOR, PASSWORD, add_moderator, image_id_of, seed_queue
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,8 +23,8 @@ from backend.identity.keys import create_key, revoke_key
 from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.schema import ApiKey, Check, ModelVersion
+from testbed.images import photo_bytes
 from tests.actors import OPERATOR
-from tests.fixtures_images import photo_bytes
 
 # Every test here runs on a fresh embedded database with the tiny model active, and no worker.
 pytestmark = pytest.mark.usefixtures("active_model")

@@ -26,8 +26,8 @@ from backend.identity.keys import revoke_key
 from backend.settings import Settings
 from backend.storage.db import session_scope
 from fakewatch import client_commands
-from tests.fixtures_images import LocalServer, photo_bytes
-from tests.stack import Stack, ephemeral_port_range, free_port, isolated_settings
+from testbed.images import LocalServer, photo_bytes
+from testbed.stack import Stack, ephemeral_port_range, free_port, isolated_settings
 
 # --- the allow-list takes ports ------------------------------------------------------------------------------------
 

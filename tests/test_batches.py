@@ -28,8 +28,8 @@ from backend.storage.db import session_scope
 from backend.storage.schema import Batch, Check
 from core.enums import BatchStatus, CheckStatus
 from core.errors import FakewatchError
-from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
-from tests.stack import Stack, isolated_settings, local_allowlist
+from testbed.images import LocalServer, distinct_photos, photo_bytes
+from testbed.stack import Stack, isolated_settings, local_allowlist
 from worker import fetching
 from worker.fetching import HostLimiter, fetch_all
 

@@ -26,8 +26,8 @@ from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.schema import ApiKey
 from fakewatch.cli import cli
-from tests.fixtures_images import LocalServer, photo_bytes
-from tests.stack import Stack, local_allowlist
+from testbed.images import LocalServer, photo_bytes
+from testbed.stack import Stack, local_allowlist
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver.lock:
                     receiver.received.append(Received(dict(self.headers), body, time.monotonic()))

@@ -19,8 +19,8 @@ from backend.settings import Settings
 from backend.storage.db import get_engine, session_scope
 from backend.storage.schema import Base, Batch, Check, Review, TrainingRun, utcnow
 from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Source
+from testbed.images import distinct_photos
 from tests.actors import as_user
-from tests.fixtures_images import distinct_photos
 from worker.scoring import score_checks
 
 scoring = pytest.mark.usefixtures("active_model")  # the tiny model, registered and active

@@ -21,8 +21,8 @@ from click.testing import CliRunner
 from backend.settings import Settings
 from fakewatch.api_client import ApiClient, ClientError
 from fakewatch.cli import cli
-from tests.fixtures_images import photo_bytes
-from tests.stack import free_port, wait_for_url
+from testbed.images import photo_bytes
+from testbed.stack import free_port, wait_for_url
 
 ROOT = Path(__file__).resolve().parent.parent
 

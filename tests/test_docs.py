@@ -128,7 +128,7 @@ def documented_endpoints() -> set[str]:
 
 def test_every_endpoint_the_app_serves_is_in_the_api_page(tmp_path: Path) -> None:
     from backend.api import create_app  # noqa: PLC0415 - only this test needs the app
-    from tests.stack import isolated_settings  # noqa: PLC0415
+    from testbed.stack import isolated_settings  # noqa: PLC0415
 
     spec = create_app(isolated_settings(data_dir=tmp_path / "var")).spec
     assert isinstance(spec, dict)

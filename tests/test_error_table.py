@@ -29,10 +29,10 @@ from backend.storage.migrate import upgrade_database
 from backend.training.versions import ensure_shipped_model, register_model
 from core.enums import Role
 from core.model_metadata import SHIPPED_MODEL, metadata_path
+from testbed.images import photo_bytes
+from testbed.stack import free_port, isolated_settings
 from tests.actors import OPERATOR
-from tests.fixtures_images import photo_bytes
 from tests.fixtures_models import write_tiny_dataset
-from tests.stack import free_port, isolated_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 API_DOC = ROOT / "docs" / "api.md"

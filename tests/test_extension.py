@@ -27,11 +27,11 @@ from sqlalchemy import select
 
 from backend.moderation.reviews import label_image, undo_last_decision
 from backend.storage.schema import Check
+from testbed.images import LocalServer, distinct_photos, photo_bytes
+from testbed.provenance_files import make_authority, signed_jpeg
+from testbed.stack import Stack, free_port
 from tests.actors import as_user
-from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
 from tests.fixtures_models import upsample_trace
-from tests.provenance_files import make_authority, signed_jpeg
-from tests.stack import Stack, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 EXTENSION_DIR = REPO / "extension"

@@ -26,8 +26,8 @@ from backend.checks.service import claim_checks, submit_image, sweep_stuck_check
 from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.schema import Batch, Check, IdempotencyKey, utcnow
-from tests.fixtures_images import distinct_photos, photo_bytes
-from tests.stack import OwnRedis, free_port
+from testbed.images import distinct_photos, photo_bytes
+from testbed.stack import OwnRedis, free_port
 from worker.leases import holding_leases
 from worker.sweeper import sweep_once
 

@@ -30,7 +30,7 @@ from skimage import data as skimage_data
 
 from backend.fetching.fetcher import FetchError, check_address, fetch_image, is_address_allowed, validate_url
 from backend.settings import Settings
-from tests.stack import isolated_settings, local_allowlist
+from testbed.stack import isolated_settings, local_allowlist
 
 # Stand-ins for public addresses. The connect guard forwards them to a local server, never to the internet.
 PUBLIC_A = "93.184.216.34"

@@ -15,9 +15,9 @@ import requests
 
 from backend.moderation.reviews import label_image, undo_last_decision
 from backend.storage.schema import Check
+from testbed.images import LocalServer, distinct_photos
+from testbed.stack import Stack
 from tests.actors import as_user
-from tests.fixtures_images import LocalServer, distinct_photos
-from tests.stack import Stack
 from tests.test_batches import wait_for_batch
 
 MODERATOR = "mona"

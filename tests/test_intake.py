@@ -16,7 +16,7 @@ from sklearn.datasets import load_sample_images
 
 from core.decoding import LOCAL_FILES, ImageLimits, decode_image, inspect_image, mebibytes
 from core.errors import FakewatchError
-from tests.stack import isolated_settings
+from testbed.stack import isolated_settings
 
 ALLOWED_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "AVIF", "HEIF"]
 LOSSLESS_FORMATS = {"PNG", "BMP"}

@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from backend.batches.results import format_results, iter_results
+from backend.checks.served import served_check
 from backend.checks.service import claim_checks, get_check, record_score, store_image, submit_image
 from backend.matching.lookups import match_for_image, match_index
 from backend.matching.pdq import PdqHash
@@ -28,8 +29,8 @@ from backend.storage.db import session_scope
 from backend.storage.migrate import upgrade_database
 from backend.storage.schema import Batch, Image, ListedHash, ModelVersion, Review
 from fakewatch.cli import cli
+from testbed.stack import Stack
 from tests.actors import as_user
-from tests.stack import Stack
 from tests.test_admin import add_moderator, logged_in, register_test_model, texts
 
 MODERATOR = "mona"
@@ -71,7 +72,7 @@ def scored_as_the_worker_does(settings: Settings, data: bytes, score: float) -> 
 
 def shown(settings: Settings, check_id: str) -> dict[str, Any]:
     with session_scope(settings) as session:
-        body: dict[str, Any] = CheckOut().dump(get_check(session, check_id))
+        body: dict[str, Any] = CheckOut().dump(served_check(session, get_check(session, check_id)))
         return body
 
 
@@ -308,8 +309,8 @@ def test_the_index_catches_up_with_rows_committed_out_of_order(database: Setting
         later = store_image(session, half_size(originals[0]), database)
         # A row whose transaction committed late sits under the highest id seen: it is still picked up once.
         index.index.remove([late.id])
-        index._marks["image"] = later.id  # noqa: SLF001 - as if `later` had been seen before `late` committed
-        index._recent["image"].add(later.id)  # noqa: SLF001
+        index._marks["image"] = later.id  # as if `later` had been seen before `late` committed
+        index._recent["image"].add(later.id)
         index.index.add(later.id, PdqHash(later.pdq_hex or "", later.pdq_quality))
         index.sync(session)
         index.sync(session)

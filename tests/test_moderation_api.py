@@ -33,7 +33,7 @@ from backend.training.versions import register_model
 from core.enums import AuditAction, CheckStatus, Role, Source, Verdict
 from core.model_metadata import SHIPPED_MODEL, metadata_path
 from fakewatch import client_commands
-from tests.fixtures_images import distinct_photos
+from testbed.images import distinct_photos
 from worker.sweeper import start_sweeper
 
 

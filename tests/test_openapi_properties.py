@@ -33,7 +33,7 @@ from backend.storage.db import session_scope
 from backend.training.versions import register_model
 from core.enums import Role
 from core.model_metadata import SHIPPED_MODEL
-from tests.fixtures_images import photo_bytes
+from testbed.images import photo_bytes
 
 MAX_EXAMPLES = 25
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -95,5 +95,5 @@ def test_no_operation_answers_5xx_or_breaks_its_schema(api_app: tuple[APIFlask, 
     assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
     # The run reached the views, not only the edge: some generated requests got past validation to a 2xx.
     assert set(statuses) == {operation.label for operation in operations}
-    print({label: sorted(codes) for label, codes in statuses.items()})  # noqa: T201 - the run's coverage, with -s
+    print({label: sorted(codes) for label, codes in statuses.items()})  # the run's coverage, with -s
     assert sum(any(code < 300 for code in codes) for codes in statuses.values()) >= len(operations) // 2

@@ -15,9 +15,9 @@ from backend.identity.keys import create_key
 from backend.storage.db import session_scope
 from backend.storage.schema import AuditEvent, Image, TrainingRun
 from core.enums import Role, RunStatus
+from testbed.images import LocalServer, distinct_photos, photo_bytes
+from testbed.stack import Stack
 from tests.actors import OPERATOR
-from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
-from tests.stack import Stack
 
 
 @dataclass

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from backend.checks.dispatch import SCORE_TASK, SCORING_QUEUE, FakewatchCelery
 from backend.checks.service import submit_image
 from backend.storage.schema import Check
-from tests.fixtures_images import LocalServer, distinct_photos, photo_bytes
-from tests.stack import Stack
+from testbed.images import LocalServer, distinct_photos, photo_bytes
+from testbed.stack import Stack
 
 
 def test_uploaded_photo_gets_a_stored_verdict(stack: Stack) -> None:

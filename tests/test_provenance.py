@@ -27,7 +27,7 @@ from backend.provenance.c2pa_evidence import OFFLINE_SETTINGS, read_c2pa
 from backend.provenance.fields import MetadataField
 from backend.provenance.signatures import SIGNATURES, match_signatures
 from backend.provenance.source_types import SOURCE_TYPES
-from tests.provenance_files import (
+from testbed.provenance_files import (
     IPTC,
     LoopbackListener,
     SigningAuthority,

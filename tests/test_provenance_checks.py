@@ -2,7 +2,7 @@
 weighed by the verdict policy at scoring and when read, and shown by the API, the CLI and the batch exports.
 
 The end-to-end tests run on both backends (a real API, a real worker, the tiny model); the rest call the services
-on a migrated database. Files with metadata are the C2PA fixtures and files made by tests/provenance_files.py."""
+on a migrated database. Files with metadata are the C2PA fixtures and files made by testbed/provenance_files.py."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import requests
 from click.testing import CliRunner
 
 from backend.api import create_app
+from backend.checks.served import served_check
 from backend.checks.service import claim_checks, record_score, store_image, submit_image
 from backend.checks.verdicts import decision_when_read, provenance_summary
 from backend.provenance.intake import TrustAnchorsSettingError, load_trust_anchors, read_image_provenance
@@ -31,8 +32,8 @@ from backend.training.versions import require_active_version
 from core.enums import Verdict, VerdictSource
 from core.policy import verdict_confidence
 from fakewatch.score_command import score_command
-from tests.fixtures_images import LocalServer, photo_bytes
-from tests.provenance_files import (
+from testbed.images import LocalServer, photo_bytes
+from testbed.provenance_files import (
     SigningAuthority,
     deflated_zeros,
     fixture,
@@ -45,7 +46,7 @@ from tests.provenance_files import (
     signed_jpeg,
     source_type_xmp,
 )
-from tests.stack import Stack, isolated_settings
+from testbed.stack import Stack, isolated_settings
 from tests.test_batches import read_results, submit_text, wait_for_batch
 
 A1111 = "a photo of a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64"
@@ -182,7 +183,7 @@ def _scored(settings: Settings, data: bytes, score: float) -> dict[str, Any]:
         (claimed,) = claim_checks(session, [check.id], stale_after_s=60)
         record_score(claimed, version, score)
         session.commit()
-        dumped: dict[str, Any] = CheckOut().dump(claimed)
+        dumped: dict[str, Any] = CheckOut().dump(served_check(session, claimed))
         assert decision_when_read(claimed, None).source == dumped["verdict_source"]
         return dumped
 

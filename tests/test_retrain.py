@@ -43,10 +43,11 @@ from backend.training.versions import (
 )
 from core.enums import AuditAction, Label, Role
 from core.errors import FakewatchError
+from core.retraining import HELDOUT_SET, ComparedSet, Comparison
+from testbed.images import LocalServer, photo_bytes
+from testbed.stack import Stack, isolated_settings
 from tests.actors import OPERATOR, as_user
-from tests.fixtures_images import LocalServer, photo_bytes
 from tests.fixtures_models import write_tiny_dataset
-from tests.stack import Stack, isolated_settings
 from tests.test_admin import MODERATOR, add_moderator, logged_in, press, texts
 
 ANN = as_user("ann", Role.ADMIN)
@@ -212,9 +213,8 @@ def _candidate_with_comparison(session: Any, settings: Settings, name: str, *, h
     def metrics(fpr: float) -> dict[str, Any]:
         return {"roc_auc": 0.9, "accuracy": 0.8, "fpr_at_threshold": fpr,
                 "counts": {"real": heldout // 2, "fake": heldout - heldout // 2, "total": heldout}}
-    comparison = {"active_version": against, "candidate_version": name, "sets": [
-        {"name": "held-out reviewed images", "count": heldout, "active": metrics(active_fpr),
-         "candidate": metrics(candidate_fpr)}]}
+    comparison = Comparison(active_version=against, candidate_version=name, measured_at="", sets=(
+        ComparedSet(name=HELDOUT_SET, count=heldout, active=metrics(active_fpr), candidate=metrics(candidate_fpr)),))
     run = TrainingRun(status="queued", params={}, progress={})
     session.add(run)
     session.flush()
@@ -435,7 +435,7 @@ def test_run_that_raises_midway_changes_nothing_active(training_stack: Stack, re
         versions_before = len(list(session.scalars(select(ModelVersion))))
         run = request_training(session, settings, actor=as_user(), epochs=3)
     result = worker.training.train_model(run.id, settings)
-    assert result["status"] == "failed"
+    assert result.status == "failed"
     with session_scope(settings) as session:
         ended = session.get(TrainingRun, run.id)
         assert ended is not None and ended.status == "failed" and ended.model_version_id is None
@@ -527,10 +527,10 @@ def test_retrain_and_scan_follow_for_minutes_without_losing_the_api(training_sta
 def test_console_compares_promotes_rolls_back_and_starts_a_run(services_db: Settings) -> None:
     models_dir = services_db.models_dir
     metrics = {"roc_auc": 0.8, "accuracy": 0.75, "fpr_at_threshold": 0.1}
-    comparison = {"active_version": "v1", "candidate_version": "cand", "sets": [
-        {"name": "held-out reviewed images", "count": 8, "active": metrics,
-         "candidate": {**metrics, "roc_auc": 0.9, "fpr_at_threshold": 0.05,
-                       "counts": {"real": 4, "fake": 4, "total": 8}}}]}
+    comparison = Comparison(active_version="v1", candidate_version="cand", measured_at="", sets=(
+        ComparedSet(name=HELDOUT_SET, count=8, active=metrics,
+                    candidate={**metrics, "roc_auc": 0.9, "fpr_at_threshold": 0.05,
+                               "counts": {"real": 4, "fake": 4, "total": 8}}),))
     with session_scope(services_db) as session:
         register_model(session, _fake_version(models_dir, "v1"), activate=True)
         for seed in range(6):

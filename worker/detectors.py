@@ -42,5 +42,5 @@ def warm_up(settings: Settings) -> None:
                 return
             detector_for(version)
             log.info("model %s loaded and warm", version.name)
-    except Exception:  # noqa: BLE001 - a failed warm-up is retried by the first task, which reports the error
+    except Exception:  # a failed warm-up is retried by the first task, which reports the error
         log.exception("could not load the active model at start-up")

@@ -22,7 +22,7 @@ def _renew_until(stop: threading.Event, check_ids: list[str], settings: Settings
         try:
             if renew_leases(session, check_ids, settings.lease_s) == 0:
                 return  # every check of the chunk is final: nothing left to hold
-        except Exception:  # noqa: BLE001 - a missed renewal is retried; the lease outlasts two of them
+        except Exception:  # a missed renewal is retried; the lease outlasts two of them
             log.warning("could not renew the lease on %d checks; retrying", len(check_ids), exc_info=True)
             session.rollback()
         finally:

@@ -6,7 +6,6 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -18,6 +17,7 @@ from backend.storage.db import session_scope
 from backend.storage.schema import Check, ModelVersion
 from backend.storage.store import read_stored
 from backend.training.versions import require_active_version
+from core.check_evidence import NearCopyMatch
 from core.decoding import decode_image
 from core.enums import CheckStatus
 from core.errors import FakewatchError
@@ -68,9 +68,9 @@ def _finish_chunk(session: Session, checks: list[Check], settings: Settings) -> 
         schedule_callbacks(session, settings, check_ids=final, batch_ids=finished_batches)
 
 
-def _labelled_matches(session: Session, checks: list[Check], settings: Settings) -> dict[int, dict[str, Any] | None]:
+def _labelled_matches(session: Session, checks: list[Check], settings: Settings) -> dict[int, NearCopyMatch | None]:
     """Each image's labelled near-copies (rule 3's evidence), looked up once per image of the chunk."""
-    matches: dict[int, dict[str, Any] | None] = {}
+    matches: dict[int, NearCopyMatch | None] = {}
     for check in checks:
         if check.image_id is not None and check.image_id not in matches:
             matches[check.image_id] = match_for_image(session, settings, check.image)
@@ -78,7 +78,7 @@ def _labelled_matches(session: Session, checks: list[Check], settings: Settings)
 
 
 def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVersion,
-                         matches: dict[int, dict[str, Any] | None]) -> list[Check]:
+                         matches: dict[int, NearCopyMatch | None]) -> list[Check]:
     """Reuse an earlier score of the same bytes by the same version; return the checks still to score."""
     cached = find_cached_scores(session, [check.image_id for check in checks if check.image_id is not None], version.id)
     remaining: list[Check] = []
@@ -94,7 +94,7 @@ def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVe
 
 
 def _score_with_model(checks: list[Check], version: ModelVersion, settings: Settings,
-                      matches: dict[int, dict[str, Any] | None]) -> None:
+                      matches: dict[int, NearCopyMatch | None]) -> None:
     # Several checks of the same bytes in one chunk are scored once.
     by_image: dict[int, list[Check]] = {}
     for check in checks:
@@ -116,16 +116,16 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
         return
     try:
         scored = detector_for(version).score_with_regions(images)
-    except Exception as error:  # noqa: BLE001 - the model failing must end the checks, not leave them running
+    except Exception as error:  # the model failing must end the checks, not leave them running
         log.exception("model %s failed on %d images", version.name, len(images))
         for group in groups:
             for check in group:
                 record_failure(check, "model_error", f"The model failed on this image: {error}")
         return
     for group, result in zip(groups, scored, strict=True):
-        regions = [region.to_dict() for region in result.regions]
         for check in group:
-            record_score(check, version, result.score, regions=regions, match=matches.get(group[0].image_id or 0))
+            record_score(check, version, result.score, regions=result.regions,
+                         match=matches.get(group[0].image_id or 0))
 
 
 def _tally(checks: list[Check]) -> dict[str, int]:

@@ -51,14 +51,14 @@ def _loop(stop: threading.Event, settings: Settings) -> None:
         for name, step in (("sweep", sweep_once), ("callbacks", sweep_callbacks)):
             try:
                 step(settings)
-            except Exception:  # noqa: BLE001 - a database hiccup must not kill the sweeper
+            except Exception:  # a database hiccup must not kill the sweeper
                 log.exception("%s failed; retrying in %.0f s", name, settings.sweep_interval_s)
         if settings.retention_days is not None and time.monotonic() >= next_retention:
             next_retention = time.monotonic() + settings.retention_interval_s
             try:
                 with session_scope(settings) as session:
                     apply_retention(session, settings)
-            except Exception:  # noqa: BLE001 - tried again at the next interval
+            except Exception:  # tried again at the next interval
                 log.exception("retention failed; retrying in %.0f s", settings.retention_interval_s)
 
 

@@ -3,7 +3,7 @@ start-up (the app they run in carries them)."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 from celery import Task, shared_task
 
@@ -24,8 +24,8 @@ def score_checks(self: Task, check_ids: list[str]) -> dict[str, int]:
 
 
 @shared_task(name=TRAIN_TASK, bind=True)  # acknowledged on receipt, long time limits: see celery_config
-def train_model(self: Task, run_id: str) -> dict[str, Any]:
-    return training.train_model(run_id, _app_settings(self))
+def train_model(self: Task, run_id: str) -> dict[str, str]:
+    return training.train_model(run_id, _app_settings(self)).to_dict()
 
 
 @shared_task(name=DELIVER_TASK, bind=True)  # on the callbacks queue: its own worker, so scoring never waits on it

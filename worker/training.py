@@ -21,6 +21,7 @@ from backend.training.data import Item, TrainingData, assemble_training_data
 from backend.training.runs import claim_run, end_run, finish_run, record_progress
 from backend.training.versions import active_version
 from core.enums import RunStatus
+from core.retraining import HELDOUT_SET, ComparedSet, Comparison, Metrics, RunResult
 
 log = logging.getLogger("fakewatch.training")
 
@@ -61,28 +62,28 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {key: round(float(value), 5) for key, value in metrics.items()}
 
 
-def train_model(run_id: str, settings: Settings) -> dict[str, Any]:
+def train_model(run_id: str, settings: Settings) -> RunResult:
     """Execute one training run to its end: done (a candidate registered), failed or cancelled, with the reason."""
     from models.train import TrainingCancelled  # noqa: PLC0415 - models.train imports TensorFlow
 
     with session_scope(settings) as session:
         run = claim_run(session, run_id)
         if run is None:
-            return {"run": run_id, "status": "not claimed"}
+            return RunResult(run_id, "not claimed")
         params = dict(run.params)
     staging = settings.models_dir / ".staging" / run_id
     try:
         version_name = _train_and_register(run_id, params, staging, settings)
     except TrainingCancelled:
         _end(settings, run_id, RunStatus.CANCELLED, f"Cancelled by a moderator. {UNCHANGED}")
-        return {"run": run_id, "status": RunStatus.CANCELLED.value}
+        return RunResult(run_id, RunStatus.CANCELLED)
     except Exception as error:  # whatever went wrong is the run's reason, shown in the console
         log.exception("training run %s failed", run_id)
         _end(settings, run_id, RunStatus.FAILED, f"{type(error).__name__}: {error}. {UNCHANGED}")
-        return {"run": run_id, "status": RunStatus.FAILED.value}
+        return RunResult(run_id, RunStatus.FAILED)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"run": run_id, "status": RunStatus.DONE.value, "version": version_name}
+    return RunResult(run_id, RunStatus.DONE, version_name)
 
 
 def _end(settings: Settings, run_id: str, status: RunStatus, reason: str) -> None:
@@ -124,7 +125,7 @@ def _train_and_register(run_id: str, params: dict[str, Any], staging: Path, sett
         raise
 
 
-def compare_with_active(candidate_path: Path, data: TrainingData, settings: Settings) -> dict[str, Any]:
+def compare_with_active(candidate_path: Path, data: TrainingData, settings: Settings) -> Comparison:
     """Score the held-out reviewed images and the base datasets' validation splits with both models, each at its
     own threshold, so the console can put them side by side (backend/training/comparison.py reads the result)."""
     from models.data import list_many  # noqa: PLC0415 - the models package stays out of the worker's import
@@ -135,23 +136,23 @@ def compare_with_active(candidate_path: Path, data: TrainingData, settings: Sett
         active_file, active_name = (active.file, active.name) if active is not None else (None, None)
     candidate = Detector.load(candidate_path)
     current = Detector.load(active_file) if active_file else None
-    sets = [("held-out reviewed images", data.heldout)]
+    sets = [(HELDOUT_SET, data.heldout)]
     sets += [(f"{path.name} valid (used for model selection)", list_many([path], "valid")) for path in data.base_datasets]
-    results = [_compare_on(label, items, candidate, current) for label, items in sets if items]
-    return {"active_version": active_name, "candidate_version": candidate.version,
-            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "sets": results}
+    results = tuple(_compare_on(label, items, candidate, current) for label, items in sets if items)
+    return Comparison(active_version=active_name, candidate_version=candidate.version,
+                      measured_at=datetime.now(UTC).isoformat(timespec="seconds"), sets=results)
 
 
-def _compare_on(label: str, items: list[Item], candidate: Any, current: Any) -> dict[str, Any]:
+def _compare_on(label: str, items: list[Item], candidate: Any, current: Any) -> ComparedSet:
     from models.data import load_items  # noqa: PLC0415
     from models.metrics import compute_metrics  # noqa: PLC0415 - scikit-learn
 
     loaded = load_items(items)
 
-    def measure(detector: Any) -> dict[str, Any]:
+    def measure(detector: Any) -> Metrics:
         if detector is None or not loaded.images:
             return {}
         return compute_metrics(detector.score(loaded.images), loaded.labels, detector.threshold)
 
-    return {"name": label, "count": len(loaded.images), "candidate": measure(candidate), "active": measure(current)}
+    return ComparedSet(name=label, count=len(loaded.images), candidate=measure(candidate), active=measure(current))
 

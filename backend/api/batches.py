@@ -135,10 +135,11 @@ def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
                 raise
     if earlier is not None:
         summary = summarize(session, get_batch(session, earlier, actor))
-        return (Created(batch=summary.batch, progress=summary.progress), 202,
+        return (Created(batch=summary.batch, progress=summary.progress, delivery=summary.delivery), 202,
                 {"Location": url_for("batches.read_batch", batch_id=earlier), "Idempotent-Replayed": "true"})
     summary = summarize(session, created.batch)
-    body = Created(batch=summary.batch, progress=summary.progress, duplicates=created.duplicates)
+    body = Created(batch=summary.batch, progress=summary.progress, delivery=summary.delivery,
+                   duplicates=created.duplicates)
     return body, 202, {"Location": url_for("batches.read_batch", batch_id=created.batch.id)}
 
 

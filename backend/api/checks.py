@@ -14,6 +14,7 @@ from backend.api.auth import auth, current_actor, current_key
 from backend.api.context import app_settings, db, set_retry_after
 from backend.api.idempotent import IdempotentRequest, idempotent_request, wait_slot
 from backend.checks.handoff import send_checks
+from backend.checks.served import ServedCheck, served_check
 from backend.checks.service import get_check, submit_image, submit_url, wait_for_final
 from backend.delivery.callbacks import callback_url_for
 from backend.delivery.callbacks import schedule as schedule_callbacks
@@ -118,13 +119,14 @@ def _submit(idempotent: IdempotentRequest | None) -> tuple[Check, bool]:
                          "Send either multipart/form-data with an `image` file, or JSON with a `url`.", 415)
 
 
-def _answer(check: Check, replayed: bool = False) -> tuple[Check, int] | tuple[Check, int, dict[str, str]]:
+def _answer(check: Check, replayed: bool = False) -> tuple[ServedCheck, int, dict[str, str]]:
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    served = served_check(db(), check)
     if check.status in (CheckStatus.DONE, CheckStatus.FAILED):
-        return check, 200, headers
+        return served, 200, headers
     headers["Location"] = url_for("checks.read_check", check_id=check.id)
     set_retry_after(app_settings().poll_after_s)
-    return check, 202, headers
+    return served, 202, headers
 
 
 @bp.post("")
@@ -134,7 +136,7 @@ def _answer(check: Check, replayed: bool = False) -> tuple[Check, int] | tuple[C
 @bp.doc(summary="Check an image", responses={**response_doc(
     200, "The check was final within `wait`: done, or failed with the reason", ["application/json"], CheckOut),
     **error_doc(400, 403, 413, 415, 503)})
-def create_check(query: dict[str, Any]) -> tuple[Check, int] | tuple[Check, int, dict[str, str]]:
+def create_check(query: dict[str, Any]) -> tuple[ServedCheck, int, dict[str, str]]:
     """A retried request with the same ``Idempotency-Key`` answers with the check the first one created. The wait
     holds one of the process's few wait slots; when none is free, or the broker refused the check (it is sent
     later), the answer is 202 at once with Retry-After and the client polls."""
@@ -165,5 +167,6 @@ def create_check(query: dict[str, Any]) -> tuple[Check, int] | tuple[Check, int,
 @bp.auth_required(auth)
 @bp.output(CheckOut)
 @bp.doc(summary="Read a check")
-def read_check(check_id: str) -> Check:
-    return get_check(db(), check_id, current_actor())
+def read_check(check_id: str) -> ServedCheck:
+    session = db()
+    return served_check(session, get_check(session, check_id, current_actor()))

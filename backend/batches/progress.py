@@ -11,7 +11,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from backend.identity.access import Actor, owner_key_id
-from backend.storage.schema import Batch, Check, utcnow
+from backend.storage.schema import Batch, CallbackDelivery, Check, utcnow
 from core.enums import BatchStatus, CheckStatus
 
 # Rates are measured over the last RATE_WINDOW_S seconds, so the time left follows the current pace.
@@ -36,11 +36,12 @@ class Progress:
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """A batch with its items' progress: what a batch looks like to the API (backend/shapes.py's BatchOut) and the
-    console."""
+    """A batch with its items' progress and its callback delivery (once one is owed): what a batch looks like to the
+    API (backend/shapes.py's BatchOut) and the console."""
 
     batch: Batch
     progress: Progress
+    delivery: CallbackDelivery | None = None
 
     @property
     def rate_per_s(self) -> float | None:
@@ -94,8 +95,18 @@ def progress_of(session: Session, batch_ids: Sequence[str]) -> dict[str, Progres
     return progress
 
 
+def deliveries_of_batches(session: Session, batches: Sequence[Batch]) -> dict[str, CallbackDelivery]:
+    """The callback deliveries owed for these batches, by batch id, in one query (none without a callback URL)."""
+    ids = [batch.id for batch in batches if batch.callback_url]
+    if not ids:
+        return {}
+    rows = session.scalars(select(CallbackDelivery).where(CallbackDelivery.batch_id.in_(ids)))
+    return {row.batch_id: row for row in rows if row.batch_id is not None}
+
+
 def summarize(session: Session, batch: Batch) -> BatchSummary:
-    return BatchSummary(batch=batch, progress=progress_of(session, [batch.id])[batch.id])
+    return BatchSummary(batch=batch, progress=progress_of(session, [batch.id])[batch.id],
+                        delivery=deliveries_of_batches(session, [batch]).get(batch.id))
 
 
 def list_batches(session: Session, page: int = 1, per_page: int = 20,
@@ -110,4 +121,6 @@ def list_batches(session: Session, page: int = 1, per_page: int = 20,
     total = session.scalar(count) or 0
     batches = list(session.scalars(query))
     progress = progress_of(session, [batch.id for batch in batches]) if batches else {}
-    return [BatchSummary(batch=batch, progress=progress[batch.id]) for batch in batches], total
+    deliveries = deliveries_of_batches(session, batches)
+    return [BatchSummary(batch=batch, progress=progress[batch.id], delivery=deliveries.get(batch.id))
+            for batch in batches], total

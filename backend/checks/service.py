@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +28,7 @@ from backend.storage.db import get_or_not_found
 from backend.storage.schema import Check, Image, ModelVersion, utcnow
 from backend.storage.store import put_image
 from backend.training.versions import require_active_version
+from core.check_evidence import NearCopyMatch, Region, regions_from_json, regions_to_json
 from core.decoding import ImageInfo, decode_image, inspect_image
 from core.enums import CheckStatus, Source
 
@@ -70,7 +70,7 @@ class CachedScore:
     """An earlier score of the same bytes by the same model version, with the regions it was pooled from."""
 
     score: float
-    regions: list[Any] | None
+    regions: tuple[Region, ...] | None
 
 
 def find_cached_scores(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, CachedScore]:
@@ -82,7 +82,7 @@ def find_cached_scores(session: Session, image_ids: Sequence[int], model_version
         .order_by(Check.finished_at.desc())
     )
     # Newest first, so the oldest score of each image is written last and wins (the one first reported).
-    return {image_id: CachedScore(score, regions) for image_id, score, regions in rows
+    return {image_id: CachedScore(score, regions_from_json(regions)) for image_id, score, regions in rows
             if image_id is not None and score is not None}
 
 
@@ -207,16 +207,16 @@ def renew_leases(session: Session, check_ids: Sequence[str], lease_s: float) -> 
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _finish(check: Check, version: ModelVersion, score: float, cached: bool, regions: list[Any] | None,
-            match: dict[str, Any] | None) -> None:
+def _finish(check: Check, version: ModelVersion, score: float, cached: bool, regions: Sequence[Region] | None,
+            match: NearCopyMatch | None) -> None:
     decision = decide_at_scoring(check, score, version.threshold, version.band, match)
     check.status = CheckStatus.DONE
     check.score = float(score)
     check.verdict = decision.verdict
     check.verdict_source = decision.source
     check.flagged = decision.flagged
-    check.match = match
-    check.regions = regions
+    check.match = match.to_dict() if match is not None else None
+    check.regions = regions_to_json(regions)
     check.cached = cached
     check.model_version_id = version.id
     check.model_version = version
@@ -225,7 +225,7 @@ def _finish(check: Check, version: ModelVersion, score: float, cached: bool, reg
 
 
 def record_score(check: Check, version: ModelVersion, score: float, cached: bool = False,
-                 regions: list[Any] | None = None, match: dict[str, Any] | None = None) -> None:
+                 regions: Sequence[Region] | None = None, match: NearCopyMatch | None = None) -> None:
     """The model's score of a running check, its per-crop regions and any near-duplicate match: the check is done,
     with the verdict the policy decides from them and the image's provenance."""
     if check.status != CheckStatus.RUNNING:

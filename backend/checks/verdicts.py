@@ -12,6 +12,7 @@ from typing import Any
 
 from backend.provenance import Provenance
 from backend.storage.schema import Check, Image, Review
+from core.check_evidence import NearCopyMatch
 from core.enums import Label, Verdict, VerdictSource
 from core.policy import Decision, Evidence, decide, verdict_confidence
 
@@ -28,24 +29,17 @@ def provenance_summary(provenance: dict[str, Any] | None) -> str:
     return Provenance.from_dict(provenance).summary()
 
 
-def match_labels(match: dict[str, Any] | None) -> list[Label]:
-    """Every label among the labelled near-duplicates a check was matched to (the nearest one's when only that
-    was recorded)."""
-    if not match:
-        return []
-    return [Label(label) for label in match.get("labels") or [match["label"]]]
-
-
 def gather_evidence(score: float | None, threshold: float, band: float, image: Image | None,
-                    match: dict[str, Any] | None, review: Label | None = None) -> Evidence:
+                    match: NearCopyMatch | None, review: Label | None = None) -> Evidence:
     """The policy's evidence for one check."""
     provenance = Provenance.from_dict(provenance_of(image))
-    return Evidence(score=score, threshold=threshold, band=band, review=review, match_labels=match_labels(match),
+    return Evidence(score=score, threshold=threshold, band=band, review=review,
+                    match_labels=list(match.labels) if match is not None else [],
                     **provenance.policy_facts())
 
 
 def decide_at_scoring(check: Check, score: float, threshold: float, band: float,
-                      match: dict[str, Any] | None = None) -> Decision:
+                      match: NearCopyMatch | None = None) -> Decision:
     """What a check is decided to be when its model score arrives (rules 2 to 5)."""
     return decide(gather_evidence(score, threshold, band, check.image, match))
 
@@ -56,7 +50,7 @@ def decision_when_read(check: Check, review: Review | None) -> Decision:
     if check.model_version is None:  # not scored (queued, running, failed): only a review can decide
         return decide(Evidence(score=None, review=label))
     return decide(gather_evidence(check.score, check.model_version.threshold, check.model_version.band,
-                                  check.image, check.match, label))
+                                  check.image, NearCopyMatch.from_dict(check.match) if check.match else None, label))
 
 
 def stored_decision_when_read(score: float | None, verdict: Verdict | None, source: VerdictSource | None,

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from backend.batches.progress import summarize
 from backend.checks.dispatch import enqueue_deliveries
+from backend.checks.served import deliveries_of_checks, served_check
 from backend.fetching.fetcher import check_address, post_json, validate_url
 from backend.settings import Settings
 from backend.shapes import BatchOut, CheckOut
@@ -149,7 +150,7 @@ def _insert_new(session: Session, rows: Sequence[CallbackDelivery]) -> list[int]
 def _send(settings: Settings, delivery_ids: Sequence[int]) -> None:
     try:
         enqueue_deliveries(settings, delivery_ids)
-    except Exception:  # noqa: BLE001 - the rows are written: the sweeper sends them once their lease passes
+    except Exception:  # the rows are written: the sweeper sends them once their lease passes
         log.exception("could not send %d callback deliveries; the sweeper will", len(delivery_ids))
 
 
@@ -200,7 +201,7 @@ def payload(session: Session, delivery: CallbackDelivery) -> tuple[str, bytes]:
     if delivery.check_id is not None:
         check = session.get(Check, delivery.check_id)
         assert check is not None
-        body: dict[str, Any] = CheckOut(exclude=("callback",)).dump(check)
+        body: dict[str, Any] = CheckOut(exclude=("callback",)).dump(served_check(session, check))
         event = "check.finished"
     else:
         batch = session.get(Batch, delivery.batch_id)
@@ -269,8 +270,7 @@ def _attempt(session: Session, settings: Settings, delivery: CallbackDelivery) -
 
 def deliveries_for_checks(session: Session, check_ids: Sequence[str]) -> dict[str, CallbackDelivery]:
     """The deliveries of these checks, by check id (the console shows them beside each check)."""
-    rows = session.scalars(select(CallbackDelivery).where(CallbackDelivery.check_id.in_(list(check_ids))))
-    return {row.check_id: row for row in rows if row.check_id is not None}
+    return deliveries_of_checks(session, check_ids)
 
 
 def describe_delivery(delivery: CallbackDelivery | None) -> str | None:

@@ -31,7 +31,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -273,10 +273,8 @@ def post_json(url: str, body: bytes, headers: dict[str, str], settings: Settings
     with _opened(url, settings, deadline, method="POST", body=body, headers=sent) as response:
         # A little of the answer is read so the connection closes cleanly; what it says is not used.
         _shrink_read_timeout(response, _remaining(deadline, url))
-        try:
+        with suppress(HTTPError):
             response.read1(CHUNK_BYTES)
-        except HTTPError:
-            pass
         return response.status
 
 

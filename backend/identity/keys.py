@@ -61,10 +61,8 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 def _active_keys(session: Session, key_id_or_name: str) -> list[ApiKey]:
     query = select(ApiKey).where(ApiKey.revoked_at.is_(None))
-    if key_id_or_name.isdigit():
-        query = query.where(ApiKey.id == int(key_id_or_name))
-    else:
-        query = query.where(ApiKey.name == key_id_or_name)
+    by_id = key_id_or_name.isdigit()
+    query = query.where(ApiKey.id == int(key_id_or_name) if by_id else ApiKey.name == key_id_or_name)
     rows = list(session.scalars(query.order_by(ApiKey.id)))
     if not rows:
         raise NotFound(f"No active API key with id or name {key_id_or_name!r}; `fakewatch keys list` shows them.")

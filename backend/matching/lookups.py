@@ -23,7 +23,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
 
 from PIL import Image as PILImage
 from sqlalchemy import and_, or_, select
@@ -33,6 +32,7 @@ from backend.matching.index import HashRow, Match, NearDuplicateIndex
 from backend.matching.pdq import CopyRule, PdqHash, hash_image
 from backend.settings import Settings
 from backend.storage.schema import Check, Image, ListedHash, Review, isoformat_z, utcnow
+from core.check_evidence import NearCopyMatch
 from core.enums import Label
 from core.errors import NotFound
 
@@ -192,18 +192,18 @@ def labelled_among(session: Session, found: Sequence[Match]) -> list[LabelledCop
     return sorted(copies, key=lambda copy: (copy.distance, copy.sha256 or "", copy.pdq_hex))
 
 
-def match_evidence(copies: Sequence[LabelledCopy]) -> dict[str, Any] | None:
+def match_evidence(copies: Sequence[LabelledCopy]) -> NearCopyMatch | None:
     """A check's ``match`` (docs/matching.md): the nearest labelled copy, plus every label seen (rule 3 weighs them
     all)."""
     if not copies:
         return None
     nearest = copies[0]
-    return {"sha256": nearest.sha256, "distance": nearest.distance, "label": nearest.label.value,
-            "by": nearest.by, "at": isoformat_z(nearest.at), "labels": sorted({c.label.value for c in copies}),
-            "pdq_hex": nearest.pdq_hex, "count": len(copies)}
+    return NearCopyMatch(sha256=nearest.sha256, distance=nearest.distance, label=nearest.label, by=nearest.by,
+                         at=isoformat_z(nearest.at), labels=tuple(sorted({copy.label for copy in copies})),
+                         pdq_hex=nearest.pdq_hex, count=len(copies))
 
 
-def match_for_image(session: Session, settings: Settings, image: Image | None) -> dict[str, Any] | None:
+def match_for_image(session: Session, settings: Settings, image: Image | None) -> NearCopyMatch | None:
     """What scoring records as a check's ``match``: its image's labelled near-copies, or None."""
     if image is None:
         return None

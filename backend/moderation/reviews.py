@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy import Select, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from backend.checks.served import latest_reviews
 from backend.checks.verdicts import provenance_summary
 from backend.identity.access import Actor, require
 from backend.identity.audit import record
@@ -419,11 +420,7 @@ def undo_last_decision(session: Session, actor: Actor) -> Decision | None:
 
 def latest_review(session: Session, image_id: int | None) -> Review | None:
     """The label every check of these bytes shows in its ``review`` field: the newest review of the image."""
-    if image_id is None:
-        return None
-    return session.scalar(
-        select(Review).where(Review.image_id == image_id).order_by(Review.created_at.desc(), Review.id.desc()).limit(1)
-    )
+    return latest_reviews(session, [image_id]).get(image_id) if image_id is not None else None
 
 
 @dataclass(frozen=True)

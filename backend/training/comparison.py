@@ -1,17 +1,15 @@
-"""The candidate-vs-active comparison a finished run carries (measured by worker/training.py): ``{"active_version",
-"candidate_version", "measured_at", "sets": [{"name", "count", "candidate": metrics, "active": metrics}]}``, and
-the table the console and ``fakewatch retrain --wait`` show from it, each figure with its 95% confidence interval
-(how far a measurement on so few images can be from the truth)."""
+"""The table the console and ``fakewatch retrain --wait`` show from the candidate-vs-active comparison a finished
+run carries (core.retraining.Comparison, measured by worker/training.py), each figure with its 95% confidence
+interval (how far a measurement on so few images can be from the truth)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from core.retraining import Comparison, Metrics
+
 COMPARED_METRICS = ("roc_auc", "accuracy", "fpr_at_threshold")
-# The evaluation set of reviewed images no run trains on (backend/training/data.py's hash split): the one the
-# promotion guard reads.
-HELDOUT_SET = "held-out reviewed images"
 Z_95 = 1.959964
 
 
@@ -36,7 +34,7 @@ def auc_interval(auc: float, n_fake: int, n_real: int) -> tuple[float, float] | 
     return max(0.0, auc - half), min(1.0, auc + half)
 
 
-def metric_interval(metric: str, metrics: dict[str, Any]) -> tuple[float, float] | None:
+def metric_interval(metric: str, metrics: Metrics) -> tuple[float, float] | None:
     """The 95% interval of one compared metric, from the counts stored beside it; None when it was not measured."""
     value = metrics.get(metric)
     counts = metrics.get("counts") or {}
@@ -56,17 +54,17 @@ def format_interval(interval: tuple[float, float] | None) -> str | None:
     return f"{interval[0]:.3f} to {interval[1]:.3f}" if interval else None
 
 
-def comparison_rows(comparison: dict[str, Any] | None, min_images: int = 0) -> list[dict[str, Any]]:
+def comparison_rows(comparison: Comparison | None, min_images: int = 0) -> list[dict[str, Any]]:
     """One row per evaluation set and metric, active beside candidate with their 95% intervals: the console's
     comparison table. ``comparable`` is False for a set of fewer than ``min_images`` images, whose figures
     differ by chance more than by model."""
     rows = []
-    for part in (comparison or {}).get("sets", []):
+    for part in comparison.sets if comparison is not None else ():
         for metric in COMPARED_METRICS:
-            active, candidate = part["active"], part["candidate"]
-            rows.append({"set": part["name"], "images": part["count"], "metric": metric,
+            active, candidate = part.active, part.candidate
+            rows.append({"set": part.name, "images": part.count, "metric": metric,
                          "active": active.get(metric), "active 95% CI": format_interval(metric_interval(metric, active)),
                          "candidate": candidate.get(metric),
                          "candidate 95% CI": format_interval(metric_interval(metric, candidate)),
-                         "comparable": part["count"] >= min_images})
+                         "comparable": part.count >= min_images})
     return rows

@@ -22,6 +22,7 @@ from backend.training.data import assemble_training_data
 from backend.training.versions import active_version, register_model
 from core.enums import ACTIVE_RUN_STATUSES, ActorKind, AuditAction, Permission, RunStatus
 from core.errors import FakewatchError
+from core.retraining import Comparison
 
 
 def request_training(session: Session, settings: Settings, *, actor: Actor, from_scratch: bool = False,
@@ -176,13 +177,13 @@ def end_run(session: Session, run_id: str, status: RunStatus, reason: str) -> Tr
     return run
 
 
-def finish_run(session: Session, run_id: str, model_path: Path, comparison: dict[str, Any]) -> ModelVersion:
+def finish_run(session: Session, run_id: str, model_path: Path, comparison: Comparison) -> ModelVersion:
     """Register the trained model as a candidate (never active) and attach the candidate-vs-active comparison."""
     run = get_run(session, run_id)
     version = register_model(session, model_path, activate=False)
     run.model_version_id = version.id
     run.model_version = version
-    run.progress = {**run.progress, "comparison": comparison}
+    run.progress = {**run.progress, "comparison": comparison.to_dict()}
     _finish(run, RunStatus.DONE, None)
     session.flush()
     return version

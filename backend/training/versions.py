@@ -21,10 +21,10 @@ from backend.identity.audit import record
 from backend.settings import Settings
 from backend.storage.db import get_or_not_found
 from backend.storage.schema import ModelActivation, ModelVersion, TrainingRun, utcnow
-from backend.training.comparison import HELDOUT_SET
 from core.enums import ActivationKind, AuditAction, Permission, RunStatus
 from core.errors import FakewatchError
 from core.model_metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
+from core.retraining import Comparison
 
 
 def _checked_metadata(model_path: Path) -> dict[str, Any]:
@@ -112,13 +112,13 @@ class PromotionCheck:
         return not self.refusals
 
 
-def latest_comparison(session: Session, version_id: int) -> dict[str, Any] | None:
+def latest_comparison(session: Session, version_id: int) -> Comparison | None:
     """The candidate-vs-active comparison measured by the training run that produced this version, if any."""
     run = session.scalar(select(TrainingRun).where(TrainingRun.model_version_id == version_id,
                                                    TrainingRun.status == RunStatus.DONE)
                          .order_by(TrainingRun.finished_at.desc()).limit(1))
     comparison = (run.progress or {}).get("comparison") if run is not None else None
-    return comparison if isinstance(comparison, dict) else None
+    return Comparison.from_dict(comparison) if isinstance(comparison, dict) else None
 
 
 def check_promotion(session: Session, version_id: int, settings: Settings) -> PromotionCheck:
@@ -129,14 +129,14 @@ def check_promotion(session: Session, version_id: int, settings: Settings) -> Pr
     if current is None or current.id == version.id:
         # Nothing active (nothing is scored at all) or already active: there is nothing to protect.
         return PromotionCheck(version.name, current.name if current else None, 0, None, None, ())
-    comparison = latest_comparison(session, version.id) or {}
-    heldout = next((part for part in comparison.get("sets", []) if part.get("name") == HELDOUT_SET), None) or {}
-    count = int(heldout.get("count") or 0)
-    candidate_fpr = (heldout.get("candidate") or {}).get("fpr_at_threshold")
-    active_fpr = (heldout.get("active") or {}).get("fpr_at_threshold")
+    comparison = latest_comparison(session, version.id)
+    heldout = comparison.heldout if comparison is not None else None
+    count = heldout.count if heldout is not None else 0
+    candidate_fpr = heldout.candidate.get("fpr_at_threshold") if heldout is not None else None
+    active_fpr = heldout.active.get("fpr_at_threshold") if heldout is not None else None
     refusals = []
-    if comparison.get("active_version") != current.name:
-        measured = comparison.get("active_version")
+    measured = comparison.active_version if comparison is not None else None
+    if measured != current.name:
         refusals.append(f"{version.name} was never measured against the active version {current.name}"
                         + (f" (only against {measured})." if measured else "."))
     if count < settings.promotion_min_heldout:

@@ -1,7 +1,7 @@
-"""A running fakewatch for integration tests: a real API (gunicorn) and a real Celery worker as subprocesses,
+"""A running fakewatch for tests and benchmarks: a real API (gunicorn) and a real Celery worker as subprocesses,
 on either the embedded default (SQLite + SQLAlchemy broker) or production services (PostgreSQL + Redis).
 
-Started once per test session per backend (see the ``stack`` fixtures in conftest.py) because starting a
+Started once per test session per backend (see the ``stack`` fixtures in tests/conftest.py) because starting a
 worker costs seconds (TensorFlow and the model load)."""
 
 from __future__ import annotations
