@@ -233,8 +233,8 @@ def test_children_of_up_end_when_it_is_killed(tmp_path: Path) -> None:
     env = {**os.environ, "FAKEWATCH_DATA_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"}
     (tmp_path / "logs").mkdir()
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from fakewatch.cli import _spawn; "
-         f"child = _spawn('api', ['api', '--port', '{port}'], Path(sys.argv[1])); print(child.pid); time.sleep(600)",
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from fakewatch.supervision import spawn; "
+         f"child = spawn('api', ['api', '--port', '{port}'], Path(sys.argv[1])); print(child.pid); time.sleep(600)",
          str(tmp_path / "logs")], env=env, stdout=subprocess.PIPE, text=True)
     child = 0
     try:
