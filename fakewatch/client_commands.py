@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from tqdm import tqdm
@@ -129,33 +129,48 @@ def report_accepted(batch: dict[str, Any]) -> None:
         click.echo(f"  ... and {len(batch['invalid']) - 20} more invalid lines", err=True)
 
 
+# One line: the bar and its count (finished items, whatever their outcome) are the only count of progress; the text
+# after it says what became of them and how fast. tqdm puts ", " before a postfix, so it follows the elapsed time.
+SCAN_BAR_FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} finished [{elapsed}{postfix}]"
+
+
 def watch(client: ApiClient, batch: dict[str, Any]) -> dict[str, Any]:
-    """Poll the batch until it is done or cancelled, drawing done / flagged / failed / rate / time left."""
-    with tqdm(total=batch["total"], unit="url", file=sys.stderr, dynamic_ncols=True,
-              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}") as bar:
+    """Poll the batch until it is done or cancelled, drawing finished / checked / flagged / failed / rate / time left."""
+    with scan_bar(batch, sys.stderr) as bar:
         while True:
-            bar.update(finished_count(batch) - bar.n)
-            bar.set_postfix_str(progress_text(batch), refresh=True)
+            draw(bar, batch)
             if BatchStatus(batch["status"]).is_final and not batch.get("running"):
                 return batch
             time.sleep(SCAN_POLL_S)
             batch = client.get_json(f"/api/v1/batches/{batch['id']}")
 
 
+def scan_bar(batch: dict[str, Any], stream: TextIO) -> tqdm[Any]:
+    """The bar, first drawn with this state of the batch (never a frame without its text)."""
+    return tqdm(total=batch["total"], initial=finished_count(batch), postfix=progress_text(batch), unit="url",
+                file=stream, dynamic_ncols=True, bar_format=SCAN_BAR_FORMAT)
+
+
+def draw(bar: tqdm[Any], batch: dict[str, Any]) -> None:
+    """Draw one poll's state in one refresh: the count and the text change together, never one before the other
+    (tqdm's update() alone would draw the new count beside the previous poll's text)."""
+    bar.n = finished_count(batch)
+    bar.set_postfix_str(progress_text(batch), refresh=False)
+    bar.refresh()
+
+
 def finished_count(batch: dict[str, Any]) -> int:
-    """Items that are final, whatever their outcome: what the bar fills with and the text's "done" says."""
+    """Items that are final, whatever their outcome: what the bar fills with."""
     return int(batch["done"]) + int(batch["failed"]) + int(batch["cancelled"])
 
 
 def progress_text(batch: dict[str, Any]) -> str:
-    """The text beside the bar: "done" counts the same finished items as the bar (checked, failed or cancelled),
-    then says what became of them."""
+    """The text after the bar: what became of the finished items, the server's rate and time left."""
     rate = batch.get("rate_per_s")
     eta = batch.get("eta_s")
-    left = "--" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
-    return (f"done {finished_count(batch)}/{batch['total']} ({batch['done']} checked, {batch['flagged']} flagged, "
-            f"{batch['failed']} failed, {batch['cancelled']} cancelled), "
-            f"{'--' if rate is None else f'{rate:.1f}'}/s, {left} left")
+    left = "--:--:--" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
+    return (f"{batch['done']} checked, {batch['flagged']} flagged, {batch['failed']} failed, "
+            f"{batch['cancelled']} cancelled, {'--' if rate is None else f'{rate:.1f}'}/s, {left} left")
 
 
 def summary(batch: dict[str, Any]) -> str:
