@@ -24,6 +24,7 @@ from fakewatch.api_client import ApiClient, ClientError
 RESULT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SCAN_POLL_S = 1.0
 RETRAIN_POLL_S = 2.0
+CANCEL_POLL_S = 0.5
 
 
 # --- check --------------------------------------------------------------------------------------------------------
@@ -66,11 +67,22 @@ def describe_check(target: str, result: dict[str, Any]) -> str:
     evidence = (result.get("provenance") or {}).get("summary") or ""
     if result.get("confidence") is not None:
         decided = f"confidence {result['confidence']:.2f}"
+    elif source == "match" and result.get("match"):  # as the console's evidence line says it
+        decided = f"by match: {describe_match(result['match'])}"
     else:  # other evidence than the model decided: show it instead of a confidence (DESIGN.md)
         decided = f"by {source}" + (f": {evidence}" if source == "provenance" and evidence else "")
     shown = f"; provenance: {evidence}" if evidence and not decided.endswith(evidence) else ""
     return (f"{target}: {result['verdict']} ({decided}, score {result['score']:.3f}, "
             f"model {result['model_version']}{review}{shown})")
+
+
+def describe_match(match: dict[str, Any]) -> str:
+    """A near-copy: how near, of what, and who labelled the original (or that a shared hash list did)."""
+    what = (f"image {match['sha256'][:12]}…" if match.get("sha256")
+            else f"a listed hash {str(match.get('pdq_hex', ''))[:12]}…")
+    by = f" by {match['by']}" if match.get("by") else ""
+    at = f" at {match['at']}" if match.get("at") else ""
+    return f"near-copy (distance {match.get('distance')}) of {what} labelled {match.get('label')}{by}{at}"
 
 
 # --- scan ---------------------------------------------------------------------------------------------------------
@@ -208,32 +220,46 @@ def retrain(settings: Settings, from_scratch: bool, epochs: int | None, wait: bo
                              json={"from_scratch": from_scratch, "epochs": epochs}).json()
     except ClientError as error:
         raise click.ClickException(f"{error.code}: {error.message}") from error
-    click.echo(f"Training run {run['id']} queued ({run['epochs']} epochs, "
+    click.echo(f"Training run {run['id']} queued ({plural(run['epochs'], 'epoch')}, "
                f"{'from scratch' if from_scratch else 'fine-tuning the active version'}).")
     if not wait:
         return
     try:
         run = follow_run(client, run["id"])
     except KeyboardInterrupt:
-        client.request("POST", f"/api/v1/training-runs/{run['id']}/cancel")
-        click.echo("Cancel requested; the run stops after its current batch.", err=True)
+        report_run(cancel_and_follow(client, run["id"]))
         sys.exit(130)
     report_run(run)
     sys.exit(0 if run["status"] == RunStatus.DONE else 1)
 
 
-def follow_run(client: ApiClient, run_id: str) -> dict[str, Any]:
-    """Poll the run, printing each new epoch to stderr, until it ends."""
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def cancel_and_follow(client: ApiClient, run_id: str) -> dict[str, Any]:
+    """Ctrl-C while following: cancel the run and follow it to its end (the worker ends it within seconds), so the
+    last line says how it ended; a second Ctrl-C stops waiting."""
+    client.request("POST", f"/api/v1/training-runs/{run_id}/cancel")
+    click.echo("Cancel requested; waiting for the run to stop (Ctrl-C again to stop waiting).", err=True)
+    try:
+        return follow_run(client, run_id, quiet=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def follow_run(client: ApiClient, run_id: str, quiet: bool = False) -> dict[str, Any]:
+    """Poll the run, printing each new epoch to stderr (unless quiet), until it ends."""
     shown = 0
     while True:
         run: dict[str, Any] = client.get_json(f"/api/v1/training-runs/{run_id}")
-        for entry in run["history"][shown:]:
+        for entry in [] if quiet else run["history"][shown:]:
             metrics = ", ".join(f"{key} {value:.3f}" for key, value in entry.items() if key != "epoch")
             click.echo(f"epoch {entry['epoch']}/{run['epochs']}: {metrics}", err=True)
         shown = len(run["history"])
         if not RunStatus(run["status"]).is_active:
             return run
-        time.sleep(RETRAIN_POLL_S)
+        time.sleep(RETRAIN_POLL_S if not quiet else CANCEL_POLL_S)
 
 
 def report_run(run: dict[str, Any]) -> None:
