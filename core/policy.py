@@ -2,7 +2,8 @@
 
 1. a moderator's review of these exact bytes: its label (``review``);
 2. declared-AI provenance (a C2PA action or ingredient, an IPTC digital source type or a generator signature that
-   says AI, trusted signer or not): fake (``provenance``); an invalid manifest that claims AI: never real;
+   says AI, trusted signer or not): fake (``provenance``); a manifest that fails validation (tampered Content
+   Credentials), whatever it claims: never real, so it goes to the review queue with that reason;
 3. a near-duplicate of a labelled image: a fake label gives fake (``match``); a real label gives real only if the
    model also says real, else uncertain; labels that disagree give uncertain;
 4. a valid C2PA capture manifest from a signer in the trust list: real unless the model says fake, then
@@ -59,6 +60,7 @@ class Evidence:
     review: Label | None = None  # rule 1: the latest moderator label of these exact bytes
     declares_ai: bool = False  # rule 2: any AI claim in the file's metadata, signer trusted or not
     invalid_manifest_claims_ai: bool = False  # rule 2: a manifest that fails validation and claims AI
+    invalid_manifest: bool = False  # rule 2: a manifest that fails validation (tampered), whatever it claims
     match_labels: Sequence[Label] = ()  # rule 3: latest labels of the labelled near-duplicates
     trusted_capture: bool = False  # rule 4: a valid capture manifest from a trusted signer
 
@@ -86,8 +88,9 @@ def decide(evidence: Evidence) -> Decision:
         if model is None:
             return Decision(None, None, None)
         decision = Decision(model, VerdictSource.MODEL, verdict_confidence(evidence.score, model))
-    if evidence.invalid_manifest_claims_ai and decision.verdict == Verdict.REAL:
-        # A broken manifest proves nothing, but one that claims AI must not end up cleared.
+    if (evidence.invalid_manifest or evidence.invalid_manifest_claims_ai) and decision.verdict == Verdict.REAL:
+        # A broken manifest proves nothing it says, but someone altered the file after it was signed: a person
+        # looks before it is cleared (the provenance summary names the failure).
         return Decision(Verdict.UNCERTAIN, VerdictSource.PROVENANCE, None)
     return decision
 

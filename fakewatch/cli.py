@@ -6,22 +6,13 @@ only inside the commands that need them, so ``fakewatch --help`` answers at once
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import cast
 
 import click
-import requests
 
 from admin import cli as admin_cli
 from backend.delivery.callbacks import checked_callback_url
@@ -35,7 +26,7 @@ from backend.storage.migrate import upgrade_database
 from backend.training.versions import ensure_shipped_model
 from core.enums import Role
 from core.errors import FakewatchError
-from fakewatch import client_commands, hash_commands, score_command
+from fakewatch import client_commands, hash_commands, score_command, supervision
 from models import cli as models_cli
 
 log = logging.getLogger("fakewatch")
@@ -227,20 +218,6 @@ def worker(settings: Settings, queues: str, concurrency: int | None, loglevel: s
                             "--concurrency", str(concurrency or settings.worker_concurrency)])
 
 
-def _wait_until_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: float = 180) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(process.poll() is not None for process in processes):
-            return False
-        try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return True
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    return False
-
-
 @cli.command()
 @click.option("--no-admin", is_flag=True, help="Do not start the admin console.")
 @click.pass_obj
@@ -272,25 +249,13 @@ def up(settings: Settings, no_admin: bool) -> None:
                 "callbacks-worker": ["worker", "--queues", "callbacks", "--concurrency", "2"]}
     if not no_admin:
         commands["admin"] = ["admin"]
-    processes = [_spawn(name, args, settings.logs_dir) for name, args in commands.items()]
+    processes = supervision.spawn_all(commands, settings.logs_dir)
     click.echo(f"Model: {version or 'none active'}; logs in {settings.logs_dir}", err=True)
-    if _wait_until_ready(api_url, processes):
+    if supervision.wait_until_ready(api_url, processes):
         click.echo("Ready. Press Ctrl-C to stop.", err=True)
     else:
         click.echo(f"Something did not start; see the logs in {settings.logs_dir}.", err=True)
-    _supervise(processes)
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """Whether this process could listen on host:port now (another server there would answer in ours' place)."""
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-            # As the servers bind: a port left in TIME_WAIT by a stopped server is free, a listening one is not.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-    except OSError:
-        return False
-    return True
+    supervision.supervise(processes, lambda line: click.echo(line, err=True))
 
 
 def _refuse_taken_ports(settings: Settings, no_admin: bool) -> None:
@@ -300,57 +265,10 @@ def _refuse_taken_ports(settings: Settings, no_admin: bool) -> None:
     if not no_admin:
         wanted.append(("the admin console", settings.admin_port, "FAKEWATCH_ADMIN_PORT"))
     for what, port, setting in wanted:
-        if not port_is_free(settings.api_host, port):
+        if not supervision.port_is_free(settings.api_host, port):
             raise click.ClickException(
                 f"Port {port} on {settings.api_host} is already in use by another program, so {what} cannot start "
                 f"there. Set {setting} to a free port (or stop the program using {port}).")
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def _end_with_parent() -> None:
-    """In the child, before exec: the kernel sends it SIGTERM when `fakewatch up` dies, however it dies (SIGKILL
-    included), so no child outlives its supervisor in its own session. Linux only; elsewhere Ctrl-C still stops
-    everything through the supervisor's own handler."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-def _spawn(name: str, args: list[str], logs_dir: Path) -> subprocess.Popen[bytes]:
-    log_file = (logs_dir / f"{name}.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "fakewatch.cli", *args], stdout=log_file, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=_end_with_parent)
-
-
-def _supervise(processes: list[subprocess.Popen[bytes]]) -> None:
-    def stop(*_args: object) -> None:
-        # SIGTERM to each child's main process only: gunicorn's master and Celery's main process stop their own
-        # workers in order; signalling the whole group at once races them (a Celery pool child killed under its
-        # parent's warm shutdown left the parent waiting). The group is killed only if that does not end it.
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=30)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)  # whatever of its session is left
-            process.wait()
-        click.echo("Stopped.", err=True)
-        sys.exit(0)
-
-    # Installed explicitly: a shell that starts `fakewatch up` in the background leaves SIGINT ignored.
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    while True:
-        for process in processes:
-            if process.poll() is not None:
-                command = " ".join(cast(list[str], process.args))
-                click.echo(f"A process exited with code {process.returncode}: {command}; see its log.", err=True)
-                stop()
-        time.sleep(1)
 
 
 # Commands that live beside their own part: the models' train/evaluate/score, the console, the API clients.

@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from tqdm import tqdm
@@ -25,6 +25,7 @@ from fakewatch.api_client import ApiClient, ClientError
 RESULT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SCAN_POLL_S = 1.0
 RETRAIN_POLL_S = 2.0
+CANCEL_POLL_S = 0.5
 
 
 # --- check --------------------------------------------------------------------------------------------------------
@@ -68,11 +69,22 @@ def describe_check(target: str, result: dict[str, Any]) -> str:
     evidence = (result.get("provenance") or {}).get("summary") or ""
     if result.get("confidence") is not None:
         decided = f"confidence {result['confidence']:.2f}"
+    elif source == "match" and result.get("match"):  # as the console's evidence line says it
+        decided = f"by match: {describe_match(result['match'])}"
     else:  # other evidence than the model decided: show it instead of a confidence (docs/architecture.md)
         decided = f"by {source}" + (f": {evidence}" if source == "provenance" and evidence else "")
     shown = f"; provenance: {evidence}" if evidence and not decided.endswith(evidence) else ""
     return (f"{target}: {result['verdict']} ({decided}, score {result['score']:.3f}, "
             f"model {result['model_version']}{review}{shown})")
+
+
+def describe_match(match: dict[str, Any]) -> str:
+    """A near-copy: how near, of what, and who labelled the original (or that a shared hash list did)."""
+    what = (f"image {match['sha256'][:12]}…" if match.get("sha256")
+            else f"a listed hash {str(match.get('pdq_hex', ''))[:12]}…")
+    by = f" by {match['by']}" if match.get("by") else ""
+    at = f" at {match['at']}" if match.get("at") else ""
+    return f"near-copy (distance {match.get('distance')}) of {what} labelled {match.get('label')}{by}{at}"
 
 
 # --- scan ---------------------------------------------------------------------------------------------------------
@@ -131,33 +143,48 @@ def report_accepted(batch: dict[str, Any]) -> None:
         click.echo(f"  ... and {len(batch['invalid']) - 20} more invalid lines", err=True)
 
 
+# One line: the bar and its count (finished items, whatever their outcome) are the only count of progress; the text
+# after it says what became of them and how fast. tqdm puts ", " before a postfix, so it follows the elapsed time.
+SCAN_BAR_FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} finished [{elapsed}{postfix}]"
+
+
 def watch(client: ApiClient, batch: dict[str, Any]) -> dict[str, Any]:
-    """Poll the batch until it is done or cancelled, drawing done / flagged / failed / rate / time left."""
-    with tqdm(total=batch["total"], unit="url", file=sys.stderr, dynamic_ncols=True,
-              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}") as bar:
+    """Poll the batch until it is done or cancelled, drawing finished / checked / flagged / failed / rate / time left."""
+    with scan_bar(batch, sys.stderr) as bar:
         while True:
-            bar.update(finished_count(batch) - bar.n)
-            bar.set_postfix_str(progress_text(batch), refresh=True)
+            draw(bar, batch)
             if BatchStatus(batch["status"]).is_final and not batch.get("running"):
                 return batch
             time.sleep(SCAN_POLL_S)
             batch = client.get_json(f"/api/v1/batches/{batch['id']}")
 
 
+def scan_bar(batch: dict[str, Any], stream: TextIO) -> tqdm[Any]:
+    """The bar, first drawn with this state of the batch (never a frame without its text)."""
+    return tqdm(total=batch["total"], initial=finished_count(batch), postfix=progress_text(batch), unit="url",
+                file=stream, dynamic_ncols=True, bar_format=SCAN_BAR_FORMAT)
+
+
+def draw(bar: tqdm[Any], batch: dict[str, Any]) -> None:
+    """Draw one poll's state in one refresh: the count and the text change together, never one before the other
+    (tqdm's update() alone would draw the new count beside the previous poll's text)."""
+    bar.n = finished_count(batch)
+    bar.set_postfix_str(progress_text(batch), refresh=False)
+    bar.refresh()
+
+
 def finished_count(batch: dict[str, Any]) -> int:
-    """Items that are final, whatever their outcome: what the bar fills with and the text's "done" says."""
+    """Items that are final, whatever their outcome: what the bar fills with."""
     return int(batch["done"]) + int(batch["failed"]) + int(batch["cancelled"])
 
 
 def progress_text(batch: dict[str, Any]) -> str:
-    """The text beside the bar: "done" counts the same finished items as the bar (checked, failed or cancelled),
-    then says what became of them."""
+    """The text after the bar: what became of the finished items, the server's rate and time left."""
     rate = batch.get("rate_per_s")
     eta = batch.get("eta_s")
-    left = "--" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
-    return (f"done {finished_count(batch)}/{batch['total']} ({batch['done']} checked, {batch['flagged']} flagged, "
-            f"{batch['failed']} failed, {batch['cancelled']} cancelled), "
-            f"{'--' if rate is None else f'{rate:.1f}'}/s, {left} left")
+    left = "--:--:--" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
+    return (f"{batch['done']} checked, {batch['flagged']} flagged, {batch['failed']} failed, "
+            f"{batch['cancelled']} cancelled, {'--' if rate is None else f'{rate:.1f}'}/s, {left} left")
 
 
 def summary(batch: dict[str, Any]) -> str:
@@ -195,32 +222,46 @@ def retrain(settings: Settings, from_scratch: bool, epochs: int | None, wait: bo
                              json={"from_scratch": from_scratch, "epochs": epochs}).json()
     except ClientError as error:
         raise click.ClickException(f"{error.code}: {error.message}") from error
-    click.echo(f"Training run {run['id']} queued ({run['epochs']} epochs, "
+    click.echo(f"Training run {run['id']} queued ({plural(run['epochs'], 'epoch')}, "
                f"{'from scratch' if from_scratch else 'fine-tuning the active version'}).")
     if not wait:
         return
     try:
         run = follow_run(client, run["id"])
     except KeyboardInterrupt:
-        client.request("POST", f"/api/v1/training-runs/{run['id']}/cancel")
-        click.echo("Cancel requested; the run stops after its current batch.", err=True)
+        report_run(cancel_and_follow(client, run["id"]))
         sys.exit(130)
     report_run(run)
     sys.exit(0 if run["status"] == RunStatus.DONE else 1)
 
 
-def follow_run(client: ApiClient, run_id: str) -> dict[str, Any]:
-    """Poll the run, printing each new epoch to stderr, until it ends."""
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def cancel_and_follow(client: ApiClient, run_id: str) -> dict[str, Any]:
+    """Ctrl-C while following: cancel the run and follow it to its end (the worker ends it within seconds), so the
+    last line says how it ended; a second Ctrl-C stops waiting."""
+    client.request("POST", f"/api/v1/training-runs/{run_id}/cancel")
+    click.echo("Cancel requested; waiting for the run to stop (Ctrl-C again to stop waiting).", err=True)
+    try:
+        return follow_run(client, run_id, quiet=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def follow_run(client: ApiClient, run_id: str, quiet: bool = False) -> dict[str, Any]:
+    """Poll the run, printing each new epoch to stderr (unless quiet), until it ends."""
     shown = 0
     while True:
         run: dict[str, Any] = client.get_json(f"/api/v1/training-runs/{run_id}")
-        for entry in run["history"][shown:]:
+        for entry in [] if quiet else run["history"][shown:]:
             metrics = ", ".join(f"{key} {value:.3f}" for key, value in entry.items() if key != "epoch")
             click.echo(f"epoch {entry['epoch']}/{run['epochs']}: {metrics}", err=True)
         shown = len(run["history"])
         if not RunStatus(run["status"]).is_active:
             return run
-        time.sleep(RETRAIN_POLL_S)
+        time.sleep(RETRAIN_POLL_S if not quiet else CANCEL_POLL_S)
 
 
 def report_run(run: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -21,15 +22,48 @@ log = logging.getLogger("fakewatch.models")
 
 
 def configure_tensorflow(threads: int | None) -> None:
-    """Keep TensorFlow's C++ chatter off the terminal and, if asked, to a number of CPU threads (the machine is
-    shared: scoring workers and tests run beside training)."""
+    """Import TensorFlow without its C++ start-up chatter (unless `fakewatch --verbose`) and, if asked, limit it
+    to a number of CPU threads (the machine is shared: scoring workers and tests run beside training)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import_tensorflow(verbose=_verbose())
     if threads:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _verbose() -> bool:
+    """Whether the command line asked for --verbose (the `fakewatch` group's flag; False outside a command)."""
+    context = click.get_current_context(silent=True)
+    return bool(context is not None and context.find_root().params.get("verbose"))
+
+
+def import_tensorflow(verbose: bool = False) -> None:
+    """Import TensorFlow once. Its start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN's
+    note on round-off, the CPU feature guard) are written by C++ straight to file descriptor 2, whatever
+    TF_CPP_MIN_LOG_LEVEL says (TensorFlow 2.20), so they are caught there and shown only when verbose, or when the
+    import fails (then they may say why)."""
+    if "tensorflow" in sys.modules:
+        return
+    if verbose:
+        import tensorflow
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @click.command("train")

@@ -30,6 +30,7 @@ from core.enums import BatchStatus, CheckStatus
 from core.errors import FakewatchError
 from testbed.images import LocalServer, distinct_photos, photo_bytes
 from testbed.stack import Stack, isolated_settings, local_allowlist
+from tests.test_cli import assert_frames_agree
 from worker import fetching
 from worker.fetching import HostLimiter, fetch_all
 
@@ -364,7 +365,9 @@ def test_scan_command_waits_and_writes_results(embedded_stack: Stack, image_serv
                              "--out", str(out)], check=False, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     batch_id = result.stdout.strip().splitlines()[-1]
-    assert "line 6:" in result.stderr and "done 4/4 (3 checked" in result.stderr and "1 failed" in result.stderr
+    assert "line 6:" in result.stderr and "4/4 finished" in result.stderr and "3 checked" in result.stderr
+    assert "1 failed" in result.stderr
+    assert_frames_agree(result.stderr)
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4 and [row["status"] for row in rows] == ["done", "done", "done", "failed"]
     assert all(row["check_id"] for row in rows)

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from backend.batches.lifecycle import create_batch
 from backend.batches.lists import Entry, validate_entries
-from backend.checks.service import claim_checks, store_image, submit_image, sweep_stuck_checks
+from backend.checks.service import claim_checks, lost_repeatedly, store_image, submit_image, sweep_stuck_checks
 from backend.moderation.reviews import label_image
 from backend.settings import Settings
 from backend.storage.db import get_engine, session_scope
@@ -85,6 +85,41 @@ def test_sweeper_requeues_then_gives_up(database: Settings) -> None:
             else:
                 assert requeued == [] and check.status == "failed" and check.error_code == "worker_lost"
                 assert "3 times" in (check.error_message or "")
+
+
+def _lose_worker(settings: Settings, check_ids: list[str]) -> list[str]:
+    """Claim the checks as one chunk, let their worker die (nobody renews the lease), and sweep."""
+    with session_scope(settings) as session:
+        claim_checks(session, check_ids, stale_after_s=60)
+        session.execute(update(Check).where(Check.id.in_(check_ids))
+                        .values(lease_expires_at=utcnow() - timedelta(hours=1)))
+    with session_scope(settings) as session:
+        return sweep_stuck_checks(session, settings)
+
+
+@scoring
+def test_after_a_second_loss_a_chunks_checks_are_tried_one_at_a_time(database: Settings) -> None:
+    """Killed twice while holding a chunk, its checks are sent one per message (whether the sweeper re-queues them
+    or the broker delivers the chunk again), so only a check that itself kills workers fails as worker_lost."""
+    ids = submit(database, 4)
+    assert sorted(_lose_worker(database, ids)) == sorted(ids)
+    with session_scope(database) as session:
+        assert lost_repeatedly(session, ids) == set(), "lost once: still one chunk"
+    assert sorted(_lose_worker(database, ids)) == sorted(ids)
+    with session_scope(database) as session:
+        assert lost_repeatedly(session, ids) == set(ids), "lost twice: each alone"
+    # The chunk's message delivered again as a whole: the worker sends each check back alone, scoring none.
+    assert score_checks(ids, database) == {"claimed": 4, "split": 4}
+    with session_scope(database) as session:
+        rows = [session.get(Check, check_id) for check_id in ids]
+        assert all(row is not None and row.status == "queued" and row.attempts == 2 for row in rows)
+    # Alone, a healthy check is scored; one that kills its worker a third time fails by itself.
+    assert score_checks(ids[:1], database)["done"] == 1
+    assert _lose_worker(database, ids[1:2]) == []
+    with session_scope(database) as session:
+        healthy, killer = session.get(Check, ids[0]), session.get(Check, ids[1])
+        assert healthy is not None and healthy.status == "done"
+        assert killer is not None and killer.status == "failed" and killer.error_code == "worker_lost"
 
 
 @scoring

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +23,7 @@ from click.testing import CliRunner
 from backend.settings import Settings
 from fakewatch.api_client import ApiClient, ClientError
 from fakewatch.cli import cli
+from fakewatch.client_commands import draw, scan_bar
 from testbed.images import photo_bytes
 from testbed.stack import free_port, wait_for_url
 
@@ -233,8 +236,8 @@ def test_children_of_up_end_when_it_is_killed(tmp_path: Path) -> None:
     env = {**os.environ, "FAKEWATCH_DATA_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"}
     (tmp_path / "logs").mkdir()
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from fakewatch.cli import _spawn; "
-         f"child = _spawn('api', ['api', '--port', '{port}'], Path(sys.argv[1])); print(child.pid); time.sleep(600)",
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from fakewatch.supervision import spawn; "
+         f"child = spawn('api', ['api', '--port', '{port}'], Path(sys.argv[1])); print(child.pid); time.sleep(600)",
          str(tmp_path / "logs")], env=env, stdout=subprocess.PIPE, text=True)
     child = 0
     try:
@@ -260,3 +263,32 @@ def _running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+FRAME = re.compile(r"^\s*\d+%\|.*\| (\d+)/(\d+) finished \[\d\d:\d\d, (\d+) checked, \d+ flagged, (\d+) failed, "
+                   r"(\d+) cancelled, [-\d.]+/s, [-:\d]+ left\]$")
+
+
+def assert_frames_agree(stderr: str) -> None:
+    """Every drawn frame of `scan --wait`'s bar is one well-formed line whose count is the text's."""
+    frames = [frame for frame in re.split(r"[\r\n]+", stderr) if "%|" in frame]
+    assert frames, stderr
+    for frame in frames:
+        match = FRAME.match(frame.rstrip())
+        assert match, f"malformed frame: {frame!r}"
+        finished, _total, checked, failed, cancelled = (int(group) for group in match.groups())
+        assert finished == checked + failed + cancelled, f"the bar and its text disagree: {frame!r}"
+
+
+def test_scan_bar_draws_each_poll_as_one_consistent_line() -> None:
+    """The bar read "16% 32/202" beside "done 0/202", and "100% 202/202" beside "done 160/202": each poll's
+    count and text are drawn together, from one count."""
+    stream = io.StringIO()
+    polls = [{"done": done, "failed": failed, "cancelled": 0, "flagged": done // 10, "total": 202, "rate_per_s": rate,
+              "eta_s": None if rate is None else 12}
+             for done, failed, rate in [(0, 0, None), (30, 2, 3.0), (150, 10, 4.2), (198, 4, None)]]
+    with scan_bar(polls[0], stream) as bar:
+        for batch in polls:
+            draw(bar, batch)
+    assert_frames_agree(stream.getvalue())
+    assert "202/202 finished" in stream.getvalue() and "198 checked" in stream.getvalue()

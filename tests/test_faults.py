@@ -233,6 +233,32 @@ def test_stored_images_are_served_as_attachments_never_sniffed(client: FlaskClie
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Content-Disposition"].startswith("attachment;")
     assert "sandbox" in response.headers["Content-Security-Policy"]
+    # Authenticated, tenant-scoped bytes: a browser may keep them, a shared proxy must not.
+    assert "private" in response.headers["Cache-Control"] and "public" not in response.headers["Cache-Control"]
+
+
+def test_every_answer_is_nosniff_and_only_pauses_carry_retry_after(database: Settings, api_key: str) -> None:
+    """JSON answers, the spec and /docs are nosniff; Retry-After only where it means a pause (429, 503, and a
+    202's poll interval), never the rate limiter's window on a 200 or a 404."""
+    client = create_app(database.model_copy(update={"rate_limit": "3 per minute"}),
+                        test_config={"TESTING": True}).test_client()
+    answers = [client.get("/api/v1/batches", headers=auth(api_key)) for _ in range(4)]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429]
+    assert all("Retry-After" not in answer.headers for answer in answers[:3])
+    assert int(answers[3].headers["Retry-After"]) > 0
+    for path in ("/api/v1/batches", "/api/v1/checks/nope", "/api/openapi.json", "/docs", "/healthz", "/readyz"):
+        response = client.get(path, headers=auth(api_key) if path.startswith("/api/v1/checks") else {})
+        assert response.headers.get("X-Content-Type-Options") == "nosniff", path
+        if response.status_code not in (202, 429, 503):
+            assert "Retry-After" not in response.headers, (path, response.status_code)
+
+
+def test_readyz_not_ready_says_when_to_ask_again(settings: Settings) -> None:
+    """No database yet (not migrated): 503 with Retry-After: 5, as every other outage answer."""
+    client = create_app(settings.model_copy(update={"database_url": f"sqlite:///{settings.data_dir}/absent/x.db"}),
+                        test_config={"TESTING": True}).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
 
 
 def test_a_huge_page_number_is_refused_not_a_500(client: FlaskClient, api_key: str) -> None:

@@ -76,6 +76,10 @@ def test_a_label_relabel_and_undo_decide_every_later_read(stack: Stack, image_se
         assert (row["verdict"], row["verdict_source"], row["review"], row["confidence"]) == (label, "review", label, "")
         flagged = {row["sha256"] for row in _export(stack, batch_id, "flagged")}
         assert (first["image"]["sha256"] in flagged) is (label == "fake")
+        # The batch's summary counts flagged items by the same rule as the export (a review wins), whichever way
+        # scoring flagged these bytes.
+        summary = requests.get(f"{stack.api_url}/api/v1/batches/{batch_id}", headers=stack.headers(), timeout=30)
+        assert summary.json()["flagged"] == len(_export(stack, batch_id, "flagged")), summary.json()
         line = _cli_check(stack, path)
         assert line.startswith(f"{path}: reviewed {label} (by {MODERATOR} at ") and "model score" in line
 

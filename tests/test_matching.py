@@ -7,6 +7,9 @@ motorcycle), so a label given here can never match another test's image on the s
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,16 @@ def test_a_labelled_fakes_half_size_copy_comes_back_fake_by_match(stack: Stack) 
     [seen] = listed["copies"]
     assert seen["sha256"] == copy["image"]["sha256"] and seen["distance"] == match["distance"]
     assert seen["checks"] == 2 and seen["sources"] == ["upload"]
+
+    # `fakewatch check` says what the console's evidence line says: how near, and who labelled the original.
+    copy_file = stack.data_dir / "half-size-copy.png"
+    copy_file.write_bytes(half_size(original))
+    checked = subprocess.run([sys.executable, "-m", "fakewatch.cli", "check", str(copy_file)], check=False,
+                             env={**os.environ, **stack.env, "FAKEWATCH_API_URL": stack.api_url,
+                                  "FAKEWATCH_API_KEY": stack.api_key}, capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stderr
+    assert f"fake (by match: near-copy (distance {match['distance']}) of image {first['image']['sha256'][:12]}" \
+        in checked.stdout and f"labelled fake by {MODERATOR} at {match['at']}" in checked.stdout, checked.stdout
 
 
 def stack_get(stack: Stack, path: str) -> Any:

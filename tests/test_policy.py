@@ -76,6 +76,16 @@ def test_rule_2_an_invalid_manifest_that_claims_ai_is_never_real() -> None:
         Verdict.FAKE, VerdictSource.MODEL, 0.9)
 
 
+def test_rule_2_tampered_content_credentials_are_never_cleared() -> None:
+    """A manifest that fails validation, whatever it claims, sends a "real" to the review queue (with the reason
+    in the provenance summary) instead of a plain "Real 75%"; the model's fake stands."""
+    tampered = decision(REAL_SCORE, invalid_manifest=True)
+    assert tampered == Decision(Verdict.UNCERTAIN, VerdictSource.PROVENANCE, None) and tampered.flagged
+    assert decision(REAL_SCORE, invalid_manifest=True, match_labels=[Label.REAL]).verdict == "uncertain"
+    assert decision(FAKE_SCORE, invalid_manifest=True) == Decision(Verdict.FAKE, VerdictSource.MODEL, 0.9)
+    assert decision(REAL_SCORE, invalid_manifest=True, review=Label.REAL).verdict == "real"  # a person cleared it
+
+
 def test_rule_3_near_duplicates_of_labelled_images() -> None:
     assert decision(REAL_SCORE, match_labels=[Label.FAKE]) == Decision(Verdict.FAKE, VerdictSource.MATCH, None)
     assert decision(REAL_SCORE, match_labels=[Label.REAL]) == Decision(Verdict.REAL, VerdictSource.MATCH, None)

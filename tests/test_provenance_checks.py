@@ -23,6 +23,7 @@ from backend.api import create_app
 from backend.checks.served import served_check
 from backend.checks.service import claim_checks, record_score, store_image, submit_image
 from backend.checks.verdicts import decision_when_read, provenance_summary
+from backend.moderation.reviews import review_queue
 from backend.provenance.intake import TrustAnchorsSettingError, load_trust_anchors, read_image_provenance
 from backend.settings import Settings
 from backend.shapes import CheckOut
@@ -207,6 +208,20 @@ def test_a_trusted_capture_is_real_unless_the_model_says_fake(trusting: tuple[Se
     assert low["provenance"]["summary"].startswith("Capture: Content Credentials, signed by Test Camera Signer")
     high = _scored(settings, signed_jpeg(authority, "digitalCapture"), 0.99)
     assert (high["verdict"], high["verdict_source"]) == ("uncertain", "provenance")
+
+
+@pytest.mark.parametrize(("name", "error"), [("E-sig-CA.jpg", "claimSignature.mismatch"),
+                                             ("XCA.jpg", "assertion.dataHash.mismatch")])
+def test_tampered_content_credentials_go_to_the_review_queue_with_the_reason(database: Settings,
+                                                                            active_model: ModelVersion,
+                                                                            name: str, error: str) -> None:
+    """The model would clear it ("Real 75%"); a manifest that fails validation puts it in the queue instead."""
+    body = _scored(database, fixture(name), 0.25)
+    assert (body["verdict"], body["verdict_source"], body["flagged"]) == ("uncertain", "provenance", True)
+    assert body["provenance"]["c2pa"]["state"] == "invalid"
+    assert body["provenance"]["summary"].startswith(f"Invalid Content Credentials ({error}")
+    with session_scope(database) as session:
+        assert body["id"] in {item.check_id for item in review_queue(session)}
 
 
 def test_the_same_capture_without_trust_anchors_is_left_to_the_model(trusting: tuple[Settings, SigningAuthority],

@@ -9,7 +9,16 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from backend.checks.service import claim_checks, commit_finished, find_cached_scores, record_failure, record_score
+from backend.checks.handoff import send_checks
+from backend.checks.service import (
+    ALONE_AFTER_LOSSES,
+    claim_checks,
+    commit_finished,
+    find_cached_scores,
+    record_failure,
+    record_score,
+    release_for_tries_alone,
+)
 from backend.delivery.callbacks import schedule as schedule_callbacks
 from backend.matching.lookups import match_for_image
 from backend.settings import Settings
@@ -35,8 +44,21 @@ def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]
                               claimed_by=f"{socket.gethostname()}:{os.getpid()}"[:100])
         if not checks:
             return {"claimed": 0}
+        if len(checks) > 1 and any(check.attempts > ALONE_AFTER_LOSSES for check in checks):
+            return _split(session, checks, settings)
         with holding_leases([check.id for check in checks], settings):
             return _score_claimed(session, checks, settings)
+
+
+def _split(session: Session, checks: list[Check], settings: Settings) -> dict[str, int]:
+    """A chunk whose worker was lost twice, delivered again as a whole: each check goes back as a message of its
+    own, so only one that itself kills its worker fails (worker_lost)."""
+    ids = release_for_tries_alone(session, checks)
+    for check_id in ids:
+        send_checks(session, settings, [check_id])
+    log.warning("a chunk of %d checks lost its worker %d times: trying them one at a time", len(checks),
+                ALONE_AFTER_LOSSES)
+    return {"claimed": len(checks), "split": len(ids)}
 
 
 def _score_claimed(session: Session, checks: list[Check], settings: Settings) -> dict[str, int]:

@@ -12,7 +12,7 @@ import time
 
 from backend.checks.handoff import resend_unsent, send_checks
 from backend.checks.idempotency import forget_old_keys
-from backend.checks.service import sweep_stuck_checks
+from backend.checks.service import lost_repeatedly, sweep_stuck_checks
 from backend.delivery import callbacks
 from backend.delivery.retention import apply_retention
 from backend.settings import Settings
@@ -23,12 +23,15 @@ log = logging.getLogger("fakewatch.sweeper")
 
 def sweep_once(settings: Settings) -> int:
     """One pass: send the checks the broker refused when they were accepted, then re-queue those whose worker died
-    (a lapsed lease) or whose message was lost, and forget day-old Idempotency-Keys. Returns how many were sent."""
+    (a lapsed lease) or whose message was lost (after a second loss, each in a message of its own), and forget
+    day-old Idempotency-Keys. Returns how many were sent."""
     with session_scope(settings) as session:
         resent = resend_unsent(session, settings)
         ids = sweep_stuck_checks(session, settings)
-        if ids:
-            send_checks(session, settings, ids)
+        alone = lost_repeatedly(session, ids)
+        send_checks(session, settings, [check_id for check_id in ids if check_id not in alone])
+        for check_id in sorted(alone):  # one message each: only a check that itself kills workers fails
+            send_checks(session, settings, [check_id])
         forget_old_keys(session)
     if resent:
         log.warning("sent %d checks the broker had refused when they were accepted", resent)

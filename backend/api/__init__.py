@@ -13,7 +13,7 @@ from flask_cors import CORS
 
 from backend.api import batches, checks, errors, health, images, model_versions, reviews, training
 from backend.api.auth import make_limiter
-from backend.api.context import EXTENSION, apply_retry_after, close_session
+from backend.api.context import EXTENSION, apply_response_headers, close_session
 from backend.api.idempotent import WAIT_SLOTS, make_wait_slots
 from backend.provenance.intake import load_trust_anchors
 from backend.settings import Settings
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     CORS(app, resources={r"/api/*": {"origins": EXTENSION_ORIGINS + list(settings.cors_origins)}},
          allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600)
     # Registered before the limiter's hook, so it runs after it (Flask runs them in reverse).
-    app.after_request(apply_retry_after)
+    app.after_request(apply_response_headers)
     limiter = make_limiter(settings.rate_limit, settings.rate_limit_storage)
     limiter.init_app(app)
     # Probes and docs are not API calls; a load balancer polling them must never be throttled.

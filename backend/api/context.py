@@ -38,10 +38,16 @@ def set_retry_after(seconds: int | str) -> None:
     setattr(g, RETRY_AFTER, str(seconds))
 
 
-def apply_retry_after(response: Response) -> Response:
-    """Runs after Flask-Limiter's own after-request hook, which sets Retry-After on every response to its window's
-    reset: a 202 or a 503 keeps the pause that answer means."""
+def apply_response_headers(response: Response) -> Response:
+    """Headers every answer gets, set last. Runs after Flask-Limiter's own after-request hook, which puts its
+    window's reset in Retry-After on every response: that header stays only on a 429 (the limiter's own) and on
+    answers that chose a pause themselves (a 202's poll interval, a 503's outage pause), so no client reads a
+    200's Retry-After as a request to slow down. nosniff on everything: JSON, the spec and /docs are never to be
+    sniffed into another type."""
     forced = g.pop(RETRY_AFTER, None)
     if forced is not None:
         response.headers["Retry-After"] = forced
+    elif response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response

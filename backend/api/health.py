@@ -8,7 +8,8 @@ from apiflask import APIBlueprint
 from sqlalchemy import text
 
 from backend.api.auth import bearer_token, verified_key
-from backend.api.context import app_settings, db
+from backend.api.context import app_settings, db, set_retry_after
+from backend.api.errors import RETRY_AFTER_S
 from backend.checks.dispatch import broker_reachable
 from backend.shapes import HealthOut, ReadyOut, response_doc
 from backend.training.versions import active_version
@@ -44,6 +45,8 @@ def readyz() -> tuple[dict[str, Any], int]:
     if broker_problem:
         problems["broker"] = broker_problem
     status = 200 if not problems else 503
+    if problems:
+        set_retry_after(RETRY_AFTER_S)  # as every other 503: when to ask again
     body: dict[str, Any] = {"status": "ready" if not problems else "not_ready"}
     if "database" not in problems and verified_key(bearer_token()) is not None:
         body.update(problems=problems, model_version=version.name if version else None)

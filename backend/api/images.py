@@ -46,6 +46,9 @@ def download_image(sha256: str) -> Response:
     # The bytes are the submitter's, untouched: a browser must neither sniff them into HTML (a GIF with a script
     # tail) nor render them inline on this origin, nor run anything in them.
     response.headers["X-Content-Type-Options"] = "nosniff"
+    # Tenant-scoped bytes behind a key: a browser may keep them, a shared proxy must not (send_file says public).
+    response.cache_control.public = False
+    response.cache_control.private = True
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from backend.checks.verdicts import flagged_when_read, latest_review_label
 from backend.identity.access import Actor, owner_key_id
 from backend.storage.schema import Batch, CallbackDelivery, Check, utcnow
 from core.enums import BatchStatus, CheckStatus
@@ -73,11 +74,12 @@ class BatchSummary:
 
 
 def progress_of(session: Session, batch_ids: Sequence[str]) -> dict[str, Progress]:
-    """Counts per status (and flagged, and recently finished) for several batches in one query."""
+    """Counts per status (and flagged, reviews winning, and recently finished) for several batches in one query."""
     window_start = utcnow() - timedelta(seconds=RATE_WINDOW_S)
     rows = session.execute(
         select(Check.batch_id, Check.status, func.count(),
-               func.sum(case((Check.flagged.is_(True), 1), else_=0)),
+               # As exports count it: a moderator's label of the bytes wins over what scoring flagged.
+               func.sum(case((flagged_when_read(latest_review_label()), 1), else_=0)),
                func.sum(case((Check.finished_at >= window_start, 1), else_=0)),
                func.max(Check.finished_at))
         .where(Check.batch_id.in_(list(batch_ids)))

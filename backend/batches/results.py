@@ -8,11 +8,16 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.checks.verdicts import provenance_summary, stored_decision_when_read
-from backend.storage.schema import Check, Image, ModelVersion, Review, isoformat_z
+from backend.checks.verdicts import (
+    flagged_when_read,
+    latest_review_label,
+    provenance_summary,
+    stored_decision_when_read,
+)
+from backend.storage.schema import Check, Image, ModelVersion, isoformat_z
 from core.enums import CheckStatus, Label
 
 RESULT_COLUMNS = ("url", "status", "verdict", "score", "confidence", "flagged", "cached", "model_version",
@@ -31,8 +36,7 @@ RESULT_FORMATS: tuple[ResultFormat, ...] = ("csv", "jsonl")
 def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", chunk: int = 500) -> Iterator[dict[str, Any]]:
     """One row per URL in input order, read in chunks so a 10,000-item batch never sits in memory at once. A
     moderator's latest label of an item's bytes is its verdict (rule 1), as the API shows it when read."""
-    review = (select(Review.label).where(Review.image_id == Check.image_id)
-              .order_by(Review.created_at.desc(), Review.id.desc()).limit(1).correlate(Check).scalar_subquery())
+    review = latest_review_label()
     query = (
         select(Check.id, Check.source_url, Check.status, Check.verdict, Check.score, Check.flagged, Check.cached,
                Check.error_code, Check.error_message, Check.finished_at, Check.verdict_source, Image.sha256,
@@ -43,7 +47,7 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
         .order_by(Check.id)
     )
     if only == "flagged":
-        query = query.where(or_(review == Label.FAKE.value, and_(review.is_(None), Check.flagged.is_(True))))
+        query = query.where(flagged_when_read(review))
     elif only == "failed":
         query = query.where(Check.status == CheckStatus.FAILED)
     for row in session.execute(query.execution_options(yield_per=chunk)):

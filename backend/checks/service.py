@@ -287,6 +287,32 @@ def sweep_stuck_checks(session: Session, settings: Settings) -> list[str]:
     return requeue_checks(session, retry, stuck_now)
 
 
+# A chunk lost this many times is tried one check at a time: the check that kills its worker (a decoder crash, an
+# image that exhausts memory) then takes down only itself, and fails alone as worker_lost.
+ALONE_AFTER_LOSSES = 2
+
+
+def lost_repeatedly(session: Session, check_ids: Sequence[str]) -> set[str]:
+    """Those of these checks whose worker was lost ALONE_AFTER_LOSSES times or more: each is to be sent alone."""
+    if not check_ids:
+        return set()
+    return set(session.scalars(select(Check.id).where(Check.id.in_(list(check_ids)),
+                                                      Check.attempts >= ALONE_AFTER_LOSSES)))
+
+
+def release_for_tries_alone(session: Session, checks: Sequence[Check]) -> list[str]:
+    """Put back checks just claimed together although some were lost ALONE_AFTER_LOSSES times already (a message
+    the broker delivered again): queued, their attempt not counted; the caller sends each alone. Commits."""
+    ids = list(session.scalars(
+        update(Check).where(Check.id.in_([check.id for check in checks]), Check.status == CheckStatus.RUNNING)
+        .values(status=CheckStatus.QUEUED, queued_at=utcnow(), started_at=None, lease_expires_at=None,
+                attempts=Check.attempts - 1)
+        .returning(Check.id)
+    ))
+    session.commit()
+    return ids
+
+
 def requeue_checks(session: Session, check_ids: Sequence[str], still: ColumnElement[bool]) -> list[str]:
     """Mark checks queued again, only where ``still`` holds at the moment of the update (so a check a worker
     claimed or finished meanwhile is left alone), and commit; returns the ids to send again. The caller sends

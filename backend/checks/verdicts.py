@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import ColumnElement, ScalarSelect, and_, or_, select
+
 from backend.provenance import Provenance
 from backend.storage.schema import Check, Image, Review
 from core.check_evidence import NearCopyMatch
@@ -62,3 +64,16 @@ def stored_decision_when_read(score: float | None, verdict: Verdict | None, sour
     source = source or (VerdictSource.MODEL if verdict is not None else None)
     confidence = verdict_confidence(score, verdict) if source == VerdictSource.MODEL else None
     return Decision(verdict, source, confidence)
+
+
+def latest_review_label() -> ScalarSelect[Any]:
+    """The latest review label of a check's bytes, as a subquery correlated with ``checks`` (None: unreviewed)."""
+    return (select(Review.label).where(Review.image_id == Check.image_id)
+            .order_by(Review.created_at.desc(), Review.id.desc()).limit(1).correlate(Check).scalar_subquery())
+
+
+def flagged_when_read(review: ScalarSelect[Any]) -> ColumnElement[bool]:
+    """``stored_decision_when_read(...).flagged`` in SQL, for counts and filters over many checks: a review of the
+    bytes wins (labelled fake: flagged; real: not), else what scoring decided. Batch summaries and exports both
+    count with it, so a batch's `flagged` is the number of rows `only=flagged` exports."""
+    return or_(review == Label.FAKE.value, and_(review.is_(None), Check.flagged.is_(True)))

@@ -1,5 +1,5 @@
-"""The provenance a check carries (docs/provenance.md: ``{"c2pa": {...} | null, "signals": [...]}``) and the three
-facts the verdict policy reads from it.
+"""The provenance a check carries (docs/provenance.md: ``{"c2pa": {...} | null, "signals": [...]}``) and the facts
+the verdict policy reads from it.
 
 A signal's ``says`` is "ai", "edited" or "capture"; a signal that only reports a reading problem (an
 unreadable manifest, metadata too large to read) says ``None``: it is shown, and it decides nothing.
@@ -25,6 +25,7 @@ class PolicyFacts(TypedDict):
 
     declares_ai: bool
     invalid_manifest_claims_ai: bool
+    invalid_manifest: bool
     trusted_capture: bool
 
 
@@ -136,9 +137,9 @@ class Provenance:
                 and not any(s.says == "ai" for s in from_manifest))
 
     def policy_facts(self) -> PolicyFacts:
-        """What core.policy.Evidence takes from provenance, so every caller passes the same three facts."""
+        """What core.policy.Evidence takes from provenance, so every caller passes the same facts."""
         return {"declares_ai": self.declares_ai, "invalid_manifest_claims_ai": self.invalid_manifest_claims_ai,
-                "trusted_capture": self.trusted_capture}
+                "invalid_manifest": self._manifest_invalid(), "trusted_capture": self.trusted_capture}
 
     def ai_evidence(self) -> list[str]:
         """Short names of what says AI, for a badge or a tooltip: ["Content Credentials", "OpenAI"]."""
