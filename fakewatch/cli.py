@@ -32,6 +32,7 @@ from backend.identity.users import first_run_lines
 from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.migrate import upgrade_database
+from backend.storage.store import MODELS, open_store
 from backend.training.versions import ensure_shipped_model
 from core.enums import Role
 from core.errors import FakewatchError
@@ -71,7 +72,7 @@ def prepare_database(settings: Settings) -> str | None:
     """Migrate to the latest schema and register the shipped model on a fresh database; returns its version name."""
     upgrade_database(settings.database)
     with session_scope(settings) as session:
-        version = ensure_shipped_model(session)
+        version = ensure_shipped_model(session, open_store(settings, MODELS))
         return version.name if version else None
 
 

@@ -10,13 +10,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from backend.checks.metrics import FETCH_FAILURES
 from backend.checks.service import claim_checks, commit_finished, find_cached_scores, record_failure, record_score
 from backend.delivery.callbacks import schedule as schedule_callbacks
 from backend.matching.lookups import match_for_image
 from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.schema import Check, ModelVersion
-from backend.storage.store import read_stored
+from backend.storage.store import image_store, read_stored
 from backend.training.versions import require_active_version
 from core.decoding import decode_image
 from core.enums import CheckStatus
@@ -105,7 +106,7 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
         stored = group[0].image
         assert stored is not None
         try:
-            images.append(decode_image(read_stored(stored.storage_key, settings.images_dir), settings.image_limits))
+            images.append(decode_image(read_stored(stored.storage_key, image_store(settings)), settings.image_limits))
             groups.append(group)
         except (FakewatchError, OSError) as error:
             code = error.code if isinstance(error, FakewatchError) else "invalid_image"
@@ -115,7 +116,16 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
     if not images:
         return
     try:
-        scored = detector_for(version).score_with_regions(images)
+        detector = detector_for(version, settings)
+    except FakewatchError as error:  # its files could not be fetched or verified: never score with it
+        log.error("model %s unavailable: %s", version.name, error.message)
+        FETCH_FAILURES.labels("model").inc()
+        for group in groups:
+            for check in group:
+                record_failure(check, error.code, error.message)
+        return
+    try:
+        scored = detector.score_with_regions(images)
     except Exception as error:  # noqa: BLE001 - the model failing must end the checks, not leave them running
         log.exception("model %s failed on %d images", version.name, len(images))
         for group in groups:
