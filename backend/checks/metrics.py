@@ -118,9 +118,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def install_structured_logs(logger: logging.Logger | None = None) -> None:
-    """Log JSON lines carrying the request id, through the root logger's handlers (a handler is added if none)."""
+    """Log JSON lines carrying the request id. Given a logger (the worker's, as Celery set it up), its handlers
+    write JSON; without one, a JSON handler is added to the root logger only if it has none (the API under
+    gunicorn), so a host process that set up its own logging keeps it."""
     root = logger or logging.getLogger()
-    if not root.handlers:
+    if logger is None:
+        if root.handlers:
+            return
         root.addHandler(logging.StreamHandler())
     for handler in root.handlers:
         handler.setFormatter(JsonFormatter())
