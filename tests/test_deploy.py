@@ -5,6 +5,7 @@ the ConfigMap or the Secret, and the pieces that must fit together (probes, auto
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from backend.settings import Settings
 from backend.storage.migrate import at_head, upgrade_database, wait_for_head
 from tests.stack import isolated_settings
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
 KUBERNETES_VERSION = "1.30"
 KEDA_SCHEMA = json.loads((DEPLOY / "schemas" / "keda-v2.json").read_text())
 
@@ -138,3 +140,17 @@ def test_db_wait_sees_the_migration(tmp_path: Path) -> None:
     assert not wait_for_head(url, timeout_s=0.2, poll_s=0.05)
     upgrade_database(url)
     assert at_head(url) and wait_for_head(url, timeout_s=1)
+
+
+def test_alert_rules_watch_metrics_the_app_exports() -> None:
+    from backend.checks import metrics  # noqa: PLC0415
+
+    exported = {"fakewatch_queue_depth", "fakewatch_model_version"} | {
+        name for value in vars(metrics).values() if hasattr(value, "_name") for name in
+        (value._name, f"{value._name}_total", f"{value._name}_bucket")}
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+    assert len(rules) >= 6
+    for rule in rules:
+        used = set(re.findall(r"fakewatch_[a-z_]+", rule["expr"]))
+        assert used and used <= exported, f"{rule['alert']}: {used - exported}"
+        assert rule["alert"] in (ROOT / "docs" / "operations.md").read_text(), f"{rule['alert']} is not explained"

@@ -10,15 +10,25 @@ from apiflask import APIBlueprint, APIFlask
 from flask import Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from backend.checks.metrics import REQUEST_ID, REQUEST_ID_HEADER, new_request_id, state_registry
+from backend.api.context import EXTENSION
+from backend.checks.metrics import (
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    install_structured_logs,
+    new_request_id,
+    state_registry,
+)
 from backend.settings import Settings
+from backend.shapes import response_doc
 
 bp = APIBlueprint("metrics", __name__, tag="Health")
 STATE = "fakewatch.metrics_state"
 
 
 @bp.get("/metrics")
-@bp.doc(hide=True)  # Prometheus text, not part of the JSON API
+@bp.doc(summary="Prometheus metrics (no key needed; FAKEWATCH_METRICS_ENABLED=false turns them off)",
+        responses=response_doc(200, "The process's counters and the database-backed gauges, in Prometheus' text "
+                                    "format (fakewatch_*)", [CONTENT_TYPE_LATEST.split(";")[0]], {"type": "string"}))
 def metrics() -> Response:
     # The process's counters, then this app's database-backed figures (an app per settings value, as in tests).
     body = generate_latest(REGISTRY) + generate_latest(current_app.extensions[STATE])
@@ -52,3 +62,11 @@ def install(app: APIFlask, settings: Settings) -> APIBlueprint | None:
     app.extensions[STATE] = state_registry(settings)
     app.register_blueprint(bp)
     return bp
+
+
+def log_as_configured(app: APIFlask) -> None:
+    """JSON log lines with the request id (FAKEWATCH_LOG_FORMAT=json, the default) for the API server process;
+    left out of ``create_app`` so an embedding process (tests, `fakewatch up`) keeps its own logging."""
+    settings: Settings = app.extensions[EXTENSION]
+    if settings.log_format == "json":
+        install_structured_logs()
