@@ -4,6 +4,7 @@ SHA-256; a host with an empty folder fetches and verifies them; a file that does
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.migrate import upgrade_database
-from backend.storage.schema import ModelVersion
+from backend.storage.schema import Check, ModelVersion
 from backend.storage.store import MODELS, S3Store, open_store
 from backend.training.model_files import FILES_KEY, ModelUnverified, fetch_verified, version_files
 from backend.training.versions import promote_version, register_model
@@ -123,3 +124,50 @@ def version_row(session: Session, name: str) -> ModelVersion:
     version = session.scalar(select(ModelVersion).where(ModelVersion.name == name))
     assert version is not None
     return version
+
+
+def test_a_worker_never_scores_with_a_model_it_cannot_verify(database: Settings, tiny_model_path: Path,
+                                                             tmp_path: Path) -> None:
+    from backend.checks.service import submit_image  # noqa: PLC0415
+    from tests.fixtures_images import photo_bytes  # noqa: PLC0415
+    from worker import detectors  # noqa: PLC0415 - TensorFlow, as a scoring worker
+    from worker.scoring import score_checks  # noqa: PLC0415
+
+    model = version_copy_of(tiny_model_path, tmp_path / "out", f"tiny-{uuid.uuid4().hex[:6]}")
+    store = open_store(database, MODELS)
+    with session_scope(database) as session:
+        version = register_model(session, model, activate=True, store=store)
+        session.commit()
+        name = version.name
+    detectors._loaded.clear()  # noqa: SLF001 - a fresh scoring process
+    published = database.models_dir / name / "model.keras"
+    published.write_bytes(b"not the registered weights")  # the published copy is damaged
+    (tmp_path / "out" / "model.keras").unlink()  # and the folder it was registered from is gone
+
+    def score(photo: str) -> Check:
+        with session_scope(database) as session:
+            check_id = submit_image(session, photo_bytes(photo), database).check.id
+            session.commit()
+        score_checks([check_id], database)
+        with session_scope(database) as session:
+            found = session.get(Check, check_id)
+            assert found is not None
+            session.expunge(found)
+            return found
+
+    refused = score("coffee")
+    assert refused.status.value == "failed" and refused.error_code == "model_unavailable"
+    assert "does not match its recorded SHA-256" in (refused.error_message or "")
+    published.write_bytes(tiny_model_path.read_bytes())  # repaired: the next check is scored with it
+    scored = score("chelsea")
+    assert scored.status.value == "done" and scored.score is not None
+
+
+def version_copy_of(model: Path, folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True)
+    shutil.copy(model, folder / "model.keras")
+    metadata = json.loads(model.with_suffix(".json").read_text())
+    metadata.update(name=name)
+    metadata.pop("sha256", None)
+    (folder / "model.json").write_text(json.dumps(metadata))
+    return folder / "model.keras"
