@@ -298,6 +298,15 @@ def test_a_fleet_that_shares_nothing_but_the_network(fleet: Fleet, tiny_model_pa
     promotion_s = time.monotonic() - promoted_at
     assert promotion_s < 30
 
+    # Each worker host serves its metrics: the version it holds now, and the verdicts it gave.
+    for host in ("worker1", "worker2"):
+        url = f"http://{fleet.network.address(host)}:9108/metrics"
+        text = fleet.on_console(lambda url=url: requests.get(url, timeout=10).text)
+        assert 'fakewatch_loaded_model_version{version="tiny-v2"} 1.0' in text, text[-2000:]
+        assert "fakewatch_verdicts_total{" in text and 'fakewatch_queue_depth{status="queued"}' in text
+    api_metrics = fleet.on_console(lambda: requests.get(f"{fleet.api('api1')}/metrics", timeout=10).text)
+    assert 'fakewatch_checks_accepted_total{source="upload"}' in api_metrics
+
     # An idempotent replay sent to the other API host answers with the same check.
     replayed = next(photos)
     key = {"Idempotency-Key": "fleet-replay-1"}
