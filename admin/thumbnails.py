@@ -14,7 +14,7 @@ import streamlit as st
 
 from admin.context import console_settings
 from backend.settings import Settings
-from backend.storage.store import read_stored
+from backend.storage.store import image_store, read_stored
 from core.decoding import decode_image
 from core.errors import FakewatchError
 
@@ -42,7 +42,7 @@ def thumbnail(storage_key: str) -> str | None:
 @st.cache_data(max_entries=2000, show_spinner=False)
 def _thumbnail(settings: Settings, storage_key: str) -> bytes | None:
     try:
-        preview = decode_image(read_stored(storage_key, settings.images_dir), settings.image_limits)
+        preview = decode_image(read_stored(storage_key, image_store(settings)), settings.image_limits)
     except (FakewatchError, OSError):
         return None
     preview.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
@@ -54,6 +54,6 @@ def _thumbnail(settings: Settings, storage_key: str) -> bytes | None:
 def full_image(storage_key: str) -> str | None:
     """The stored original as a data URL, for browsers to show as is; None when the file is gone."""
     try:
-        return data_url(read_stored(storage_key, console_settings().images_dir))
+        return data_url(read_stored(storage_key, image_store(console_settings())))
     except FakewatchError:
         return None

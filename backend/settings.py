@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     database_url: str = ""
     broker_url: str = ""
 
+    # Where image bytes and model files live (backend/storage/store.py): empty is folders under data_dir; an
+    # S3-compatible bucket is ``s3://bucket/prefix`` with the endpoint (empty: AWS) and credentials below (empty: the
+    # usual AWS sources: environment, instance role).
+    image_store: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     admin_port: int = 8501
@@ -76,6 +85,13 @@ class Settings(BaseSettings):
     wait_slots: int = 4
     # What a 202 tells the client to wait before it polls (Retry-After, seconds).
     poll_after_s: int = 1
+
+    # Prometheus metrics (backend/checks/metrics.py): GET /metrics on the API port, and a scoring worker's own port
+    # (0: none) on this address; log lines as JSON with the request id (``text``: plain lines).
+    metrics_enabled: bool = True
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
+    log_format: str = "json"
 
     # Worker: processes per scoring worker, images per model call, time limits per task.
     worker_concurrency: int = 1

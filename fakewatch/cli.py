@@ -22,7 +22,8 @@ from backend.identity.keys import create_key, has_keys, list_keys, revoke_key, r
 from backend.identity.users import first_run_lines
 from backend.settings import Settings
 from backend.storage.db import session_scope
-from backend.storage.migrate import upgrade_database
+from backend.storage.migrate import upgrade_database, wait_for_head
+from backend.storage.store import MODELS, open_store
 from backend.training.versions import ensure_shipped_model
 from core.enums import Role
 from core.errors import FakewatchError
@@ -62,8 +63,20 @@ def prepare_database(settings: Settings) -> str | None:
     """Migrate to the latest schema and register the shipped model on a fresh database; returns its version name."""
     upgrade_database(settings.database)
     with session_scope(settings) as session:
-        version = ensure_shipped_model(session)
+        version = ensure_shipped_model(session, open_store(settings, MODELS))
         return version.name if version else None
+
+
+@db.command("wait")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait before giving up (exit 1).")
+@click.pass_obj
+def db_wait(settings: Settings, timeout: float) -> None:
+    """Wait until another process (the Kubernetes migration Job) has migrated the database to this version's
+    schema: what the API's init container runs, so a new API never serves an old schema."""
+    if not wait_for_head(settings.database, timeout):
+        raise click.ClickException(f"The database schema is not at this version's head after {timeout:.0f} s: "
+                                   "has the migration Job run (`fakewatch db upgrade`)?")
+    click.echo("The database schema is up to date.")
 
 
 @db.command("upgrade")

@@ -23,6 +23,7 @@ from backend.storage.migrate import upgrade_database
 from backend.storage.schema import ModelVersion
 from backend.training.versions import register_model
 from core.enums import Role
+from testbed.s3server import SeaweedServer, start_seaweed
 from testbed.stack import Stack, create_postgres_database, drop_postgres_database, isolated_settings, start_stack
 from tests.actors import OPERATOR
 
@@ -125,3 +126,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for stack in _stacks.values():
         stack.stop()
     _stacks.clear()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """A real S3-compatible server (SeaweedFS) on 127.0.0.1 for the session; fails, never skips, if it cannot start."""
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()

@@ -11,11 +11,21 @@ import threading
 from typing import Any, cast
 
 from celery import current_app
-from celery.signals import celeryd_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    celeryd_init,
+    task_prerun,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
+from prometheus_client import start_http_server
 from sqlalchemy.exc import SQLAlchemyError
 
 import worker.tasks  # noqa: F401 - registers the tasks with whichever app is current
 from backend.checks.dispatch import SCORING_QUEUE, FakewatchCelery
+from backend.checks.metrics import REQUEST_ID, install_structured_logs, register_state
 from backend.matching.lookups import warm_index
 from backend.provenance.intake import load_trust_anchors
 from backend.settings import Settings
@@ -49,8 +59,36 @@ def _note_queues(options: dict[str, object] | None = None, **_kwargs: object) ->
 def _init_process(**_kwargs: object) -> None:
     reset_engines()
     if _serves_scoring:
+        start_metrics(_settings())
         warm_up(_settings())
         load_match_index(_settings())
+
+
+def start_metrics(settings: Settings) -> None:
+    """Serve this process's metrics on FAKEWATCH_WORKER_METRICS_PORT (one scoring process per pod or host: with
+    several, the first to bind the port serves it and the others only log why not)."""
+    if not settings.worker_metrics_port:
+        return
+    register_state(settings)
+    try:
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+    except OSError as error:
+        log.warning("worker metrics not served on port %d: %s", settings.worker_metrics_port, error)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _structured_logs(logger: logging.Logger, **_kwargs: object) -> None:
+    if _settings().log_format == "json":
+        install_structured_logs(logger)
+
+
+@task_prerun.connect
+def _take_request_id(task: Any = None, **_kwargs: object) -> None:
+    """The API's request id, from the message headers (Celery puts custom headers on the request)."""
+    request = getattr(task, "request", None)
+    given = getattr(request, "request_id", None) or (getattr(request, "headers", None) or {}).get("request_id")
+    REQUEST_ID.set(str(given) if given else "-")
 
 
 def load_match_index(settings: Settings) -> None:

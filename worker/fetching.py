@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from backend.checks.dispatch import enqueue_scoring
+from backend.checks.metrics import FETCH_FAILURES
 from backend.checks.service import attach_image, record_failure, requeue_checks
 from backend.fetching.fetcher import FetchedImage, FetchError, fetch_image
 from backend.settings import Settings
@@ -157,6 +158,7 @@ def fetch_into_checks(session: Session, checks: Sequence[Check], settings: Setti
         if outcome.image is not None:
             _attach(session, check, outcome.image, settings)
         elif outcome.error is not None:
+            FETCH_FAILURES.labels("image").inc()
             record_failure(check, outcome.error.code, outcome.error.message)
         else:
             released.append(check.id)

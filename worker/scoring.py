@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from backend.checks.handoff import send_checks
+from backend.checks.metrics import FETCH_FAILURES
 from backend.checks.service import (
     ALONE_AFTER_LOSSES,
     claim_checks,
@@ -24,7 +25,7 @@ from backend.matching.lookups import match_for_image
 from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.schema import Check, ModelVersion
-from backend.storage.store import read_stored
+from backend.storage.store import image_store, read_stored
 from backend.training.versions import require_active_version
 from core.check_evidence import NearCopyMatch
 from core.decoding import decode_image
@@ -127,7 +128,7 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
         stored = group[0].image
         assert stored is not None
         try:
-            images.append(decode_image(read_stored(stored.storage_key, settings.images_dir), settings.image_limits))
+            images.append(decode_image(read_stored(stored.storage_key, image_store(settings)), settings.image_limits))
             groups.append(group)
         except (FakewatchError, OSError) as error:
             code = error.code if isinstance(error, FakewatchError) else "invalid_image"
@@ -137,8 +138,17 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
     if not images:
         return
     try:
-        scored = detector_for(version).score_with_regions(images)
-    except Exception as error:  # the model failing must end the checks, not leave them running
+        detector = detector_for(version, settings)
+    except FakewatchError as error:  # its files could not be fetched or verified: never score with it
+        log.error("model %s unavailable: %s", version.name, error.message)
+        FETCH_FAILURES.labels("model").inc()
+        for group in groups:
+            for check in group:
+                record_failure(check, error.code, error.message)
+        return
+    try:
+        scored = detector.score_with_regions(images)
+    except Exception as error:
         log.exception("model %s failed on %d images", version.name, len(images))
         for group in groups:
             for check in group:

@@ -17,7 +17,9 @@ from typing import Any
 from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.schema import ModelVersion
+from backend.storage.store import MODELS, open_store
 from backend.training.data import Item, TrainingData, assemble_training_data
+from backend.training.model_files import fetch_verified
 from backend.training.runs import claim_run, end_run, finish_run, record_progress
 from backend.training.versions import active_version
 from core.enums import RunStatus
@@ -99,7 +101,7 @@ def _train_and_register(run_id: str, params: dict[str, Any], staging: Path, sett
     with session_scope(settings) as session:
         data = assemble_training_data(session, settings)
         base = session.get(ModelVersion, params["base_version_id"]) if params.get("base_version_id") else None
-        init_from = base.file if base is not None else None
+        init_from = str(fetch_verified(base, settings)) if base is not None else None
     staging.mkdir(parents=True, exist_ok=True)
     monitor.phase("training")
     name = f"{params.get('architecture', 'default')}-retrain-{datetime.now(UTC):%Y%m%d-%H%M%S}-{run_id[:6]}"
@@ -119,7 +121,8 @@ def _train_and_register(run_id: str, params: dict[str, Any], staging: Path, sett
     os.rename(staging, final_dir)  # one atomic step: the version's files appear together or not at all
     try:
         with session_scope(settings) as session:
-            return finish_run(session, run_id, final_dir / model_path.name, comparison).name
+            return finish_run(session, run_id, final_dir / model_path.name, comparison,
+                              store=open_store(settings, MODELS)).name
     except BaseException:
         shutil.rmtree(final_dir, ignore_errors=True)
         raise
@@ -133,7 +136,7 @@ def compare_with_active(candidate_path: Path, data: TrainingData, settings: Sett
 
     with session_scope(settings) as session:
         active = active_version(session)
-        active_file, active_name = (active.file, active.name) if active is not None else (None, None)
+        active_file, active_name = (fetch_verified(active, settings), active.name) if active else (None, None)
     candidate = Detector.load(candidate_path)
     current = Detector.load(active_file) if active_file else None
     sets = [(HELDOUT_SET, data.heldout)]

@@ -21,7 +21,7 @@ from backend.identity.audit import EventFilters, event_dict, find_events
 from backend.matching.lookups import CopySeen, copies_seen, copy_rule
 from backend.moderation.reviews import ImageHistory, escalate_images, image_history, label_image
 from backend.storage.schema import CallbackDelivery, Check
-from backend.storage.store import read_stored
+from backend.storage.store import image_store, read_stored
 from core.decoding import decode_image
 from core.enums import Label, Permission
 from core.errors import FakewatchError
@@ -154,7 +154,7 @@ def render_summary(history: ImageHistory) -> None:
 def render_picture(history: ImageHistory) -> None:
     image = history.image
     try:
-        data = read_stored(image.storage_key, console_settings().images_dir)
+        data = read_stored(image.storage_key, image_store(console_settings()))
     except FakewatchError:
         st.warning("The stored image file is missing.")
         return

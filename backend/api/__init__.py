@@ -11,7 +11,7 @@ from typing import Any
 from apiflask import APIFlask
 from flask_cors import CORS
 
-from backend.api import batches, checks, errors, health, images, model_versions, reviews, training
+from backend.api import batches, checks, errors, health, images, model_versions, observability, reviews, training
 from backend.api.auth import make_limiter
 from backend.api.context import EXTENSION, apply_response_headers, close_session
 from backend.api.idempotent import WAIT_SLOTS, make_wait_slots
@@ -53,6 +53,9 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     limiter.init_app(app)
     # Probes and docs are not API calls; a load balancer polling them must never be throttled.
     limiter.exempt(health.bp)
+    metrics_bp = observability.install(app, settings)
+    if metrics_bp is not None:
+        limiter.exempt(metrics_bp)
     errors.register(app)
     for blueprint in (health.bp, checks.bp, images.bp, training.bp, batches.bp, reviews.bp, model_versions.bp):
         app.register_blueprint(blueprint)

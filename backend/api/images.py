@@ -4,6 +4,7 @@ near-copies; DELETE removes it (backend/delivery/retention.py says what goes and
 from __future__ import annotations
 
 from dataclasses import replace
+from io import BytesIO
 from typing import Any
 
 from apiflask import APIBlueprint, Schema
@@ -18,7 +19,7 @@ from backend.delivery.retention import Deleted, delete_image
 from backend.matching.lookups import ImageMatches, image_matches
 from backend.shapes import DeletedImageOut, ImageMatchesOut, error_doc, response_doc
 from backend.storage.schema import Image
-from backend.storage.store import image_path, is_sha256
+from backend.storage.store import image_store, is_sha256, read_stored
 from core.errors import FakewatchError, NotFound
 
 bp = APIBlueprint("images", __name__, url_prefix="/api/v1/images", tag="Images")
@@ -40,8 +41,8 @@ def download_image(sha256: str) -> Response:
     if image is None or image.deleted_at is not None or not image_visible(db(), image, current_actor()):
         raise NotFound(f"No stored image has SHA-256 {sha256}.")
     mimetype = MIME_TYPES.get(image.format, "application/octet-stream")
-    response = send_file(image_path(image.storage_key, app_settings().images_dir), mimetype=mimetype, max_age=86400,
-                         etag=image.sha256, as_attachment=True,
+    data = read_stored(image.storage_key, image_store(app_settings()))
+    response = send_file(BytesIO(data), mimetype=mimetype, max_age=86400, etag=image.sha256, as_attachment=True,
                          download_name=f"{image.sha256}.{mimetype.rsplit('/', 1)[-1].replace('octet-stream', 'bin')}")
     # The bytes are the submitter's, untouched: a browser must neither sniff them into HTML (a GIF with a script
     # tail) nor render them inline on this origin, nor run anything in them.

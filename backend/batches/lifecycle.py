@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from backend.batches.lists import Entry, ParsedList, validate_entries
 from backend.checks.handoff import send_checks
+from backend.checks.metrics import CHECKS_ACCEPTED
 from backend.identity.access import Actor, require, visible_or_not_found
 from backend.identity.audit import record
 from backend.settings import Settings
@@ -66,6 +67,7 @@ def submit_list(session: Session, entries: Sequence[Entry], settings: Settings, 
     if before_commit is not None:
         before_commit(created)
     session.commit()
+    CHECKS_ACCEPTED.labels("batch").inc(len(created.check_ids))
     send_checks(session, settings, created.check_ids)
     return created
 

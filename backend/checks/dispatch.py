@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 
 from backend.checks.broker import broker_connection_url
+from backend.checks.metrics import REQUEST_ID
 from backend.settings import Settings
 
 SCORE_TASK = "fakewatch.score_checks"
@@ -94,7 +95,9 @@ def enqueue_scoring(settings: Settings, check_ids: Sequence[str]) -> None:
     ids = list(check_ids)
     size = message_chunk_size(len(ids), settings.score_batch_size)
     for start in range(0, len(ids), size):
-        sender(settings).send_task(SCORE_TASK, args=[ids[start : start + size]], queue=SCORING_QUEUE)
+        # The request id travels in the message's headers, so the worker's log lines carry it too.
+        sender(settings).send_task(SCORE_TASK, args=[ids[start : start + size]], queue=SCORING_QUEUE,
+                                   headers={"request_id": REQUEST_ID.get()})
 
 
 def enqueue_training(settings: Settings, run_id: str) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.batches.lifecycle import mark_batches_running, settle_batches
+from backend.checks.metrics import CHECKS_ACCEPTED, note_finished
 from backend.checks.verdicts import decide_at_scoring
 from backend.fetching.fetcher import check_address, validate_url
 from backend.identity.access import Actor, owner_key_id, visible_or_not_found
@@ -26,7 +27,7 @@ from backend.provenance.intake import read_image_provenance
 from backend.settings import Settings
 from backend.storage.db import get_or_not_found
 from backend.storage.schema import Check, Image, ModelVersion, utcnow
-from backend.storage.store import put_image
+from backend.storage.store import image_store, put_image
 from backend.training.versions import require_active_version
 from core.check_evidence import NearCopyMatch, Region, regions_from_json, regions_to_json
 from core.decoding import ImageInfo, decode_image, inspect_image
@@ -42,14 +43,14 @@ def store_image(session: Session, data: bytes, settings: Settings, info: ImageIn
     if known is not None:
         if known.deleted_at is not None:
             # Deleted earlier (backend/delivery/retention.py) and submitted again: a new submission, stored again.
-            put_image(data, known.sha256, settings.images_dir)
+            put_image(data, known.sha256, image_store(settings))
             known.deleted_at = None
         if known.provenance is None:  # stored before provenance was read (or purged): read it now, once
             known.provenance = read_image_provenance(data, settings)
         return known
     if info is None:
         info = inspect_image(data, settings.image_limits)
-    key = put_image(data, info.sha256, settings.images_dir)
+    key = put_image(data, info.sha256, image_store(settings))
     image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
                   width=info.width, height=info.height, storage_key=key)
     # From the original bytes, before anything decodes or re-encodes them (backend/provenance/intake.py).
@@ -109,6 +110,7 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
         _finish(check, version, cached.score, cached=True, regions=cached.regions,
                 match=match_for_image(session, settings, image))
     session.flush()
+    CHECKS_ACCEPTED.labels(Source(source).value).inc()
     return Submission(check=check, needs_scoring=cached is None)
 
 
@@ -127,6 +129,7 @@ def submit_url(session: Session, url: str, settings: Settings, *, page_url: str 
                   callback_url=callback_url)
     session.add(check)
     session.flush()
+    CHECKS_ACCEPTED.labels(Source.URL.value).inc()
     return check
 
 
@@ -222,6 +225,7 @@ def _finish(check: Check, version: ModelVersion, score: float, cached: bool, reg
     check.model_version = version
     check.error_code = check.error_message = None
     check.finished_at = utcnow()
+    note_finished(str(getattr(decision.verdict, "value", decision.verdict)), check.created_at, check.finished_at)
 
 
 def record_score(check: Check, version: ModelVersion, score: float, cached: bool = False,
@@ -240,6 +244,7 @@ def record_failure(check: Check, code: str, message: str) -> None:
     check.error_code = code
     check.error_message = message
     check.finished_at = utcnow()
+    note_finished("failed", check.created_at, check.finished_at)
 
 
 def commit_finished(session: Session, checks: Iterable[Check]) -> list[str]:

@@ -27,7 +27,7 @@ from backend.identity.access import Actor, require
 from backend.identity.audit import record
 from backend.settings import Settings
 from backend.storage.schema import Check, Image, Review, utcnow
-from backend.storage.store import image_path, is_sha256
+from backend.storage.store import delete_stored, image_store, is_sha256
 from core.enums import AuditAction, Permission
 from core.errors import FakewatchError, NotFound
 
@@ -65,9 +65,7 @@ def _delete(session: Session, settings: Settings, image: Image, purge: bool, act
            {"deleted_at": image.deleted_at.isoformat() if image.deleted_at else None, "pdq": image.pdq_hex is not None},
            {"purge": purge})
     now = utcnow()
-    path = image_path(image.storage_key, settings.images_dir)
-    removed = path.exists()
-    path.unlink(missing_ok=True)
+    removed = delete_stored(image.storage_key, image_store(settings))
     image.deleted_at = image.deleted_at or now
     checks = session.execute(
         update(Check).where(Check.image_id == image.id, Check.image_deleted_at.is_(None))

@@ -18,7 +18,7 @@ from backend.matching.lists import HashList, HashListEntry
 from backend.matching.lookups import hash_fields
 from backend.settings import Settings
 from backend.storage.schema import Image, ListedHash, Review
-from backend.storage.store import read_stored
+from backend.storage.store import image_store, read_stored
 from core.decoding import decode_image
 from core.enums import Label
 from core.errors import FakewatchError
@@ -94,7 +94,7 @@ def backfill_hashes(session: Session, settings: Settings, limit: int | None = No
         for image in batch:
             after = image.id
             try:
-                decoded = decode_image(read_stored(image.storage_key, settings.images_dir), settings.image_limits)
+                decoded = decode_image(read_stored(image.storage_key, image_store(settings)), settings.image_limits)
             except (FakewatchError, OSError) as error:
                 report.unreadable.append(f"{image.sha256}: {getattr(error, 'message', error)}")
                 continue

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from backend.settings import Settings
 from backend.storage.schema import Image, Review
-from backend.storage.store import image_path
+from backend.storage.store import image_store, local_copy
 from core.enums import Label
 from core.model_metadata import SHIPPED_MODEL, metadata_path, read_metadata
 
@@ -73,6 +73,8 @@ def assemble_training_data(session: Session, settings: Settings) -> TrainingData
     """Base datasets plus reviewed images, split deterministically into train and held-out by SHA-256."""
     data = TrainingData(base_datasets=base_datasets(settings))
     for image, label in reviewed_images(session):
-        item = (image_path(image.storage_key, settings.images_dir), label.target)
+        # Training reads files: with a bucket store, a verified copy in a local cache.
+        path = local_copy(image.storage_key, image_store(settings), settings.data_path / "cache" / "images")
+        item = (path, label.target)
         (data.heldout if is_heldout(image.sha256, settings.training_heldout_percent) else data.train).append(item)
     return data

@@ -18,6 +18,7 @@ from backend.identity.audit import record
 from backend.settings import Settings
 from backend.storage.db import get_or_not_found
 from backend.storage.schema import ModelVersion, TrainingRun, new_id, utcnow
+from backend.storage.store import ObjectStore
 from backend.training.data import assemble_training_data
 from backend.training.versions import active_version, register_model
 from core.enums import ACTIVE_RUN_STATUSES, ActorKind, AuditAction, Permission, RunStatus
@@ -177,10 +178,12 @@ def end_run(session: Session, run_id: str, status: RunStatus, reason: str) -> Tr
     return run
 
 
-def finish_run(session: Session, run_id: str, model_path: Path, comparison: Comparison) -> ModelVersion:
-    """Register the trained model as a candidate (never active) and attach the candidate-vs-active comparison."""
+def finish_run(session: Session, run_id: str, model_path: Path, comparison: Comparison,
+               store: ObjectStore | None = None) -> ModelVersion:
+    """Register the trained model as a candidate (never active), its files published to ``store``, and attach the
+    candidate-vs-active comparison."""
     run = get_run(session, run_id)
-    version = register_model(session, model_path, activate=False)
+    version = register_model(session, model_path, activate=False, store=store)
     run.model_version_id = version.id
     run.model_version = version
     run.progress = {**run.progress, "comparison": comparison.to_dict()}

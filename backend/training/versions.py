@@ -21,6 +21,8 @@ from backend.identity.audit import record
 from backend.settings import Settings
 from backend.storage.db import get_or_not_found
 from backend.storage.schema import ModelActivation, ModelVersion, TrainingRun, utcnow
+from backend.storage.store import MODELS, ObjectStore, open_store
+from backend.training.model_files import FILES_KEY, describe_files, files_present, publish, version_file_paths
 from core.enums import ActivationKind, AuditAction, Permission, RunStatus
 from core.errors import FakewatchError
 from core.model_metadata import SHIPPED_MODEL, file_sha256, metadata_path, read_metadata
@@ -34,8 +36,11 @@ def _checked_metadata(model_path: Path) -> dict[str, Any]:
     return read_metadata(model_path)
 
 
-def register_model(session: Session, model_path: Path, activate: bool = False) -> ModelVersion:
-    """Register a saved model; registering the same version name again returns the existing row."""
+def register_model(session: Session, model_path: Path, activate: bool = False,
+                   store: ObjectStore | None = None) -> ModelVersion:
+    """Register a saved model; registering the same version name again returns the existing row. With ``store``
+    (the models area: backend/training/model_files.py), its files are published there first, so workers on any
+    host can fetch them; the row records each file's SHA-256 either way."""
     model_path = model_path.resolve()
     metadata = _checked_metadata(model_path)
     sha = file_sha256(model_path)
@@ -45,13 +50,18 @@ def register_model(session: Session, model_path: Path, activate: bool = False) -
     name = str(metadata.get("name") or model_path.stem)
     version = session.scalar(select(ModelVersion).where(ModelVersion.name == name))
     if version is None:
+        paths = version_file_paths(model_path)
+        file = str(model_path)
+        if store is not None:
+            publish(store, name, paths)
+            file = file if store.is_local else store.location(f"{name}/{model_path.name}")
         version = ModelVersion(
             name=name,
-            file=str(model_path),
+            file=file,
             sha256=sha,
             architecture=str(metadata.get("architecture", "default")),
             metrics=metadata.get("metrics", {}),
-            details=metadata,
+            details={**metadata, FILES_KEY: describe_files(paths)},
             threshold=float(metadata.get("threshold", 0.5)),
             band=float(metadata.get("band", 0.0)),
         )
@@ -167,7 +177,8 @@ def promote_version(session: Session, version_id: int, settings: Settings, *, ac
                                                     "characters: say why this model should be active.")
     overridden = reason if check.refusals else None
     version = _switch_audited(session, version_id, actor, AuditAction.PROMOTE,
-                              {"refusal": " ".join(check.refusals) or None, "override_reason": overridden})
+                              {"refusal": " ".join(check.refusals) or None, "override_reason": overridden},
+                              store=open_store(settings, MODELS))
     session.add(ModelActivation(model_version_id=version.id, kind=ActivationKind.PROMOTE, by=actor.label,
                                 refusal=" ".join(check.refusals) or None, override_reason=overridden))
     session.flush()
@@ -175,9 +186,9 @@ def promote_version(session: Session, version_id: int, settings: Settings, *, ac
 
 
 def _switch_audited(session: Session, version_id: int, actor: Actor, action: AuditAction,
-                    extra: dict[str, Any] | None = None) -> ModelVersion:
+                    extra: dict[str, Any] | None = None, store: ObjectStore | None = None) -> ModelVersion:
     version = get_version(session, version_id)
-    if not Path(version.file).is_file():
+    if not files_present(version, store):
         raise FakewatchError("invalid_model", f"The file of version {version.name} is missing: {version.file}.", 409)
     before = active_version(session)
     activated = activate_version(session, version_id)
@@ -228,8 +239,9 @@ def list_versions(session: Session) -> list[ModelVersion]:
     return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())))
 
 
-def ensure_shipped_model(session: Session) -> ModelVersion | None:
-    """On a fresh database, register the shipped default and make it active, so the first check can be scored."""
+def ensure_shipped_model(session: Session, store: ObjectStore | None = None) -> ModelVersion | None:
+    """On a fresh database, register the shipped default (publishing it to ``store``) and make it active, so the
+    first check can be scored."""
     if active_version(session) is not None or not SHIPPED_MODEL.is_file():
         return active_version(session)
-    return register_model(session, SHIPPED_MODEL, activate=True)
+    return register_model(session, SHIPPED_MODEL, activate=True, store=store)
