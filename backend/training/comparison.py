@@ -1,4 +1,4 @@
-"""The candidate-vs-active comparison a finished run carries (measured by worker/training.py): ``{"active_version",
+"""The candidate-vs-active comparison a finished run carries (measured by worker/candidate.py): ``{"active_version",
 "candidate_version", "measured_at", "sets": [{"name", "count", "candidate": metrics, "active": metrics}]}``, and
 the table the console and ``fakewatch retrain --wait`` show from it, each figure with its 95% confidence interval
 (how far a measurement on so few images can be from the truth)."""
