@@ -118,7 +118,7 @@ def _run_panel(body: dict[str, Any]) -> None:
         render_curves(frame)
     if RunStatus(body["status"]).is_active:
         if body["cancel_requested"]:
-            st.caption("Cancel requested: the run stops after its current batch.")
+            st.caption("Cancel requested: the run stops within a few seconds.")
         elif allowed(Permission.TRAIN) and st.button("Cancel training", key="retrain_cancel"):
             run_id = body["id"]
             _act(lambda session: cancel_run(session, run_id, actor=_actor()), "Cancel requested for run {result.id}.")

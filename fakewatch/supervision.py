@@ -2,12 +2,12 @@
 log, wait until the API is ready, restart nothing, and stop them all in order when one exits or on Ctrl-C.
 
 The children are `python -m fakewatch.cli <command>` in sessions of their own (a terminal's Ctrl-C reaches only the
-supervisor, which stops them in order); on Linux the kernel also ends each child when the supervisor dies."""
+supervisor, which stops them in order); on Linux the kernel also ends each child when the supervisor dies
+(worker/children.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -20,7 +20,8 @@ from typing import NoReturn, cast
 
 import requests
 
-PR_SET_PDEATHSIG = 1
+from worker.children import end_with_parent
+
 STOP_GRACE_S = 30
 
 
@@ -36,20 +37,11 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _end_with_parent() -> None:
-    """In the child, before exec: the kernel sends it SIGTERM when `fakewatch up` dies, however it dies (SIGKILL
-    included), so no child outlives its supervisor in its own session. Linux only; elsewhere Ctrl-C still stops
-    everything through the supervisor's own handler."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def spawn(name: str, args: list[str], logs_dir: Path) -> subprocess.Popen[bytes]:
     """Start `fakewatch <args>` as a child writing to logs_dir/<name>.log."""
     log_file = (logs_dir / f"{name}.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "fakewatch.cli", *args], stdout=log_file, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=_end_with_parent)
+                            start_new_session=True, preexec_fn=end_with_parent)
 
 
 def spawn_all(commands: Mapping[str, list[str]], logs_dir: Path) -> list[subprocess.Popen[bytes]]:

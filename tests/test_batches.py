@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -448,3 +449,44 @@ def test_reading_a_batch_never_writes_and_its_last_item_settles_it(client: Flask
         ended = two.finished_at
     assert stored_status() == (BatchStatus.DONE, ended)
     assert client.get(f"/api/v1/batches/{batch_id}", headers=auth_headers).get_json()["status"] == "done"
+
+
+def _pool_children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            child, rest = stat.read_text().split(" (", 1)
+            if int(rest.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(child))
+        except (OSError, ValueError, IndexError):
+            continue
+    return children
+
+
+def test_a_check_that_kills_its_worker_fails_alone_not_its_chunk(embedded_stack: Stack,
+                                                                image_server: LocalServer) -> None:
+    """One URL of a 32-item chunk kills the worker process fetching it, every time. After the chunk's second
+    loss its checks are tried one at a time: the 31 others are checked, and only that one fails (worker_lost)."""
+    worker_pid = embedded_stack.processes["worker"].pid
+    photos = distinct_photos(31, size=64)
+    killed: list[int] = []
+
+    def kill_the_fetcher() -> tuple[int, dict[str, str], bytes]:
+        for child in _pool_children(worker_pid):  # the pool process holding the chunk, as a crash would end it
+            os.kill(child, signal.SIGKILL)
+            killed.append(child)
+        return 200, {"Content-Type": "image/jpeg"}, photos[0]
+
+    urls = []
+    for index, data in enumerate(photos):
+        image_server.routes[f"/chunk-killer/{index}.jpg"] = (200, {"Content-Type": "image/jpeg"}, data)
+        urls.append(image_server.url(f"/chunk-killer/{index}.jpg"))
+    image_server.routes["/chunk-killer/poison.jpg"] = kill_the_fetcher
+    urls.insert(7, image_server.url("/chunk-killer/poison.jpg"))
+    batch_id = submit_text(embedded_stack, urls, name="killer")["id"]
+    batch = wait_for_batch(embedded_stack, batch_id, timeout=400)
+    assert (batch["done"], batch["failed"]) == (31, 1), (batch, len(killed))
+    rows = [json.loads(line) for line in read_results(embedded_stack, batch_id).text.splitlines()]
+    [failed] = [row for row in rows if row["status"] == "failed"]
+    assert failed["url"].endswith("/poison.jpg") and failed["error_code"] == "worker_lost"
+    assert len(killed) == 3, killed

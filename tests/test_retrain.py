@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,6 @@ from sqlalchemy import select
 
 import backend.training.data
 import backend.training.runs
-import worker.training
 from admin.curves import curve_chart, history_frame
 from backend.checks.service import store_image
 from backend.moderation.reviews import label_images
@@ -49,6 +49,8 @@ from testbed.stack import Stack, isolated_settings
 from tests.actors import OPERATOR, as_user
 from tests.fixtures_models import write_tiny_dataset
 from tests.test_admin import MODERATOR, add_moderator, logged_in, press, texts
+from worker.candidate import RunMonitor
+from worker.training import train_here, train_model
 
 ANN = as_user("ann", Role.ADMIN)
 
@@ -318,7 +320,7 @@ def reviewed(training_stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
     return len(ids)
 
 
-def _wait_for_run(settings: Settings, run_id: str, timeout: float = 120,
+def _wait_for_run(settings: Settings, run_id: str, timeout: float = 300,
                   until: tuple[str, ...] = ("done", "failed", "cancelled")) -> TrainingRun:
     deadline = time.monotonic() + timeout
     while True:
@@ -343,6 +345,7 @@ def test_retrain_promote_then_roll_back_without_restarting_the_scorer(training_s
         assert run.params["data"]["reviewed_train"]["real"] + run.params["data"]["reviewed_heldout"]["real"] == 12
     run = _wait_for_run(settings, run.id)
     assert run.status == "done", run.error
+    assert_training_worker_gave_memory_back(training_stack)
     with session_scope(settings) as session:
         body = RunOut().dump(get_run(session, run.id))
         candidate = session.get(ModelVersion, run.model_version_id)
@@ -397,7 +400,9 @@ def _rescore_flagged_with(settings: Settings, candidate: ModelVersion) -> None:
     assert {(item.status, item.model_version_id) for item in items} == {("done", candidate.id)}
 
 
-def test_running_run_is_cancelled_and_leaves_nothing(training_stack: Stack, reviewed: int) -> None:
+def test_running_run_is_cancelled_within_seconds_and_leaves_nothing(training_stack: Stack, reviewed: int) -> None:
+    """Cancelled as soon as it runs (loading its data, building its graph): the trainer is ended within seconds,
+    not after loading and an epoch, and the reason names who cancelled it."""
     settings = training_stack.settings
     models_before = _model_files(settings.models_dir)
     with session_scope(settings) as session:
@@ -405,36 +410,72 @@ def test_running_run_is_cancelled_and_leaves_nothing(training_stack: Stack, revi
         run = start_training(session, settings, actor=as_user(), epochs=200)
     running = _wait_for_run(settings, run.id, until=("running",), timeout=60)
     assert running.status == "running"
-    deadline = time.monotonic() + 60
-    while running.progress.get("epoch", 0) < 1 and time.monotonic() < deadline:
-        time.sleep(0.3)
-        running = _wait_for_run(settings, run.id, until=("running",))
+    time.sleep(1.0)  # the trainer process has started and is loading
     with session_scope(settings) as session:
-        cancel_run(session, run.id, actor=as_user())
+        cancel_run(session, run.id, actor=as_user("carol", Role.ADMIN))
+    cancelled_at = time.monotonic()
     ended = _wait_for_run(settings, run.id, timeout=60)
-    assert ended.status == "cancelled" and "unchanged" in (ended.error or "")
+    took = time.monotonic() - cancelled_at
+    assert ended.status == "cancelled" and took < 8, (ended.status, took)
+    assert (ended.error or "").startswith("Cancelled by carol.") and "unchanged" in (ended.error or "")
     assert ended.progress["epoch"] < 200
     with session_scope(settings) as session:
         assert len(list(session.scalars(select(ModelVersion)))) == versions_before
     assert _model_files(settings.models_dir) == models_before
 
 
+def _process_tree(root: int) -> list[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            parents[int(pid)] = int(rest.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree
+
+
+def _resident_and_tensorflow(pid: int) -> tuple[int, bool]:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return 0, False
+    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return kib * 1024, "libtensorflow" in maps
+
+
+def assert_training_worker_gave_memory_back(stack: Stack) -> None:
+    """After a run the idle training worker (its main process and pool) holds under 1 GiB and no TensorFlow: the
+    run's memory (6.8 GiB with the real datasets) went with the trainer's process."""
+    tree = _process_tree(stack.processes["training-worker"].pid)
+    measured = {pid: _resident_and_tensorflow(pid) for pid in tree}
+    resident = sum(rss for rss, _ in measured.values())
+    assert resident < 1024**3, f"the idle training worker holds {resident / 1024**2:.0f} MiB: {measured}"
+    assert not any(tensorflow for _, tensorflow in measured.values()), f"TensorFlow stayed loaded: {measured}"
+
+
 def test_run_that_raises_midway_changes_nothing_active(training_stack: Stack, reviewed: int,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     settings = training_stack.settings
-    """Real training in this process, made to fail after its first epoch (the checkpoint is already on disk)."""
-    def broken_epoch(self: worker.training.RunMonitor, epoch: int, metrics: dict[str, float]) -> None:
+    """Real training in this process (the trainer's own code), made to fail after its first epoch (the checkpoint
+    is already on disk)."""
+    def broken_epoch(self: RunMonitor, epoch: int, metrics: dict[str, float]) -> None:
         staged = list((settings.models_dir / ".staging" / self.run_id).iterdir())
         assert staged, "the failure should happen with files half-written"
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(worker.training.RunMonitor, "on_epoch", broken_epoch)
+    monkeypatch.setattr(RunMonitor, "on_epoch", broken_epoch)
     models_before = _model_files(settings.models_dir)
     with session_scope(settings) as session:
         active_before = active_version(session)
         versions_before = len(list(session.scalars(select(ModelVersion))))
         run = request_training(session, settings, actor=as_user(), epochs=3)
-    result = worker.training.train_model(run.id, settings)
+    result = train_model(run.id, settings, trainer=train_here)
     assert result.status == "failed"
     with session_scope(settings) as session:
         ended = session.get(TrainingRun, run.id)
@@ -443,6 +484,25 @@ def test_run_that_raises_midway_changes_nothing_active(training_stack: Stack, re
         assert active_version(session).id == active_before.id  # type: ignore[union-attr]
         assert len(list(session.scalars(select(ModelVersion)))) == versions_before
     assert _model_files(settings.models_dir) == models_before
+
+
+def test_a_trainer_process_that_fails_ends_the_run_with_its_reason(training_stack: Stack, reviewed: int) -> None:
+    """The trainer process fails (its base version's file is not a model): the run ends failed with the trainer's
+    own error as the reason, and its staging folder is gone."""
+    settings = training_stack.settings
+    with session_scope(settings) as session:
+        broken = register_model(session, _fake_version(settings.models_dir, f"broken-{uuid.uuid4().hex[:6]}"),
+                                activate=False)
+        run = request_training(session, settings, actor=as_user(), epochs=1)
+        run.params = {**run.params, "base_version_id": broken.id}
+    models_before = _model_files(settings.models_dir)
+    assert train_model(run.id, settings).status == "failed"
+    with session_scope(settings) as session:
+        ended = session.get(TrainingRun, run.id)
+        assert ended is not None and ended.status == "failed" and "unchanged" in (ended.error or "")
+        assert not (ended.error or "").startswith("The training process"), ended.error  # the trainer's own reason
+    assert _model_files(settings.models_dir) == models_before
+    assert not (settings.models_dir / ".staging" / run.id).exists()
 
 
 def test_cli_retrain_through_the_api(training_stack: Stack, reviewed: int) -> None:
@@ -457,15 +517,37 @@ def test_cli_retrain_through_the_api(training_stack: Stack, reviewed: int) -> No
     unauthenticated = requests.post(f"{training_stack.api_url}/api/v1/training-runs", json={}, timeout=30)
     assert unauthenticated.status_code == 401
     run_url = f"{training_stack.api_url}/api/v1/training-runs/{started.json()['id']}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while requests.get(run_url, headers=training_stack.headers(), timeout=30).json()["status"] in ("queued", "running"):
         assert time.monotonic() < deadline
         time.sleep(0.5)
     done = subprocess.run([sys.executable, "-m", "fakewatch.cli", "retrain", "--epochs", "1", "--wait"],
                           check=False, env=env,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "epoch 1/1" in done.stderr and "Candidate:" in done.stdout and "held-out reviewed images" in done.stdout
+    assert "(1 epoch, fine-tuning" in done.stdout
+
+
+def test_ctrl_c_on_retrain_wait_cancels_within_seconds_and_says_who(training_stack: Stack, reviewed: int) -> None:
+    """Ctrl-C a few seconds into `retrain --wait`: the run ends cancelled within seconds (not after loading all
+    data and an epoch), and the last line names the key that cancelled it."""
+    env = {**os.environ, **training_stack.env, "FAKEWATCH_API_URL": training_stack.api_url,
+           "FAKEWATCH_API_KEY": training_stack.api_key}
+    retrain = subprocess.Popen([sys.executable, "-m", "fakewatch.cli", "retrain", "--epochs", "200", "--wait"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert retrain.stdout is not None and "(200 epochs," in retrain.stdout.readline()
+        time.sleep(4)
+        retrain.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        out, err = retrain.communicate(timeout=60)
+        took = time.monotonic() - interrupted
+    finally:
+        if retrain.poll() is None:
+            retrain.kill()
+    assert retrain.returncode == 130 and took < 12, (retrain.returncode, took, err[-2000:])
+    assert "cancelled: Cancelled by API key tests." in out, out + err[-2000:]
 
 
 # Both commands follow their work for this long, polling across many of the server's keep-alive windows (once 2 s,

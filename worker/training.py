@@ -1,161 +1,156 @@
-"""A training run, as the training worker executes it: fit on base datasets plus reviewed images, measure the
-candidate beside the active version on the same data, and register it as a candidate.
+"""A training run, as the training worker executes it: claim the run, train its candidate in a process of its own
+(worker/candidate.py), end that process within seconds when the run is cancelled, and register what it staged.
 
 Everything is written under ``models_dir/.staging/<run id>/`` and moved into place with one rename only once the
-run has succeeded, so a failed or cancelled run leaves no half-written model and changes nothing active."""
+run has succeeded, so a failed or cancelled run leaves no half-written model and changes nothing active. The
+worker's own process never imports TensorFlow: the trainer's memory goes back to the machine when it exits."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from sqlalchemy import select
 
 from backend.settings import Settings
 from backend.storage.db import session_scope
-from backend.storage.schema import ModelVersion
+from backend.storage.schema import TrainingRun
 from backend.storage.store import MODELS, open_store
-from backend.training.data import Item, TrainingData, assemble_training_data
-from backend.training.model_files import fetch_verified
-from backend.training.runs import claim_run, end_run, finish_run, record_progress
-from backend.training.versions import active_version
+from backend.training.runs import cancelled_by, claim_run, end_run, finish_run
 from core.enums import RunStatus
-from core.retraining import HELDOUT_SET, ComparedSet, Comparison, Metrics, RunResult
+from core.retraining import Comparison, RunResult
+from worker.candidate import ERROR_FILE, EXIT_CANCELLED, RESULT_FILE
+from worker.children import end_with_parent
 
 log = logging.getLogger("fakewatch.training")
 
-# The cancel flag is read from the database after training batches, but at most this often.
-CANCEL_POLL_S = 2.0
 UNCHANGED = "Nothing was registered; the active model is unchanged."
+# How often the worker reads the run's cancel flag while the trainer works (loading data, compiling, training,
+# comparing alike), and how long the trainer has to end after SIGTERM before it is killed.
+WATCH_S = 0.5
+STOP_GRACE_S = 3.0
+Trainer = Callable[[str, Settings, Path], None]
 
 
-class RunMonitor:
-    """The hooks models.train calls: per-epoch progress into the run's row, and a throttled cancel check."""
-
-    def __init__(self, run_id: str, settings: Settings) -> None:
-        self.run_id = run_id
-        self.settings = settings
-        self.cancelled = False
-        self._checked_at = 0.0
-
-    def _report(self, *, phase: str | None = None, epoch: int | None = None,
-                metrics: dict[str, float] | None = None) -> None:
-        with session_scope(self.settings) as session:
-            cancel_requested = record_progress(session, self.run_id, phase=phase, epoch=epoch, metrics=metrics)
-        self.cancelled = cancel_requested or self.cancelled
-
-    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self._report(epoch=epoch, metrics=_rounded(metrics))
-
-    def should_stop(self) -> bool:
-        if not self.cancelled and time.monotonic() - self._checked_at >= CANCEL_POLL_S:
-            self._checked_at = time.monotonic()
-            self._report()
-        return self.cancelled
-
-    def phase(self, name: str) -> None:
-        self._report(phase=name)
+class RunCancelled(Exception):
+    """The run's cancel flag was set while the trainer worked."""
 
 
-def _rounded(metrics: dict[str, float]) -> dict[str, float]:
-    return {key: round(float(value), 5) for key, value in metrics.items()}
+class TrainerFailed(Exception):
+    """The trainer ended without a candidate; the message is the run's reason."""
 
 
-def train_model(run_id: str, settings: Settings) -> RunResult:
-    """Execute one training run to its end: done (a candidate registered), failed or cancelled, with the reason."""
-    from models.train import TrainingCancelled  # noqa: PLC0415 - models.train imports TensorFlow
-
+def train_model(run_id: str, settings: Settings, trainer: Trainer | None = None) -> RunResult:
+    """Execute one training run to its end: done (a candidate registered), failed or cancelled, with the reason.
+    ``trainer``: what trains the candidate into the staging folder (default: worker/candidate.py in a process of
+    its own, watched for cancellation)."""
     with session_scope(settings) as session:
-        run = claim_run(session, run_id)
-        if run is None:
+        if claim_run(session, run_id) is None:
             return RunResult(run_id, "not claimed")
-        params = dict(run.params)
     staging = settings.models_dir / ".staging" / run_id
     try:
-        version_name = _train_and_register(run_id, params, staging, settings)
-    except TrainingCancelled:
-        _end(settings, run_id, RunStatus.CANCELLED, f"Cancelled by a moderator. {UNCHANGED}")
+        (trainer or train_in_subprocess)(run_id, settings, staging)
+        if _cancel_requested(settings, run_id):
+            raise RunCancelled(run_id)
+        version_name = _register(run_id, staging, settings)
+    except RunCancelled:
+        with session_scope(settings) as session:
+            who = cancelled_by(session, run_id) or "someone"
+        _end(settings, run_id, RunStatus.CANCELLED, f"Cancelled by {who}. {UNCHANGED}")
         return RunResult(run_id, RunStatus.CANCELLED)
     except Exception as error:  # whatever went wrong is the run's reason, shown in the console
         log.exception("training run %s failed", run_id)
-        _end(settings, run_id, RunStatus.FAILED, f"{type(error).__name__}: {error}. {UNCHANGED}")
+        reason = str(error) if isinstance(error, TrainerFailed) else f"{type(error).__name__}: {error}"
+        _end(settings, run_id, RunStatus.FAILED, f"{reason}. {UNCHANGED}")
         return RunResult(run_id, RunStatus.FAILED)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return RunResult(run_id, RunStatus.DONE, version_name)
 
 
-def _end(settings: Settings, run_id: str, status: RunStatus, reason: str) -> None:
+def train_here(run_id: str, settings: Settings, staging: Path) -> None:
+    """The trainer in this process (what the trainer process runs): a cancel seen between batches is RunCancelled."""
+    from models.train import TrainingCancelled  # noqa: PLC0415 - TensorFlow
+    from worker.candidate import train_candidate  # noqa: PLC0415
+
+    try:
+        train_candidate(run_id, settings, staging)
+    except TrainingCancelled as cancelled:
+        raise RunCancelled(run_id) from cancelled
+
+
+def train_in_subprocess(run_id: str, settings: Settings, staging: Path) -> None:
+    """Run worker/candidate.py for this run and wait for it, reading the cancel flag every WATCH_S: a cancelled
+    run's trainer is ended at once, whatever it is doing (loading images, building the graph, between steps)."""
+    trainer = subprocess.Popen([sys.executable, "-m", "worker.candidate", run_id], stdin=subprocess.PIPE,
+                               preexec_fn=end_with_parent)
+    try:
+        assert trainer.stdin is not None
+        trainer.stdin.write(settings.model_dump_json().encode())
+        trainer.stdin.close()
+        while trainer.poll() is None:
+            if _cancel_requested(settings, run_id):
+                _stop(trainer)
+                raise RunCancelled(run_id)
+            time.sleep(WATCH_S)
+    finally:
+        _stop(trainer)  # a worker shutting down, or a time limit reached, takes the trainer with it
+    if trainer.returncode == EXIT_CANCELLED:
+        raise RunCancelled(run_id)
+    if trainer.returncode != 0:
+        raise TrainerFailed(_failure_reason(staging, trainer.returncode))
+
+
+def _failure_reason(staging: Path, returncode: int) -> str:
+    error_file = staging / ERROR_FILE
+    if error_file.is_file():
+        return error_file.read_text(errors="replace").strip()
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (out of memory?)" if -returncode == signal.SIGKILL else ""
+        return f"The training process was killed by {name}{hint}"
+    return f"The training process exited with status {returncode}; see the training worker's log"
+
+
+def _stop(trainer: subprocess.Popen[bytes]) -> None:
+    if trainer.poll() is not None:
+        return
+    trainer.terminate()
+    try:
+        trainer.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        trainer.kill()
+        trainer.wait()
+
+
+def _cancel_requested(settings: Settings, run_id: str) -> bool:
     with session_scope(settings) as session:
-        end_run(session, run_id, status, reason)
+        return bool(session.scalar(select(TrainingRun.cancel_requested).where(TrainingRun.id == run_id)))
 
 
-def _train_and_register(run_id: str, params: dict[str, Any], staging: Path, settings: Settings) -> str:
-    from models.data import OTHER_GROUP, REVIEWED_SHARE  # noqa: PLC0415 - beside models.train
-    from models.train import TrainingCancelled, train  # noqa: PLC0415 - TensorFlow
-
-    monitor = RunMonitor(run_id, settings)
-    with session_scope(settings) as session:
-        data = assemble_training_data(session, settings)
-        base = session.get(ModelVersion, params["base_version_id"]) if params.get("base_version_id") else None
-        init_from = str(fetch_verified(base, settings)) if base is not None else None
-    staging.mkdir(parents=True, exist_ok=True)
-    monitor.phase("training")
-    name = f"{params.get('architecture', 'default')}-retrain-{datetime.now(UTC):%Y%m%d-%H%M%S}-{run_id[:6]}"
-    model_path = train(
-        [str(path) for path in data.base_datasets], arch=params.get("architecture", "default"),
-        epochs=int(params["epochs"]), out=staging / "model.keras", items=data.train, init_from=init_from,
-        on_epoch=monitor.on_epoch, should_stop=monitor.should_stop, name=name, verbose=0,
-        # Reviewed images (stored outside any dataset folder) get a fixed share of the draws, so a few hundred
-        # reviews of a new collection move the model; the base datasets keep it from forgetting.
-        shares={OTHER_GROUP: REVIEWED_SHARE},
-    )
-    monitor.phase("comparing")
-    comparison = compare_with_active(model_path, data, settings)
-    if monitor.should_stop():
-        raise TrainingCancelled("training was cancelled")
-    final_dir = settings.models_dir / name
+def _register(run_id: str, staging: Path, settings: Settings) -> str:
+    """Move the staged candidate into place (one rename) and register it with its comparison."""
+    result = json.loads((staging / RESULT_FILE).read_text())
+    (staging / RESULT_FILE).unlink()
+    final_dir = settings.models_dir / result["name"]
     os.rename(staging, final_dir)  # one atomic step: the version's files appear together or not at all
     try:
         with session_scope(settings) as session:
-            return finish_run(session, run_id, final_dir / model_path.name, comparison,
+            return finish_run(session, run_id, final_dir / result["model_file"], Comparison.from_dict(result["comparison"]),
                               store=open_store(settings, MODELS)).name
     except BaseException:
         shutil.rmtree(final_dir, ignore_errors=True)
         raise
 
 
-def compare_with_active(candidate_path: Path, data: TrainingData, settings: Settings) -> Comparison:
-    """Score the held-out reviewed images and the base datasets' validation splits with both models, each at its
-    own threshold, so the console can put them side by side (backend/training/comparison.py reads the result)."""
-    from models.data import list_many  # noqa: PLC0415 - the models package stays out of the worker's import
-    from models.serving import Detector  # noqa: PLC0415
-
+def _end(settings: Settings, run_id: str, status: RunStatus, reason: str) -> None:
     with session_scope(settings) as session:
-        active = active_version(session)
-        active_file, active_name = (fetch_verified(active, settings), active.name) if active else (None, None)
-    candidate = Detector.load(candidate_path)
-    current = Detector.load(active_file) if active_file else None
-    sets = [(HELDOUT_SET, data.heldout)]
-    sets += [(f"{path.name} valid (used for model selection)", list_many([path], "valid")) for path in data.base_datasets]
-    results = tuple(_compare_on(label, items, candidate, current) for label, items in sets if items)
-    return Comparison(active_version=active_name, candidate_version=candidate.version,
-                      measured_at=datetime.now(UTC).isoformat(timespec="seconds"), sets=results)
-
-
-def _compare_on(label: str, items: list[Item], candidate: Any, current: Any) -> ComparedSet:
-    from models.data import load_items  # noqa: PLC0415
-    from models.metrics import compute_metrics  # noqa: PLC0415 - scikit-learn
-
-    loaded = load_items(items)
-
-    def measure(detector: Any) -> Metrics:
-        if detector is None or not loaded.images:
-            return {}
-        return compute_metrics(detector.score(loaded.images), loaded.labels, detector.threshold)
-
-    return ComparedSet(name=label, count=len(loaded.images), candidate=measure(candidate), active=measure(current))
-
+        end_run(session, run_id, status, reason)

@@ -1,5 +1,5 @@
 """The table the console and ``fakewatch retrain --wait`` show from the candidate-vs-active comparison a finished
-run carries (core.retraining.Comparison, measured by worker/training.py), each figure with its 95% confidence
+run carries (core.retraining.Comparison, measured by worker/candidate.py), each figure with its 95% confidence
 interval (how far a measurement on so few images can be from the truth)."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from backend.checks.dispatch import enqueue_training
 from backend.identity.access import Actor, owner_key_id, require, visible_or_not_found
-from backend.identity.audit import record
+from backend.identity.audit import EventFilters, find_events, record
 from backend.settings import Settings
 from backend.storage.db import get_or_not_found
 from backend.storage.schema import ModelVersion, TrainingRun, new_id, utcnow
@@ -159,7 +159,7 @@ def cancel_run(session: Session, run_id: str, *, actor: Actor) -> TrainingRun:
     require(actor, Permission.TRAIN)
     before = {"status": run.status.value, "cancel_requested": run.cancel_requested}
     if run.status == RunStatus.QUEUED:
-        _finish(run, RunStatus.CANCELLED, "Cancelled before it started.")
+        _finish(run, RunStatus.CANCELLED, f"Cancelled by {actor.label} before it started.")
     elif run.status == RunStatus.RUNNING:
         run.cancel_requested = True
     else:
@@ -168,6 +168,16 @@ def cancel_run(session: Session, run_id: str, *, actor: Actor) -> TrainingRun:
     record(session, actor, AuditAction.TRAINING_CANCEL, ("training_run", run.id), before,
            {"status": run.status.value, "cancel_requested": run.cancel_requested})
     return run
+
+
+def cancelled_by(session: Session, run_id: str) -> str | None:
+    """Who asked to cancel the run (the audit trail's latest cancel of it), as a reason names them."""
+    events = find_events(session, EventFilters(actions=(AuditAction.TRAINING_CANCEL,), object_type="training_run",
+                                               object_id=run_id), limit=1)
+    if not events:
+        return None
+    event = events[0]
+    return Actor(kind=event.actor_kind, name=event.actor_name, role=event.actor_role, id=event.actor_id).label
 
 
 def end_run(session: Session, run_id: str, status: RunStatus, reason: str) -> TrainingRun:
