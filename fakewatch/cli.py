@@ -24,6 +24,7 @@ import click
 import requests
 
 from admin import cli as admin_cli
+from backend.checks.workers import workers_state
 from backend.delivery.callbacks import checked_callback_url
 from backend.identity.access import Actor
 from backend.identity.audit import EventFilters, event_dict, find_events
@@ -32,7 +33,7 @@ from backend.identity.users import first_run_lines
 from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.migrate import upgrade_database
-from backend.training.versions import ensure_shipped_model
+from backend.training.versions import active_version, ensure_shipped_model
 from core.enums import Role
 from core.errors import FakewatchError
 from fakewatch import client_commands, hash_commands, score_command
@@ -215,30 +216,42 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int, th
 @click.option("--queues", "-Q", default="scoring", show_default=True,
               help="Queues to serve: scoring, training, or both comma-separated.")
 @click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (FAKEWATCH_WORKER_CONCURRENCY).")
+@click.option("--pool", type=click.Choice(["prefork", "threads"]), default="prefork", show_default=True,
+              help="prefork: one task at a time per process (a killed process loses one chunk). threads: several "
+                   "tasks in one process, their images scored together (FAKEWATCH_BATCH_BUDGET_MS).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_obj
-def worker(settings: Settings, queues: str, concurrency: int | None, loglevel: str) -> None:
-    """Run a Celery worker: scoring (loads the active model once per process) or training."""
+def worker(settings: Settings, queues: str, concurrency: int | None, pool: str, loglevel: str) -> None:
+    """Run a Celery worker: scoring (loads the active model when each process starts) or training."""
     # The worker's start-up (worker/app.py) reads the same environment; it imports the task modules.
     from worker.app import celery_app  # noqa: PLC0415 - Celery's worker machinery, only for this command
 
     name = f"{queues.replace(',', '+')}@%h-{os.getpid()}"
     celery_app.worker_main(["worker", "--queues", queues, "--loglevel", loglevel, "--hostname", name,
-                            "--concurrency", str(concurrency or settings.worker_concurrency)])
+                            "--concurrency", str(concurrency or settings.worker_concurrency), "--pool", pool])
 
 
-def _wait_until_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: float = 180) -> bool:
+def _wait_until_ready(url: str, processes: list[subprocess.Popen[bytes]], settings: Settings,
+                      timeout_s: float = 180) -> bool:
+    """True once the API answers ready and a scoring worker holds the active model (so the first check is scored
+    at once, not after a model load); False if a process exits or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if any(process.poll() is not None for process in processes):
             return False
         try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200 and _a_worker_can_score(settings):
                 return True
         except requests.RequestException:
             pass
-        time.sleep(0.5)
+        time.sleep(0.25)
     return False
+
+
+def _a_worker_can_score(settings: Settings) -> bool:
+    with session_scope(settings) as session:
+        version = active_version(session)
+        return workers_state(session, version.name if version else None).ready > 0
 
 
 @cli.command()
@@ -274,7 +287,7 @@ def up(settings: Settings, no_admin: bool) -> None:
         commands["admin"] = ["admin"]
     processes = [_spawn(name, args, settings.logs_dir) for name, args in commands.items()]
     click.echo(f"Model: {version or 'none active'}; logs in {settings.logs_dir}", err=True)
-    if _wait_until_ready(api_url, processes):
+    if _wait_until_ready(api_url, processes, settings):
         click.echo("Ready. Press Ctrl-C to stop.", err=True)
     else:
         click.echo(f"Something did not start; see the logs in {settings.logs_dir}.", err=True)

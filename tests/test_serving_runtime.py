@@ -9,17 +9,23 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import requests
 from PIL import Image
 
+from backend.checks.workers import workers_state
 from backend.settings import Settings
 from backend.storage.db import session_scope
-from backend.training.versions import register_model
-from core.model_metadata import ModelFileMismatch, model_files, read_metadata, runtime_file
-from models.serving import Detector
+from backend.training.versions import active_version, register_model
+from core.model_metadata import SHIPPED_MODEL, ModelFileMismatch, model_files, read_metadata, runtime_file
+from models.serving import Detector, Scored
 from tests.fixtures_images import distinct_photos
+from tests.stack import Stack
+from worker.batching import Batcher
 
 # Largest |P(fake)| difference accepted between Keras and the exported float32 file on the same images.
 PARITY = 1e-4
@@ -106,3 +112,69 @@ def test_a_scoring_worker_process_never_imports_tensorflow(tiny_model_path: Path
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["runtime"] == "litert" and 0.0 <= report["score"] <= 1.0
     assert report["loaded"] == [], f"the scoring worker imported {report['loaded'][:5]}"
+
+
+def test_readyz_shows_a_keyed_caller_the_workers_that_can_score(embedded_stack: Stack) -> None:
+    """The stack's scoring worker announced itself once its model was warm; /readyz stays about the API for an
+    anonymous probe, and tells a keyed caller how many workers hold the active model."""
+    anonymous = requests.get(f"{embedded_stack.api_url}/readyz", timeout=10)
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ready"}
+    keyed = requests.get(f"{embedded_stack.api_url}/readyz", headers=embedded_stack.headers(), timeout=10).json()
+    assert keyed["workers"]["ready"] >= 1 and keyed["workers"]["versions"] == {keyed["model_version"]: keyed["workers"]["seen"]}
+    with embedded_stack.session() as session:
+        version = active_version(session)
+        assert version is not None and workers_state(session, version.name).ready == keyed["workers"]["ready"]
+
+
+def test_concurrent_tasks_are_scored_together_under_the_latency_budget() -> None:
+    """Four tasks in flight bring their images at slightly different times: one model call scores them all, each
+    gets its own results (the same as scored alone), and nobody waits much past the budget."""
+    detector = Detector.load(SHIPPED_MODEL)
+    images = _images()[:4]
+    alone = [detector.score_with_regions([image])[0].score for image in images]
+    batcher: Batcher[Image.Image, Scored] = Batcher(detector.score_with_regions, budget_s=0.5)
+    start = threading.Barrier(len(images))
+    results: dict[int, float] = {}
+    waited: dict[int, float] = {}
+
+    def task(index: int) -> None:
+        with batcher.expecting():
+            start.wait()
+            time.sleep(0.01 * index)  # claiming, fetching, decoding: each task is ready at its own moment
+            began = time.monotonic()
+            results[index] = batcher.score([images[index]])[0].score
+            waited[index] = time.monotonic() - began
+
+    threads = [threading.Thread(target=task, args=(index,)) for index in range(len(images))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert batcher.calls == [4]  # the leader waited for the tasks in flight, not for the whole budget
+    assert [results[i] for i in range(4)] == pytest.approx(alone, abs=1e-6)
+    # The last task came 30 ms after the first and waited only for the model call; the first one for the others too.
+    model_s = batcher.call_seconds[0]
+    assert waited[3] <= model_s + 0.2 and waited[0] <= 0.03 + model_s + 0.2, (waited, model_s)
+
+    # A task alone is scored at once; one that waits on a task that never brings images waits the budget at most.
+    lone: Batcher[Image.Image, Scored] = Batcher(detector.score_with_regions, budget_s=0.3)
+    began = time.monotonic()
+    lone.score([images[0]])
+    alone_s = time.monotonic() - began
+    assert alone_s < 0.3 and lone.calls == [1]
+    straggler_started, release = threading.Event(), threading.Event()
+
+    def straggler() -> None:
+        with lone.expecting():
+            straggler_started.set()
+            release.wait(10)  # a task still fetching: it never calls score
+
+    thread = threading.Thread(target=straggler)
+    thread.start()
+    straggler_started.wait(5)
+    began = time.monotonic()
+    lone.score([images[1]])
+    waited_s = time.monotonic() - began
+    release.set()
+    thread.join(timeout=10)
+    assert 0.25 <= waited_s < 0.3 + alone_s + 0.5, waited_s

@@ -8,9 +8,10 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from PIL.Image import Image as PILImage
 from sqlalchemy.orm import Session
 
-from backend.checks.service import claim_checks, commit_finished, find_cached_scores, record_failure, record_score
+from backend.checks.service import apply_cached_scores, claim_checks, commit_finished, record_failure, record_score
 from backend.delivery.callbacks import schedule as schedule_callbacks
 from backend.matching.lookups import match_for_image
 from backend.settings import Settings
@@ -21,7 +22,7 @@ from backend.training.versions import require_active_version
 from core.decoding import decode_image
 from core.enums import CheckStatus
 from core.errors import FakewatchError
-from worker.detectors import detector_for
+from worker.detectors import batcher, detector_for
 from worker.fetching import fetch_into_checks
 from worker.leases import holding_leases
 
@@ -35,7 +36,8 @@ def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]
                               claimed_by=f"{socket.gethostname()}:{os.getpid()}"[:100])
         if not checks:
             return {"claimed": 0}
-        with holding_leases([check.id for check in checks], settings):
+        # Announced to the batcher first: a task scoring at the same time waits (briefly) to share a model call.
+        with holding_leases([check.id for check in checks], settings), batcher(settings).expecting():
             return _score_claimed(session, checks, settings)
 
 
@@ -49,12 +51,13 @@ def _score_claimed(session: Session, checks: list[Check], settings: Settings) ->
         _finish_chunk(session, checks, settings)
         return {"claimed": len(checks), CheckStatus.FAILED.value: len(checks)}
     # Concurrent, per-host capped, retried within the chunk's time budget: see worker/fetching.py.
-    fetch_into_checks(session, checks, settings)
+    fetched: dict[int, PILImage] = {}  # pixels the fetcher decoded: one decode per image in the worker
+    fetch_into_checks(session, checks, settings, fetched)
     session.commit()
     pending = [check for check in checks if check.status == CheckStatus.RUNNING]
     matches = _labelled_matches(session, pending, settings)
-    pending = _apply_cached_scores(session, pending, version, matches)
-    _score_with_model(pending, version, settings, matches)
+    pending = apply_cached_scores(session, pending, version, lambda image: matches.get(image.id))
+    _score_with_model(pending, version, settings, matches, fetched)
     _finish_chunk(session, checks, settings)
     return _tally(checks)
 
@@ -77,24 +80,8 @@ def _labelled_matches(session: Session, checks: list[Check], settings: Settings)
     return matches
 
 
-def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVersion,
-                         matches: dict[int, dict[str, Any] | None]) -> list[Check]:
-    """Reuse an earlier score of the same bytes by the same version; return the checks still to score."""
-    cached = find_cached_scores(session, [check.image_id for check in checks if check.image_id is not None], version.id)
-    remaining: list[Check] = []
-    for check in checks:
-        assert check.image_id is not None
-        if check.image_id in cached:
-            earlier = cached[check.image_id]
-            record_score(check, version, earlier.score, cached=True, regions=earlier.regions,
-                         match=matches.get(check.image_id))
-        else:
-            remaining.append(check)
-    return remaining
-
-
 def _score_with_model(checks: list[Check], version: ModelVersion, settings: Settings,
-                      matches: dict[int, dict[str, Any] | None]) -> None:
+                      matches: dict[int, dict[str, Any] | None], fetched: dict[int, PILImage]) -> None:
     # Several checks of the same bytes in one chunk are scored once.
     by_image: dict[int, list[Check]] = {}
     for check in checks:
@@ -105,7 +92,9 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
         stored = group[0].image
         assert stored is not None
         try:
-            images.append(decode_image(read_stored(stored.storage_key, settings.images_dir), settings.image_limits))
+            decoded = fetched.get(stored.id)
+            images.append(decoded if decoded is not None
+                          else decode_image(read_stored(stored.storage_key, settings.images_dir), settings.image_limits))
             groups.append(group)
         except (FakewatchError, OSError) as error:
             code = error.code if isinstance(error, FakewatchError) else "invalid_image"
@@ -115,7 +104,8 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
     if not images:
         return
     try:
-        scored = detector_for(version).score_with_regions(images)
+        detector = detector_for(version)
+        scored = batcher(settings).score([(detector, image) for image in images])
     except Exception as error:  # noqa: BLE001 - the model failing must end the checks, not leave them running
         log.exception("model %s failed on %d images", version.name, len(images))
         for group in groups:
