@@ -7,9 +7,11 @@ never imports TensorFlow; a version trained before exports existed falls back to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,20 +53,24 @@ class LiteRTModel:
         from ai_edge_litert.interpreter import Interpreter
 
         self._buffer = flatbuffer  # the interpreter reads the model from this buffer for its whole life
-        self._interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
+        with _quiet_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on every load
+            self._interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._shape: tuple[int, ...] | None = None
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
+        first = self._shape is None
         if rows.shape != self._shape:
             # Re-planning the tensors costs about a millisecond; a worker's batches repeat a few shapes.
             self._interpreter.resize_tensor_input(self._input, list(rows.shape), strict=False)
-            self._interpreter.allocate_tensors()
+            with _quiet_stderr() if first else contextlib.nullcontext():
+                self._interpreter.allocate_tensors()
             self._shape = rows.shape
         self._interpreter.set_tensor(self._input, rows)
-        self._interpreter.invoke()
+        with _quiet_stderr() if first else contextlib.nullcontext():  # the delegate's note comes on first use
+            self._interpreter.invoke()
         return np.array(self._interpreter.get_tensor(self._output))
 
 
@@ -80,6 +86,21 @@ class KerasModel:
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(rows))
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 for a moment: the interpreter's C++ start-up note bypasses Python's logging. Errors
+    still arrive as Python exceptions."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def load_runtime(model_path: Path, size: int, exported: ModelFile | None, threads: int | None = None) -> Runtime:

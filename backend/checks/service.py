@@ -80,11 +80,14 @@ class CachedScore:
 
 
 def find_cached_scores(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, CachedScore]:
-    """Earlier scores of the same bytes by the same model version, by image id (one query for all of them)."""
+    """Earlier scores of the same bytes by the same model version, by image id (one query for all of them).
+
+    Only scorings by the model count (``cached`` false): each cached answer repeats one of them, and an image
+    re-checked thousands of times would otherwise make every re-check read thousands of rows."""
     rows = session.execute(
         select(Check.image_id, Check.score, Check.regions)
         .where(Check.image_id.in_(set(image_ids)), Check.model_version_id == model_version_id,
-               Check.status == CheckStatus.DONE, Check.score.is_not(None))
+               Check.status == CheckStatus.DONE, Check.score.is_not(None), Check.cached.is_(False))
         .order_by(Check.finished_at.desc())
     )
     # Newest first, so the oldest score of each image is written last and wins (the one first reported).
