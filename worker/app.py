@@ -52,13 +52,13 @@ def _note_queues(options: dict[str, object] | None = None, **_kwargs: object) ->
 
 @worker_process_init.connect
 def _init_process(**_kwargs: object) -> None:
+    global _heartbeat_started
     reset_engines()
     if _serves_scoring:
         load_match_index(_settings())
         # Last: once the model is warm the process announces it can score (fakewatch up waits for that).
         warm_up(_settings())
         start_heartbeat(_settings(), _heartbeat_stop)
-        global _heartbeat_started
         _heartbeat_started = True
 
 
@@ -91,5 +91,5 @@ def _start_sweeper(**_kwargs: object) -> None:
 @worker_shutdown.connect
 def _stop_sweeper(**_kwargs: object) -> None:
     _sweeper_stop.set()
-    if _serves_scoring and _heartbeat_stop.is_set() is False and _heartbeat_started:
+    if _serves_scoring and _heartbeat_started and not _heartbeat_stop.is_set():  # the threads pool's one process
         _end_process()

@@ -105,6 +105,13 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
         return
     try:
         detector = detector_for(version)
+    except FakewatchError as error:  # e.g. invalid_model: a model file whose SHA-256 does not match its version
+        log.error("model %s could not be loaded: %s", version.name, error.message)
+        for group in groups:
+            for check in group:
+                record_failure(check, error.code, error.message)
+        return
+    try:
         scored = batcher(settings).score([(detector, image) for image in images])
     except Exception as error:  # noqa: BLE001 - the model failing must end the checks, not leave them running
         log.exception("model %s failed on %d images", version.name, len(images))
