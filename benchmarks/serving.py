@@ -9,7 +9,7 @@ For each tree, on the embedded default (SQLite database and broker), with a real
 - scoring worker memory: resident set of the worker's processes (main + pool) after it scored;
 - images a second, file to stored verdict: ``--images`` distinct uploads on 2 worker processes, from the first POST
   to the last stored verdict, and the same batch again while a pool process is killed every ``--kill-every`` s
-  (the reliability benchmark's kill, scaled down): total time with kills over total time without;
+  (the reliability benchmark's kill, at most 3 kills, scaled down): total time with kills over total time without;
 - the tree's in-process limit: decode + score of the same images in one process, batches of 32.
 
     python benchmarks/serving.py --base /tmp/base [--images 256] [--latency-images 20] [--kill-every 15]
@@ -75,7 +75,7 @@ def post(stack, data, wait=0):
     return r.json()
 
 
-def wait_all(stack, ids, timeout=1800):
+def wait_all(stack, ids, timeout=600):
     deadline = time.monotonic() + timeout
     pending = set(ids)
     while pending and time.monotonic() < deadline:
@@ -99,7 +99,7 @@ def run_batch(stack, data, kill_pid=None):
     for t in threads: t.start()
     kills, stop = [], threading.Event()
     def killer():
-        while not stop.wait(kill_every):
+        while len(kills) < 3 and not stop.wait(kill_every):  # at most 3 kills, as benchmarks/reliability.py
             children = pool_children(kill_pid)
             if children:
                 os.kill(children[0], signal.SIGKILL); kills.append(round(time.monotonic() - started, 1))
@@ -136,6 +136,7 @@ try:
     for data in images(latency_count, 1):
         t = time.monotonic(); body = post(stack, data, wait=10); latencies.append(1000 * (time.monotonic() - t))
         assert body["status"] == "done", body
+    print("RESULT " + json.dumps(result), flush=True)
     result["one_image_ms"] = {"p50": round(statistics.median(latencies), 1),
                               "p90": round(sorted(latencies)[int(0.9 * (len(latencies) - 1))], 1)}
     result["worker_rss_mb_1_process"] = rss_mb(worker.pid)
@@ -147,9 +148,11 @@ try:
     batch = images(count, 2)
     result["batch_2_workers"] = run_batch(stack, batch)
     result["worker_rss_mb_2_processes"] = rss_mb(worker.pid)
+    print("RESULT " + json.dumps(result), flush=True)
     result["batch_2_workers_with_kills"] = run_batch(stack, images(count, 3), kill_pid=worker.pid)
     result["kill_run_time_ratio"] = round(result["batch_2_workers_with_kills"]["seconds"]
                                           / result["batch_2_workers"]["seconds"], 2)
+    print("RESULT " + json.dumps(result), flush=True)
 finally:
     stack.stop()
 
@@ -167,15 +170,22 @@ print("RESULT " + json.dumps(result))
 """
 
 
-def measure(tree: Path, count: int, latency_count: int, kill_every: float) -> dict[str, Any]:
+def measure(tree: Path, count: int, latency_count: int, kill_every: float, timeout_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         env = {**os.environ, "PYTHONPATH": str(tree), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        done = subprocess.run([sys.executable, "-c", INNER, str(count), str(latency_count), str(kill_every), scratch],
-                              cwd=tree, env=env, capture_output=True, text=True, timeout=3600, check=False)
+        try:
+            done = subprocess.run([sys.executable, "-c", INNER, str(count), str(latency_count), str(kill_every),
+                                   scratch], cwd=tree, env=env, capture_output=True, text=True, timeout=timeout_s,
+                                  check=False)
+        except subprocess.TimeoutExpired as expired:  # keep the stages that finished
+            out = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+            done = subprocess.CompletedProcess(expired.cmd, 124, out, f"timed out after {timeout_s} s")
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
         return {"error": done.stderr[-3000:]}
-    parsed: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    parsed: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))  # the stages it finished
+    if done.returncode != 0:
+        parsed["error"] = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else str(done.returncode)
     return parsed
 
 
@@ -189,11 +199,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--latency-images", type=int, default=20)
     parser.add_argument("--kill-every", type=float, default=15.0)
+    parser.add_argument("--timeout", type=float, default=3000,
+                        help="seconds per tree at most (a last resort: each batch gives up after 600 s)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     result: dict[str, Any] = {"command": " ".join(sys.argv), "images": args.images}
     for name, tree in (("landed", args.base.resolve()), ("this_tree", HERE)):
-        result[name] = measure(tree, args.images, args.latency_images, args.kill_every)
+        result[name] = measure(tree, args.images, args.latency_images, args.kill_every, args.timeout)
         print(name, json.dumps(result[name]), file=sys.stderr)
     new, old = result["this_tree"], result["landed"]
     result["ratios_this_over_landed"] = {
