@@ -12,7 +12,8 @@ COPY worker worker
 COPY models models
 COPY admin admin
 COPY fakewatch fakewatch
-RUN pip install .
+# With [train]: the same image runs the training worker (serving alone would need only `pip install .`).
+RUN pip install ".[train]"
 RUN useradd --create-home fakewatch && mkdir -p /data && chown fakewatch /data
 USER fakewatch
 VOLUME ["/data"]

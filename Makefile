@@ -3,15 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-deps lint extension model clean
+.PHONY: setup run test test-deps lint extension model export clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,train]"
 	touch $@
 
-setup: $(VENV)/.installed ## Create .venv and install fakewatch with its test tools
+setup: $(VENV)/.installed ## Create .venv and install fakewatch with its training and test tools
 
 run: setup ## Start API, workers and console on the embedded default (SQLite, no servers needed)
 	$(VENV)/bin/fakewatch up
@@ -49,6 +49,9 @@ model: setup ## Retrain the shipped default from the shared datasets on the CPU 
 	# Stage 6 on all eight sets, balanced across sets and classes, crops edge to edge (the serving grid).
 	# var/models/stage5 stays: benchmarks/adaptation.py and generalisation.py --base start from it.
 	$(TRAIN) $(EVERYTHING) --epochs 20 --steps-per-epoch 200 --crop-span 1 $(TUNE) --init-from var/models/stage5/default.keras --out models/shipped/default.keras
+
+export: setup ## Export the shipped default (models/shipped/default.keras) to LiteRT beside it, listed in its metadata
+	$(VENV)/bin/fakewatch export-model models/shipped/default.keras
 
 clean:
 	rm -rf $(VENV) var .pytest_cache test-artifacts

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     # Worker: processes per scoring worker, images per model call, time limits per task.
     worker_concurrency: int = 1
     score_batch_size: int = 32
+    # How long a scoring process's batcher waits for the images of other tasks in flight (worker/batching.py).
+    batch_budget_ms: float = 20.0
     task_soft_time_limit_s: int = 300
     task_time_limit_s: int = 360
     # Sweeper: checks left queued longer than this are sent again (a lost message).

@@ -407,6 +407,9 @@ class ReadyOut(Schema):
     status = fields.String(metadata={"description": "`ready`, or `not_ready` with the reasons in `problems`."})
     problems = fields.Dict(keys=fields.String(), values=fields.String())
     model_version = fields.String(allow_none=True)
+    workers = fields.Dict(metadata={"description": "With a key: scoring processes seen in the last 20 s (`seen`), "
+                                                   "those holding the active model (`ready`) and processes per "
+                                                   "version. Not part of the status: workers may be scaled to zero."})
 
 
 # --- reviews and the review queue ----------------------------------------------------------------------------------

@@ -106,17 +106,20 @@ def measure_limit(images: list[bytes], model_path: Path) -> dict[str, Any]:
 
 def measure_seed_loop(images: list[bytes], model_path: Path) -> dict[str, Any]:
     """(b): the seed app's way, one ``model.predict`` per image, with the same model and preprocessing."""
+    import keras
+
     from models.preprocessing import prepare
     from models.serving import Detector, calibrate, pool_logits, rows_to_logits
 
     detector = Detector.load(model_path)
+    model = keras.saving.load_model(model_path, compile=False)  # the seed's loop runs Keras itself
     subset = images[:SEED_LOOP_IMAGES]
     first = prepare([decode_image(subset[0], LIMITS)], detector.preprocessing)[0]
-    detector.model.predict(first.astype("float32"), verbose=0)
+    model.predict(first.astype("float32"), verbose=0)
     started = time.perf_counter()
     for data in subset:
         rows, counts = prepare([decode_image(data, LIMITS)], detector.preprocessing)
-        output = detector.model.predict(rows.astype("float32"), verbose=0)
+        output = model.predict(rows.astype("float32"), verbose=0)
         logits = pool_logits(rows_to_logits(output, detector.metadata.get("output", "logit")), counts,
                              detector.preprocessing.get("pool", "mean"))
         calibrate(logits, detector.metadata.get("calibration"))

@@ -104,6 +104,47 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         return _to_rgb(_upright(image))
 
 
+# Decoded pixels kept beside a description only up to this size (12 MB of RGB): a chunk of large photos would
+# otherwise hold hundreds of MB until it is scored; a larger image is decoded again where it is needed.
+KEEP_PIXELS_UP_TO = 4_000_000
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Untrusted bytes checked and decoded once: what ``inspect_image`` says of them and their RGB pixels (None
+    above ``KEEP_PIXELS_UP_TO`` pixels), so intake's hash, provenance and the model all use the same decode."""
+
+    info: ImageInfo
+    pixels: Image.Image | None
+
+
+def decode_checked(data: bytes, limits: ImageLimits) -> Decoded:
+    """``inspect_image`` and ``decode_image`` in one decode."""
+    image, fmt = _open_checked(data, limits)
+    with image:
+        upright = _upright(image)
+        width, height = upright.size
+        info = ImageInfo(sha256=hashlib.sha256(data).hexdigest(), byte_size=len(data), format=fmt, width=width,
+                         height=height)
+        return Decoded(info=info, pixels=_to_rgb(upright) if width * height <= KEEP_PIXELS_UP_TO else None)
+
+
+def decode_reduced(data: bytes, limits: ImageLimits, size: int) -> Image.Image:
+    """The checks of ``decode_image``, then only as many pixels as a ``size`` x ``size`` preview needs: JPEG's draft
+    mode decodes at 1/2, 1/4 or 1/8 scale, other formats are reduced after decoding. For thumbnails only: the
+    detector needs native pixels (models/preprocessing.py)."""
+    _check_byte_size(data, limits.max_bytes)
+    image = _open_header(data, limits.max_pixels)
+    with image:
+        _check_pixels(image.size, limits.max_pixels)
+        if image.format == "JPEG":
+            image.draft("RGB", (size, size))
+        _load_first_frame(image, limits.max_pixels)
+        preview = _to_rgb(_upright(image))
+    preview.thumbnail((size, size), reducing_gap=2.0)
+    return preview
+
+
 def _open_checked(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str]:
     """Open, check and fully decode the first frame; returns it with its format name."""
     _check_byte_size(data, limits.max_bytes)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from admin import cli as admin_cli
+from backend.checks.workers import workers_state
 from backend.delivery.callbacks import checked_callback_url
 from backend.identity.access import Actor
 from backend.identity.audit import EventFilters, event_dict, find_events
@@ -24,7 +25,7 @@ from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.migrate import upgrade_database, wait_for_head
 from backend.storage.store import MODELS, open_store
-from backend.training.versions import ensure_shipped_model
+from backend.training.versions import active_version, ensure_shipped_model
 from core.enums import Role
 from core.errors import FakewatchError
 from fakewatch import client_commands, hash_commands, score_command, supervision
@@ -219,16 +220,26 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int, th
 @click.option("--queues", "-Q", default="scoring", show_default=True,
               help="Queues to serve: scoring, training, or both comma-separated.")
 @click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (FAKEWATCH_WORKER_CONCURRENCY).")
+@click.option("--pool", type=click.Choice(["prefork", "threads"]), default="prefork", show_default=True,
+              help="prefork: one task at a time per process (a killed process loses one chunk). threads: several "
+                   "tasks in one process, their images scored together (FAKEWATCH_BATCH_BUDGET_MS).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_obj
-def worker(settings: Settings, queues: str, concurrency: int | None, loglevel: str) -> None:
-    """Run a Celery worker: scoring (loads the active model once per process) or training."""
+def worker(settings: Settings, queues: str, concurrency: int | None, pool: str, loglevel: str) -> None:
+    """Run a Celery worker: scoring (loads the active model when each process starts) or training."""
     # The worker's start-up (worker/app.py) reads the same environment; it imports the task modules.
     from worker.app import celery_app  # noqa: PLC0415 - Celery's worker machinery, only for this command
 
     name = f"{queues.replace(',', '+')}@%h-{os.getpid()}"
     celery_app.worker_main(["worker", "--queues", queues, "--loglevel", loglevel, "--hostname", name,
-                            "--concurrency", str(concurrency or settings.worker_concurrency)])
+                            "--concurrency", str(concurrency or settings.worker_concurrency), "--pool", pool])
+
+
+def _a_worker_can_score(settings: Settings) -> bool:
+    """A scoring worker holds the active model, so the first check is scored at once, not after a model load."""
+    with session_scope(settings) as session:
+        version = active_version(session)
+        return workers_state(session, version.name if version else None).ready > 0
 
 
 @cli.command()
@@ -264,7 +275,7 @@ def up(settings: Settings, no_admin: bool) -> None:
         commands["admin"] = ["admin"]
     processes = supervision.spawn_all(commands, settings.logs_dir)
     click.echo(f"Model: {version or 'none active'}; logs in {settings.logs_dir}", err=True)
-    if supervision.wait_until_ready(api_url, processes):
+    if supervision.wait_until_ready(api_url, processes, also=lambda: _a_worker_can_score(settings)):
         click.echo("Ready. Press Ctrl-C to stop.", err=True)
     else:
         click.echo(f"Something did not start; see the logs in {settings.logs_dir}.", err=True)

@@ -49,14 +49,16 @@ def spawn_all(commands: Mapping[str, list[str]], logs_dir: Path) -> list[subproc
     return [spawn(name, args, logs_dir) for name, args in commands.items()]
 
 
-def wait_until_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: float = 180) -> bool:
-    """Poll url/readyz until it answers 200; False when a child exits first or the time runs out."""
+def wait_until_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: float = 180,
+                     also: Callable[[], bool] = lambda: True) -> bool:
+    """Poll url/readyz until it answers 200 and ``also()`` holds (a worker can score); False when a child exits
+    first or the time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if any(process.poll() is not None for process in processes):
             return False
         try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200 and also():
                 return True
         except requests.RequestException:
             pass

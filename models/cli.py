@@ -127,8 +127,22 @@ def evaluate_command(model: str, dataset_dir: str, split: str, roc_png: str | No
     click.echo(json.dumps(report, indent=2))
 
 
+@click.command("export-model")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False), required=False)
+@click.option("--quantization", type=click.Choice(["float32", "float16", "int8"]), default="float32",
+              show_default=True, help="Weights of the exported file (float32 keeps Keras' scores to about 1e-6).")
+def export_command(model: str | None, quantization: str) -> None:
+    """Export a .keras model (default: the shipped one) to LiteRT beside it, check it scores as Keras does, and
+    record the file with its SHA-256 in the model's metadata. Workers then score it without TensorFlow."""
+    from core.model_metadata import SHIPPED_MODEL
+    from models.export import export_model
+
+    path = export_model(model or SHIPPED_MODEL, quantization)
+    click.echo(f"Wrote {path} and listed it in {Path(path).with_suffix('.json').name}.")
+
+
 # What the lead's ``fakewatch`` group attaches.
-COMMANDS = [train_command, evaluate_command]
+COMMANDS = [train_command, evaluate_command, export_command]
 
 
 @click.group()

@@ -1,6 +1,7 @@
 """Load a model version once and score decoded images in batches: the API the scoring worker uses.
 
-Importing this module does not import TensorFlow; :meth:`Detector.load` does. The metadata JSON beside each
+Importing this module does not import TensorFlow, and neither does :meth:`Detector.load` for a model version with
+an exported runtime file (models/export.py): it scores with LiteRT (models/runtime.py). The metadata JSON beside each
 ``.keras`` file is plain JSON so the backend can read it without TensorFlow.
 """
 
@@ -15,11 +16,10 @@ import numpy as np
 from PIL import Image
 
 from core.check_evidence import Region
-from core.model_metadata import read_metadata
+from core.model_metadata import model_files, read_metadata, runtime_file, verified_bytes
 from models.preprocessing import crop_boxes, input_size, prepare
+from models.runtime import KerasModel, Runtime, load_runtime
 
-# Rows (crops) per model call: large enough to amortise the call, small enough for a worker's memory.
-ROWS_PER_CALL = 512
 # Images whose crops are built at once, so scoring a whole dataset never holds all its crops in memory.
 IMAGES_PER_GROUP = 64
 
@@ -60,22 +60,31 @@ def calibrate(logits: np.ndarray, calibration: dict[str, Any] | None) -> np.ndar
 class Detector:
     """One loaded model version. ``score`` returns P(fake) per image."""
 
-    def __init__(self, model: Any, metadata: dict[str, Any]) -> None:
-        self.model = model
+    def __init__(self, runtime: Runtime, metadata: dict[str, Any]) -> None:
+        self.runtime = runtime
         self.metadata = metadata
         self.version: str = metadata["name"]
         self.threshold: float = float(metadata["threshold"])
         self.band: float = float(metadata["band"])
         self.preprocessing: dict[str, Any] = metadata["preprocessing"]
-        self._predict = _compile_predict(model, input_size(self.preprocessing))
+        self._predict = runtime.predict
 
     @classmethod
-    def load(cls, model_path: str | Path) -> Detector:
-        """Read a model file and the metadata JSON beside it."""
-        import keras
+    def load(cls, model_path: str | Path, threads: int | None = None) -> Detector:
+        """A model version from its ``.keras`` path and the metadata JSON beside it: scored by LiteRT when the
+        version lists an exported file, else by Keras. Every file used is checked against the SHA-256 its version
+        recorded first (``ModelFileMismatch``, code ``invalid_model``, when it does not match)."""
+        model_path = Path(model_path)
+        metadata = read_metadata(model_path)
+        exported = runtime_file(model_path, metadata)
+        if exported is None:  # the Keras fallback loads the .keras file: check it as the export would be
+            verified_bytes(model_files(model_path, metadata)[0])
+        return cls(load_runtime(model_path, input_size(metadata["preprocessing"]), exported, threads), metadata)
 
-        model = keras.saving.load_model(Path(model_path), compile=False)
-        return cls(model, read_metadata(model_path))
+    @classmethod
+    def from_keras(cls, model: Any, metadata: dict[str, Any]) -> Detector:
+        """A detector over an in-memory Keras model (training's calibration and checks)."""
+        return cls(KerasModel(model, input_size(metadata["preprocessing"])), metadata)
 
     def warm(self) -> None:
         """Trace the inference graph once on a blank image, so the first real image does not pay for it (seconds on
@@ -91,8 +100,9 @@ class Detector:
         results: list[tuple[float, np.ndarray]] = []
         for start in range(0, len(images), IMAGES_PER_GROUP):
             rows, counts = prepare(images[start : start + IMAGES_PER_GROUP], self.preprocessing)
+            step = self.runtime.rows_per_call
             outputs = np.concatenate(
-                [self._predict(rows[i : i + ROWS_PER_CALL]) for i in range(0, len(rows), ROWS_PER_CALL)]
+                [self._predict(rows[i : i + step]) for i in range(0, len(rows), step)]
             )
             logits = rows_to_logits(outputs, self.metadata.get("output", "logit"))
             pooled = pool_logits(logits, counts, self.preprocessing.get("pool", "mean"))
@@ -117,13 +127,3 @@ class Detector:
             scored.append(Scored(score=float(calibrate(np.asarray([pooled]), calibration)[0]), regions=regions))
         return scored
 
-
-def _compile_predict(model: Any, size: int) -> Any:
-    """A traced inference function with a fixed signature, so every batch size reuses one graph."""
-    import tensorflow as tf
-
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True)
-    def predict(rows: tf.Tensor) -> tf.Tensor:
-        return model(rows, training=False)
-
-    return lambda rows: predict(tf.constant(rows, dtype=tf.float32)).numpy()

@@ -23,6 +23,7 @@ from core.model_metadata import file_sha256, metadata_path, read_metadata
 from models.architectures import ArchSpec, get_arch
 from models.augment import AugmentRecipe, augment_crop
 from models.data import Item, LoadedImages, describe, group_weights, list_many, load_items, sampling_probabilities
+from models.export import export_model
 from models.metrics import compute_metrics, flag_bound, operating_point
 from models.preprocessing import input_size, prepare
 from models.serving import Detector, calibrate
@@ -144,6 +145,7 @@ def train(
                                max_flagged))
     metadata["train_seconds"] = round(time.monotonic() - started, 1)
     metadata_path(out).write_text(json.dumps(metadata, indent=2) + "\n")
+    export_model(out, model=model)  # the file the workers serve, listed with its SHA-256 in the metadata
     plot_curves(history.history, out.with_name(out.stem + "-curves.png"), metadata["name"])
     log.info("wrote %s (%s) in %.0f s", out, metadata["name"], metadata["train_seconds"])
     return out
@@ -310,7 +312,7 @@ def _calibrate(
     are genuine) until it does, and the shift is recorded in the calibration."""
     from sklearn.linear_model import LogisticRegression
 
-    detector = Detector(model, {**metadata, "threshold": 0.5, "band": 0.0})
+    detector = Detector.from_keras(model, {**metadata, "threshold": 0.5, "band": 0.0})
     logits = detector.raw_logits(val_set.images)
     labels = np.asarray(val_set.labels)
     calibration: dict[str, Any] = {"method": "identity", "a": 1.0, "b": 0.0}

@@ -17,6 +17,7 @@ from celery.signals import (
     celeryd_init,
     task_prerun,
     worker_process_init,
+    worker_process_shutdown,
     worker_ready,
     worker_shutdown,
 )
@@ -30,13 +31,15 @@ from backend.matching.lookups import warm_index
 from backend.provenance.intake import load_trust_anchors
 from backend.settings import Settings
 from backend.storage.db import reset_engines, session_scope
-from worker.detectors import warm_up
+from worker.detectors import leave, start_heartbeat, warm_up
 from worker.sweeper import start_sweeper
 
 log = logging.getLogger("fakewatch.worker")
 celery_app = FakewatchCelery(Settings())
 
 _sweeper_stop = threading.Event()
+_heartbeat_stop = threading.Event()
+_heartbeat_started = False
 _serves_scoring = True
 
 
@@ -53,15 +56,29 @@ def _note_queues(options: dict[str, object] | None = None, **_kwargs: object) ->
     if queues:
         names = queues.split(",") if isinstance(queues, str) else list(queues)
         _serves_scoring = SCORING_QUEUE in names
+    if "thread" in str((options or {}).get("pool_cls", "")).lower():
+        # The threads pool forks no process, so no worker_process_init: set up this one before it takes work.
+        _init_process()
 
 
 @worker_process_init.connect
 def _init_process(**_kwargs: object) -> None:
+    global _heartbeat_started
     reset_engines()
     if _serves_scoring:
         start_metrics(_settings())
-        warm_up(_settings())
         load_match_index(_settings())
+        # Last: once the model is warm the process announces it can score (fakewatch up waits for that).
+        warm_up(_settings())
+        start_heartbeat(_settings(), _heartbeat_stop)
+        _heartbeat_started = True
+
+
+@worker_process_shutdown.connect
+def _end_process(**_kwargs: object) -> None:
+    if _serves_scoring:
+        _heartbeat_stop.set()
+        leave(_settings())
 
 
 def start_metrics(settings: Settings) -> None:
@@ -113,3 +130,5 @@ def _start_sweeper(**_kwargs: object) -> None:
 @worker_shutdown.connect
 def _stop_sweeper(**_kwargs: object) -> None:
     _sweeper_stop.set()
+    if _serves_scoring and _heartbeat_started and not _heartbeat_stop.is_set():  # the threads pool's one process
+        _end_process()

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from PIL.Image import Image as PILImage
 from sqlalchemy.orm import Session
 
 from backend.checks.dispatch import enqueue_scoring
@@ -143,10 +144,12 @@ def _fetch_once(url: str, settings: Settings, deadline: float,
         slot.release()
 
 
-def fetch_into_checks(session: Session, checks: Sequence[Check], settings: Settings) -> list[str]:
+def fetch_into_checks(session: Session, checks: Sequence[Check], settings: Settings,
+                      pixels: dict[int, PILImage] | None = None) -> list[str]:
     """Fetch the images of the running checks that have a URL but no image yet (single URL checks and batch items),
     and record each outcome on its check: the image attached, or the failure with its reason. Checks the chunk had
-    no time to start are put back in the queue and sent again; their ids are returned."""
+    no time to start are put back in the queue and sent again; their ids are returned. ``pixels`` collects, by image
+    id, what the fetcher decoded, so scoring does not decode those images again."""
     waiting = [check for check in checks if check.image_id is None and check.status == CheckStatus.RUNNING]
     for check in waiting:
         if not check.source_url:
@@ -157,6 +160,8 @@ def fetch_into_checks(session: Session, checks: Sequence[Check], settings: Setti
     for check, outcome in zip(waiting, outcomes, strict=True):
         if outcome.image is not None:
             _attach(session, check, outcome.image, settings)
+            if pixels is not None and outcome.image.pixels is not None and check.image_id is not None:
+                pixels[check.image_id] = outcome.image.pixels
         elif outcome.error is not None:
             FETCH_FAILURES.labels("image").inc()
             record_failure(check, outcome.error.code, outcome.error.message)
@@ -171,6 +176,6 @@ def fetch_into_checks(session: Session, checks: Sequence[Check], settings: Setti
 
 def _attach(session: Session, check: Check, fetched: FetchedImage, settings: Settings) -> None:
     try:
-        attach_image(session, check, fetched.data, settings, fetched.info)
+        attach_image(session, check, fetched.data, settings, fetched.info, fetched.pixels)
     except FakewatchError as error:
         record_failure(check, error.code, error.message)

@@ -7,15 +7,16 @@ import os
 import socket
 from collections.abc import Sequence
 
+from PIL.Image import Image as PILImage
 from sqlalchemy.orm import Session
 
 from backend.checks.handoff import send_checks
 from backend.checks.metrics import FETCH_FAILURES
 from backend.checks.service import (
     ALONE_AFTER_LOSSES,
+    apply_cached_scores,
     claim_checks,
     commit_finished,
-    find_cached_scores,
     record_failure,
     record_score,
     release_for_tries_alone,
@@ -31,7 +32,7 @@ from core.check_evidence import NearCopyMatch
 from core.decoding import decode_image
 from core.enums import CheckStatus
 from core.errors import FakewatchError
-from worker.detectors import detector_for
+from worker.detectors import batcher, detector_for
 from worker.fetching import fetch_into_checks
 from worker.leases import holding_leases
 
@@ -47,7 +48,8 @@ def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]
             return {"claimed": 0}
         if len(checks) > 1 and any(check.attempts > ALONE_AFTER_LOSSES for check in checks):
             return _split(session, checks, settings)
-        with holding_leases([check.id for check in checks], settings):
+        # Announced to the batcher first: a task scoring at the same time waits (briefly) to share a model call.
+        with holding_leases([check.id for check in checks], settings), batcher(settings).expecting():
             return _score_claimed(session, checks, settings)
 
 
@@ -72,12 +74,13 @@ def _score_claimed(session: Session, checks: list[Check], settings: Settings) ->
         _finish_chunk(session, checks, settings)
         return {"claimed": len(checks), CheckStatus.FAILED.value: len(checks)}
     # Concurrent, per-host capped, retried within the chunk's time budget: see worker/fetching.py.
-    fetch_into_checks(session, checks, settings)
+    fetched: dict[int, PILImage] = {}  # pixels the fetcher decoded: one decode per image in the worker
+    fetch_into_checks(session, checks, settings, fetched)
     session.commit()
     pending = [check for check in checks if check.status == CheckStatus.RUNNING]
     matches = _labelled_matches(session, pending, settings)
-    pending = _apply_cached_scores(session, pending, version, matches)
-    _score_with_model(pending, version, settings, matches)
+    pending = apply_cached_scores(session, pending, version, lambda image: matches.get(image.id))
+    _score_with_model(pending, version, settings, matches, fetched)
     _finish_chunk(session, checks, settings)
     return _tally(checks)
 
@@ -100,24 +103,8 @@ def _labelled_matches(session: Session, checks: list[Check], settings: Settings)
     return matches
 
 
-def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVersion,
-                         matches: dict[int, NearCopyMatch | None]) -> list[Check]:
-    """Reuse an earlier score of the same bytes by the same version; return the checks still to score."""
-    cached = find_cached_scores(session, [check.image_id for check in checks if check.image_id is not None], version.id)
-    remaining: list[Check] = []
-    for check in checks:
-        assert check.image_id is not None
-        if check.image_id in cached:
-            earlier = cached[check.image_id]
-            record_score(check, version, earlier.score, cached=True, regions=earlier.regions,
-                         match=matches.get(check.image_id))
-        else:
-            remaining.append(check)
-    return remaining
-
-
 def _score_with_model(checks: list[Check], version: ModelVersion, settings: Settings,
-                      matches: dict[int, NearCopyMatch | None]) -> None:
+                      matches: dict[int, NearCopyMatch | None], fetched: dict[int, PILImage]) -> None:
     # Several checks of the same bytes in one chunk are scored once.
     by_image: dict[int, list[Check]] = {}
     for check in checks:
@@ -128,7 +115,9 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
         stored = group[0].image
         assert stored is not None
         try:
-            images.append(decode_image(read_stored(stored.storage_key, image_store(settings)), settings.image_limits))
+            decoded = fetched.get(stored.id)
+            images.append(decoded if decoded is not None
+                          else decode_image(read_stored(stored.storage_key, image_store(settings)), settings.image_limits))
             groups.append(group)
         except (FakewatchError, OSError) as error:
             code = error.code if isinstance(error, FakewatchError) else "invalid_image"
@@ -147,7 +136,7 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
                 record_failure(check, error.code, error.message)
         return
     try:
-        scored = detector.score_with_regions(images)
+        scored = batcher(settings).score([(detector, image) for image in images])
     except Exception as error:
         log.exception("model %s failed on %d images", version.name, len(images))
         for group in groups:

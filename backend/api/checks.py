@@ -86,8 +86,9 @@ def _submit_upload(idempotent: IdempotentRequest | None) -> tuple[Check, bool]:
         idempotent.remember(session, submission.check.id)
     session.commit()
     if not submission.needs_scoring:
-        # Done at once from an earlier score: its callback is owed now.
-        schedule_callbacks(session, app_settings(), check_ids=[submission.check.id])
+        # Done at once from an earlier score: its callback, if it has one, is owed now.
+        if submission.check.callback_url:
+            schedule_callbacks(session, app_settings(), check_ids=[submission.check.id])
         return submission.check, True
     return submission.check, send_checks(session, app_settings(), [submission.check.id])
 

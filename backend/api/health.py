@@ -1,4 +1,5 @@
-"""GET /healthz (the process is alive) and GET /readyz (database, broker and an active model)."""
+"""GET /healthz (the process is alive) and GET /readyz (database, broker and an active model; with a key, also the
+scoring workers that can score now)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from backend.api.auth import bearer_token, verified_key
 from backend.api.context import app_settings, db, set_retry_after
 from backend.api.errors import RETRY_AFTER_S
 from backend.checks.dispatch import broker_reachable
+from backend.checks.workers import workers_state
 from backend.shapes import HealthOut, ReadyOut, response_doc
 from backend.training.versions import active_version
 
@@ -49,5 +51,7 @@ def readyz() -> tuple[dict[str, Any], int]:
         set_retry_after(RETRY_AFTER_S)  # as every other 503: when to ask again
     body: dict[str, Any] = {"status": "ready" if not problems else "not_ready"}
     if "database" not in problems and verified_key(bearer_token()) is not None:
-        body.update(problems=problems, model_version=version.name if version else None)
+        # The workers' state informs an operator; it does not decide the API's readiness (scaled to zero is fine).
+        workers = workers_state(db(), version.name if version else None)
+        body.update(problems=problems, model_version=version.name if version else None, workers=workers.to_dict())
     return body, status

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from PIL.Image import Image as PILImage
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -30,14 +31,17 @@ from backend.storage.schema import Check, Image, ModelVersion, utcnow
 from backend.storage.store import image_store, put_image
 from backend.training.versions import require_active_version
 from core.check_evidence import NearCopyMatch, Region, regions_from_json, regions_to_json
-from core.decoding import ImageInfo, decode_image, inspect_image
+from core.decoding import ImageInfo, decode_checked, decode_image
 from core.enums import CheckStatus, Source
 
 
-def store_image(session: Session, data: bytes, settings: Settings, info: ImageInfo | None = None) -> Image:
+def store_image(session: Session, data: bytes, settings: Settings, info: ImageInfo | None = None,
+                pixels: PILImage | None = None) -> Image:
     """Validate untrusted bytes, store them content-addressed, and return their (possibly existing) row.
 
-    ``info`` is the result of ``inspect_image`` on these bytes when the caller already has it (the fetcher does)."""
+    ``info`` and ``pixels``: what ``decode_checked`` found of these bytes when the caller already decoded them (the
+    fetcher does). New bytes are decoded at most once here: validation, size and the perceptual hash all come from
+    that one decode; provenance reads the original bytes' metadata, not their pixels."""
     # Bytes with a known SHA-256 passed every intake check when first stored: skip decoding them again.
     known = session.scalar(select(Image).where(Image.sha256 == hashlib.sha256(data).hexdigest()))
     if known is not None:
@@ -49,14 +53,16 @@ def store_image(session: Session, data: bytes, settings: Settings, info: ImageIn
             known.provenance = read_image_provenance(data, settings)
         return known
     if info is None:
-        info = inspect_image(data, settings.image_limits)
+        decoded = decode_checked(data, settings.image_limits)
+        info, pixels = decoded.info, decoded.pixels
     key = put_image(data, info.sha256, image_store(settings))
     image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
                   width=info.width, height=info.height, storage_key=key)
     # From the original bytes, before anything decodes or re-encodes them (backend/provenance/intake.py).
     image.provenance = read_image_provenance(data, settings)
     # Near-duplicate matching (backend/matching/lookups.py): the PDQ hash of the decoded image, stored with its row.
-    image.pdq_hex, image.pdq_quality = hash_fields(decode_image(data, settings.image_limits))
+    image.pdq_hex, image.pdq_quality = hash_fields(pixels if pixels is not None
+                                                   else decode_image(data, settings.image_limits))
     try:
         with session.begin_nested():
             session.add(image)
@@ -75,16 +81,35 @@ class CachedScore:
 
 
 def find_cached_scores(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, CachedScore]:
-    """Earlier scores of the same bytes by the same model version, by image id (one query for all of them)."""
+    """Earlier scores of the same bytes by the same model version, by image id (one query for all of them).
+
+    Only scorings by the model count (``cached`` false): each cached answer repeats one of them, and an image
+    re-checked thousands of times would otherwise make every re-check read thousands of rows."""
     rows = session.execute(
         select(Check.image_id, Check.score, Check.regions)
         .where(Check.image_id.in_(set(image_ids)), Check.model_version_id == model_version_id,
-               Check.status == CheckStatus.DONE, Check.score.is_not(None))
+               Check.status == CheckStatus.DONE, Check.score.is_not(None), Check.cached.is_(False))
         .order_by(Check.finished_at.desc())
     )
     # Newest first, so the oldest score of each image is written last and wins (the one first reported).
     return {image_id: CachedScore(score, regions_from_json(regions)) for image_id, score, regions in rows
             if image_id is not None and score is not None}
+
+
+def apply_cached_scores(session: Session, checks: Sequence[Check], version: ModelVersion,
+                        match_of: Callable[[Image], NearCopyMatch | None]) -> list[Check]:
+    """The one cached-score step, for the API's submit path and the worker's chunk alike: finish each check whose
+    bytes ``version`` already scored (``cached``, with the earlier score's regions and the labelled near-copies
+    ``match_of`` finds now); return the checks still to score."""
+    cached = find_cached_scores(session, [check.image_id for check in checks if check.image_id is not None], version.id)
+    remaining: list[Check] = []
+    for check in checks:
+        earlier = cached.get(check.image_id) if check.image_id is not None else None
+        if earlier is None or check.image is None or check.status.is_final:
+            remaining.append(check)
+            continue
+        _finish(check, version, earlier.score, cached=True, regions=earlier.regions, match=match_of(check.image))
+    return remaining
 
 
 @dataclass
@@ -105,13 +130,11 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
     check = Check(image_id=image.id, image=image, source=Source(source), source_url=source_url, page_url=page_url,
                   api_key_id=api_key_id, callback_url=callback_url)
     session.add(check)
-    cached = find_cached_scores(session, [image.id], version.id).get(image.id)
-    if cached is not None:
-        _finish(check, version, cached.score, cached=True, regions=cached.regions,
-                match=match_for_image(session, settings, image))
+    needs_scoring = bool(apply_cached_scores(session, [check], version,
+                                             lambda stored: match_for_image(session, settings, stored)))
     session.flush()
     CHECKS_ACCEPTED.labels(Source(source).value).inc()
-    return Submission(check=check, needs_scoring=cached is None)
+    return Submission(check=check, needs_scoring=needs_scoring)
 
 
 def submit_url(session: Session, url: str, settings: Settings, *, page_url: str | None = None,
@@ -261,9 +284,9 @@ def commit_finished(session: Session, checks: Iterable[Check]) -> list[str]:
 
 
 def attach_image(session: Session, check: Check, data: bytes, settings: Settings,
-                 info: ImageInfo | None = None) -> Image:
+                 info: ImageInfo | None = None, pixels: PILImage | None = None) -> Image:
     """Give a URL check (a single one or a batch item) the image its URL returned."""
-    image = store_image(session, data, settings, info)
+    image = store_image(session, data, settings, info, pixels)
     check.image_id = image.id
     check.image = image
     return image

@@ -18,7 +18,7 @@ How each hop (the URL, then every redirect) is made:
 
 The whole fetch shares one deadline (``settings.fetch_timeout_s``), enforced between reads as well as on each
 socket operation, so a server that drips one byte a second cannot hold a worker. The body is streamed and
-refused as soon as it passes ``settings.max_image_bytes``; what arrives must pass ``inspect_image`` whatever the
+refused as soon as it passes ``settings.max_image_bytes``; what arrives must pass ``decode_checked`` whatever the
 Content-Type said.
 
 Not covered: name resolution itself is not bounded by the deadline (``getaddrinfo`` has no timeout), and no
@@ -37,6 +37,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from PIL.Image import Image as PILImage
 from urllib3 import BaseHTTPResponse, HTTPConnectionPool, HTTPSConnectionPool, Timeout
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
@@ -50,7 +51,7 @@ from urllib3.exceptions import (
 
 from backend.fetching.allowlist import AllowEntry, parse_allowlist
 from backend.settings import Settings
-from core.decoding import ImageInfo, inspect_image, mebibytes
+from core.decoding import ImageInfo, decode_checked, mebibytes
 from core.errors import FakewatchError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -89,8 +90,9 @@ class FetchedImage:
     data: bytes
     final_url: str
     content_type: str | None
-    # What inspect_image found, so callers need not decode the bytes a second time.
+    # What the intake check found and the pixels it decoded, so callers need not decode the bytes again.
     info: ImageInfo | None = None
+    pixels: PILImage | None = None
 
 
 class FetchError(FakewatchError):
@@ -370,10 +372,11 @@ def _image_from(response: BaseHTTPResponse, url: str, settings: Settings, deadli
     _raise_for_status(response, url)
     data = _read_capped(response, url, settings, deadline)
     try:
-        info = inspect_image(data, settings.image_limits)
+        decoded = decode_checked(data, settings.image_limits)
     except FakewatchError as exc:
         raise FetchError(exc.code, f"{url} is not a usable image: {exc.message}", exc.status) from exc
-    return FetchedImage(data=data, final_url=url, content_type=response.headers.get("Content-Type"), info=info)
+    return FetchedImage(data=data, final_url=url, content_type=response.headers.get("Content-Type"),
+                        info=decoded.info, pixels=decoded.pixels)
 
 
 def _raise_for_status(response: BaseHTTPResponse, url: str) -> None:

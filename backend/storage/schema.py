@@ -350,6 +350,19 @@ class ConsoleSession(Base):
     ended_at: Mapped[datetime | None]
 
 
+class ScoringWorker(Base):
+    """A scoring process that has loaded its model and can score now: written when its model is warm, refreshed
+    while it lives (``seen_at``), removed when it stops. Readiness reads it; nothing depends on it to score."""
+
+    __tablename__ = "scoring_workers"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(200))
+    runtime: Mapped[str] = mapped_column(String(32))
+    ready_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 ACTIVE_RUN = f"status IN ({', '.join(repr(status.value) for status in ACTIVE_RUN_STATUSES)})"
 
 

@@ -1,0 +1,232 @@
+"""Benchmark the scoring path of two trees side by side and print JSON with ratios: this tree against the landed code
+(another checkout, e.g. ``git worktree add /tmp/base d1c1a0c``), each on its own shipped model, in the same run.
+
+For each tree, on the embedded default (SQLite database and broker), with a real API and real scoring workers:
+- worker start to first verdict: an upload is queued with no worker running, then a worker (1 process) starts;
+  the time from starting it to the stored verdict;
+- one image end to end: sequential uploads of distinct images with ``?wait=10``, p50 and p90 (quiet machine
+  advised);
+- scoring worker memory: resident set of the worker's processes (main + pool) after it scored;
+- images a second, file to stored verdict: ``--images`` distinct uploads on 2 worker processes, from the first POST
+  to the last stored verdict, and the same batch again while a pool process is killed every ``--kill-every`` s
+  (the reliability benchmark's kill, at most 3 kills, scaled down): total time with kills over total time without;
+- the tree's in-process limit: decode + score of the same images in one process, batches of 32.
+
+    python benchmarks/serving.py --base /tmp/base [--images 256] [--latency-images 20] [--kill-every 15]
+                                 [--out benchmarks/serving-results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parents[1]
+
+INNER = r"""
+import io, json, os, signal, statistics, sys, threading, time
+from pathlib import Path
+import numpy as np, requests
+from PIL import Image
+from testbed.stack import Stack, backend_env, isolated_settings
+from backend.training.versions import register_model
+from core.model_metadata import SHIPPED_MODEL
+
+count, latency_count, kill_every, root = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), Path(sys.argv[4])
+
+
+def images(n, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        side = int(rng.choice([256, 384, 512, 640]))
+        pixels = rng.integers(0, 255, (side // 8, side // 8, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).resize((side, side), Image.Resampling.BICUBIC)
+        buffer = io.BytesIO(); image.save(buffer, "JPEG", quality=88); out.append(buffer.getvalue())
+    return out
+
+
+def rss_mb(pid):
+    total = 0
+    for child in [pid, *[int(p) for p in os.popen(f"pgrep -P {pid}").read().split()]]:
+        try:
+            for line in open(f"/proc/{child}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return round(total / 1024, 1)
+
+
+def pool_children(pid):
+    return [int(p) for p in os.popen(f"pgrep -P {pid}").read().split()]
+
+
+def post(stack, data, wait=0):
+    r = requests.post(f"{stack.api_url}/api/v1/checks", params={"wait": wait}, headers=stack.headers(),
+                      files={"image": ("i.jpg", data)}, timeout=120)
+    r.raise_for_status()
+    return r.json()
+
+
+def wait_all(stack, ids, timeout=600):
+    deadline = time.monotonic() + timeout
+    pending = set(ids)
+    while pending and time.monotonic() < deadline:
+        for cid in list(pending):
+            if stack.get_check(cid)["status"] in ("done", "failed", "cancelled"):
+                pending.discard(cid)
+        time.sleep(0.2)
+    return not pending
+
+
+def run_batch(stack, data, kill_pid=None):
+    started = time.monotonic()
+    ids = []
+    lock = threading.Lock()
+    def poster(part):
+        for d in part:
+            cid = post(stack, d)["id"]
+            with lock:
+                ids.append(cid)
+    threads = [threading.Thread(target=poster, args=(data[i::4],)) for i in range(4)]
+    for t in threads: t.start()
+    kills, stop = [], threading.Event()
+    def killer():
+        while len(kills) < 3 and not stop.wait(kill_every):  # at most 3 kills, as benchmarks/reliability.py
+            children = pool_children(kill_pid)
+            if children:
+                os.kill(children[0], signal.SIGKILL); kills.append(round(time.monotonic() - started, 1))
+    if kill_pid:
+        threading.Thread(target=killer, daemon=True).start()
+    for t in threads: t.join()
+    finished = wait_all(stack, ids)
+    stop.set()
+    seconds = time.monotonic() - started
+    statuses = {}
+    for cid in ids:
+        s = stack.get_check(cid)["status"]; statuses[s] = statuses.get(s, 0) + 1
+    return {"seconds": round(seconds, 2), "images_per_s": round(len(data) / seconds, 2), "statuses": statuses,
+            "finished": finished, "kills_at_s": kills}
+
+
+stack = Stack(kind="embedded", env=backend_env("embedded", root), data_dir=root)
+stack.env["FAKEWATCH_STUCK_AFTER_S"] = "30"
+stack.run_cli("db", "upgrade")
+with stack.session() as session:
+    register_model(session, SHIPPED_MODEL, activate=True)
+stack.api_key = stack.run_cli("keys", "create", "bench", "--role", "admin").stdout.strip().splitlines()[-1]
+stack.start_api()
+result = {}
+try:
+    first = post(stack, images(1, 99)[0])
+    began = time.monotonic()
+    worker = stack.start_process("worker", "worker", "--concurrency", "1")
+    check = stack.wait_for_check(first["id"], timeout=300)
+    result["worker_start_to_first_verdict_s"] = round(time.monotonic() - began, 2)
+    assert check["status"] == "done", check
+    stack.start_process("callbacks-worker", "worker", "--queues", "callbacks", "--concurrency", "1")
+    latencies = []
+    for data in images(latency_count, 1):
+        t = time.monotonic(); body = post(stack, data, wait=10); latencies.append(1000 * (time.monotonic() - t))
+        assert body["status"] == "done", body
+    print("RESULT " + json.dumps(result), flush=True)
+    result["one_image_ms"] = {"p50": round(statistics.median(latencies), 1),
+                              "p90": round(sorted(latencies)[int(0.9 * (len(latencies) - 1))], 1)}
+    result["worker_rss_mb_1_process"] = rss_mb(worker.pid)
+    stack.stop_process("worker")
+    warm_before = stack.log_text("worker").count("loaded and warm")
+    worker = stack.start_process("worker", "worker", "--concurrency", "2")
+    deadline = time.monotonic() + 600
+    while stack.log_text("worker").count("loaded and warm") < warm_before + 2 and time.monotonic() < deadline:
+        time.sleep(0.5)  # both pool processes hold the model: the batch below measures scoring, not start-up
+    warm = post(stack, images(1, 98)[0], wait=10)
+    batch = images(count, 2)
+    result["batch_2_workers"] = run_batch(stack, batch)
+    result["worker_rss_mb_2_processes"] = rss_mb(worker.pid)
+    print("RESULT " + json.dumps(result), flush=True)
+    result["batch_2_workers_with_kills"] = run_batch(stack, images(count, 3), kill_pid=worker.pid)
+    result["kill_run_time_ratio"] = round(result["batch_2_workers_with_kills"]["seconds"]
+                                          / result["batch_2_workers"]["seconds"], 2)
+    print("RESULT " + json.dumps(result), flush=True)
+finally:
+    stack.stop()
+
+from core.decoding import decode_image
+from models.serving import Detector
+limits = isolated_settings().image_limits
+detector = Detector.load(SHIPPED_MODEL)
+detector.score([decode_image(batch[0], limits)])
+t = time.monotonic()
+for s in range(0, len(batch), 32):
+    detector.score([decode_image(d, limits) for d in batch[s:s + 32]])
+result["in_process_limit_images_per_s"] = round(len(batch) / (time.monotonic() - t), 2)
+result["model"] = detector.version
+print("RESULT " + json.dumps(result))
+"""
+
+
+def measure(tree: Path, count: int, latency_count: int, kill_every: float, timeout_s: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "PYTHONPATH": str(tree), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        try:
+            done = subprocess.run([sys.executable, "-c", INNER, str(count), str(latency_count), str(kill_every),
+                                   scratch], cwd=tree, env=env, capture_output=True, text=True, timeout=timeout_s,
+                                  check=False)
+        except subprocess.TimeoutExpired as expired:  # keep the stages that finished
+            out = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+            done = subprocess.CompletedProcess(expired.cmd, 124, out, f"timed out after {timeout_s} s")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        return {"error": done.stderr[-3000:]}
+    parsed: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))  # the stages it finished
+    if done.returncode != 0:
+        parsed["error"] = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else str(done.returncode)
+    return parsed
+
+
+def ratio(new: Any, old: Any) -> float | None:
+    return round(float(new) / float(old), 2) if isinstance(new, int | float) and isinstance(old, int | float) and old else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, required=True, help="a checkout of the landed code")
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--latency-images", type=int, default=20)
+    parser.add_argument("--kill-every", type=float, default=15.0)
+    parser.add_argument("--timeout", type=float, default=3000,
+                        help="seconds per tree at most (a last resort: each batch gives up after 600 s)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    result: dict[str, Any] = {"command": " ".join(sys.argv), "images": args.images}
+    for name, tree in (("landed", args.base.resolve()), ("this_tree", HERE)):
+        result[name] = measure(tree, args.images, args.latency_images, args.kill_every, args.timeout)
+        print(name, json.dumps(result[name]), file=sys.stderr)
+    new, old = result["this_tree"], result["landed"]
+    result["ratios_this_over_landed"] = {
+        "images_per_s_2_workers": ratio(new.get("batch_2_workers", {}).get("images_per_s"),
+                                        old.get("batch_2_workers", {}).get("images_per_s")),
+        "worker_start_to_first_verdict": ratio(new.get("worker_start_to_first_verdict_s"),
+                                               old.get("worker_start_to_first_verdict_s")),
+        "one_image_p50": ratio(new.get("one_image_ms", {}).get("p50"), old.get("one_image_ms", {}).get("p50")),
+        "worker_rss_1_process": ratio(new.get("worker_rss_mb_1_process"), old.get("worker_rss_mb_1_process")),
+        "in_process_limit": ratio(new.get("in_process_limit_images_per_s"), old.get("in_process_limit_images_per_s")),
+    }
+    limit = new.get("in_process_limit_images_per_s")
+    rate = new.get("batch_2_workers", {}).get("images_per_s")
+    result["this_tree_batch_rate_over_its_in_process_limit"] = ratio(rate, limit)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
