@@ -1,7 +1,7 @@
 """A list page costs the same number of SQL statements whatever its length: the service that answers it loads what
 the page shows in grouped queries, and the shapes (backend/shapes.py) build the JSON from what was loaded. Counted
-on the engine (``before_cursor_execute``) for pages of 24 and of 100 items of checks, the review queue and batches,
-over the API and through the services the console calls."""
+on the engine (``before_cursor_execute``) for pages of 24 and of 100 items of checks, the review queue, batches and
+training runs, over the API and through the services the console calls."""
 
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ from backend.checks.service import submit_image
 from backend.identity.keys import create_key
 from backend.moderation.reviews import label_image, review_queue
 from backend.settings import Settings
-from backend.shapes import BatchOut, CheckOut
+from backend.shapes import BatchOut, CheckOut, RunOut
 from backend.storage.db import get_engine, session_scope
 from backend.storage.migrate import upgrade_database
-from backend.storage.schema import CallbackDelivery, Check
+from backend.storage.schema import CallbackDelivery, Check, ModelVersion, TrainingRun
+from backend.training.runs import list_runs
 from backend.training.versions import register_model
-from core.enums import CheckStatus, DeliveryStatus, Label, Role, Verdict
+from core.enums import CheckStatus, DeliveryStatus, Label, Role, RunStatus, Verdict
 from core.model_metadata import SHIPPED_MODEL
 from testbed.images import distinct_photos
 from testbed.stack import isolated_settings
@@ -93,6 +94,9 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             if number % 2:
                 session.add(CallbackDelivery(batch_id=batch.id, url=batch.callback_url or "",
                                              status=DeliveryStatus.DELIVERED))
+        for number in range(LARGE):
+            candidate = ModelVersion(name=f"candidate-{number}", file=f"candidate-{number}.keras", sha256="0" * 64)
+            session.add(TrainingRun(status=RunStatus.DONE, requested_by="tests", model_version=candidate))
     with session_scope(settings) as session:
         # The newest images are labelled (with their near-copies): their checks show it, and they leave the queue.
         checks = list(session.scalars(select(Check).where(Check.batch_id.is_(None)).order_by(Check.created_at)))
@@ -144,6 +148,16 @@ def test_the_review_queue_page_costs_the_same_statements_at_24_and_100(seeded: S
     assert http[SMALL] == http[LARGE], http
     console = statements(seeded, in_the_console)
     assert console[SMALL] == console[LARGE], console
+
+
+def test_the_training_runs_cost_the_same_statements_at_24_and_100(seeded: Settings) -> None:
+    def in_the_console(size: int) -> None:
+        with session_scope(seeded) as session:
+            runs = RunOut(many=True).dump(list_runs(session, limit=size))
+            assert len(runs) == size and all(run["candidate"]["name"].startswith("candidate-") for run in runs)
+
+    # The page and its candidates (25 and 101 before).
+    assert statements(seeded, in_the_console) == {SMALL: 2, LARGE: 2}
 
 
 def test_a_page_of_batches_costs_the_same_statements_at_24_and_100(seeded: Settings,

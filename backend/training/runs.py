@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from backend.checks.dispatch import enqueue_training
 from backend.identity.access import Actor, owner_key_id, require, visible_or_not_found
@@ -99,7 +99,9 @@ def get_run(session: Session, run_id: str, actor: Actor | None = None) -> Traini
 
 
 def list_runs(session: Session, limit: int = 20, actor: Actor | None = None) -> list[TrainingRun]:
-    query = select(TrainingRun).order_by(TrainingRun.created_at.desc()).limit(limit)
+    # Each run's candidate is loaded with the page (RunOut shows it), not one query per run.
+    query = (select(TrainingRun).options(selectinload(TrainingRun.model_version))
+             .order_by(TrainingRun.created_at.desc()).limit(limit))
     if (owner := owner_key_id(actor)) is not None:
         query = query.where(TrainingRun.api_key_id == owner)
     return list(session.scalars(query))
