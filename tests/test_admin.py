@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image as PILImage
@@ -224,7 +223,7 @@ def test_users_cli_creates_and_lists_moderators(console_db: Settings) -> None:
 def test_admin_command_runs_streamlit_headless_with_xsrf_protection() -> None:
     command = streamlit_command("127.0.0.1", 8599)
     options = dict(zip(command[5::2], command[6::2], strict=True))
-    assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("admin/app.py")
+    assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("admin/server.py")
     assert options["--server.enableXsrfProtection"] == "true" and options["--server.headless"] == "true"
     assert options["--server.port"] == "8599" and options["--browser.gatherUsageStats"] == "false"
 
@@ -460,7 +459,8 @@ def test_models_page_lists_versions_and_curves(console_db: Settings) -> None:
     at = logged_in(console_db, "views/models.py")
     assert "Active version: **test-model-v1**" in texts(at)
     table = at.dataframe[0].value
-    assert sorted(table["name"]) == ["older-model", "test-model-v1"] and table["roc_auc"].tolist() == [0.91, 0.91]
+    assert sorted(table["name"]) == ["older-model", "test-model-v1"]
+    assert at.dataframe[1].value["roc_auc"].tolist() == [0.91, 0.91]  # nothing missing: still numbers
     assert at.selectbox(key="models_version").value == "test-model-v1"
 
 
@@ -722,10 +722,11 @@ def test_versions_measured_on_a_handful_of_images_show_no_comparable_figures(con
     with session_scope(console_db) as session:
         register_model(session, path)
     at = logged_in(console_db, "views/models.py")
-    table = at.dataframe[0].value.set_index("name")
-    assert table.loc["tiny-retrain", "valid images"] == 3 and pd.isna(table.loc["tiny-retrain", "accuracy"])
+    table = at.dataframe[1].value.set_index("name")
+    assert table.loc["tiny-retrain", "valid images"] == "3" and table.loc["tiny-retrain", "accuracy"] == "—"
     assert table.loc["tiny-retrain", "metrics"] == "3 validation image(s): too few to compare"
-    assert table.loc["test-model-v1", "roc_auc"] == 0.91  # no counts recorded: kept as measured
+    assert table.loc["test-model-v1", "roc_auc"] == "0.910"  # no counts recorded: kept as measured
+    assert at.dataframe[0].value.set_index("name").loc["tiny-retrain", "last active"] == "—"  # never active
     at.selectbox(key="models_version").set_value("tiny-retrain").run()
     assert not at.exception, at.exception
     assert "**loss**" in texts(at) and "**accuracy**" not in texts(at)  # one epoch of loss: its chart, drawn
@@ -748,6 +749,8 @@ def test_queue_cards_and_the_image_page_show_the_verdict_source_and_the_evidence
     assert "AI: Content Credentials" in [element.value for element in at.text]
     tables = [frame.value for frame in at.dataframe]
     [checks] = [table for table in tables if "verdict source" in table.columns]
-    [signals] = [table for table in tables if "says" in table.columns]
+    [signals] = [table.value.reset_index() for table in at.table if "says" in table.value.columns]
+    [credentials] = [table.value for table in at.table if "value" in table.value.columns]
     assert checks["verdict source"].tolist() == ["provenance"]
     assert signals[["kind", "says"]].values.tolist() == [["c2pa_source_type", "ai"]]
+    assert credentials.loc["source types", "value"] == "trainedAlgorithmicMedia" and not at.json  # no raw JSON

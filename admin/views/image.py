@@ -14,6 +14,7 @@ from admin.context import console_settings, session_scope
 from admin.evidence import evidence_lines, verdict_line
 from admin.heatmap import heatmap_png
 from admin.notices import flash, show_flash
+from admin.tables import MISSING, cell_text, dash_missing
 from admin.thumbnails import data_url
 from backend.checks.verdicts import decision_when_read, provenance_summary
 from backend.delivery.callbacks import deliveries_for_checks, describe_delivery
@@ -82,7 +83,7 @@ def checks_table(history: ImageHistory, deliveries: dict[str, CallbackDelivery] 
             "page URL": check.page_url, "image URL": check.source_url, "batch": check.batch_id, "check id": check.id,
             "callback": describe_delivery(deliveries.get(check.id)),
         })
-    return pd.DataFrame(rows)
+    return dash_missing(pd.DataFrame(rows))
 
 
 def reviews_table(history: ImageHistory) -> pd.DataFrame:
@@ -98,16 +99,34 @@ def copies_table(copies: list[CopySeen]) -> pd.DataFrame:
                           "pages": "\n".join(copy.page_urls), "sha256": copy.image.sha256} for copy in copies])
 
 
+C2PA_FIELDS = {"state": "validation", "signer": "signed by", "issuer": "issuer", "signed_at": "signed at",
+               "claim_generator": "made with", "digital_source_types": "source types", "errors": "failures"}
+
+
+def c2pa_rows(c2pa: dict[str, Any]) -> pd.DataFrame:
+    """The Content Credentials as field and value, the fields a moderator reads (no raw JSON)."""
+    def text(value: Any) -> str:
+        if isinstance(value, list):
+            return ", ".join(str(item.get("type", "")) if isinstance(item, dict) else str(item)
+                             for item in value) or MISSING
+        return cell_text(value)
+    return pd.DataFrame([{"field": label, "value": text(c2pa.get(key))} for key, label in C2PA_FIELDS.items()])
+
+
 def render_provenance(provenance: dict[str, Any] | None) -> None:
     """The evidence read from the file's original bytes: its summary, the Content Credentials, every signal.
-    All of it comes from the file (signer names, tool names), so it is shown as text and tables, never markdown."""
+    All of it comes from the file (signer names, tool names), so it is shown as text and tables, never markdown;
+    as static tables, whose long details wrap instead of being cut at a laptop's width."""
     st.subheader("Provenance")
     summary = provenance_summary(provenance)
     st.text(summary or "No provenance metadata. Metadata is easily stripped: its absence proves nothing.")
     if provenance and provenance.get("c2pa"):
-        st.json(provenance["c2pa"], expanded=False)
+        st.caption("Content Credentials")
+        st.table(c2pa_rows(provenance["c2pa"]).set_index("field"))
     if provenance and provenance.get("signals"):
-        st.dataframe(pd.DataFrame(provenance["signals"]), hide_index=True, width="stretch")
+        st.caption("Signals")
+        signals = pd.DataFrame(provenance["signals"], columns=["kind", "says", "detail", "source"])
+        st.table(dash_missing(signals).set_index("kind"))
 
 
 def escalations_table(history: ImageHistory) -> pd.DataFrame:
