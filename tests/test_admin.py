@@ -753,4 +753,4 @@ def test_queue_cards_and_the_image_page_show_the_verdict_source_and_the_evidence
     [credentials] = [table.value for table in at.table if "value" in table.value.columns]
     assert checks["verdict source"].tolist() == ["provenance"]
     assert signals[["kind", "says"]].values.tolist() == [["c2pa_source_type", "ai"]]
-    assert credentials.loc["source types", "value"] == "trainedAlgorithmicMedia" and not at.json  # no raw JSON
+    assert credentials.loc["source types", "value"] == "algorithmicMedia" and not at.json  # no raw JSON
