@@ -407,15 +407,15 @@ def test_image_page_shows_checks_and_reviews_and_labels(console_db: Settings) ->
     at.query_params["sha256"] = sha256
     at.switch_page("views/image.py").run()
     assert not at.exception, at.exception
-    assert "Not reviewed yet." in texts(at) and len(at.dataframe) == 1
+    assert "Not reviewed yet." in texts(at) and len(at.dataframe) == 2  # the checks: what they decided, where from
     assert at.dataframe[0].value["model version"].tolist() == ["test-model-v1"]
     at.text_input(key="image_note").input("watermark of a generator")
     at.button(key="image_real").click().run()
     assert [(r.label, r.note) for r in reviews(console_db)] == [("real", "watermark of a generator")]
-    assert f"Current label: **real** by {MODERATOR}" in texts(at) and len(at.dataframe) == 3
+    assert f"Current label: **real** by {MODERATOR}" in texts(at) and len(at.dataframe) == 4
     history = at.dataframe[-1].value  # the image's own audit trail
     assert history["action"].tolist() == ["review.label"] and history["by"].tolist() == [MODERATOR]
-    assert history["before"].tolist() == [None] and history["after"].tolist() == ["real"]
+    assert history["before"].tolist() == ["—"] and history["after"].tolist() == ["real"]  # no label before: a dash
     at.text_input(key="image_sha256").input("0" * 64).run()
     assert "No stored image has SHA-256" in texts(at)
 
@@ -665,9 +665,10 @@ def test_image_page_shows_the_verdict_evidence_heat_map_and_page_url(console_db:
     at.switch_page("views/image.py").run()
     assert not at.exception, at.exception
     assert "fake · score 0.950 · confidence 95% · decided by the model's score" in texts(at)
+    sources = at.dataframe[1].value  # where each check came from
+    assert sources["page URL"].tolist() == ["https://example.org/post/1"]
+    assert sources["image URL"].tolist() == ["https://cdn.example.org/img/1.jpg"]
     table = at.dataframe[0].value
-    assert table["page URL"].tolist() == ["https://example.org/post/1"]
-    assert table["image URL"].tolist() == ["https://cdn.example.org/img/1.jpg"]
     assert table["verdict source"].tolist() == ["model"] and table["confidence"].round(2).tolist() == [0.95]
     assert "Heat map: 2 crop(s), scores 0.20 to 0.90." in texts(at)
     plain = at.get("image")[0].proto.imgs[0].url
