@@ -1,7 +1,7 @@
 """The console's login gate. A login lasts across reloads and tabs for FAKEWATCH_CONSOLE_SESSION_HOURS (12 by
-default): its token lives in a cookie (backend/identity/sessions.py checks it on every new browser session) until
-it expires or the user logs out. Every page asks ``require_user`` first, so no page renders (or writes a review)
-for someone who has not logged in.
+default): its token lives in an HttpOnly cookie that the server sets (admin/web.py; backend/identity/sessions.py
+checks it on every new browser session) until it expires or the user logs out. Every page asks ``require_user``
+first, so no page renders (or writes a review) for someone who has not logged in.
 
 Logging in goes through backend/identity/logins.py (a growing delay after failures, then a lockout, per name and per
 address; each attempt an audit event). The logged-in user is read back from the database on each run
@@ -11,12 +11,11 @@ services refuse it anyway."""
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 from sqlalchemy import select
 
 from admin.context import console_settings, session_scope
+from admin.web import COOKIE, TICKETS, ticket_address
 from backend.identity.access import Actor, may
 from backend.identity.logins import log_in
 from backend.identity.sessions import console_session_user, end_console_session, start_console_session
@@ -28,7 +27,6 @@ USER_KEY = "moderator"
 USER_ID_KEY = "console_user_id"
 TOKEN_KEY = "console_token"
 COOKIE_PENDING_KEY = "console_cookie_pending"  # the cookie to write on the next run: (token, max_age_s)
-COOKIE = "fakewatch_console"
 
 
 def current_actor() -> Actor | None:
@@ -94,10 +92,17 @@ def require_permission(permission: Permission) -> Actor:
     return actor
 
 
+LOCALHOST = "localhost"
+
+
 def client_address() -> str | None:
-    """The browser's address as Streamlit sees it (None from localhost), which the login limiter counts by."""
+    """The browser's address, which the login limiter counts by and the audit trail records. Streamlit names no
+    address for a connection from this machine (127.0.0.1 or ::1): that one is recorded as "localhost". None only
+    where no browser is connected (AppTest)."""
     address = st.context.ip_address
-    return address if isinstance(address, str) else None  # AppTest has no real connection
+    if isinstance(address, str):
+        return address
+    return LOCALHOST if st.context.headers else None
 
 
 def render_login() -> None:
@@ -124,9 +129,9 @@ def render_login() -> None:
 
 
 def _write_cookie(value: str, max_age_s: int) -> None:
-    """Set (or, with max_age_s 0, delete) the login cookie in the browser; Streamlit has no API that does."""
-    st.html(f"<script>document.cookie = {json.dumps(COOKIE)} + '=' + {json.dumps(value)} + "
-            f"'; path=/; max-age={int(max_age_s)}; SameSite=Strict';</script>", unsafe_allow_javascript=True)
+    """Have the server set (or, with max_age_s 0, delete) the HttpOnly login cookie: the browser fetches a one-time
+    pixel whose answer carries it (admin/web.py says why it takes an image)."""
+    st.markdown(f"![]({ticket_address(TICKETS.issue(value, max_age_s))})")
 
 
 def log_out() -> None:

@@ -15,13 +15,14 @@ from backend.storage.db import session_scope
 from core.enums import USER_ROLES, Role
 from core.errors import FakewatchError
 
-APP = Path(__file__).resolve().parent / "app.py"
+# server.py serves app.py with the security headers and the HttpOnly login cookie (admin/web.py).
+SERVER = Path(__file__).resolve().parent / "server.py"
 MAX_UPLOAD_MB = 20  # MiB, as every size fakewatch writes
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
     """The console's `streamlit run` line: headless, XSRF protection on, no usage statistics sent anywhere."""
-    return [sys.executable, "-m", "streamlit", "run", str(APP),
+    return [sys.executable, "-m", "streamlit", "run", str(SERVER),
             "--server.address", host, "--server.port", str(port), "--server.headless", "true",
             "--server.enableXsrfProtection", "true", "--server.enableCORS", "true",
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",

@@ -34,7 +34,6 @@ def render_retraining(versions: list[ModelVersion]) -> None:
     """The section under the Models page's table; ``versions`` is the list that page already loaded, newest first."""
     st.divider()
     st.header("Retrain on moderators' labels")
-    show_flash()
     with session_scope() as session:
         data = assemble_training_data(session, console_settings()).summary()
         run = latest_run(session)
@@ -63,14 +62,15 @@ def _actor() -> Actor:
     return actor
 
 
-def _act(action: Callable[[Any], Any], success: str) -> None:
-    """Run one service call in its own transaction; show its result (or its refusal) after the rerun."""
+def _act(action: Callable[[Any], Any], success: str, place: str) -> None:
+    """Run one service call in its own transaction; show its result (or its refusal) after the rerun, at ``place``:
+    beside the control that asked for it."""
     try:
         with session_scope() as session:
             result = action(session)
-        flash("success", success.format(result=result))
+        flash("success", success.format(result=result), place)
     except FakewatchError as error:
-        flash("error", error.message)
+        flash("error", error.message, place)
     st.rerun()
 
 
@@ -89,12 +89,13 @@ def _render_request_form(busy: bool) -> None:
         epochs = st.number_input("Epochs", min_value=1, max_value=settings.training_max_epochs,
                                  value=settings.training_epochs, step=1, key="retrain_epochs")
         submitted = st.form_submit_button("Retrain", type="primary", disabled=busy)
+    show_flash("retrain")
     if busy:
         st.caption("A training run is in progress: one at a time.")
     if submitted:
         _act(lambda session: start_training(session, console_settings(), actor=_actor(), from_scratch=scratch,
                                             epochs=int(epochs)),
-             "Training run {result.id} queued.")
+             "Training run {result.id} queued.", "retrain")
 
 
 def _live_run(run_id: str) -> None:
@@ -121,11 +122,28 @@ def _run_panel(body: dict[str, Any]) -> None:
             st.caption("Cancel requested: the run stops within a few seconds.")
         elif allowed(Permission.TRAIN) and st.button("Cancel training", key="retrain_cancel"):
             run_id = body["id"]
-            _act(lambda session: cancel_run(session, run_id, actor=_actor()), "Cancel requested for run {result.id}.")
+            _act(lambda session: cancel_run(session, run_id, actor=_actor()), "Cancel requested for run {result.id}.",
+                 "run")
+    show_flash("run")
 
 
 COMPARISON_COLUMNS = ["set", "images", "metric", "active", "active 95% CI", "candidate", "candidate 95% CI",
                       "comparable"]
+
+
+# Short headers (the full meaning in each tooltip) and fixed widths, so that the table fits 1366 px unscrolled.
+COMPARISON_LABELS = {
+    "set": st.column_config.TextColumn("set", width=170),
+    "images": st.column_config.NumberColumn("images", width=55),
+    "metric": st.column_config.TextColumn("metric", width=120),
+    "active": st.column_config.NumberColumn("active", format="%.3f", width=60),
+    "active 95% CI": st.column_config.TextColumn("active CI", help="95% confidence interval", width=105),
+    "candidate": st.column_config.NumberColumn("candidate", format="%.3f", width=75),
+    "candidate 95% CI": st.column_config.TextColumn("cand. CI", help="95% confidence interval", width=105),
+    "comparable": st.column_config.CheckboxColumn("comparable", help="Enough images for the figures to compare "
+                                                  "the two versions", width=85),
+    "change": st.column_config.NumberColumn("change", format="%+.3f", help="candidate minus active", width=60),
+}
 
 
 def comparison_table(comparison: dict[str, Any] | None, min_images: int = 0) -> pd.DataFrame:
@@ -144,13 +162,15 @@ def _render_comparison(body: dict[str, Any]) -> None:
     st.caption(f"Candidate **{candidate['name']}** against **{comparison.get('active_version')}** (active when it was "
                "measured), on the same images, each at its own threshold, with 95% confidence intervals. A set of "
                f"fewer than {minimum} images is not comparable: its figures move more by chance than by model.")
-    st.dataframe(comparison_table(comparison, minimum), hide_index=True, width="stretch")
+    st.dataframe(comparison_table(comparison, minimum), hide_index=True, width="stretch",
+                 column_config=COMPARISON_LABELS)
     names = [part["name"] for part in comparison.get("sets", [])]
     if not any(name != HELDOUT_SET for name in names):
         st.caption("No base dataset's validation split was measured (none is configured or present): only the "
                    "held-out reviewed images, so what the candidate forgot of the base data is not shown.")
     if candidate["active"]:
         st.success(f"{candidate['name']} is active.")
+        show_flash("promotion")
         return
     with session_scope() as session:
         guard = check_promotion(session, candidate["id"], console_settings())
@@ -168,7 +188,8 @@ def _render_comparison(body: dict[str, Any]) -> None:
     rescore = st.checkbox("Re-score flagged images with it, as a batch", key="retrain_rescore")
     label = f"Promote {candidate['name']}" + (" anyway" if guard.refusals else "")
     if st.button(label, type="primary", key="retrain_promote"):
-        _act(lambda session: _promote(session, candidate["id"], rescore, reason), "{result}")
+        _act(lambda session: _promote(session, candidate["id"], rescore, reason), "{result}", "promotion")
+    show_flash("promotion")
 
 
 def _promote(session: Any, version_id: int, rescore: bool, override_reason: str) -> str:
@@ -186,6 +207,7 @@ def _promote(session: Any, version_id: int, rescore: bool, override_reason: str)
 def _render_roll_back(earlier: list[ModelVersion], current: ModelVersion | None) -> None:
     """``earlier``: the versions that were active before, most recently active first (never a mere candidate)."""
     if not earlier:
+        show_flash("rollback")  # the last roll back may have left nothing to roll back to
         return
     st.subheader("Roll back")
     by_name = {version.name: version for version in earlier}
@@ -195,4 +217,6 @@ def _render_roll_back(earlier: list[ModelVersion], current: ModelVersion | None)
     label = f"Roll back from {current.name}" if current is not None else "Activate"
     if st.button(label, key="retrain_rollback"):
         version_id = by_name[str(chosen)].id
-        _act(lambda session: roll_back(session, version_id, actor=_actor()), "{result.name} is active again.")
+        _act(lambda session: roll_back(session, version_id, actor=_actor()), "{result.name} is active again.",
+             "rollback")
+    show_flash("rollback")

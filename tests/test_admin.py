@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image as PILImage
@@ -225,7 +224,7 @@ def test_users_cli_creates_and_lists_moderators(console_db: Settings) -> None:
 def test_admin_command_runs_streamlit_headless_with_xsrf_protection() -> None:
     command = streamlit_command("127.0.0.1", 8599)
     options = dict(zip(command[5::2], command[6::2], strict=True))
-    assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("admin/app.py")
+    assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("admin/server.py")
     assert options["--server.enableXsrfProtection"] == "true" and options["--server.headless"] == "true"
     assert options["--server.port"] == "8599" and options["--browser.gatherUsageStats"] == "false"
 
@@ -409,15 +408,15 @@ def test_image_page_shows_checks_and_reviews_and_labels(console_db: Settings) ->
     at.query_params["sha256"] = sha256
     at.switch_page("views/image.py").run()
     assert not at.exception, at.exception
-    assert "Not reviewed yet." in texts(at) and len(at.dataframe) == 1
+    assert "Not reviewed yet." in texts(at) and len(at.dataframe) == 2  # the checks: what they decided, where from
     assert at.dataframe[0].value["model version"].tolist() == ["test-model-v1"]
     at.text_input(key="image_note").input("watermark of a generator")
     at.button(key="image_real").click().run()
     assert [(r.label, r.note) for r in reviews(console_db)] == [("real", "watermark of a generator")]
-    assert f"Current label: **real** by {MODERATOR}" in texts(at) and len(at.dataframe) == 3
+    assert f"Current label: **real** by {MODERATOR}" in texts(at) and len(at.dataframe) == 4
     history = at.dataframe[-1].value  # the image's own audit trail
     assert history["action"].tolist() == ["review.label"] and history["by"].tolist() == [MODERATOR]
-    assert history["before"].tolist() == [None] and history["after"].tolist() == ["real"]
+    assert history["before"].tolist() == ["—"] and history["after"].tolist() == ["real"]  # no label before: a dash
     at.text_input(key="image_sha256").input("0" * 64).run()
     assert "No stored image has SHA-256" in texts(at)
 
@@ -461,7 +460,8 @@ def test_models_page_lists_versions_and_curves(console_db: Settings) -> None:
     at = logged_in(console_db, "views/models.py")
     assert "Active version: **test-model-v1**" in texts(at)
     table = at.dataframe[0].value
-    assert sorted(table["name"]) == ["older-model", "test-model-v1"] and table["roc_auc"].tolist() == [0.91, 0.91]
+    assert sorted(table["name"]) == ["older-model", "test-model-v1"]
+    assert at.dataframe[1].value["roc_auc"].tolist() == [0.91, 0.91]  # nothing missing: still numbers
     assert at.selectbox(key="models_version").value == "test-model-v1"
 
 
@@ -666,9 +666,10 @@ def test_image_page_shows_the_verdict_evidence_heat_map_and_page_url(console_db:
     at.switch_page("views/image.py").run()
     assert not at.exception, at.exception
     assert "fake · score 0.950 · confidence 95% · decided by the model's score" in texts(at)
+    sources = at.dataframe[1].value  # where each check came from
+    assert sources["page URL"].tolist() == ["https://example.org/post/1"]
+    assert sources["image URL"].tolist() == ["https://cdn.example.org/img/1.jpg"]
     table = at.dataframe[0].value
-    assert table["page URL"].tolist() == ["https://example.org/post/1"]
-    assert table["image URL"].tolist() == ["https://cdn.example.org/img/1.jpg"]
     assert table["verdict source"].tolist() == ["model"] and table["confidence"].round(2).tolist() == [0.95]
     assert "Heat map: 2 crop(s), scores 0.20 to 0.90." in texts(at)
     plain = at.get("image")[0].proto.imgs[0].url
@@ -723,10 +724,11 @@ def test_versions_measured_on_a_handful_of_images_show_no_comparable_figures(con
     with session_scope(console_db) as session:
         register_model(session, path)
     at = logged_in(console_db, "views/models.py")
-    table = at.dataframe[0].value.set_index("name")
-    assert table.loc["tiny-retrain", "valid images"] == 3 and pd.isna(table.loc["tiny-retrain", "accuracy"])
+    table = at.dataframe[1].value.set_index("name")
+    assert table.loc["tiny-retrain", "valid images"] == "3" and table.loc["tiny-retrain", "accuracy"] == "—"
     assert table.loc["tiny-retrain", "metrics"] == "3 validation image(s): too few to compare"
-    assert table.loc["test-model-v1", "roc_auc"] == 0.91  # no counts recorded: kept as measured
+    assert table.loc["test-model-v1", "roc_auc"] == "0.910"  # no counts recorded: kept as measured
+    assert at.dataframe[0].value.set_index("name").loc["tiny-retrain", "last active"] == "—"  # never active
     at.selectbox(key="models_version").set_value("tiny-retrain").run()
     assert not at.exception, at.exception
     assert "**loss**" in texts(at) and "**accuracy**" not in texts(at)  # one epoch of loss: its chart, drawn
@@ -749,6 +751,8 @@ def test_queue_cards_and_the_image_page_show_the_verdict_source_and_the_evidence
     assert "AI: Content Credentials" in [element.value for element in at.text]
     tables = [frame.value for frame in at.dataframe]
     [checks] = [table for table in tables if "verdict source" in table.columns]
-    [signals] = [table for table in tables if "says" in table.columns]
+    [signals] = [table.value.reset_index() for table in at.table if "says" in table.value.columns]
+    [credentials] = [table.value for table in at.table if "value" in table.value.columns]
     assert checks["verdict source"].tolist() == ["provenance"]
     assert signals[["kind", "says"]].values.tolist() == [["c2pa_source_type", "ai"]]
+    assert credentials.loc["source types", "value"] == "algorithmicMedia" and not at.json  # no raw JSON

@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,12 +22,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 from playwright.sync_api import BrowserContext, Page, Worker, expect, sync_playwright
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from backend.moderation.reviews import label_image, undo_last_decision
-from backend.storage.schema import Check
+from backend.storage.db import session_scope
+from backend.storage.schema import Check, ModelVersion
 from testbed.images import LocalServer, distinct_photos, photo_bytes
 from testbed.provenance_files import make_authority, signed_jpeg
 from testbed.stack import Stack, free_port
@@ -402,7 +405,7 @@ def test_options_save_reload_and_test_connection(configured: Browser, embedded_s
     page.fill("#adminUrl", "http://127.0.0.1:9999")
     page.fill("#minSize", "80")
     page.click("#save")
-    expect(page.locator("#status.ok")).to_have_text("Saved.")
+    expect(page.locator("#status.ok")).to_contain_text("Saved. Connected: key accepted")
     page.reload()
     assert page.input_value("#serverUrl") == embedded_stack.api_url
     assert page.input_value("#apiKey") == embedded_stack.api_key
@@ -412,7 +415,9 @@ def test_options_save_reload_and_test_connection(configured: Browser, embedded_s
     assert stored["serverUrl"] == embedded_stack.api_url and stored["apiKey"] == embedded_stack.api_key
 
     page.click("#test")
-    expect(page.locator("#status.ok")).to_contain_text("Connected: key accepted, model ")
+    active = requests.get(f"{embedded_stack.api_url}/readyz", headers=embedded_stack.headers(),
+                          timeout=30).json()["model_version"]
+    expect(page.locator("#status.ok")).to_have_text(f"Connected: key accepted, active model {active}.")
     page.fill("#apiKey", "fw_wrong")
     page.click("#test")
     expect(page.locator("#status.problem")).to_contain_text("API key rejected")
@@ -423,6 +428,48 @@ def test_options_save_reload_and_test_connection(configured: Browser, embedded_s
     page.click("#save")
     expect(page.locator("#status.problem")).to_contain_text("must start with http:// or https://")
     assert configured.worker.evaluate("chrome.storage.local.get('serverUrl')")["serverUrl"] == embedded_stack.api_url
+    page.close()
+
+
+def test_test_connection_names_the_reason_a_server_is_not_ready(configured: Browser, embedded_stack: Stack) -> None:
+    """With no active model version the server is up but not ready: the keyed test says why, in the server's words."""
+    page = configured.context.new_page()
+    page.goto(configured.extension_url("options.html"))
+    with session_scope(embedded_stack.settings) as session:
+        active = session.scalars(select(ModelVersion).where(ModelVersion.active.is_(True))).one()
+        active.active = False
+    try:
+        page.click("#test")
+        expect(page.locator("#status.problem")).to_contain_text(
+            "Key accepted, but the server is not ready: no active model version")
+    finally:
+        with session_scope(embedded_stack.settings) as session:
+            session.execute(update(ModelVersion).where(ModelVersion.id == active.id).values(active=True))
+    page.click("#test")
+    expect(page.locator("#status.ok")).to_contain_text(f"active model {active.name}.")
+    page.close()
+
+
+def test_a_save_that_fixes_the_url_is_not_overwritten_by_an_earlier_test(configured: Browser,
+                                                                          embedded_stack: Stack) -> None:
+    """A test against a server that never answers is still waiting when the URL is fixed and saved: when it
+    finally fails, its "Server unreachable" does not replace what the save found."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # never accepted, never answered: the browser's request waits
+    page = configured.context.new_page()
+    page.goto(configured.extension_url("options.html"))
+    try:
+        page.fill("#serverUrl", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        page.click("#test")
+        expect(page.locator("#status")).to_have_text("Testing…")
+        page.fill("#serverUrl", embedded_stack.api_url)
+        page.click("#save")
+        expect(page.locator("#status.ok")).to_contain_text("Saved. Connected: key accepted")
+    finally:
+        silent.close()  # the waiting test fails now
+    page.wait_for_timeout(2000)
+    expect(page.locator("#status.ok")).to_contain_text("Saved. Connected: key accepted")
     page.close()
 
 

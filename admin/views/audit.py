@@ -10,6 +10,7 @@ import streamlit as st
 
 from admin.auth import require_permission
 from admin.context import session_scope
+from admin.tables import dash_missing
 from backend.identity.audit import EventFilters, event_dict, events_csv, find_events
 from core.enums import AuditAction, Permission
 
@@ -50,8 +51,9 @@ def render_audit() -> None:
         return
     st.caption(f"{len(events)} event(s), newest first" + (f" (the latest {SHOWN_EVENTS})"
                                                           if len(events) == SHOWN_EVENTS else ""))
-    table = pd.DataFrame([{**event, "before": _compact(event["before"]), "after": _compact(event["after"])}
-                          for event in events])
+    # A missing cell reads as a dash: an action from the command line or the API has no browser address.
+    table = dash_missing(pd.DataFrame([{**event, "before": _compact(event["before"]), "after": _compact(event["after"])}
+                                       for event in events]))
     st.dataframe(table, hide_index=True, width="stretch", key="audit_table")
 
 

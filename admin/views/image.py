@@ -14,6 +14,7 @@ from admin.context import console_settings, session_scope
 from admin.evidence import evidence_lines, verdict_line
 from admin.heatmap import heatmap_png
 from admin.notices import flash, show_flash
+from admin.tables import MISSING, cell_text, dash_missing
 from admin.thumbnails import data_url
 from backend.checks.verdicts import decision_when_read, provenance_summary
 from backend.delivery.callbacks import deliveries_for_checks, describe_delivery
@@ -70,6 +71,7 @@ def _decision(history: ImageHistory, check: Check) -> Decision:
 
 
 def checks_table(history: ImageHistory, deliveries: dict[str, CallbackDelivery] | None = None) -> pd.DataFrame:
+    """What each check of these bytes decided (and its callback); where each came from is check_sources_table's."""
     deliveries = deliveries or {}
     rows = []
     for check in history.checks:
@@ -77,12 +79,29 @@ def checks_table(history: ImageHistory, deliveries: dict[str, CallbackDelivery] 
         rows.append({
             "checked": check.created_at, "model version": check.model_version.name if check.model_version else None,
             "verdict": decision.verdict, "score": check.score, "confidence": decision.confidence,
-            "verdict source": decision.source, "status": check.status, "source": check.source,
-            # The page the image was seen on; the image's own address is its own column.
-            "page URL": check.page_url, "image URL": check.source_url, "batch": check.batch_id, "check id": check.id,
+            "verdict source": decision.source, "status": check.status,
             "callback": describe_delivery(deliveries.get(check.id)),
         })
-    return pd.DataFrame(rows)
+    return dash_missing(pd.DataFrame(rows))
+
+
+def check_sources_table(history: ImageHistory) -> pd.DataFrame:
+    """Where each check came from: the page the image was seen on, the image's own address, its batch."""
+    return dash_missing(pd.DataFrame([{"checked": check.created_at, "source": check.source, "page URL": check.page_url,
+                                       "image URL": check.source_url, "batch": check.batch_id, "check id": check.id}
+                                      for check in history.checks]))
+
+
+# Fixed widths that add up to less than a laptop's content column (about 900 px at 1366x768): long values end in
+# an ellipsis inside their cell (the whole value on hover) instead of pushing columns off the side.
+CHECK_COLUMNS = {"checked": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm", width=125),
+                 "model version": st.column_config.TextColumn(width=120), "verdict": st.column_config.TextColumn(width=70),
+                 "score": st.column_config.Column(width=60), "confidence": st.column_config.Column(width=90),
+                 "verdict source": st.column_config.TextColumn(width=120), "status": st.column_config.TextColumn(width=65),
+                 "callback": st.column_config.TextColumn(width=200)}
+SOURCE_COLUMNS = {"checked": CHECK_COLUMNS["checked"], "source": st.column_config.TextColumn(width=80),
+                  "page URL": st.column_config.TextColumn(width=210), "image URL": st.column_config.TextColumn(width=210),
+                  "batch": st.column_config.TextColumn(width=100), "check id": st.column_config.TextColumn(width=100)}
 
 
 def reviews_table(history: ImageHistory) -> pd.DataFrame:
@@ -98,16 +117,34 @@ def copies_table(copies: list[CopySeen]) -> pd.DataFrame:
                           "pages": "\n".join(copy.page_urls), "sha256": copy.image.sha256} for copy in copies])
 
 
+C2PA_FIELDS = {"state": "validation", "signer": "signed by", "issuer": "issuer", "signed_at": "signed at",
+               "claim_generator": "made with", "digital_source_types": "source types", "errors": "failures"}
+
+
+def c2pa_rows(c2pa: dict[str, Any]) -> pd.DataFrame:
+    """The Content Credentials as field and value, the fields a moderator reads (no raw JSON)."""
+    def text(value: Any) -> str:
+        if isinstance(value, list):
+            return ", ".join(str(item.get("type", "")) if isinstance(item, dict) else str(item)
+                             for item in value) or MISSING
+        return cell_text(value)
+    return pd.DataFrame([{"field": label, "value": text(c2pa.get(key))} for key, label in C2PA_FIELDS.items()])
+
+
 def render_provenance(provenance: dict[str, Any] | None) -> None:
     """The evidence read from the file's original bytes: its summary, the Content Credentials, every signal.
-    All of it comes from the file (signer names, tool names), so it is shown as text and tables, never markdown."""
+    All of it comes from the file (signer names, tool names), so it is shown as text and tables, never markdown;
+    as static tables, whose long details wrap instead of being cut at a laptop's width."""
     st.subheader("Provenance")
     summary = provenance_summary(provenance)
     st.text(summary or "No provenance metadata. Metadata is easily stripped: its absence proves nothing.")
     if provenance and provenance.get("c2pa"):
-        st.json(provenance["c2pa"], expanded=False)
+        st.caption("Content Credentials")
+        st.table(c2pa_rows(provenance["c2pa"]).set_index("field"))
     if provenance and provenance.get("signals"):
-        st.dataframe(pd.DataFrame(provenance["signals"]), hide_index=True, width="stretch")
+        st.caption("Signals")
+        signals = pd.DataFrame(provenance["signals"], columns=["kind", "says", "detail", "source"])
+        st.table(dash_missing(signals).set_index("kind"))
 
 
 def escalations_table(history: ImageHistory) -> pd.DataFrame:
@@ -207,7 +244,9 @@ def render_image_page() -> None:
         render_labelling(history)
     render_provenance(image.provenance)
     st.subheader(f"Checks ({len(history.checks)})")
-    st.dataframe(checks_table(history, deliveries), hide_index=True, width="stretch")
+    st.dataframe(checks_table(history, deliveries), hide_index=True, width="stretch", column_config=CHECK_COLUMNS)
+    st.caption("Where each check came from")
+    st.dataframe(check_sources_table(history), hide_index=True, width="stretch", column_config=SOURCE_COLUMNS)
     st.subheader(f"Copies seen ({len(copies)})")
     if copies:
         st.dataframe(copies_table(copies), hide_index=True, width="stretch")
@@ -233,9 +272,10 @@ def render_history(sha256: str) -> None:
     if not events:
         st.caption("Nothing has been done to this image yet.")
         return
-    st.dataframe(pd.DataFrame([{"at": e["at"], "action": e["action"], "by": e["actor_name"], "role": e["actor_role"],
-                                "before": (e["before"] or {}).get("label"), "after": (e["after"] or {}).get("label")}
-                               for e in events]), hide_index=True, width="stretch", key="image_history")
+    st.dataframe(dash_missing(pd.DataFrame([{"at": e["at"], "action": e["action"], "by": e["actor_name"],
+                                             "role": e["actor_role"], "before": (e["before"] or {}).get("label"),
+                                             "after": (e["after"] or {}).get("label")} for e in events])),
+                 hide_index=True, width="stretch", key="image_history")
 
 
 render_image_page()

@@ -12,6 +12,7 @@ from admin.auth import require_user
 from admin.context import console_settings, session_scope
 from admin.curves import history_frame, render_curves
 from admin.retraining import render_retraining
+from admin.tables import cell_text, dash_missing
 from backend.storage.schema import ModelVersion
 from backend.training.versions import list_versions
 
@@ -31,12 +32,33 @@ def split_metrics(version: ModelVersion, min_images: int) -> dict[str, Any]:
     return {"valid images": count, **shown, "metrics": note}
 
 
-def versions_table(versions: list[ModelVersion], min_images: int) -> pd.DataFrame:
-    return pd.DataFrame([{
+def versions_table(versions: list[ModelVersion]) -> pd.DataFrame:
+    """Each version's identity and decision settings ("last active": a dash for one never active)."""
+    return dash_missing(pd.DataFrame([{
         "active": version.active, "name": version.name, "architecture": version.architecture,
-        "created": version.created_at, "last active": version.activated_at, "threshold": version.threshold,
-        "band": version.band, **split_metrics(version, min_images),
-    } for version in versions])
+        "created": version.created_at, "last active": cell_text(version.activated_at), "threshold": version.threshold,
+        "band": version.band} for version in versions]))
+
+
+def metrics_table(versions: list[ModelVersion], min_images: int) -> pd.DataFrame:
+    """Each version's validation metrics: a table of its own, so that both fit a laptop's screen."""
+    rows = [{"name": version.name, **split_metrics(version, min_images)} for version in versions]
+    for row in rows:  # a count, not a fraction, even beside a missing one
+        row["valid images"] = cell_text(row["valid images"])
+    return dash_missing(pd.DataFrame(rows))
+
+
+# Short headers (the full name in each column's tooltip), so that the metrics fit 1366 px without scrolling.
+METRIC_COLUMNS = {
+    "valid images": st.column_config.TextColumn("images", help="Validation images the figures come from"),
+    "accuracy": st.column_config.Column("acc.", help="Accuracy"),
+    "balanced_accuracy": st.column_config.Column("bal. acc.", help="Balanced accuracy"),
+    "roc_auc": st.column_config.Column("ROC AUC", help="Area under the ROC curve"),
+    "tpr_at_5pct_fpr": st.column_config.Column("TPR @ 5% FPR", help="True-positive rate at a 5% false-positive rate"),
+    "fpr_at_threshold": st.column_config.Column("FPR", help="False-positive rate at the version's threshold"),
+    "ece": st.column_config.Column("ECE", help="Expected calibration error"),
+    "metrics": st.column_config.TextColumn("note"),
+}
 
 
 def render_version_curves(version: ModelVersion) -> None:
@@ -58,10 +80,11 @@ def render_models() -> None:
         active = next((v.name for v in versions if v.active), None)
         st.markdown(f"Active version: **{active}**" if active else "No version is active: nothing can be scored.")
         columns = {"active": st.column_config.CheckboxColumn(),
-                   "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
-                   "last active": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")}
+                   "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")}
         minimum = console_settings().promotion_min_heldout
-        st.dataframe(versions_table(versions, minimum), hide_index=True, width="stretch", column_config=columns)
+        st.dataframe(versions_table(versions), hide_index=True, width="stretch", column_config=columns)
+        st.subheader("Validation metrics")
+        st.dataframe(metrics_table(versions, minimum), hide_index=True, width="stretch", column_config=METRIC_COLUMNS)
         st.caption(f"Validation metrics of a version measured on fewer than {minimum} images are left blank: that few "
                    "images cannot tell two models apart.")
         st.subheader("Training curves")

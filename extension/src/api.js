@@ -113,13 +113,16 @@ function finishedCheck(check) {
   throw errorFromCode(error.code || "failed", error.message || `Check ${check.id} failed.`);
 }
 
-/** What is wrong with this server URL and key, in words; `ok` when a check would go through. */
+/** What is wrong with this server URL and key, in words; `ok` when a check would go through. A keyed /readyz
+ * names the active model version and, when the server is not ready, its reasons (an anonymous one gives only the
+ * status). */
 async function testConnection(settings) {
   const problem = validateBaseUrl(settings.serverUrl, "The server URL");
   if (problem) return { ok: false, message: problem };
+  const headers = settings.apiKey ? { Authorization: `Bearer ${settings.apiKey}` } : {};
   let response;
   try {
-    response = await fetch(`${settings.serverUrl}/readyz`, { credentials: "omit" });
+    response = await fetch(`${settings.serverUrl}/readyz`, { headers, credentials: "omit" });
   } catch {
     return { ok: false, message: `Server unreachable at ${settings.serverUrl}: is fakewatch running (fakewatch up)?` };
   }
@@ -135,8 +138,9 @@ async function testConnection(settings) {
     if (error.code !== "not_found") return { ok: false, message: `${error.short}: ${error.detail}` };
   }
   if (ready.status !== "ready") {
-    const problems = Object.values(ready.problems || {}).join("; ");
+    // Without its database the server cannot check the key, so it gives no reasons.
+    const problems = Object.values(ready.problems || {}).join("; ") || "no reason given (its database may be down)";
     return { ok: false, message: `Key accepted, but the server is not ready: ${problems}` };
   }
-  return { ok: true, message: `Connected: key accepted, model ${ready.model_version}.` };
+  return { ok: true, message: `Connected: key accepted, active model ${ready.model_version}.` };
 }

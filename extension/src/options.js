@@ -14,23 +14,36 @@ function fillForm(settings) {
   document.getElementById("autoScan").checked = settings.autoScan;
 }
 
-function report(message, ok) {
-  const status = document.getElementById("status");
-  status.textContent = message;
-  status.className = ok ? "ok" : "problem";
+let latestAction = 0;
+
+/** The status line for one action (a save, a test). A later action supersedes it: a test still waiting on a server
+ * that never answered must not write "Server unreachable" over what a later save found. */
+function reporter() {
+  const action = ++latestAction;
+  return (message, ok) => {
+    if (action !== latestAction) return;
+    const status = document.getElementById("status");
+    status.textContent = message;
+    status.className = ok ? "ok" : "problem";
+  };
 }
 
 async function saveForm(event) {
   event.preventDefault();
+  const report = reporter();
   const values = readForm();
   const problem = validateBaseUrl(values.serverUrl, "The server URL") ||
     (values.adminUrl ? validateBaseUrl(values.adminUrl, "The console URL") : null);
   if (problem) return report(problem, false);
-  fillForm(await saveSettings(values));
-  report("Saved.", true);
+  const saved = await saveSettings(values);
+  fillForm(saved);
+  report("Saved. Testing the connection…", true);
+  const result = await testConnection(saved);
+  report(`Saved. ${result.message}`, result.ok);
 }
 
 async function testForm() {
+  const report = reporter();
   report("Testing…", true);
   const result = await testConnection(readForm());
   report(result.message, result.ok);
