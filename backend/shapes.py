@@ -204,6 +204,15 @@ class RegionOut(Schema):
     score = fields.Float(metadata={"description": "P(fake) of this crop, calibrated like the image's score."})
 
 
+class FrameOut(Schema):
+    """One sampled frame of a video check (docs/video.md)."""
+
+    time_s = fields.Float(metadata={"description": "Where the frame is in the clip, in seconds."})
+    score = fields.Float(metadata={"description": "P(fake) of this frame, by the model."})
+    verdict = Choice(Verdict, metadata={"description": "The model's verdict on this frame alone (threshold and band)."})
+    regions = fields.List(fields.Nested(RegionOut), metadata={"description": "Per-crop scores, in the clip's pixels."})
+
+
 class MatchOut(Schema):
     sha256 = fields.String(allow_none=True, metadata={"description": "The labelled image this one is a near-copy "
                                                                      "of; null for a hash from a shared list."})
@@ -264,7 +273,16 @@ class CheckOut(Schema):
                                metadata={"description": "Evidence read from the file's original bytes."})
     match = fields.Nested(MatchOut, allow_none=True)
     regions = fields.List(fields.Nested(RegionOut), allow_none=True,
-                          metadata={"description": "The detector's per-crop scores with their boxes (heat map)."})
+                          metadata={"description": "The detector's per-crop scores with their boxes (heat map); "
+                                                   "for a video, those of its highest-scoring frame."})
+    media = DerivedString(lambda check: check.image.media if check.image is not None else None, allow_none=True,
+                          metadata={"description": "`image` or `video` (a clip, or an animated GIF, WebP or PNG); "
+                                                   "null before a URL is fetched."})
+    duration_s = DerivedFloat(lambda check: check.image.duration_s if check.image is not None else None,
+                              allow_none=True, metadata={"description": "A video's length in seconds."})
+    frames = fields.List(fields.Nested(FrameOut), allow_none=True,
+                         metadata={"description": "A video's sampled frames, in time order; its `score` is the mean "
+                                                  "of the top quarter of their scores (docs/video.md)."})
     attempts = fields.Integer()
     callback = DerivedNested(lambda check: _callback(check, CallbackDelivery.check_id), CallbackOut, allow_none=True)
     created_at = Timestamp()

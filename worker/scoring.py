@@ -24,6 +24,7 @@ from core.errors import FakewatchError
 from worker.detectors import detector_for
 from worker.fetching import fetch_into_checks
 from worker.leases import holding_leases
+from worker.video import score_video_checks
 
 log = logging.getLogger("fakewatch.worker")
 
@@ -54,7 +55,9 @@ def _score_claimed(session: Session, checks: list[Check], settings: Settings) ->
     pending = [check for check in checks if check.status == CheckStatus.RUNNING]
     matches = _labelled_matches(session, pending, settings)
     pending = _apply_cached_scores(session, pending, version, matches)
-    _score_with_model(pending, version, settings, matches)
+    videos = [check for check in pending if check.image is not None and check.image.media == "video"]
+    score_video_checks(videos, version, settings, matches)  # frame by frame: worker/video.py
+    _score_with_model([check for check in pending if check not in videos], version, settings, matches)
     _finish_chunk(session, checks, settings)
     return _tally(checks)
 
@@ -87,7 +90,7 @@ def _apply_cached_scores(session: Session, checks: list[Check], version: ModelVe
         if check.image_id in cached:
             earlier = cached[check.image_id]
             record_score(check, version, earlier.score, cached=True, regions=earlier.regions,
-                         match=matches.get(check.image_id))
+                         match=matches.get(check.image_id), frames=earlier.frames)
         else:
             remaining.append(check)
     return remaining

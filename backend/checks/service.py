@@ -29,14 +29,17 @@ from backend.storage.db import get_or_not_found
 from backend.storage.schema import Check, Image, ModelVersion, utcnow
 from backend.storage.store import put_image
 from backend.training.versions import require_active_version
-from core.decoding import ImageInfo, decode_image, inspect_image
+from core.decoding import decode_image
 from core.enums import CheckStatus, Source
+from core.media import MediaInfo, inspect_media
+from core.video import VideoInfo
 
 
-def store_image(session: Session, data: bytes, settings: Settings, info: ImageInfo | None = None) -> Image:
+def store_image(session: Session, data: bytes, settings: Settings, info: MediaInfo | None = None) -> Image:
     """Validate untrusted bytes, store them content-addressed, and return their (possibly existing) row.
 
-    ``info`` is the result of ``inspect_image`` on these bytes when the caller already has it (the fetcher does)."""
+    ``info`` is the result of ``inspect_media`` on these bytes when the caller already has it (the fetcher does).
+    A clip or animation is stored the same way, as media "video"; its frames are decoded by the worker."""
     # Bytes with a known SHA-256 passed every intake check when first stored: skip decoding them again.
     known = session.scalar(select(Image).where(Image.sha256 == hashlib.sha256(data).hexdigest()))
     if known is not None:
@@ -48,14 +51,17 @@ def store_image(session: Session, data: bytes, settings: Settings, info: ImageIn
             known.provenance = read_image_provenance(data, settings)
         return known
     if info is None:
-        info = inspect_image(data, settings.image_limits)
+        info = inspect_media(data, settings.image_limits, settings.video_limits)
     key = put_image(data, info.sha256, settings.images_dir)
     image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
                   width=info.width, height=info.height, storage_key=key)
     # From the original bytes, before anything decodes or re-encodes them (backend/provenance/intake.py).
     image.provenance = read_image_provenance(data, settings)
-    # Near-duplicate matching (backend/matching/lookups.py): the PDQ hash of the decoded image, stored with its row.
-    image.pdq_hex, image.pdq_quality = hash_fields(decode_image(data, settings.image_limits))
+    if isinstance(info, VideoInfo):  # its frames' PDQ hashes come with its first scoring (worker/video.py)
+        image.media, image.duration_s = "video", info.duration_s
+    else:
+        # Near-duplicate matching (backend/matching/lookups.py): the PDQ hash of the decoded image, stored with its row.
+        image.pdq_hex, image.pdq_quality = hash_fields(decode_image(data, settings.image_limits))
     try:
         with session.begin_nested():
             session.add(image)
@@ -71,18 +77,19 @@ class CachedScore:
 
     score: float
     regions: list[Any] | None
+    frames: list[Any] | None = None
 
 
 def find_cached_scores(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, CachedScore]:
     """Earlier scores of the same bytes by the same model version, by image id (one query for all of them)."""
     rows = session.execute(
-        select(Check.image_id, Check.score, Check.regions)
+        select(Check.image_id, Check.score, Check.regions, Check.frames)
         .where(Check.image_id.in_(set(image_ids)), Check.model_version_id == model_version_id,
                Check.status == CheckStatus.DONE, Check.score.is_not(None))
         .order_by(Check.finished_at.desc())
     )
     # Newest first, so the oldest score of each image is written last and wins (the one first reported).
-    return {image_id: CachedScore(score, regions) for image_id, score, regions in rows
+    return {image_id: CachedScore(score, regions, frames) for image_id, score, regions, frames in rows
             if image_id is not None and score is not None}
 
 
@@ -94,7 +101,7 @@ class Submission:
 
 def submit_image(session: Session, data: bytes, settings: Settings, *, source: Source = Source.UPLOAD,
                  source_url: str | None = None, page_url: str | None = None, api_key_id: int | None = None,
-                 info: ImageInfo | None = None, callback_url: str | None = None) -> Submission:
+                 info: MediaInfo | None = None, callback_url: str | None = None) -> Submission:
     """Create a check for image bytes. If the active model already scored these bytes, the check is done at once
     (with the labelled near-copies known now as its match).
 
@@ -107,7 +114,7 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
     cached = find_cached_scores(session, [image.id], version.id).get(image.id)
     if cached is not None:
         _finish(check, version, cached.score, cached=True, regions=cached.regions,
-                match=match_for_image(session, settings, image))
+                match=match_for_image(session, settings, image), frames=cached.frames)
     session.flush()
     return Submission(check=check, needs_scoring=cached is None)
 
@@ -208,7 +215,7 @@ def renew_leases(session: Session, check_ids: Sequence[str], lease_s: float) -> 
 
 
 def _finish(check: Check, version: ModelVersion, score: float, cached: bool, regions: list[Any] | None,
-            match: dict[str, Any] | None) -> None:
+            match: dict[str, Any] | None, frames: list[Any] | None = None) -> None:
     decision = decide_at_scoring(check, score, version.threshold, version.band, match)
     check.status = CheckStatus.DONE
     check.score = float(score)
@@ -217,6 +224,7 @@ def _finish(check: Check, version: ModelVersion, score: float, cached: bool, reg
     check.flagged = decision.flagged
     check.match = match
     check.regions = regions
+    check.frames = frames
     check.cached = cached
     check.model_version_id = version.id
     check.model_version = version
@@ -225,12 +233,14 @@ def _finish(check: Check, version: ModelVersion, score: float, cached: bool, reg
 
 
 def record_score(check: Check, version: ModelVersion, score: float, cached: bool = False,
-                 regions: list[Any] | None = None, match: dict[str, Any] | None = None) -> None:
+                 regions: list[Any] | None = None, match: dict[str, Any] | None = None,
+                 frames: list[Any] | None = None) -> None:
     """The model's score of a running check, its per-crop regions and any near-duplicate match: the check is done,
-    with the verdict the policy decides from them and the image's provenance."""
+    with the verdict the policy decides from them and the image's provenance. A video's ``score`` is its clip
+    score (core.policy.clip_score) and ``frames`` its sampled frames."""
     if check.status != CheckStatus.RUNNING:
         return
-    _finish(check, version, score, cached, regions, match)
+    _finish(check, version, score, cached, regions, match, frames)
 
 
 def record_failure(check: Check, code: str, message: str) -> None:
@@ -256,7 +266,7 @@ def commit_finished(session: Session, checks: Iterable[Check]) -> list[str]:
 
 
 def attach_image(session: Session, check: Check, data: bytes, settings: Settings,
-                 info: ImageInfo | None = None) -> Image:
+                 info: MediaInfo | None = None) -> Image:
     """Give a URL check (a single one or a batch item) the image its URL returned."""
     image = store_image(session, data, settings, info)
     check.image_id = image.id

@@ -18,7 +18,7 @@ How each hop (the URL, then every redirect) is made:
 
 The whole fetch shares one deadline (``settings.fetch_timeout_s``), enforced between reads as well as on each
 socket operation, so a server that drips one byte a second cannot hold a worker. The body is streamed and
-refused as soon as it passes ``settings.max_image_bytes``; what arrives must pass ``inspect_image`` whatever the
+refused as soon as it passes ``settings.max_upload_bytes``; what arrives must pass ``inspect_media`` whatever the
 Content-Type said.
 
 Not covered: name resolution itself is not bounded by the deadline (``getaddrinfo`` has no timeout), and no
@@ -50,8 +50,9 @@ from urllib3.exceptions import (
 
 from backend.fetching.allowlist import AllowEntry, parse_allowlist
 from backend.settings import Settings
-from core.decoding import ImageInfo, inspect_image, mebibytes
+from core.decoding import mebibytes
 from core.errors import FakewatchError
+from core.media import MediaInfo, inspect_media
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -89,8 +90,8 @@ class FetchedImage:
     data: bytes
     final_url: str
     content_type: str | None
-    # What inspect_image found, so callers need not decode the bytes a second time.
-    info: ImageInfo | None = None
+    # What inspect_media found, so callers need not decode the bytes a second time.
+    info: MediaInfo | None = None
 
 
 class FetchError(FakewatchError):
@@ -372,7 +373,7 @@ def _image_from(response: BaseHTTPResponse, url: str, settings: Settings, deadli
     _raise_for_status(response, url)
     data = _read_capped(response, url, settings, deadline)
     try:
-        info = inspect_image(data, settings.image_limits)
+        info = inspect_media(data, settings.image_limits, settings.video_limits)
     except FakewatchError as exc:
         raise FetchError(exc.code, f"{url} is not a usable image: {exc.message}", exc.status) from exc
     return FetchedImage(data=data, final_url=url, content_type=response.headers.get("Content-Type"), info=info)
@@ -398,7 +399,7 @@ def _raise_for_status(response: BaseHTTPResponse, url: str) -> None:
 
 def _read_capped(response: BaseHTTPResponse, url: str, settings: Settings, deadline: float) -> bytes:
     """The body, read in chunks against the byte cap and the deadline."""
-    cap = settings.max_image_bytes
+    cap = settings.max_upload_bytes  # a still's own cap is applied by inspect_media
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > cap:
         raise _too_large(url, cap)

@@ -63,7 +63,7 @@ def read_image_provenance(data: bytes, settings: Settings) -> dict[str, Any]:
     """The provenance to store for these original bytes, as ``Provenance.to_dict()``.
 
     Raises InputTooLarge (413 ``too_large``) only for bytes over the upload cap, which intake refuses first."""
-    limits = ProvenanceLimits(max_input_bytes=settings.max_image_bytes)
+    limits = ProvenanceLimits(max_input_bytes=settings.max_upload_bytes)
     notes: list[Signal] = []
     try:
         anchors = load_trust_anchors(settings)

@@ -1,0 +1,83 @@
+"""Scoring video checks: each stored clip (or animation) is decoded once, under the video limits, its sampled
+frames are scored by the same detector as stills (with their regions), and the clip's score is decided by
+core.policy.clip_score; each frame's own verdict is rule 5 on its score. A refused clip ends its checks failed with
+the limit's code; nothing it does can take the worker down with it (core/video.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from backend.checks.service import record_failure, record_score
+from backend.settings import Settings
+from backend.storage.schema import Check, ModelVersion
+from backend.storage.store import read_stored
+from core.errors import FakewatchError
+from core.policy import clip_score, decide_verdict
+from core.video import SampledFrame, Video, sample_video
+from worker.detectors import detector_for
+
+log = logging.getLogger("fakewatch.worker")
+
+
+def score_video_checks(checks: Sequence[Check], version: ModelVersion, settings: Settings,
+                       matches: dict[int, dict[str, Any] | None]) -> None:
+    """Decode, sample and score each clip of these running checks once, and record every check of it."""
+    by_image: dict[int, list[Check]] = {}
+    for check in checks:
+        assert check.image_id is not None
+        by_image.setdefault(check.image_id, []).append(check)
+    for image_id, group in by_image.items():
+        frames = _scored_frames(group, version, settings)
+        if frames is None:
+            continue
+        score = clip_score([frame["score"] for frame in frames])
+        top = max(frames, key=lambda frame: frame["score"])  # its heat map is the check's regions
+        for check in group:
+            record_score(check, version, score, regions=top["regions"], match=matches.get(image_id), frames=frames)
+
+
+def _scored_frames(group: list[Check], version: ModelVersion, settings: Settings) -> list[dict[str, Any]] | None:
+    """The clip's sampled frames with their scores, or None after recording the group's failure."""
+    stored = group[0].image
+    assert stored is not None
+    started = time.monotonic()
+    try:
+        video = sample_video(read_stored(stored.storage_key, settings.images_dir), settings.video_limits,
+                             settings.video_sampling)
+    except (FakewatchError, OSError) as error:
+        code = error.code if isinstance(error, FakewatchError) else "invalid_video"
+        message = error.message if isinstance(error, FakewatchError) else f"The stored video could not be read: {error}"
+        for check in group:
+            record_failure(check, code, message)
+        return None
+    if stored.duration_s is None:  # a header with no duration: the frames told it
+        stored.duration_s = video.duration_s
+    try:
+        frames = score_frames(version, video)
+    except Exception as error:  # noqa: BLE001 - the model failing must end the checks, not leave them running
+        log.exception("model %s failed on the frames of video %s", version.name, stored.sha256)
+        for check in group:
+            record_failure(check, "model_error", f"The model failed on this video: {error}")
+        return None
+    log.info("video %s: %d frames decoded, %d scored in %.1f s", stored.sha256[:12], video.decoded, len(frames),
+             time.monotonic() - started)
+    return frames
+
+
+def score_frames(version: ModelVersion, video: Video) -> list[dict[str, Any]]:
+    """Each sampled frame as the check records it: time, score, rule 5's verdict and regions in the clip's pixels."""
+    scored = detector_for(version).score_with_regions([frame.image for frame in video.frames])
+    return [{"time_s": frame.time_s, "score": round(result.score, 4),
+             "verdict": decide_verdict(result.score, version.threshold, version.band).value,
+             "regions": [_in_clip_pixels(region.to_dict(), frame) for region in result.regions]}
+            for frame, result in zip(video.frames, scored, strict=True)]
+
+
+def _in_clip_pixels(region: dict[str, Any], frame: SampledFrame) -> dict[str, Any]:
+    """A region's box in the clip's own pixels (a kept frame may have been scaled down)."""
+    if frame.scale == 1.0:
+        return region
+    return {**region, "box": [round(value / frame.scale) for value in region["box"]]}
