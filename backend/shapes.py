@@ -216,8 +216,12 @@ class FrameOut(Schema):
 class MatchOut(Schema):
     sha256 = fields.String(allow_none=True, metadata={"description": "The labelled image this one is a near-copy "
                                                                      "of; null for a hash from a shared list."})
-    distance = fields.Integer(metadata={"description": "Hamming distance of their PDQ hashes (of 256 bits)."})
+    distance = fields.Integer(metadata={"description": "Hamming distance of their PDQ hashes (of 256 bits); for a "
+                                                      "video, the median over its frames."})
     label = Choice(Label, metadata={"description": "That image's latest moderator label."})
+    kind = fields.String(load_default="pdq", metadata={"description": "`pdq` (a still) or `vpdq` (a video's frames)."})
+    query_matched = fields.Float(metadata={"description": "vPDQ: share of this video's frames that match the other."})
+    compared_matched = fields.Float(metadata={"description": "vPDQ: share of the other video's frames matched."})
     by = fields.String(allow_none=True)
     at = fields.String(allow_none=True)
     labels = fields.List(Choice(Label), metadata={"description": "Every label among the near-copies found."})

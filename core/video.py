@@ -25,7 +25,7 @@ import hashlib
 import heapq
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 MIME_TYPES = {"MP4": "video/mp4", "MOV": "video/quicktime", "WEBM": "video/webm", "MKV": "video/x-matroska"}
 ALLOWED_LIST = "MP4, MOV, WebM or MKV clip, or an animated GIF, WebP or PNG"
 THUMB = 16
+PER_SECOND_SIDE = 512  # PDQ works on a 512 px copy at most
 # Decode errors tolerated in one clip (a damaged packet is skipped) before it counts as corrupt.
 MAX_BAD_PACKETS = 16
 
@@ -84,6 +85,9 @@ class VideoInfo:
     height: int
     duration_s: float | None  # None when neither the header nor the frames say
     codec: str
+    # The container's and the video stream's metadata tags (encoder, handler, comment...), capped: provenance reads
+    # generator names in them (backend/provenance/video_tags.py).
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,8 @@ def inspect_video(data: bytes, limits: VideoLimits) -> VideoInfo:
         duration = _header_duration(container, stream)
         _check_duration(duration, limits)
         return VideoInfo(sha256=hashlib.sha256(data).hexdigest(), byte_size=len(data), format=kind, width=width,
-                         height=height, duration_s=duration, codec=stream.codec_context.name)
+                         height=height, duration_s=duration, codec=stream.codec_context.name,
+                         tags=_tags(container, stream))
 
 
 def _check_bytes(data: bytes, limits: VideoLimits) -> None:
@@ -239,6 +244,16 @@ def _video_stream(container: Any) -> Any:
         raise FakewatchError("unsupported_codec", f"The video is encoded with {name}; send H.264, H.265, VP8, VP9, "
                                                   "AV1, MPEG-4 or MJPEG.", 415)
     return stream
+
+
+MAX_TAGS, MAX_TAG_CHARS = 64, 2000
+
+
+def _tags(container: Any, stream: Any) -> dict[str, str]:
+    """Metadata tags of the container, then of the video stream (prefixed "stream:"), capped in number and size."""
+    pairs = [(str(key), str(value)) for key, value in dict(container.metadata).items()]
+    pairs += [(f"stream:{key}", str(value)) for key, value in dict(stream.metadata).items()]
+    return {key[:100]: value[:MAX_TAG_CHARS] for key, value in pairs[:MAX_TAGS]}
 
 
 def _header_duration(container: Any, stream: Any) -> float | None:
@@ -393,16 +408,27 @@ class Video:
     decoded: int  # frames decoded in all
 
 
-def sample_video(data: bytes, limits: VideoLimits, sampling: Sampling = Sampling()) -> Video:
-    """Decode a clip under the limits and keep the frames the sampling rule picks (see the module's docstring)."""
+def sample_video(data: bytes, limits: VideoLimits, sampling: Sampling = Sampling(),
+                 progress: Callable[[float, float | None], None] | None = None,
+                 each_second: Callable[[float, Image.Image], None] | None = None) -> Video:
+    """Decode a clip under the limits and keep the frames the sampling rule picks (see the module's docstring).
+    ``progress(seconds decoded, duration or None)`` is called about once a second of clip, for a long clip's
+    progress bar; ``each_second(time, image)`` gets the first frame of each whole second (at most 512 px on its
+    long side), for vPDQ hashes, in the same decoding pass."""
     info = inspect_video(data, limits)
     duration = info.duration_s
     step = sampling.every_s
     if duration:
         step = max(step, duration / max(1, sampling.max_frames * 3 // 4))
     sampler = _Sampler(sampling=sampling, step=step)
-    last_time, decoded = 0.0, 0
+    last_time, decoded, reported, second = 0.0, 0, -1, -1
     for frame in iter_frames(data, limits, info):
         sampler.offer(frame)
+        if each_second is not None and int(frame.time_s) > second:
+            second = int(frame.time_s)
+            each_second(frame.time_s, frame.rgb(PER_SECOND_SIDE)[0])
         last_time, decoded = frame.time_s, decoded + 1
+        if progress is not None and int(last_time) > reported:
+            reported = int(last_time)
+            progress(last_time, duration)
     return Video(info=info, frames=sampler.frames(), duration_s=round(duration or last_time, 3), decoded=decoded)

@@ -4,6 +4,7 @@ containers, animations made with Pillow, and the hostile-video corpus: each file
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import av
 import numpy as np
@@ -117,3 +118,29 @@ def not_a_video() -> bytes:
 def fake_ftyp() -> bytes:
     """Starts like an MP4 (an ftyp box), then garbage."""
     return b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(range(256)) * 8
+
+
+def tagged_clip(handler_name: str, **clip: Any) -> bytes:
+    """A clip remuxed (not re-encoded) with its video stream's handler name set, as a generator might write it."""
+    out = io.BytesIO()
+    with av.open(io.BytesIO(make_clip(**clip)), "r") as source, av.open(out, "w", format="mp4") as target:
+        stream_in = source.streams.video[0]
+        stream = target.add_stream_from_template(stream_in)
+        stream.metadata["handler_name"] = handler_name
+        for packet in source.demux(stream_in):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    return out.getvalue()
+
+
+def reencoded_copy(data: bytes, scale: float = 0.75, trim_s: float = 0.5, kind: str = "vp9-webm") -> bytes:
+    """What a re-upload does to a clip: decoded, its first ``trim_s`` seconds cut, scaled, encoded again."""
+    with av.open(io.BytesIO(data), "r") as source:
+        stream = source.streams.video[0]
+        fps = int(stream.average_rate or 10)
+        frames = [frame for frame in source.decode(stream) if (frame.time or 0.0) >= trim_s]
+        width = round(frames[0].width * scale) // 2 * 2
+        height = round(frames[0].height * scale) // 2 * 2
+        pixels = [frame.to_ndarray(width=width, height=height, format="rgb24") for frame in frames]
+    return encode_clip(pixels, kind, fps)

@@ -20,7 +20,15 @@ from backend.storage.db import session_scope
 from backend.storage.schema import ModelVersion
 from core.policy import clip_score
 from tests.fixtures_images import LocalServer, photo_bytes
-from tests.fixtures_videos import audio_only, claims_huge_frames, fake_ftyp, make_animation, make_clip, not_a_video
+from tests.fixtures_videos import (
+    audio_only,
+    claims_huge_frames,
+    fake_ftyp,
+    make_animation,
+    make_clip,
+    not_a_video,
+    tagged_clip,
+)
 from tests.stack import Stack
 from worker.scoring import score_checks
 
@@ -58,6 +66,14 @@ def test_an_animated_gif_is_a_video_not_its_first_frame(stack: Stack) -> None:
     body = stack.post_image(make_animation("GIF", frames=25, size=96 + len(stack.api_url) % 4), wait=20).json()
     assert_video_check(body, 2.5, len(body["frames"]))
     assert len(body["frames"]) >= 3
+
+
+def test_a_generator_named_in_the_clips_tags_decides_before_the_model(stack: Stack) -> None:
+    body = stack.post_image(tagged_clip("Google Veo 3", seconds=1.0, width=112), wait=20).json()
+    assert body["status"] == "done" and body["media"] == "video"
+    assert (body["verdict"], body["verdict_source"]) == ("fake", "provenance")
+    assert "Google Veo 3" in body["provenance"]["summary"] or body["provenance"]["signals"][0]["says"] == "ai"
+    assert body["frames"]  # the model still scored every sampled frame
 
 
 def test_hostile_files_are_refused_at_intake_and_the_worker_serves_on(stack: Stack) -> None:

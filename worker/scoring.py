@@ -56,7 +56,7 @@ def _score_claimed(session: Session, checks: list[Check], settings: Settings) ->
     matches = _labelled_matches(session, pending, settings)
     pending = _apply_cached_scores(session, pending, version, matches)
     videos = [check for check in pending if check.image is not None and check.image.media == "video"]
-    score_video_checks(videos, version, settings, matches)  # frame by frame: worker/video.py
+    score_video_checks(session, videos, version, settings, matches)  # frame by frame: worker/video.py
     _score_with_model([check for check in pending if check not in videos], version, settings, matches)
     _finish_chunk(session, checks, settings)
     return _tally(checks)

@@ -56,7 +56,7 @@ def store_image(session: Session, data: bytes, settings: Settings, info: MediaIn
     image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
                   width=info.width, height=info.height, storage_key=key)
     # From the original bytes, before anything decodes or re-encodes them (backend/provenance/intake.py).
-    image.provenance = read_image_provenance(data, settings)
+    image.provenance = read_image_provenance(data, settings, info.tags if isinstance(info, VideoInfo) else None)
     if isinstance(info, VideoInfo):  # its frames' PDQ hashes come with its first scoring (worker/video.py)
         image.media, image.duration_s = "video", info.duration_s
     else:

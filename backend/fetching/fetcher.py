@@ -52,7 +52,7 @@ from backend.fetching.allowlist import AllowEntry, parse_allowlist
 from backend.settings import Settings
 from core.decoding import mebibytes
 from core.errors import FakewatchError
-from core.media import MediaInfo, inspect_media
+from core.media import MediaInfo, byte_cap, inspect_media
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -398,8 +398,9 @@ def _raise_for_status(response: BaseHTTPResponse, url: str) -> None:
 
 
 def _read_capped(response: BaseHTTPResponse, url: str, settings: Settings, deadline: float) -> bytes:
-    """The body, read in chunks against the byte cap and the deadline."""
-    cap = settings.max_upload_bytes  # a still's own cap is applied by inspect_media
+    """The body, read in chunks against the byte cap and the deadline. The cap is the larger (a clip's) until the
+    first chunk shows what the body is: a still is then cut off at the image cap."""
+    cap = settings.max_upload_bytes
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > cap:
         raise _too_large(url, cap)
@@ -413,6 +414,8 @@ def _read_capped(response: BaseHTTPResponse, url: str, settings: Settings, deadl
             raise _transport_error(exc, url) from exc
         if not chunk:
             return b"".join(chunks)
+        if not chunks:
+            cap = byte_cap(chunk, settings.image_limits, settings.video_limits) or cap
         size += len(chunk)
         if size > cap:
             raise _too_large(url, cap)
