@@ -17,6 +17,8 @@ from backend.settings import Settings
 from backend.storage.store import read_stored
 from core.decoding import decode_image
 from core.errors import FakewatchError
+from core.media import is_video
+from core.video import iter_frames
 
 THUMBNAIL_PX = 320
 
@@ -42,8 +44,11 @@ def thumbnail(storage_key: str) -> str | None:
 @st.cache_data(max_entries=2000, show_spinner=False)
 def _thumbnail(settings: Settings, storage_key: str) -> bytes | None:
     try:
-        preview = decode_image(read_stored(storage_key, settings.images_dir), settings.image_limits)
-    except (FakewatchError, OSError):
+        data = read_stored(storage_key, settings.images_dir)
+        # A video's thumbnail is its first frame (decoding stops there).
+        preview = (next(iter_frames(data, settings.video_limits)).rgb(THUMBNAIL_PX)[0] if is_video(data)
+                   else decode_image(data, settings.image_limits))
+    except (FakewatchError, OSError, StopIteration):
         return None
     preview.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
     buffer = io.BytesIO()

@@ -8,7 +8,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,3 +139,15 @@ def test_worker_side_limits_fail_the_check_with_their_code_and_lose_none(
         assert (failed.status, failed.error_code) == ("failed", code)
         assert "FAKEWATCH_VIDEO_MAX" in (failed.error_message or "")
         assert get_check(session, ids[1]).status == "done"  # the still in the same chunk is scored as ever
+
+
+def test_fakewatch_check_prints_a_videos_timeline(stack: Stack, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.webm"
+    clip.write_bytes(make_clip("vp9-webm", seconds=3.0, width=112 + len(stack.api_url) % 4 * 2))
+    env = {**os.environ, **stack.env, "FAKEWATCH_API_URL": stack.api_url, "FAKEWATCH_API_KEY": stack.api_key}
+    result = subprocess.run([sys.executable, "-m", "fakewatch.cli", "check", str(clip), "--wait", "30"], check=False,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.splitlines()
+    assert printed[0].startswith(f"{clip}: ") and "score" in printed[0]
+    assert "3.0 s: 4 frames scored" in printed[1] and printed[2].startswith("  timeline 0 s |")
