@@ -7,6 +7,7 @@ import pytest
 
 from core.errors import FakewatchError
 from core.media import is_video
+from core.policy import clip_score
 from core.video import Sampling, VideoLimits, inspect_video, sample_video
 from tests.fixtures_images import photo_bytes
 from tests.fixtures_videos import (
@@ -110,3 +111,14 @@ def test_ten_thousand_one_pixel_frames_are_contained_or_refused() -> None:
     with pytest.raises(FakewatchError) as refused:  # refused under a lower cap
         sample_video(data, VideoLimits(max_frames=5000))
     assert refused.value.code == "too_many_frames"
+
+
+def test_the_clip_score_is_the_mean_of_the_top_quarter_of_frame_scores() -> None:
+    scores = [0.1, 0.2, 0.9, 0.1, 0.8, 0.1, 0.1, 0.1]
+    assert clip_score(scores) == pytest.approx((0.9 + 0.8) / 2)  # 8 frames: the top 2
+    assert clip_score([0.3]) == 0.3 and clip_score([0.2, 0.6]) == 0.6  # at least one frame
+    # A face swap on a third of a clip is not averaged away; one odd frame in twelve does not decide alone.
+    assert clip_score([0.9] * 4 + [0.1] * 8) == pytest.approx(0.9)
+    assert clip_score([0.95] + [0.1] * 11) == pytest.approx((0.95 + 0.1 + 0.1) / 3)
+    with pytest.raises(ValueError):
+        clip_score([])
