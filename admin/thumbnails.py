@@ -17,6 +17,8 @@ from backend.settings import Settings
 from backend.storage.store import image_store, read_stored
 from core.decoding import decode_reduced
 from core.errors import FakewatchError
+from core.media import is_video
+from core.video import iter_frames
 
 THUMBNAIL_PX = 320
 
@@ -42,9 +44,12 @@ def thumbnail(storage_key: str) -> str | None:
 @st.cache_data(max_entries=2000, show_spinner=False)
 def _thumbnail(settings: Settings, storage_key: str) -> bytes | None:
     try:
-        # Only the pixels a thumbnail needs: a large JPEG decodes at 1/8 of its size in draft mode.
-        preview = decode_reduced(read_stored(storage_key, image_store(settings)), settings.image_limits, THUMBNAIL_PX)
-    except (FakewatchError, OSError):
+        data = read_stored(storage_key, image_store(settings))
+        # A video's thumbnail is its first frame (decoding stops there); a large JPEG decodes at 1/8 of its size in
+        # draft mode, as only the pixels a thumbnail needs are wanted.
+        preview = (next(iter_frames(data, settings.video_limits)).rgb(THUMBNAIL_PX)[0] if is_video(data)
+                   else decode_reduced(data, settings.image_limits, THUMBNAIL_PX))
+    except (FakewatchError, OSError, StopIteration):
         return None
     buffer = io.BytesIO()
     preview.save(buffer, "JPEG", quality=85)

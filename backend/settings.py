@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from backend.fetching.allowlist import parse_allowlist
 from core.decoding import ImageLimits
+from core.video import Sampling, VideoLimits
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
@@ -65,6 +66,17 @@ class Settings(BaseSettings):
     max_image_bytes: int = 20 * 1024 * 1024
     # Far below Pillow's own 89 MP warning: a decompression bomb is refused from its header alone.
     max_image_pixels: int = 40_000_000
+
+    # Video clips and animations (core/video.py, docs/video.md): each cap refuses with its own error code.
+    video_max_bytes: int = 200 * 1024 * 1024
+    video_max_duration_s: float = 600.0
+    video_max_width: int = 3840  # the long side
+    video_max_height: int = 2160  # the short side
+    video_max_frames: int = 40_000  # frames decoded, sampled or not
+    video_max_decode_s: float = 60.0
+    # Sampling: a frame every this many seconds plus scene changes, at most this many frames per clip.
+    video_sample_every_s: float = 1.0
+    video_max_sampled_frames: int = 64
 
     # Origins allowed to call the API from a browser, besides browser extensions.
     cors_origins: CommaList = ()
@@ -182,6 +194,21 @@ class Settings(BaseSettings):
     def image_limits(self) -> ImageLimits:
         """The caps untrusted bytes (uploads, fetched URLs, stored images) are decoded under."""
         return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+
+    @property
+    def video_limits(self) -> VideoLimits:
+        return VideoLimits(max_bytes=self.video_max_bytes, max_duration_s=self.video_max_duration_s,
+                           max_width=self.video_max_width, max_height=self.video_max_height,
+                           max_frames=self.video_max_frames, max_decode_s=self.video_max_decode_s)
+
+    @property
+    def video_sampling(self) -> Sampling:
+        return Sampling(every_s=self.video_sample_every_s, max_frames=self.video_max_sampled_frames)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The largest body worth reading: a still's cap or a clip's, whichever is larger."""
+        return max(self.max_image_bytes, self.video_max_bytes)
 
     @property
     def data_path(self) -> Path:

@@ -190,11 +190,24 @@ class RegionOut(Schema):
     score = fields.Float(metadata={"description": "P(fake) of this crop, calibrated like the image's score."})
 
 
+class FrameOut(Schema):
+    """One sampled frame of a video check (docs/video.md)."""
+
+    time_s = fields.Float(metadata={"description": "Where the frame is in the clip, in seconds."})
+    score = fields.Float(metadata={"description": "P(fake) of this frame, by the model."})
+    verdict = Choice(Verdict, metadata={"description": "The model's verdict on this frame alone (threshold and band)."})
+    regions = fields.List(fields.Nested(RegionOut), metadata={"description": "Per-crop scores, in the clip's pixels."})
+
+
 class MatchOut(Schema):
     sha256 = fields.String(allow_none=True, metadata={"description": "The labelled image this one is a near-copy "
                                                                      "of; null for a hash from a shared list."})
-    distance = fields.Integer(metadata={"description": "Hamming distance of their PDQ hashes (of 256 bits)."})
+    distance = fields.Integer(metadata={"description": "Hamming distance of their PDQ hashes (of 256 bits); for a "
+                                                      "video, the median over its frames."})
     label = Choice(Label, metadata={"description": "That image's latest moderator label."})
+    kind = fields.String(load_default="pdq", metadata={"description": "`pdq` (a still) or `vpdq` (a video's frames)."})
+    query_matched = fields.Float(metadata={"description": "vPDQ: share of this video's frames that match the other."})
+    compared_matched = fields.Float(metadata={"description": "vPDQ: share of the other video's frames matched."})
     by = fields.String(allow_none=True)
     at = fields.String(allow_none=True)
     labels = fields.List(Choice(Label), metadata={"description": "Every label among the near-copies found."})
@@ -250,7 +263,17 @@ class CheckOut(Schema):
                                metadata={"description": "Evidence read from the file's original bytes."})
     match = fields.Nested(MatchOut, allow_none=True)
     regions = fields.List(fields.Nested(RegionOut), allow_none=True,
-                          metadata={"description": "The detector's per-crop scores with their boxes (heat map)."})
+                          metadata={"description": "The detector's per-crop scores with their boxes (heat map); "
+                                                   "for a video, those of its highest-scoring frame."})
+    media = DerivedString(lambda served: served.check.image.media if served.check.image is not None else None,
+                          allow_none=True,
+                          metadata={"description": "`image` or `video` (a clip, or an animated GIF, WebP or PNG); "
+                                                   "null before a URL is fetched."})
+    duration_s = DerivedFloat(lambda served: served.check.image.duration_s if served.check.image is not None else None,
+                              allow_none=True, metadata={"description": "A video's length in seconds."})
+    frames = fields.List(fields.Nested(FrameOut), allow_none=True,
+                         metadata={"description": "A video's sampled frames, in time order; its `score` is the mean "
+                                                  "of the top quarter of their scores (docs/video.md)."})
     attempts = fields.Integer()
     callback = DerivedNested(lambda served: _callback(served.check.callback_url, served.delivery), CallbackOut,
                              allow_none=True)

@@ -22,13 +22,20 @@ class NearCopyMatch:
     by: str | None
     at: str | None  # ISO 8601 in UTC
     labels: tuple[Label, ...]  # sorted by value
-    pdq_hex: str
+    pdq_hex: str | None  # None for a video's match (its frames matched, docs/video.md)
     count: int
+    # A video matched under vPDQ's rule: "vpdq", with the shares of each side's frames that found a match.
+    kind: str | None = None
+    query_matched: float | None = None
+    compared_matched: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sha256": self.sha256, "distance": self.distance, "label": self.label.value, "by": self.by,
-                "at": self.at, "labels": [label.value for label in self.labels], "pdq_hex": self.pdq_hex,
-                "count": self.count}
+        shown: dict[str, Any] = {"sha256": self.sha256, "distance": self.distance, "label": self.label.value, "by": self.by,
+                 "at": self.at, "labels": [label.value for label in self.labels], "pdq_hex": self.pdq_hex,
+                 "count": self.count}
+        if self.kind is not None:
+            shown |= {"kind": self.kind, "query_matched": self.query_matched, "compared_matched": self.compared_matched}
+        return shown
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NearCopyMatch:
@@ -36,7 +43,8 @@ class NearCopyMatch:
         labels = data.get("labels") or [data["label"]]
         return cls(sha256=data.get("sha256"), distance=int(data.get("distance", 0)), label=Label(data["label"]),
                    by=data.get("by"), at=data.get("at"), labels=tuple(Label(label) for label in labels),
-                   pdq_hex=str(data.get("pdq_hex") or ""), count=int(data.get("count") or len(labels)))
+                   pdq_hex=data.get("pdq_hex"), count=int(data.get("count") or len(labels)), kind=data.get("kind"),
+                   query_matched=data.get("query_matched"), compared_matched=data.get("compared_matched"))
 
 
 @dataclass(frozen=True)

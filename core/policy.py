@@ -11,6 +11,11 @@
 5. the model, with threshold t and band b: fake when score >= max(t + b, 0.5), real when score < min(t - b, 0.5),
    uncertain otherwise, so a model verdict never reads under 50% (``model``).
 
+A video (or animation) is scored frame by frame and rule 5 reads its clip score (``clip_score``): the mean of the
+top quarter of its frame scores, so a face swap shown for part of a clip is not averaged away by the rest, and one
+odd frame alone does not decide (docs/video.md; chosen on benchmarks/video.py). Rules 1 to 4 apply to a video as
+to a still: a review of its bytes, AI provenance in its container, a labelled near-copy (vPDQ), a trusted capture.
+
 Fake and uncertain are flagged. ``confidence`` is the probability of the verdict's class when the model decides,
 and None when other evidence does (clients show the evidence instead).
 """
@@ -31,6 +36,20 @@ def decide_verdict(score: float, threshold: float, band: float) -> Verdict:
     if score < min(threshold - band, 0.5):
         return Verdict.REAL
     return Verdict.UNCERTAIN
+
+
+# The share of a clip's highest frame scores averaged into its score.
+CLIP_TOP_SHARE = 0.25
+
+
+def clip_score(frame_scores: Sequence[float], top_share: float = CLIP_TOP_SHARE) -> float:
+    """A video's score from its sampled frames' scores: the mean of the highest ``top_share`` of them (at least one
+    frame), which rule 5 then reads as it reads a still's score."""
+    if not frame_scores:
+        raise ValueError("a clip score needs at least one frame score")
+    ranked = sorted(frame_scores, reverse=True)
+    top = ranked[: max(1, round(len(ranked) * top_share))]
+    return float(sum(top) / len(top))
 
 
 def is_flagged(verdict: str) -> bool:

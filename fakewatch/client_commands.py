@@ -21,6 +21,7 @@ from backend.training.comparison import comparison_rows
 from core.enums import BatchStatus, CheckStatus, Label, RunStatus
 from core.retraining import Comparison
 from fakewatch.api_client import ApiClient, ClientError
+from fakewatch.video_timeline import describe_timeline
 
 RESULT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SCAN_POLL_S = 1.0
@@ -37,7 +38,8 @@ CANCEL_POLL_S = 0.5
 @click.option("--wait", "wait_s", type=float, default=60.0, show_default=True, help="Seconds to wait for each verdict.")
 @click.pass_obj
 def check(settings: Settings, targets: tuple[str, ...], jsonl: bool, wait_s: float) -> None:
-    """Submit image files or URLs to the API (FAKEWATCH_API_URL, FAKEWATCH_API_KEY) and print verdicts."""
+    """Submit image or video files or URLs to the API (FAKEWATCH_API_URL, FAKEWATCH_API_KEY) and print verdicts;
+    a video's verdict comes with its timeline: a sparkline of its frames' scores and where the fake ones are."""
     client = ApiClient.from_settings(settings)
     failures = 0
     for target in targets:
@@ -46,7 +48,8 @@ def check(settings: Settings, targets: tuple[str, ...], jsonl: bool, wait_s: flo
         except ClientError as error:
             failures += 1
             result = {"target": target, "error": {"code": error.code, "message": error.message}}
-        click.echo(json.dumps({"target": target, **result}) if jsonl else describe_check(target, result))
+        click.echo(json.dumps({"target": target, **result}) if jsonl
+                   else describe_check(target, result) + describe_timeline(result))
     sys.exit(1 if failures else 0)
 
 

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,11 +150,10 @@ def seed_console_database(settings: Settings, image_server: LocalServer) -> None
     get_engine(settings.database).dispose()
 
 
-@pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory, image_server: LocalServer) -> Iterator[Console]:
-    data_dir = tmp_path_factory.mktemp("console") / "var"
+@contextmanager
+def running_console(data_dir: Path) -> Iterator[Console]:
+    """`fakewatch admin` on the database under ``data_dir``, as a subprocess, until the block ends."""
     env = {"FAKEWATCH_DATA_DIR": str(data_dir)}
-    seed_console_database(isolated_settings(data_dir=data_dir), image_server)
     port = free_port()
     log = data_dir / "admin.log"
     child_env = {key: value for key, value in os.environ.items()
@@ -172,6 +172,14 @@ def console(tmp_path_factory: pytest.TempPathFactory, image_server: LocalServer)
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory, image_server: LocalServer) -> Iterator[Console]:
+    data_dir = tmp_path_factory.mktemp("console") / "var"
+    seed_console_database(isolated_settings(data_dir=data_dir), image_server)
+    with running_console(data_dir) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

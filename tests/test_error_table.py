@@ -166,7 +166,9 @@ def candidate_version(world: World, name: str) -> tuple[int, Path]:
     folder.mkdir(exist_ok=True)
     model = folder / f"{name}.keras"
     shutil.copyfile(SHIPPED_MODEL, model)
-    metadata = json.loads(metadata_path(SHIPPED_MODEL).read_text())
+    # Without the shipped model's exported file: this copy is the .keras alone, scored through Keras if ever used.
+    metadata = {key: value for key, value in json.loads(metadata_path(SHIPPED_MODEL).read_text()).items()
+                if key not in {"files", "runtime"}}
     metadata_path(model).write_text(json.dumps({**metadata, "name": name}))
     with session_scope(world.settings) as session:
         return register_model(session, model).id, model

@@ -448,6 +448,8 @@ ROW_EXAMPLES: dict[str, list[MetadataField]] = {
     "draw_things": [tool("Draw Things")],
     "other_generators": [tool("RunwayML"), tool("Krea.ai"), tool("Playground v2.5"), tool("Kandinsky 3"),
                          tool("Craiyon"), tool("NightCafe"), tool("Dreamina"), tool("Recraft"), tool("Civitai")],
+    "video_generators": [tool("Google Veo 3"), tool("Kling AI 2.1"), tool("Pika Labs"), tool("HeyGen"),
+                         tool("DeepFaceLab"), tool("FaceFusion 3.0")],
     "photoshop": [tool("Adobe Photoshop 25.0 (Windows)")],
     "lightroom": [tool("Adobe Photoshop Lightroom Classic 13.0")],
     "gimp": [tool("GIMP 2.10.36")],

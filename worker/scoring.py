@@ -35,6 +35,7 @@ from core.errors import FakewatchError
 from worker.detectors import batcher, detector_for
 from worker.fetching import fetch_into_checks
 from worker.leases import holding_leases
+from worker.video import score_video_checks
 
 log = logging.getLogger("fakewatch.worker")
 
@@ -80,7 +81,9 @@ def _score_claimed(session: Session, checks: list[Check], settings: Settings) ->
     pending = [check for check in checks if check.status == CheckStatus.RUNNING]
     matches = _labelled_matches(session, pending, settings)
     pending = apply_cached_scores(session, pending, version, lambda image: matches.get(image.id))
-    _score_with_model(pending, version, settings, matches, fetched)
+    videos = [check for check in pending if check.image is not None and check.image.media == "video"]
+    score_video_checks(session, videos, version, settings, matches)  # frame by frame: worker/video.py
+    _score_with_model([check for check in pending if check not in videos], version, settings, matches, fetched)
     _finish_chunk(session, checks, settings)
     return _tally(checks)
 

@@ -16,6 +16,7 @@ from admin.heatmap import heatmap_png
 from admin.notices import flash, show_flash
 from admin.tables import MISSING, cell_text, dash_missing
 from admin.thumbnails import data_url
+from admin.video import render_video
 from backend.checks.verdicts import decision_when_read, provenance_summary
 from backend.delivery.callbacks import deliveries_for_checks, describe_delivery
 from backend.identity.audit import EventFilters, event_dict, find_events
@@ -235,10 +236,13 @@ def render_image_page() -> None:
     with picture:
         if image.deleted_at:
             st.warning(f"This image was deleted on {image.deleted_at:%Y-%m-%d %H:%M} UTC; its checks are kept.")
+        elif image.media == "video":  # the clip, its timeline and frames: admin/video.py
+            render_video(image, history.checks)
         else:
             render_picture(history)
     with details:
-        st.markdown(f"**{image.format}**, {image.width} × {image.height}, {image.byte_size:,} bytes")
+        length = f", {image.duration_s:.1f} s" if image.media == "video" and image.duration_s else ""
+        st.markdown(f"**{image.format}**, {image.width} × {image.height}{length}, {image.byte_size:,} bytes")
         st.caption(f"SHA-256 {image.sha256} · first seen {image.first_seen:%Y-%m-%d %H:%M} UTC")
         render_summary(history)
         render_labelling(history)

@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app = APIFlask("fakewatch", title="fakewatch API", version="1.0",
                    spec_path="/api/openapi.json", docs_path="/docs")
     app.config.update(
-        MAX_CONTENT_LENGTH=settings.max_image_bytes + REQUEST_OVERHEAD_BYTES,
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes + REQUEST_OVERHEAD_BYTES,
         INFO={"description": "Submit images or URLs and get a real / fake / uncertain verdict. "
                              "Authenticate with `Authorization: Bearer <key>` (`fakewatch keys create NAME`)."},
         # The spec documents the error body every endpoint really sends.

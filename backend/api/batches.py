@@ -178,7 +178,8 @@ def cancel(batch_id: str) -> BatchSummary:
 @bp.auth_required(auth)
 @bp.input(ResultsQuery, location="query", arg_name="query")
 @bp.doc(summary="Stream one row per URL (CSV or JSON lines)", responses=response_doc(
-    200, "One row per URL in input order, columns: " + ", ".join(RESULT_COLUMNS), RESULT_TYPES.values(),
+    200, "One row per URL in input order (`row: item`), a video's followed by one `row: frame` row per sampled "
+         "frame; columns: " + ", ".join(RESULT_COLUMNS), RESULT_TYPES.values(),
     {"type": "string"}))
 def read_results(batch_id: str, query: dict[str, Any]) -> Response:
     get_batch(db(), batch_id, current_actor())  # 404 before the stream starts, for anyone's batch but one's own

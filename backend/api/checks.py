@@ -34,7 +34,9 @@ CHECK_BODY_DOC = {
         "required": True,
         "content": {
             "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
-                "image": {"type": "string", "format": "binary"},
+                "image": {"type": "string", "format": "binary",
+                          "description": "A still image, a video clip (MP4, MOV, WebM, MKV) or an animated GIF, WebP "
+                                         "or PNG; `file` is accepted as another name for this field."},
                 "image_url": {"type": "string", "description": "Where the image was found (not fetched)."},
                 "page_url": {"type": "string"},
                 "source": {"type": "string", "enum": [source.value for source in UPLOAD_SOURCES]},
@@ -66,9 +68,9 @@ def _optional_field(value: Any, name: str) -> str | None:
 def _submit_upload(idempotent: IdempotentRequest | None) -> tuple[Check, bool]:
     """A check for the image of a multipart upload: done at once when these bytes were scored already. Returns it
     and whether it is with the workers (or needs none)."""
-    upload = request.files.get("image")
+    upload = request.files.get("image") or request.files.get("file")  # `file`: the same field, for a video
     if upload is None:
-        raise FakewatchError("invalid_request", "Send the image as a multipart file field named `image`.")
+        raise FakewatchError("invalid_request", "Send the image or video as a multipart file field named `image`.")
     data = upload.read()
     if not data:
         raise FakewatchError("invalid_image", "The uploaded file is empty.")

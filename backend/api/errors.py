@@ -75,8 +75,9 @@ def register(app: APIFlask) -> None:
         headers = dict(error.get_headers()) if status in (405, 429) else {}
         if status == 413:
             message = "The request is larger than the server accepts: images may be at most " \
-                      f"{mebibytes(app_settings().max_image_bytes, limit=True)}."
-            if not _drain_body(DRAIN_FACTOR * (app_settings().max_image_bytes + 64 * 1024)):
+                      f"{mebibytes(app_settings().max_image_bytes, limit=True)}, videos " \
+                      f"{mebibytes(app_settings().video_max_bytes, limit=True)}."
+            if not _drain_body(DRAIN_FACTOR * (app_settings().max_upload_bytes + 64 * 1024)):
                 headers["Connection"] = "close"
         if status == 429:
             message = f"Too many requests for this key ({error.description}); wait a little and try again."

@@ -21,11 +21,12 @@ from backend.shapes import DeletedImageOut, ImageMatchesOut, error_doc, response
 from backend.storage.schema import Image
 from backend.storage.store import image_store, is_sha256, read_stored
 from core.errors import FakewatchError, NotFound
+from core.video import MIME_TYPES as VIDEO_MIME_TYPES
 
 bp = APIBlueprint("images", __name__, url_prefix="/api/v1/images", tag="Images")
 
 MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
-              "BMP": "image/bmp", "HEIF": "image/heic", "AVIF": "image/avif"}
+              "BMP": "image/bmp", "HEIF": "image/heic", "AVIF": "image/avif", **VIDEO_MIME_TYPES}
 
 
 @bp.get("/<sha256>")

@@ -26,7 +26,10 @@ RESULT_COLUMNS = ("url", "status", "verdict", "score", "confidence", "flagged", 
                   # (or was weighed): a check's provenance and match (docs/architecture.md, "JSON shapes").
                   "verdict_source", "provenance", "match_sha256", "match_pdq_hex", "match_distance", "match_label",
                   # A moderator's latest label of the bytes: the verdict when there is one (rule 1).
-                  "review")
+                  "review",
+                  # Videos (docs/video.md): an item row, then one "frame" row per sampled frame with its time, score
+                  # and the model's verdict on it alone.
+                  "row", "media", "duration_s", "frame_time_s", "frame_score", "frame_verdict")
 ResultFilter = Literal["all", "flagged", "failed"]
 ResultFormat = Literal["csv", "jsonl"]
 RESULT_FILTERS: tuple[ResultFilter, ...] = ("all", "flagged", "failed")
@@ -40,7 +43,8 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
     query = (
         select(Check.id, Check.source_url, Check.status, Check.verdict, Check.score, Check.flagged, Check.cached,
                Check.error_code, Check.error_message, Check.finished_at, Check.verdict_source, Image.sha256,
-               Image.provenance, ModelVersion.name, Check.match, review.label("review"))
+               Image.provenance, ModelVersion.name, Check.match, review.label("review"), Image.media,
+               Image.duration_s, Check.frames)
         .outerjoin(Image, Image.id == Check.image_id)
         .outerjoin(ModelVersion, ModelVersion.id == Check.model_version_id)
         .where(Check.batch_id == batch_id)
@@ -55,7 +59,7 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
         # The model's confidence only when the model decided; other evidence has none (docs/architecture.md,
         # "Verdict rules").
         decision = stored_decision_when_read(row.score, row.verdict, row.verdict_source, label)
-        yield {
+        item = {
             "url": row.source_url, "status": row.status.value,
             "verdict": decision.verdict.value if decision.verdict else None, "score": row.score,
             "confidence": decision.confidence,
@@ -67,7 +71,18 @@ def iter_results(session: Session, batch_id: str, only: ResultFilter = "all", ch
             "provenance": provenance_summary(row.provenance) if row.sha256 else None,
             **_match_columns(row.match),
             "review": label.value if label else None,
+            "row": "item", "media": row.media, "duration_s": row.duration_s,
         }
+        yield item
+        yield from _frame_rows(item, row.frames)
+
+
+def _frame_rows(item: dict[str, Any], frames: list[Any] | None) -> Iterator[dict[str, Any]]:
+    """A video item's sampled frames, one row each, under the item's url, check and sha256."""
+    for frame in frames or ():
+        yield {"url": item["url"], "status": item["status"], "check_id": item["check_id"], "sha256": item["sha256"],
+               "model_version": item["model_version"], "row": "frame", "media": item["media"],
+               "frame_time_s": frame["time_s"], "frame_score": frame["score"], "frame_verdict": frame["verdict"]}
 
 
 def _match_columns(match: dict[str, Any] | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from PIL.Image import Image as PILImage
 from sqlalchemy import ColumnElement, and_, or_, select, update
@@ -31,17 +32,20 @@ from backend.storage.schema import Check, Image, ModelVersion, utcnow
 from backend.storage.store import image_store, put_image
 from backend.training.versions import require_active_version
 from core.check_evidence import NearCopyMatch, Region, regions_from_json, regions_to_json
-from core.decoding import ImageInfo, decode_checked, decode_image
+from core.decoding import decode_checked, decode_image
 from core.enums import CheckStatus, Source
+from core.media import MediaInfo, inspect_media, is_video
+from core.video import VideoInfo
 
 
-def store_image(session: Session, data: bytes, settings: Settings, info: ImageInfo | None = None,
+def store_image(session: Session, data: bytes, settings: Settings, info: MediaInfo | None = None,
                 pixels: PILImage | None = None) -> Image:
     """Validate untrusted bytes, store them content-addressed, and return their (possibly existing) row.
 
-    ``info`` and ``pixels``: what ``decode_checked`` found of these bytes when the caller already decoded them (the
-    fetcher does). New bytes are decoded at most once here: validation, size and the perceptual hash all come from
-    that one decode; provenance reads the original bytes' metadata, not their pixels."""
+    ``info`` and ``pixels``: what ``inspect_media`` / ``decode_checked`` found of these bytes when the caller already
+    has it (the fetcher does). New still bytes are decoded at most once here: validation, size and the perceptual
+    hash all come from that one decode; provenance reads the original bytes' metadata, not their pixels. A clip or
+    animation is stored the same way, as media "video"; its frames are decoded by the worker."""
     # Bytes with a known SHA-256 passed every intake check when first stored: skip decoding them again.
     known = session.scalar(select(Image).where(Image.sha256 == hashlib.sha256(data).hexdigest()))
     if known is not None:
@@ -53,16 +57,22 @@ def store_image(session: Session, data: bytes, settings: Settings, info: ImageIn
             known.provenance = read_image_provenance(data, settings)
         return known
     if info is None:
-        decoded = decode_checked(data, settings.image_limits)
-        info, pixels = decoded.info, decoded.pixels
+        if is_video(data):
+            info = inspect_media(data, settings.image_limits, settings.video_limits)
+        else:
+            decoded = decode_checked(data, settings.image_limits)
+            info, pixels = decoded.info, decoded.pixels
     key = put_image(data, info.sha256, image_store(settings))
     image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
                   width=info.width, height=info.height, storage_key=key)
     # From the original bytes, before anything decodes or re-encodes them (backend/provenance/intake.py).
-    image.provenance = read_image_provenance(data, settings)
-    # Near-duplicate matching (backend/matching/lookups.py): the PDQ hash of the decoded image, stored with its row.
-    image.pdq_hex, image.pdq_quality = hash_fields(pixels if pixels is not None
-                                                   else decode_image(data, settings.image_limits))
+    image.provenance = read_image_provenance(data, settings, info.tags if isinstance(info, VideoInfo) else None)
+    if isinstance(info, VideoInfo):  # its frames' PDQ hashes come with its first scoring (worker/video.py)
+        image.media, image.duration_s = "video", info.duration_s
+    else:
+        # Near-duplicate matching (backend/matching/lookups.py): the PDQ hash of the decoded image, stored with its row.
+        image.pdq_hex, image.pdq_quality = hash_fields(pixels if pixels is not None
+                                                       else decode_image(data, settings.image_limits))
     try:
         with session.begin_nested():
             session.add(image)
@@ -78,6 +88,7 @@ class CachedScore:
 
     score: float
     regions: tuple[Region, ...] | None
+    frames: list[Any] | None = None
 
 
 def find_cached_scores(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, CachedScore]:
@@ -86,13 +97,13 @@ def find_cached_scores(session: Session, image_ids: Sequence[int], model_version
     Only scorings by the model count (``cached`` false): each cached answer repeats one of them, and an image
     re-checked thousands of times would otherwise make every re-check read thousands of rows."""
     rows = session.execute(
-        select(Check.image_id, Check.score, Check.regions)
+        select(Check.image_id, Check.score, Check.regions, Check.frames)
         .where(Check.image_id.in_(set(image_ids)), Check.model_version_id == model_version_id,
                Check.status == CheckStatus.DONE, Check.score.is_not(None), Check.cached.is_(False))
         .order_by(Check.finished_at.desc())
     )
     # Newest first, so the oldest score of each image is written last and wins (the one first reported).
-    return {image_id: CachedScore(score, regions_from_json(regions)) for image_id, score, regions in rows
+    return {image_id: CachedScore(score, regions_from_json(regions), frames) for image_id, score, regions, frames in rows
             if image_id is not None and score is not None}
 
 
@@ -100,7 +111,7 @@ def apply_cached_scores(session: Session, checks: Sequence[Check], version: Mode
                         match_of: Callable[[Image], NearCopyMatch | None]) -> list[Check]:
     """The one cached-score step, for the API's submit path and the worker's chunk alike: finish each check whose
     bytes ``version`` already scored (``cached``, with the earlier score's regions and the labelled near-copies
-    ``match_of`` finds now); return the checks still to score."""
+    ``match_of`` finds now, and a video's frames); return the checks still to score."""
     cached = find_cached_scores(session, [check.image_id for check in checks if check.image_id is not None], version.id)
     remaining: list[Check] = []
     for check in checks:
@@ -108,7 +119,8 @@ def apply_cached_scores(session: Session, checks: Sequence[Check], version: Mode
         if earlier is None or check.image is None or check.status.is_final:
             remaining.append(check)
             continue
-        _finish(check, version, earlier.score, cached=True, regions=earlier.regions, match=match_of(check.image))
+        _finish(check, version, earlier.score, cached=True, regions=earlier.regions, match=match_of(check.image),
+                frames=earlier.frames)
     return remaining
 
 
@@ -120,7 +132,7 @@ class Submission:
 
 def submit_image(session: Session, data: bytes, settings: Settings, *, source: Source = Source.UPLOAD,
                  source_url: str | None = None, page_url: str | None = None, api_key_id: int | None = None,
-                 info: ImageInfo | None = None, callback_url: str | None = None) -> Submission:
+                 info: MediaInfo | None = None, callback_url: str | None = None) -> Submission:
     """Create a check for image bytes. If the active model already scored these bytes, the check is done at once
     (with the labelled near-copies known now as its match).
 
@@ -234,7 +246,7 @@ def renew_leases(session: Session, check_ids: Sequence[str], lease_s: float) -> 
 
 
 def _finish(check: Check, version: ModelVersion, score: float, cached: bool, regions: Sequence[Region] | None,
-            match: NearCopyMatch | None) -> None:
+            match: NearCopyMatch | None, frames: list[Any] | None = None) -> None:
     decision = decide_at_scoring(check, score, version.threshold, version.band, match)
     check.status = CheckStatus.DONE
     check.score = float(score)
@@ -243,6 +255,7 @@ def _finish(check: Check, version: ModelVersion, score: float, cached: bool, reg
     check.flagged = decision.flagged
     check.match = match.to_dict() if match is not None else None
     check.regions = regions_to_json(regions)
+    check.frames = frames
     check.cached = cached
     check.model_version_id = version.id
     check.model_version = version
@@ -252,12 +265,14 @@ def _finish(check: Check, version: ModelVersion, score: float, cached: bool, reg
 
 
 def record_score(check: Check, version: ModelVersion, score: float, cached: bool = False,
-                 regions: Sequence[Region] | None = None, match: NearCopyMatch | None = None) -> None:
+                 regions: Sequence[Region] | None = None, match: NearCopyMatch | None = None,
+                 frames: list[Any] | None = None) -> None:
     """The model's score of a running check, its per-crop regions and any near-duplicate match: the check is done,
-    with the verdict the policy decides from them and the image's provenance."""
+    with the verdict the policy decides from them and the image's provenance. A video's ``score`` is its clip
+    score (core.policy.clip_score) and ``frames`` its sampled frames."""
     if check.status != CheckStatus.RUNNING:
         return
-    _finish(check, version, score, cached, regions, match)
+    _finish(check, version, score, cached, regions, match, frames)
 
 
 def record_failure(check: Check, code: str, message: str) -> None:
@@ -284,7 +299,7 @@ def commit_finished(session: Session, checks: Iterable[Check]) -> list[str]:
 
 
 def attach_image(session: Session, check: Check, data: bytes, settings: Settings,
-                 info: ImageInfo | None = None, pixels: PILImage | None = None) -> Image:
+                 info: MediaInfo | None = None, pixels: PILImage | None = None) -> Image:
     """Give a URL check (a single one or a batch item) the image its URL returned."""
     image = store_image(session, data, settings, info, pixels)
     check.image_id = image.id

@@ -18,7 +18,8 @@ How each hop (the URL, then every redirect) is made:
 
 The whole fetch shares one deadline (``settings.fetch_timeout_s``), enforced between reads as well as on each
 socket operation, so a server that drips one byte a second cannot hold a worker. The body is streamed and
-refused as soon as it passes ``settings.max_image_bytes``; what arrives must pass ``decode_checked`` whatever the
+refused as soon as it passes its cap (a still's or, where its first bytes may start one, a clip's); what arrives
+must pass ``inspect_media`` (a clip) or ``decode_checked`` (a still) whatever the
 Content-Type said.
 
 Not covered: name resolution itself is not bounded by the deadline (``getaddrinfo`` has no timeout), and no
@@ -51,8 +52,9 @@ from urllib3.exceptions import (
 
 from backend.fetching.allowlist import AllowEntry, parse_allowlist
 from backend.settings import Settings
-from core.decoding import ImageInfo, decode_checked, mebibytes
+from core.decoding import decode_checked, mebibytes
 from core.errors import FakewatchError
+from core.media import MediaInfo, byte_cap, inspect_media, is_video
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -90,8 +92,8 @@ class FetchedImage:
     data: bytes
     final_url: str
     content_type: str | None
-    # What the intake check found and the pixels it decoded, so callers need not decode the bytes again.
-    info: ImageInfo | None = None
+    # What the intake check found and, for a still, the pixels it decoded, so callers need not decode again.
+    info: MediaInfo | None = None
     pixels: PILImage | None = None
 
 
@@ -372,11 +374,16 @@ def _image_from(response: BaseHTTPResponse, url: str, settings: Settings, deadli
     _raise_for_status(response, url)
     data = _read_capped(response, url, settings, deadline)
     try:
-        decoded = decode_checked(data, settings.image_limits)
+        if is_video(data):
+            info: MediaInfo = inspect_media(data, settings.image_limits, settings.video_limits)
+            pixels = None
+        else:
+            decoded = decode_checked(data, settings.image_limits)
+            info, pixels = decoded.info, decoded.pixels
     except FakewatchError as exc:
         raise FetchError(exc.code, f"{url} is not a usable image: {exc.message}", exc.status) from exc
     return FetchedImage(data=data, final_url=url, content_type=response.headers.get("Content-Type"),
-                        info=decoded.info, pixels=decoded.pixels)
+                        info=info, pixels=pixels)
 
 
 def _raise_for_status(response: BaseHTTPResponse, url: str) -> None:
@@ -398,8 +405,9 @@ def _raise_for_status(response: BaseHTTPResponse, url: str) -> None:
 
 
 def _read_capped(response: BaseHTTPResponse, url: str, settings: Settings, deadline: float) -> bytes:
-    """The body, read in chunks against the byte cap and the deadline."""
-    cap = settings.max_image_bytes
+    """The body, read in chunks against the byte cap and the deadline. The cap is the larger (a clip's) until the
+    first chunk shows what the body is: a still is then cut off at the image cap."""
+    cap = settings.max_upload_bytes
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > cap:
         raise _too_large(url, cap)
@@ -413,6 +421,8 @@ def _read_capped(response: BaseHTTPResponse, url: str, settings: Settings, deadl
             raise _transport_error(exc, url) from exc
         if not chunk:
             return b"".join(chunks)
+        if not chunks:
+            cap = byte_cap(chunk, settings.image_limits, settings.video_limits) or cap
         size += len(chunk)
         if size > cap:
             raise _too_large(url, cap)

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from backend.matching.index import HashRow, Match, NearDuplicateIndex
 from backend.matching.pdq import CopyRule, PdqHash, hash_image
+from backend.matching.video import video_match
 from backend.settings import Settings
 from backend.storage.schema import Check, Image, ListedHash, Review, isoformat_z, utcnow
 from core.check_evidence import NearCopyMatch
@@ -204,9 +205,12 @@ def match_evidence(copies: Sequence[LabelledCopy]) -> NearCopyMatch | None:
 
 
 def match_for_image(session: Session, settings: Settings, image: Image | None) -> NearCopyMatch | None:
-    """What scoring records as a check's ``match``: its image's labelled near-copies, or None."""
+    """What scoring records as a check's ``match``: its image's labelled near-copies, or None (a video's by vPDQ:
+    backend/matching/video.py)."""
     if image is None:
         return None
+    if image.media == "video":
+        return video_match(session, image)
     return match_evidence(labelled_copies(session, settings, stored_hash(image), exclude_image_id=image.id))
 
 

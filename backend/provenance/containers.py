@@ -66,8 +66,11 @@ class Walk:
         return True
 
 
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
+
+
 def sniff(data: bytes) -> str | None:
-    """The container, from magic numbers: JPEG, PNG, WEBP, GIF, TIFF, HEIF, AVIF or None."""
+    """The container, from magic numbers: JPEG, PNG, WEBP, GIF, TIFF, HEIF, AVIF, MP4, MOV or None."""
     if data[:3] == b"\xff\xd8\xff":
         return "JPEG"
     if data[:8] == PNG_SIGNATURE:
@@ -79,7 +82,12 @@ def sniff(data: bytes) -> str | None:
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
     if data[4:8] == b"ftyp":
-        return "AVIF" if data[8:12] in (b"avif", b"avis") else "HEIF"
+        brand = data[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in HEIF_BRANDS:
+            return "HEIF"
+        return "MOV" if brand == b"qt  " else "MP4"  # a video: c2pa reads its manifest as it does a photo's
     return None
 
 

@@ -23,6 +23,7 @@ from backend.provenance import (
     check_trust_anchors,
     read_provenance,
 )
+from backend.provenance.video_tags import tag_fields
 from backend.settings import Settings
 
 log = logging.getLogger("fakewatch.provenance")
@@ -59,11 +60,11 @@ def _read_anchors(path: str, _mtime_ns: int, _size: int) -> str:
     return pem
 
 
-def read_image_provenance(data: bytes, settings: Settings) -> dict[str, Any]:
+def read_image_provenance(data: bytes, settings: Settings, tags: dict[str, str] | None = None) -> dict[str, Any]:
     """The provenance to store for these original bytes, as ``Provenance.to_dict()``.
 
     Raises InputTooLarge (413 ``too_large``) only for bytes over the upload cap, which intake refuses first."""
-    limits = ProvenanceLimits(max_input_bytes=settings.max_image_bytes)
+    limits = ProvenanceLimits(max_input_bytes=settings.max_upload_bytes)
     notes: list[Signal] = []
     try:
         anchors = load_trust_anchors(settings)
@@ -75,7 +76,8 @@ def read_image_provenance(data: bytes, settings: Settings) -> dict[str, Any]:
         notes.append(Signal("trust_anchors", None, "signer trust not checked: the trust anchors could not be read",
                             "settings"))
     try:
-        provenance = read_provenance(data, trust_anchors_pem=anchors, limits=limits)
+        provenance = read_provenance(data, trust_anchors_pem=anchors, limits=limits,
+                                     extra_fields=tag_fields(tags or {}))
     except InputTooLarge:
         raise
     except Exception as error:  # metadata must never fail a check; the model still scores it

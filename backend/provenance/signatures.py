@@ -75,6 +75,10 @@ SIGNATURES: tuple[Signature, ...] = (
     Signature("other_generators", "AI image generator", "generator name", TOOL,
               _p(r"\b(?:runwayml|runway gen-\d|krea(?:\.ai)?|playground ?(?:ai|v\d)|kandinsky|craiyon"
                  r"|nightcafe|dreamina|jimeng|seedream|recraft|civitai|tensor\.art|pixai|seaart)\b")),
+    # --- Video generators and face-swap tools, by the names they leave in a clip's encoder or handler tags.
+    Signature("video_generators", "AI video generator", "generator name", TOOL,
+              _p(r"\b(?:google veo|veo[ -]?[23]|kling(?: ai)?|pika(?: ?labs)?|luma dream machine|hailuo|minimax video"
+                 r"|synthesia|heygen|hunyuan ?video|wan ?2\.\d|deepfacelab|faceswap|facefusion|roop)\b")),
     # --- Photo editors: the image was edited, which says nothing about AI either way.
     Signature("photoshop", "Adobe Photoshop", "editor name", TOOL, _p(r"\bphotoshop\b"),
               kind="editor", says="edited"),

@@ -104,6 +104,11 @@ class Image(Base):
     # PDQ perceptual hash (64 hex digits) and its quality (0-100), for near-duplicate matching.
     pdq_hex: Mapped[str | None] = mapped_column(String(64))
     pdq_quality: Mapped[int | None] = mapped_column(Integer)
+    # "image" or "video" (a clip, or an animation of more than one frame), its length, and the PDQ hashes of its
+    # frames at one a second ([{"time_s", "pdq_hex", "quality"}]) for vPDQ matching (migration 0010).
+    media: Mapped[str] = mapped_column(String(8), default="image", server_default="image")
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    frame_hashes: Mapped[list[Any] | None] = mapped_column(JSON)
     # Deleted on request or by retention (backend/delivery/retention.py): the bytes and derived files are gone; the row stays
     # for the checks' audit trail (and, unless purged, its PDQ hash and labels for near-duplicate matching).
     deleted_at: Mapped[datetime | None]
@@ -191,6 +196,8 @@ class Check(Base):
     match: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The detector's per-crop scores with their boxes: [{"box": [x0, y0, x1, y1], "score": 0.8}, ...].
     regions: Mapped[list[Any] | None] = mapped_column(JSON)
+    # A video's sampled frames: [{"time_s", "score", "verdict", "regions"}] (the clip's score is ``score``).
+    frames: Mapped[list[Any] | None] = mapped_column(JSON)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
