@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.cli import configure_tensorflow
 from models.generalisation import run_fold, standard_folds
+from models.train import TrainConfig
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # The shipped recipe under a fixed budget: as many 150-step epochs as fit in the budget (early stopping keeps
@@ -73,15 +74,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for index, fold in enumerate(folds, 1):
             print(f"[{index}/{len(folds)}] {fold.name}", file=sys.stderr, flush=True)
-            kwargs = {**RECIPE, "time_budget_s": args.budget_s, "image_cache": cache}
-            report = run_fold(fold, args.data, Path(scratch) / f"fold{index}", kwargs, base=args.base)
+            config = TrainConfig(**RECIPE, time_budget_s=args.budget_s, image_cache=cache)
+            report = run_fold(fold, args.data, Path(scratch) / f"fold{index}", config, base=args.base)
             result["folds"].append(report)
             print(json.dumps(summary(report)), file=sys.stderr, flush=True)
             if args.out:  # after every fold, so a long run that is stopped still leaves what it measured
                 args.out.write_text(json.dumps({**result, "partial": True}, indent=2) + "\n")
             if args.seed_cnn:
-                seed_kwargs = {**SEED_RECIPE, "time_budget_s": args.budget_s, "image_cache": cache}
-                seed_report = run_fold(fold, args.data, Path(scratch) / f"seed{index}", seed_kwargs)
+                seed_config = TrainConfig(**SEED_RECIPE, time_budget_s=args.budget_s, image_cache=cache)
+                seed_report = run_fold(fold, args.data, Path(scratch) / f"seed{index}", seed_config)
                 result["seed_cnn"].append(seed_report)
                 print("seed: " + json.dumps(summary(seed_report)), file=sys.stderr, flush=True)
     result["summary"] = [summary(fold) for fold in result["folds"]]
