@@ -23,7 +23,7 @@ from backend.checks.verdicts import decision_when_read, provenance_of, provenanc
 from backend.moderation.reviews import latest_review
 from backend.storage.schema import CallbackDelivery, Check, TrainingRun, isoformat_z
 from core.enums import BatchStatus, CheckStatus, DeliveryStatus, Label, RunStatus, Source, Verdict, VerdictSource
-from core.policy import Decision
+from core.policy import Decision, verdict_wording
 
 # --- field kinds -------------------------------------------------------------------------------------------------
 
@@ -244,6 +244,16 @@ class CheckOut(Schema):
                               metadata={"description": "Probability of the verdict's class when the model "
                                                        "decided; null when other evidence did."})
     flagged = DerivedBoolean(lambda check: _decision(check).flagged)
+    reason = DerivedString(lambda check: _decision(check).reason, allow_none=True,
+                           metadata={"description": 'Why the verdict is not the evidence\'s plain reading: '
+                                                    '"out of scope: ..." for images the model was not made for '
+                                                    "(flat or near-empty, tiny, screenshots, drawings, charts, "
+                                                    "rendered text); null otherwise."})
+    verdict_text = DerivedString(lambda check: verdict_wording(_decision(check)), allow_none=True,
+                                 metadata={"description": 'The verdict in the words clients show: "AI traces '
+                                                          'found", "no AI traces found" (never "real": the model '
+                                                          "only finds or misses traces), \"uncertain\", or the "
+                                                          "out-of-scope reason (docs/detector.md)."})
     verdict_source = DerivedChoice(lambda check: _decision(check).source, VerdictSource, allow_none=True,
                                    metadata={"description": "What decided the verdict."})
     cached = fields.Boolean()

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from backend.checks.service import claim_checks, commit_finished, find_cached_scores, record_failure, record_score
@@ -21,6 +22,7 @@ from backend.training.versions import require_active_version
 from core.decoding import decode_image
 from core.enums import CheckStatus
 from core.errors import FakewatchError
+from core.scope import out_of_scope_reason
 from worker.detectors import detector_for
 from worker.fetching import fetch_into_checks
 from worker.leases import holding_leases
@@ -105,7 +107,9 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
         stored = group[0].image
         assert stored is not None
         try:
-            images.append(decode_image(read_stored(stored.storage_key, settings.images_dir), settings.image_limits))
+            decoded = decode_image(read_stored(stored.storage_key, settings.images_dir), settings.image_limits)
+            stored.scope = out_of_scope_reason(np.asarray(decoded))
+            images.append(decoded)
             groups.append(group)
         except (FakewatchError, OSError) as error:
             code = error.code if isinstance(error, FakewatchError) else "invalid_image"

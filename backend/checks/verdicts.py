@@ -41,7 +41,7 @@ def gather_evidence(score: float | None, threshold: float, band: float, image: I
     """The policy's evidence for one check."""
     provenance = Provenance.from_dict(provenance_of(image))
     return Evidence(score=score, threshold=threshold, band=band, review=review, match_labels=match_labels(match),
-                    **provenance.policy_facts())
+                    out_of_scope=image.scope if image is not None else None, **provenance.policy_facts())
 
 
 def decide_at_scoring(check: Check, score: float, threshold: float, band: float,

@@ -103,6 +103,9 @@ class Image(Base):
     # PDQ perceptual hash (64 hex digits) and its quality (0-100), for near-duplicate matching.
     pdq_hex: Mapped[str | None] = mapped_column(String(64))
     pdq_quality: Mapped[int | None] = mapped_column(Integer)
+    # Why the detector should not judge this image ("out of scope: ..."; core/scope.py), read from its pixels when
+    # it is scored; None for an image in scope or not scored yet.
+    scope: Mapped[str | None] = mapped_column(String(160))
     # Deleted on request or by retention (backend/delivery/retention.py): the bytes and derived files are gone; the row stays
     # for the checks' audit trail (and, unless purged, its PDQ hash and labels for near-duplicate matching).
     deleted_at: Mapped[datetime | None]

@@ -9,7 +9,8 @@ const MENU_ID = "fakewatch-check-image";
 const AUTOSCAN_SCRIPT_ID = "fakewatch-autoscan";
 // Images checked at once during a page scan: enough to keep a worker busy, few enough not to flood the server.
 const SCAN_CONCURRENCY = 3;
-const VERDICT_LABELS = { real: "Real", fake: "Fake", uncertain: "Uncertain" };
+// The model finds generator traces or does not: a low score reads "No AI traces", never "Real" (docs/detector.md).
+const VERDICT_LABELS = { real: "No AI traces", fake: "AI traces", uncertain: "Uncertain" };
 // What decided a verdict when the model did not: the badge names it instead of a confidence.
 const SOURCE_LABELS = { provenance: "provenance", match: "Near-duplicate", review: "Moderator" };
 
@@ -119,6 +120,7 @@ function evidenceName(check) {
  * does (the label is the verdict), "Fake · Content Credentials" for other evidence (whose confidence is null). */
 function badgeText(check, label, byModel) {
   if (check.verdict_source === "review") return `Reviewed: ${check.verdict}`;
+  if (check.reason) return "Uncertain · out of scope"; // the reason itself is in the details
   return byModel ? `${label} ${Math.round(Number(check.confidence) * 100)}%` : `${label} · ${evidenceName(check)}`;
 }
 
@@ -128,6 +130,7 @@ function verdictBadge(check, settings, notes) {
   const details = [];
   const summary = check.provenance?.summary;
   if (summary) details.push(summary); // "AI: Content Credentials, OpenAI"
+  if (check.reason) details.push(check.reason); // "out of scope: flat or near-empty image"
   if (!byModel && check.verdict_source) details.push(`Decided by ${check.verdict_source} evidence, not by the model.`);
   details.push(`Model: ${check.model_version}`, `Probability of fake: ${Number(check.score).toFixed(2)}`);
   details.push(check.review ? `Moderator label: ${check.review.label} (by ${check.review.by})` : "Not reviewed by a moderator yet.");
@@ -158,11 +161,13 @@ async function readCachedResult(settings, url) {
 }
 
 async function writeCachedResult(settings, url, check) {
-  const { id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, regions } = check;
+  const { id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, regions,
+    reason, verdict_text } = check;
   // Of the provenance, only what a badge shows: session storage is small.
   const provenance = { summary: check.provenance?.summary || "" };
   await ext.storage.session.set({ [await resultKey(settings, url)]: {
-    id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, provenance, regions } });
+    id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, provenance, regions,
+    reason, verdict_text } });
 }
 
 // --- "Scan this page" ---------------------------------------------------------------------------------------------
