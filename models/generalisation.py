@@ -188,11 +188,13 @@ def run_fold(
     config: TrainConfig,
     rounds: int = BOOTSTRAP_ROUNDS,
     base: Path | None = None,
+    trainer: Callable[[FoldData, Path], Path] | None = None,
 ) -> dict[str, Any]:
     """Train without what ``fold`` leaves out, then score every split of it (and any dataset it also dropped).
 
     With ``base``, a fold whose left-out data the base model never trained on (by its metadata) fine-tunes the base
-    instead of starting from scratch; other folds start from scratch."""
+    instead of starting from scratch; other folds start from scratch. ``trainer(data, out)``: another recipe
+    (the aligned-pairs one) that trains on the fold's data and returns its model path; ``config`` is then unused."""
     from core.policy import decide_verdict
     from models.serving import Detector
     from models.train import train
@@ -205,8 +207,12 @@ def run_fold(
         config = replace(config, **BASE_FINE_TUNE, init_from=base)
         init = f"base {Path(base).name}"
     started = time.monotonic()
-    model_path = train(replace(config, items=data.train, valid_items=data.valid, out=out_dir / "model.keras",
-                               verbose=0))
+    if trainer is not None:
+        init = "scratch (trainer)"
+        model_path = trainer(data, out_dir / "model.keras")
+    else:
+        model_path = train(replace(config, items=data.train, valid_items=data.valid, out=out_dir / "model.keras",
+                                   verbose=0))
     train_seconds = time.monotonic() - started
     detector = Detector.load(model_path)
 
