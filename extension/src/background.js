@@ -9,8 +9,10 @@ const MENU_ID = "fakewatch-check-image";
 const AUTOSCAN_SCRIPT_ID = "fakewatch-autoscan";
 // Images checked at once during a page scan: enough to keep a worker busy, few enough not to flood the server.
 const SCAN_CONCURRENCY = 3;
-// The model finds generator traces or does not: a low score reads "No AI traces", never "Real" (docs/detector.md).
-const VERDICT_LABELS = { real: "No AI traces", fake: "AI traces", uncertain: "Uncertain" };
+const VERDICT_LABELS = { real: "Real", fake: "Fake", uncertain: "Uncertain" };
+// When the model decides, it finds generator traces or does not: a low score reads "No AI traces", never "Real"
+// (docs/detector.md). Other evidence (a review, provenance) keeps the verdict's own word.
+const MODEL_LABELS = { real: "No AI traces", fake: "AI traces", uncertain: "Uncertain" };
 // What decided a verdict when the model did not: the badge names it instead of a confidence.
 const SOURCE_LABELS = { provenance: "provenance", match: "Near-duplicate", review: "Moderator" };
 
@@ -116,12 +118,14 @@ function evidenceName(check) {
   return summary.includes("Content Credentials") ? "Content Credentials" : SOURCE_LABELS.provenance;
 }
 
-/** The badge's words: "Fake 83%" when the model decides, "Reviewed: real" when a moderator's label of these bytes
- * does (the label is the verdict), "Fake · Content Credentials" for other evidence (whose confidence is null). */
+/** The badge's words: "AI traces 83%" or "No AI traces 83%" when the model decides, "Uncertain · out of scope" for
+ * images the model is not for, "Reviewed: real" when a moderator's label of these bytes does (the label is the
+ * verdict), "Fake · Content Credentials" for other evidence (whose confidence is null). */
 function badgeText(check, label, byModel) {
   if (check.verdict_source === "review") return `Reviewed: ${check.verdict}`;
   if (check.reason) return "Uncertain · out of scope"; // the reason itself is in the details
-  return byModel ? `${label} ${Math.round(Number(check.confidence) * 100)}%` : `${label} · ${evidenceName(check)}`;
+  const words = MODEL_LABELS[check.verdict] || label;
+  return byModel ? `${words} ${Math.round(Number(check.confidence) * 100)}%` : `${label} · ${evidenceName(check)}`;
 }
 
 function verdictBadge(check, settings, notes) {
