@@ -15,12 +15,15 @@ SOURCE_WORDS = {VerdictSource.MODEL: "the model's score", VerdictSource.PROVENAN
 
 
 def verdict_line(verdict: Verdict | str | None, score: float | None, confidence: float | None,
-                 source: VerdictSource | str | None) -> str:
-    """"fake · score 0.830 · confidence 83% · decided by the model's score"."""
+                 source: VerdictSource | str | None, reason: str | None = None) -> str:
+    """"fake · score 0.830 · confidence 83% · decided by the model's score", and the policy's reason when it gave
+    one ("... · out of scope: flat or near-empty image")."""
     parts = [str(verdict or "no verdict"), "score n/a" if score is None else f"score {score:.3f}"]
     parts.append("confidence n/a (evidence decided)" if confidence is None else f"confidence {confidence:.0%}")
     if source:
         parts.append(f"decided by {SOURCE_WORDS.get(VerdictSource(source), str(source))}")
+    if reason:
+        parts.append(reason)
     return " · ".join(parts)
 
 

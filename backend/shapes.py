@@ -24,6 +24,7 @@ from backend.checks.served import ServedCheck
 from backend.checks.verdicts import provenance_of, provenance_summary
 from backend.storage.schema import CallbackDelivery, TrainingRun, isoformat_z
 from core.enums import BatchStatus, CheckStatus, DeliveryStatus, Label, RunStatus, Source, Verdict, VerdictSource
+from core.policy import verdict_wording
 
 # --- field kinds -------------------------------------------------------------------------------------------------
 
@@ -243,6 +244,16 @@ class CheckOut(Schema):
                               metadata={"description": "Probability of the verdict's class when the model "
                                                        "decided; null when other evidence did."})
     flagged = DerivedBoolean(lambda served: served.decision.flagged)
+    reason = DerivedString(lambda served: served.decision.reason, allow_none=True,
+                           metadata={"description": 'Why the verdict is not the evidence\'s plain reading: '
+                                                    '"out of scope: ..." for images the model was not made for '
+                                                    "(flat or near-empty, tiny, screenshots, drawings, charts, "
+                                                    "rendered text); null otherwise."})
+    verdict_text = DerivedString(lambda served: verdict_wording(served.decision), allow_none=True,
+                                 metadata={"description": 'The verdict in the words clients show: "AI traces '
+                                                          'found", "no AI traces found" (never "real": the model '
+                                                          "only finds or misses traces), \"uncertain\", or the "
+                                                          "out-of-scope reason (docs/detector.md)."})
     verdict_source = DerivedChoice(lambda served: served.decision.source, VerdictSource, allow_none=True,
                                    metadata={"description": "What decided the verdict."})
     cached = fields.Boolean()

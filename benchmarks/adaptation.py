@@ -92,15 +92,15 @@ def measure(model_path: Path, rest: list[Item], base: dict[str, list[Item]]) -> 
 
 
 def adapt(domain: Path, before: Path, base_dirs: list[Path], args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    from models.train import train
+    from models.train import TrainConfig, train
 
     reviews, rest = pick_reviews(domain, args.reviews, args.seed)
     base_valid = {path.name: list_items(path, "valid") for path in base_dirs}
     print(f"{domain.name}: {len(reviews)} reviews, {len(rest)} images scored", file=sys.stderr, flush=True)
     started = time.monotonic()
-    after = train([str(path) for path in base_dirs], epochs=args.epochs, items=as_reviewed(reviews, scratch / "store"),
-                  init_from=before, shares={OTHER_GROUP: args.share}, out=scratch / "after.keras", verbose=0,
-                  seed=args.seed)
+    after = train(TrainConfig([str(path) for path in base_dirs], epochs=args.epochs,
+                              items=as_reviewed(reviews, scratch / "store"), init_from=before,
+                              shares={OTHER_GROUP: args.share}, out=scratch / "after.keras", verbose=0, seed=args.seed))
     train_seconds = time.monotonic() - started
     result: dict[str, Any] = {"domain": domain.name, "reviews": {"real": args.reviews, "fake": args.reviews},
                               "train_seconds": round(train_seconds, 1), "before": measure(before, rest, base_valid),

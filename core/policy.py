@@ -8,7 +8,9 @@
    model also says real, else uncertain; labels that disagree give uncertain;
 4. a valid C2PA capture manifest from a signer in the trust list: real unless the model says fake, then
    uncertain (``provenance``);
-5. the model, with threshold t and band b: fake when score >= max(t + b, 0.5), real when score < min(t - b, 0.5),
+5. an image out of the model's scope (core/scope.py: flat or near-empty, tiny, screenshots, drawings, charts,
+   rendered text): uncertain, with the reason "out of scope: ..." and no confidence (``model``);
+6. the model, with threshold t and band b: fake when score >= max(t + b, 0.5), real when score < min(t - b, 0.5),
    uncertain otherwise, so a model verdict never reads under 50% (``model``).
 
 A video (or animation) is scored frame by frame and rule 5 reads its clip score (``clip_score``): the mean of the
@@ -29,7 +31,7 @@ from core.enums import Label, Verdict, VerdictSource
 
 
 def decide_verdict(score: float, threshold: float, band: float) -> Verdict:
-    """Rule 5: fake when score >= max(t + b, 0.5), real when score < min(t - b, 0.5), uncertain in between. The 0.5
+    """Rule 6: fake when score >= max(t + b, 0.5), real when score < min(t - b, 0.5), uncertain in between. The 0.5
     bounds keep a model verdict from ever reading under 50%: a "real" at 0.59 would otherwise read "Real 41%"."""
     if score >= max(threshold + band, 0.5):
         return Verdict.FAKE
@@ -82,6 +84,7 @@ class Evidence:
     invalid_manifest: bool = False  # rule 2: a manifest that fails validation (tampered), whatever it claims
     match_labels: Sequence[Label] = ()  # rule 3: latest labels of the labelled near-duplicates
     trusted_capture: bool = False  # rule 4: a valid capture manifest from a trusted signer
+    out_of_scope: str | None = None  # rule 5: why the model should not judge this image (core.scope)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class Decision:
     verdict: Verdict | None
     source: VerdictSource | None
     confidence: float | None
+    reason: str | None = None  # said when the verdict is not the evidence's plain reading ("out of scope: ...")
 
     @property
     def flagged(self) -> bool:
@@ -106,6 +110,9 @@ def decide(evidence: Evidence) -> Decision:
     if decision is None:
         if model is None:
             return Decision(None, None, None)
+        if evidence.out_of_scope:
+            # The model has no evidence either way on what it was not made for: say so rather than guess.
+            return Decision(Verdict.UNCERTAIN, VerdictSource.MODEL, None, evidence.out_of_scope)
         decision = Decision(model, VerdictSource.MODEL, verdict_confidence(evidence.score, model))
     if (evidence.invalid_manifest or evidence.invalid_manifest_claims_ai) and decision.verdict == Verdict.REAL:
         # A broken manifest proves nothing it says, but someone altered the file after it was signed: a person
@@ -131,3 +138,20 @@ def _by_capture(trusted_capture: bool, model: Verdict | None) -> Decision | None
     if not trusted_capture:
         return None
     return Decision(Verdict.UNCERTAIN if model == Verdict.FAKE else Verdict.REAL, VerdictSource.PROVENANCE, None)
+
+
+# What each verdict says, in the words every client shows (docs/detector.md). The model finds generator traces or
+# does not: a low score is "no AI traces found", never a claim that the image is authentic.
+VERDICT_WORDS = {Verdict.FAKE: "AI traces found", Verdict.REAL: "no AI traces found",
+                 Verdict.UNCERTAIN: "uncertain"}
+
+
+def verdict_wording(decision: Decision) -> str | None:
+    """The verdict in words: the out-of-scope reason when there is one, else the verdict's words with the
+    confidence when the model decided ("no AI traces found (83%)")."""
+    if decision.verdict is None:
+        return None
+    if decision.reason:
+        return f"uncertain: {decision.reason}"
+    words = VERDICT_WORDS[decision.verdict]
+    return f"{words} ({decision.confidence:.0%})" if decision.confidence is not None else words

@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from backend.provenance import Provenance
 from backend.provenance.intake import load_trust_anchors, read_image_provenance
 from backend.settings import Settings
 from core.errors import FakewatchError
 from core.model_metadata import SHIPPED_MODEL
-from core.policy import Evidence, decide
+from core.policy import Evidence, decide, verdict_wording
+from core.scope import out_of_scope_reason
 from models.preprocessing import decode_image_file
 from models.serving import Detector
 
@@ -51,6 +53,7 @@ def score_command(paths: tuple[str, ...], model: str | None, jsonl: bool, thread
         decoded, results = _decode_batch(batch)
         scores = iter(detector.score([image for _, image in decoded]))
         by_path = {path: next(scores) for path, _ in decoded}
+        scope = {path: out_of_scope_reason(np.asarray(image)) for path, image in decoded}
         for path in batch:
             if path in by_path:
                 score = by_path[path]
@@ -58,10 +61,11 @@ def score_command(paths: tuple[str, ...], model: str | None, jsonl: bool, thread
                 provenance = read_image_provenance(path.read_bytes(), settings)
                 evidence = Provenance.from_dict(provenance)
                 decision = decide(Evidence(score=score, threshold=detector.threshold, band=detector.band,
-                                           **evidence.policy_facts()))
+                                           out_of_scope=scope[path], **evidence.policy_facts()))
                 row: dict[str, Any] = {"path": str(path), "score": round(score, 6),
                                        "verdict": decision.verdict, "model_version": detector.version,
                                        "verdict_source": decision.source, "confidence": decision.confidence,
+                                       "reason": decision.reason, "verdict_text": verdict_wording(decision),
                                        "provenance": {**provenance, "summary": evidence.summary()}}
             else:
                 failed += 1

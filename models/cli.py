@@ -98,11 +98,12 @@ def train_command(data_dirs: tuple[str, ...], arch: str, epochs: int | None, out
                   threads: int | None) -> None:
     """Train a detector; writes the .keras model, its metadata JSON and a curves PNG."""
     configure_tensorflow(threads)
-    from models.train import train  # TensorFlow, only for this command
+    from models.train import TrainConfig, train  # TensorFlow, only for this command
 
-    path = train([Path(d) for d in data_dirs], arch=arch, epochs=epochs, out=Path(out), batch_size=batch_size,
-                 crops_per_image=crops_per_image, steps_per_epoch=steps_per_epoch, time_budget_s=time_budget_s,
-                 crop_span=crop_span, init_from=init_from, learning_rate=learning_rate, seed=seed)
+    path = train(TrainConfig(
+        [Path(d) for d in data_dirs], arch=arch, epochs=epochs, out=Path(out), batch_size=batch_size,
+        crops_per_image=crops_per_image, steps_per_epoch=steps_per_epoch, time_budget_s=time_budget_s,
+        crop_span=crop_span, init_from=init_from, learning_rate=learning_rate, seed=seed))
     meta = read_metadata(path)
     click.echo(json.dumps({"model": str(path), "name": meta["name"], "threshold": meta["threshold"],
                            "band": meta["band"], "valid": meta["metrics"]["valid"],

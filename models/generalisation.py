@@ -20,15 +20,18 @@ import csv
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from models.data import SPLITS, Item, list_items, load_items
 from models.metrics import tpr_at_fpr
+
+if TYPE_CHECKING:
+    from models.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +185,16 @@ def run_fold(
     fold: Fold,
     data_root: Path,
     out_dir: Path,
-    train_kwargs: dict[str, Any],
+    config: TrainConfig,
     rounds: int = BOOTSTRAP_ROUNDS,
     base: Path | None = None,
+    trainer: Callable[[FoldData, Path], Path] | None = None,
 ) -> dict[str, Any]:
     """Train without what ``fold`` leaves out, then score every split of it (and any dataset it also dropped).
 
     With ``base``, a fold whose left-out data the base model never trained on (by its metadata) fine-tunes the base
-    instead of starting from scratch; other folds start from scratch."""
+    instead of starting from scratch; other folds start from scratch. ``trainer(data, out)``: another recipe
+    (the aligned-pairs one) that trains on the fold's data and returns its model path; ``config`` is then unused."""
     from core.policy import decide_verdict
     from models.serving import Detector
     from models.train import train
@@ -199,11 +204,15 @@ def run_fold(
     if base is not None and not left_out_datasets(fold, data) & base_datasets(base):
         # The base never saw any of what this fold leaves out, so fine-tuning it on the fold's training data is
         # the shipped recipe's last stage with the fold left out: a true leave-one-out of that recipe.
-        train_kwargs = {**train_kwargs, **BASE_FINE_TUNE, "init_from": base}
+        config = replace(config, **BASE_FINE_TUNE, init_from=base)
         init = f"base {Path(base).name}"
     started = time.monotonic()
-    model_path = train(items=data.train, valid_items=data.valid, out=out_dir / "model.keras", verbose=0,
-                       **train_kwargs)
+    if trainer is not None:
+        init = "scratch (trainer)"
+        model_path = trainer(data, out_dir / "model.keras")
+    else:
+        model_path = train(replace(config, items=data.train, valid_items=data.valid, out=out_dir / "model.keras",
+                                   verbose=0))
     train_seconds = time.monotonic() - started
     detector = Detector.load(model_path)
 

@@ -1,8 +1,8 @@
-"""Train a detector: ``train(data_dirs, arch=..., epochs=..., out=...) -> Path`` writes the ``.keras`` file, its
-metadata JSON and a curves PNG side by side.
+"""Train a detector: ``train(TrainConfig(data_dirs, arch=..., epochs=..., out=...)) -> Path`` writes the
+``.keras`` file, its metadata JSON and a curves PNG side by side.
 
-Hooks for the retraining worker: ``items=`` (explicit ``(path, label)`` training items beside or instead of
-dataset folders), ``init_from=`` (fine-tune an existing model file), ``on_epoch(epoch, metrics)`` and
+Hooks for the retraining worker (fields of :class:`TrainConfig`): ``items=`` (explicit ``(path, label)`` training
+items beside or instead of dataset folders), ``init_from=`` (fine-tune an existing model file), ``on_epoch(epoch, metrics)`` and
 ``should_stop()`` (checked after every batch; a cancelled run raises :class:`TrainingCancelled`).
 """
 
@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,38 +49,15 @@ FINE_TUNE_RATE = 0.3
 ITEMS_HELD_OUT = 0.15
 
 
-def train(
-    data_dirs: Sequence[str | Path] = (),
-    arch: str = "default",
-    epochs: int | None = None,
-    out: str | Path = "var/models/model.keras",
-    *,
-    items: Sequence[Item] = (),
-    valid_items: Sequence[Item] | None = None,
-    init_from: str | Path | None = None,
-    on_epoch: EpochHook | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    batch_size: int | None = None,
-    learning_rate: float | None = None,
-    crops_per_image: int = 1,
-    crop_span: float | None = None,
-    steps_per_epoch: int | None = None,
-    temper: float | None = 0.5,
-    shares: dict[str, float] | None = None,
-    recipe: AugmentRecipe | None = None,
-    time_budget_s: float | None = None,
-    image_cache: dict[Path, Any] | None = None,
-    patience: int = 8,
-    seed: int = 1337,
-    max_flagged: float = MAX_FLAGGED,
-    name: str | None = None,
-    verbose: int = 1,
-) -> Path:
-    """Train ``arch`` on the train splits of ``data_dirs`` plus ``items``; select on their valid splits (or a
-    held-out 15% of the training items when there are none); calibrate, choose the
-    threshold and write the model, metadata and curves. Returns the ``.keras`` path.
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; ``train(config)`` runs it.
 
-    ``valid_items``: explicit validation items instead of the data dirs' valid splits.
+    ``data_dirs``: dataset folders whose train splits are trained on and whose valid splits select and calibrate.
+    ``items``: explicit ``(path, label)`` training items beside or instead of them; ``valid_items``: explicit
+    validation items instead of the data dirs' valid splits.
+    ``init_from``: fine-tune this model file; ``on_epoch(epoch, metrics)`` and ``should_stop()`` are the
+    retraining worker's hooks (``should_stop`` is checked after every batch).
     ``crop_span``: overrides the architecture's crop span (where training windows and serving crops are
     centred; 1.0 is the whole image), and is written to the model's preprocessing.
     ``steps_per_epoch``: batches per epoch (default: ``crops_per_image`` crops of every image).
@@ -89,36 +66,95 @@ def train(
     groups (``{"other": 0.4}`` gives reviewed images 40%).
     ``recipe``: the augmentation recipe (default: ``AugmentRecipe()``).
     ``time_budget_s``: stop after this many seconds of training (the best epoch so far is kept).
-    ``image_cache``: decoded images by path, shared between runs (see ``models.data.load_items``)."""
+    ``image_cache``: decoded images by path, shared between runs (see ``models.data.load_items``).
+    ``max_flagged``: the most validation reals the chosen threshold and band may flag."""
+
+    # Sequences and str paths are accepted and normalised to tuples of Paths in __post_init__.
+    data_dirs: Sequence[str | Path] = ()
+    arch: str = "default"
+    epochs: int | None = None
+    out: str | Path = Path("var/models/model.keras")
+    items: Sequence[Item] = ()
+    valid_items: Sequence[Item] | None = None
+    init_from: str | Path | None = None
+    on_epoch: EpochHook | None = None
+    should_stop: Callable[[], bool] | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    crops_per_image: int = 1
+    crop_span: float | None = None
+    steps_per_epoch: int | None = None
+    temper: float | None = 0.5
+    shares: dict[str, float] | None = None
+    recipe: AugmentRecipe | None = None
+    time_budget_s: float | None = None
+    image_cache: dict[Path, Any] | None = field(default=None, compare=False, repr=False)
+    patience: int = 8
+    seed: int = 1337
+    max_flagged: float = MAX_FLAGGED
+    name: str | None = None
+    verbose: int = 1
+
+    def __post_init__(self) -> None:
+        # Normalise what callers naturally pass (lists, strings) so the frozen config holds one shape.
+        object.__setattr__(self, "data_dirs", tuple(Path(d) for d in self.data_dirs))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "items", tuple((Path(p), int(y)) for p, y in self.items))
+        if self.valid_items is not None:
+            object.__setattr__(self, "valid_items", tuple((Path(p), int(y)) for p, y in self.valid_items))
+        if self.init_from is not None:
+            object.__setattr__(self, "init_from", Path(self.init_from))
+        get_arch(self.arch)  # raises on an unknown architecture before any data is read
+        for label, value in (("epochs", self.epochs), ("batch_size", self.batch_size),
+                             ("steps_per_epoch", self.steps_per_epoch)):
+            if value is not None and value < 1:
+                raise ValueError(f"{label} must be at least 1, not {value}")
+        if self.crops_per_image < 1 or self.patience < 1:
+            raise ValueError("crops_per_image and patience must be at least 1")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, not {self.learning_rate}")
+        if self.crop_span is not None and not 0 < self.crop_span <= 1:
+            raise ValueError(f"crop_span must be in (0, 1], not {self.crop_span}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError(f"time_budget_s must be positive, not {self.time_budget_s}")
+        if not 0 < self.max_flagged < 1:
+            raise ValueError(f"max_flagged must be in (0, 1), not {self.max_flagged}")
+
+
+def train(config: TrainConfig) -> Path:
+    """Train ``config.arch`` on the train splits of ``config.data_dirs`` plus ``config.items``; select on their
+    valid splits (or a held-out 15% of the training items when there are none); calibrate, choose the threshold
+    and write the model, metadata and curves. Returns the ``.keras`` path."""
     import keras
 
+    c = config
     started = time.monotonic()
-    spec = get_arch(arch)
-    if init_from is not None and crop_span is None and metadata_path(init_from).exists():
+    spec = get_arch(c.arch)
+    if c.init_from is not None and c.crop_span is None and metadata_path(c.init_from).exists():
         # A fine-tuned model sees what its base saw (the base's crops, not today's defaults) unless told a span.
-        spec = replace(spec, preprocessing=read_metadata(init_from)["preprocessing"])
-    if crop_span is not None and spec.preprocessing["kind"] == "crops":
-        spec = replace(spec, preprocessing={**spec.preprocessing, "span": crop_span})
-    keras.utils.set_random_seed(seed)
-    out = Path(out)
+        spec = replace(spec, preprocessing=read_metadata(c.init_from)["preprocessing"])
+    if c.crop_span is not None and spec.preprocessing["kind"] == "crops":
+        spec = replace(spec, preprocessing={**spec.preprocessing, "span": c.crop_span})
+    keras.utils.set_random_seed(c.seed)
+    out = Path(c.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    recipe = recipe or AugmentRecipe()
-    train_items, val_items = _split_items(data_dirs, items, seed, valid_items)
-    train_set, val_set = load_items(train_items, cache=image_cache), load_items(val_items, cache=image_cache)
+    recipe = c.recipe or AugmentRecipe()
+    train_items, val_items = _split_items(c.data_dirs, c.items, c.seed, c.valid_items)
+    train_set, val_set = load_items(train_items, cache=c.image_cache), load_items(val_items, cache=c.image_cache)
     log.info("training on %s, validating on %s", describe(train_items), describe(val_items))
     if not train_set.images or not val_set.images:
         raise ValueError("no decodable training or validation images")
 
-    model = _build_or_load(spec, init_from)
-    batch = batch_size or spec.batch_size
-    n_epochs = epochs or spec.epochs
-    steps = steps_per_epoch or max(1, (len(train_set.images) * crops_per_image) // batch)
-    default_rate = spec.learning_rate * (FINE_TUNE_RATE if init_from is not None else 1.0)
-    _compile(model, spec, learning_rate or default_rate, steps * n_epochs)
-    probabilities = (sampling_probabilities(loaded_items(train_items, train_set), temper, shares)
-                     if temper is not None else None)
-    train_ds = _train_dataset(train_set, spec, batch, steps, seed, probabilities, recipe)
+    model = _build_or_load(spec, c.init_from)
+    batch = c.batch_size or spec.batch_size
+    n_epochs = c.epochs or spec.epochs
+    steps = c.steps_per_epoch or max(1, (len(train_set.images) * c.crops_per_image) // batch)
+    default_rate = spec.learning_rate * (FINE_TUNE_RATE if c.init_from is not None else 1.0)
+    _compile(model, spec, c.learning_rate or default_rate, steps * n_epochs)
+    probabilities = (sampling_probabilities(loaded_items(train_items, train_set), c.temper, c.shares)
+                     if c.temper is not None else None)
+    train_ds = _train_dataset(train_set, spec, batch, steps, c.seed, probabilities, recipe)
     val_ds = _val_dataset(val_set, spec, batch)
 
     checkpoint = out.with_name(out.stem + ".checkpoint.keras")
@@ -126,23 +162,23 @@ def train(
         train_ds,
         validation_data=val_ds,
         epochs=n_epochs,
-        verbose=verbose,
+        verbose=c.verbose,
         shuffle=False,  # the datasets shuffle themselves
-        callbacks=_callbacks(checkpoint, _monitor(spec), patience, on_epoch, should_stop, time_budget_s),
+        callbacks=_callbacks(checkpoint, _monitor(spec), c.patience, c.on_epoch, c.should_stop, c.time_budget_s),
     )
-    if should_stop is not None and should_stop():
+    if c.should_stop is not None and c.should_stop():
         checkpoint.unlink(missing_ok=True)
         raise TrainingCancelled("training was cancelled")
     save_for_serving(model, out)
     checkpoint.unlink(missing_ok=True)
 
-    metadata = _metadata(spec, out, name, data_dirs, train_items, val_items, history.history, seed, n_epochs,
-                         crops_per_image)
+    metadata = _metadata(spec, out, c.name, c.data_dirs, train_items, val_items, history.history, c.seed, n_epochs,
+                         c.crops_per_image)
     metadata["training"].update({"steps_per_epoch": steps, "batch_size": batch, "train_crop": spec.train_crop,
-                                 "temper": temper, "shares": shares,
-                                 "recipe": recipe.to_dict(), "time_budget_s": time_budget_s})
+                                 "temper": c.temper, "shares": c.shares,
+                                 "recipe": recipe.to_dict(), "time_budget_s": c.time_budget_s})
     metadata.update(_calibrate(model, metadata, val_set, group_weights(loaded_items(val_items, val_set)),
-                               max_flagged))
+                               c.max_flagged))
     metadata["train_seconds"] = round(time.monotonic() - started, 1)
     metadata_path(out).write_text(json.dumps(metadata, indent=2) + "\n")
     export_model(out, model=model)  # the file the workers serve, listed with its SHA-256 in the metadata

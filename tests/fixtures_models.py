@@ -66,8 +66,8 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from models.train import train  # noqa: PLC0415 - TensorFlow, only when a test needs the model
+    from models.train import TrainConfig, train  # noqa: PLC0415 - TensorFlow, only when a test needs the model
 
     out = tmp_path_factory.mktemp("tiny_model") / "tiny.keras"
-    return train([tiny_dataset], arch="default", epochs=12, crops_per_image=6, out=out, batch_size=16, verbose=0,
-                 recipe=GENTLE)
+    return train(TrainConfig([tiny_dataset], arch="default", epochs=12, crops_per_image=6, out=out, batch_size=16,
+                             verbose=0, recipe=GENTLE))

@@ -44,7 +44,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 ADMIN_URL = "http://127.0.0.1:8501"
-VERDICT_TEXT = re.compile(r"^(Real|Fake|Uncertain) \d{1,3}%$")
+VERDICT_TEXT = re.compile(r"^(No AI traces|AI traces|Uncertain) \d{1,3}%$")
 # More pixels than the server's 40 MP cap, so the extension has to shrink it before the check goes through.
 BIG_SIZE = (7000, 6000)
 SVG_DRAWING = b'<svg xmlns="http://www.w3.org/2000/svg" width="200" height="150"><rect width="200" height="150" fill="teal"/></svg>'

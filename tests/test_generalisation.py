@@ -22,6 +22,7 @@ from models.generalisation import (
     run_fold,
     standard_folds,
 )
+from models.train import TrainConfig
 from tests.fixtures_models import GENTLE, SPLIT_SIZES, write_tiny_dataset
 
 
@@ -108,7 +109,7 @@ def test_describe_scores_counts_flagged_reals_and_caught_fakes() -> None:
 
 def test_a_fold_model_beats_chance_on_the_dataset_it_never_saw(data_root: Path, tmp_path: Path) -> None:
     report = run_fold(Fold("alpha", "alpha"), data_root, tmp_path,
-                      {"epochs": 4, "steps_per_epoch": 12, "batch_size": 16, "patience": 4, "recipe": GENTLE},
+                      TrainConfig(epochs=4, steps_per_epoch=12, batch_size=16, patience=4, recipe=GENTLE),
                       rounds=100)
     pooled = report["all_splits"]
     per_class = sum(SPLIT_SIZES.values())
@@ -131,10 +132,10 @@ def test_a_base_model_is_fine_tuned_only_for_folds_it_never_saw(data_root: Path,
     sd = Fold("generator: Stable Diffusion", "diffusion_trio_vs_imagenet", "Stable Diffusion")
     assert left_out_datasets(sd, fold_data(sd, data_root)) == {"diffusion_trio_vs_imagenet", "cats"}
 
-    train_kwargs = {"epochs": 2, "steps_per_epoch": 6, "batch_size": 16, "patience": 2, "recipe": GENTLE}
-    seen = run_fold(Fold("alpha", "alpha"), data_root, tmp_path / "a", train_kwargs, rounds=20, base=base)
+    config = TrainConfig(epochs=2, steps_per_epoch=6, batch_size=16, patience=2, recipe=GENTLE)
+    seen = run_fold(Fold("alpha", "alpha"), data_root, tmp_path / "a", config, rounds=20, base=base)
     assert seen["init"] == "scratch"
-    unseen = run_fold(Fold("beta", "beta"), data_root, tmp_path / "b", train_kwargs, rounds=20, base=base)
+    unseen = run_fold(Fold("beta", "beta"), data_root, tmp_path / "b", config, rounds=20, base=base)
     assert unseen["init"] == "base base.keras"
     # Fine-tuned from a model that learned the trace, it still ranks the unseen set well.
     assert unseen["all_splits"]["auc"] >= 0.7, unseen["all_splits"]

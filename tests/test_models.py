@@ -3,6 +3,7 @@ the score command on corrupt and odd-format files, and the shipped default model
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from models.evaluate import evaluate, ordinary_photos
 from models.metrics import compute_metrics, expected_calibration_error, flag_bound, operating_point
 from models.preprocessing import crop_grid, grid_offsets, prepare
 from models.serving import IMAGES_PER_GROUP, Detector
-from models.train import TrainingCancelled, train
+from models.train import TrainConfig, TrainingCancelled, train
 from tests.fixtures_models import GENTLE
 
 REQUIRED_METADATA = {"name", "architecture", "input_size", "preprocessing", "threshold", "band", "training_data",
@@ -182,7 +183,7 @@ def test_scoring_many_images_in_groups_matches_scoring_them_one_by_one(tiny_mode
 
 def test_seed_architecture_learns_what_it_can_see(tmp_path: Path) -> None:
     shades = write_shade_dataset(tmp_path / "shades")
-    path = train([shades], arch="seed", epochs=2, out=tmp_path / "seed.keras", batch_size=16, verbose=0)
+    path = train(TrainConfig([shades], arch="seed", epochs=2, out=tmp_path / "seed.keras", batch_size=16, verbose=0))
     meta = read_metadata(path)
     assert meta["architecture"] == "seed" and meta["input_size"] == 150 and meta["output"] == "softmax2"
     assert meta["history"]["loss"] and meta["history"]["val_accuracy"]
@@ -195,8 +196,9 @@ def test_fine_tuning_from_items_reports_epochs_and_can_be_cancelled(
 ) -> None:
     items = [(path, 1 if path.parent.name == "fake" else 0) for path in sorted(tiny_dataset.glob("train/*/*.png"))]
     epochs: list[tuple[int, dict]] = []
-    path = train(items=items, init_from=tiny_model_path, epochs=2, out=tmp_path / "tuned.keras", batch_size=16,
-                 crop_span=1.0, on_epoch=lambda epoch, logs: epochs.append((epoch, logs)), verbose=0, recipe=GENTLE)
+    path = train(TrainConfig(items=items, init_from=tiny_model_path, epochs=2, out=tmp_path / "tuned.keras",
+                             batch_size=16, crop_span=1.0, on_epoch=lambda epoch, logs: epochs.append((epoch, logs)),
+                             verbose=0, recipe=GENTLE))
     assert [epoch for epoch, _ in epochs] == [1, 2] and "val_loss" in epochs[0][1]
     assert read_metadata(path)["preprocessing"]["span"] == 1.0  # the override reaches serving
     assert read_metadata(path)["training_data"]["valid"]["real"] + read_metadata(path)["training_data"]["valid"]["fake"] == 4
@@ -205,8 +207,8 @@ def test_fine_tuning_from_items_reports_epochs_and_can_be_cancelled(
     tuned = evaluate(path, tiny_dataset, "test")
     assert tuned["roc_auc"] >= 0.6, tuned
     with pytest.raises(TrainingCancelled):
-        train(items=items, epochs=1, out=tmp_path / "cancelled.keras", batch_size=16, should_stop=lambda: True,
-              verbose=0)
+        train(TrainConfig(items=items, epochs=1, out=tmp_path / "cancelled.keras", batch_size=16,
+                          should_stop=lambda: True, verbose=0))
     assert not (tmp_path / "cancelled.keras").exists()
 
 
@@ -268,3 +270,15 @@ def test_shipped_default_model_calls_the_photos_from_wheels_real() -> None:
     # Nine genuine photos from collections it never trained on: none may be flagged (fake or uncertain), since a
     # false 'fake' is the costliest mistake a moderation tool makes.
     assert len(verdicts) == 9 and set(verdicts.values()) == {"real"}, dict(zip(photos, scores, strict=True))
+
+
+def test_train_config_normalises_and_rejects_bad_values(tmp_path: Path) -> None:
+    config = TrainConfig(["a", tmp_path], items=[(Path("x.png"), True)], out="m.keras", init_from="base.keras")
+    assert config.data_dirs == (Path("a"), tmp_path) and config.items == ((Path("x.png"), 1),)
+    assert config.out == Path("m.keras") and config.init_from == Path("base.keras")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3  # type: ignore[misc]
+    for bad in ({"epochs": 0}, {"batch_size": -1}, {"crop_span": 1.5}, {"learning_rate": 0.0},
+                {"max_flagged": 1.0}, {"arch": "no-such-arch"}, {"time_budget_s": 0}):
+        with pytest.raises(ValueError):
+            TrainConfig(["a"], **bad)

@@ -72,7 +72,7 @@ def train_candidate(run_id: str, settings: Settings, staging: Path) -> None:
     """Train and compare the run's candidate into ``staging`` (the model files and RESULT_FILE); raises
     models.train.TrainingCancelled when the run is cancelled between batches."""
     from models.data import OTHER_GROUP, REVIEWED_SHARE  # noqa: PLC0415 - beside models.train
-    from models.train import TrainingCancelled, train  # noqa: PLC0415 - TensorFlow
+    from models.train import TrainConfig, TrainingCancelled, train  # noqa: PLC0415 - TensorFlow
 
     monitor = RunMonitor(run_id, settings)
     with session_scope(settings) as session:
@@ -83,14 +83,14 @@ def train_candidate(run_id: str, settings: Settings, staging: Path) -> None:
     staging.mkdir(parents=True, exist_ok=True)
     monitor.phase("training")
     name = f"{params.get('architecture', 'default')}-retrain-{datetime.now(UTC):%Y%m%d-%H%M%S}-{run_id[:6]}"
-    model_path = train(
+    model_path = train(TrainConfig(
         [str(path) for path in data.base_datasets], arch=params.get("architecture", "default"),
         epochs=int(params["epochs"]), out=staging / "model.keras", items=data.train, init_from=init_from,
         on_epoch=monitor.on_epoch, should_stop=monitor.should_stop, name=name, verbose=0,
         # Reviewed images (stored outside any dataset folder) get a fixed share of the draws, so a few hundred
         # reviews of a new collection move the model; the base datasets keep it from forgetting.
         shares={OTHER_GROUP: REVIEWED_SHARE},
-    )
+    ))
     monitor.phase("comparing")
     comparison = compare_with_active(model_path, data, settings)
     if monitor.should_stop():

@@ -7,6 +7,7 @@ import os
 import socket
 from collections.abc import Sequence
 
+import numpy as np
 from PIL.Image import Image as PILImage
 from sqlalchemy.orm import Session
 
@@ -32,6 +33,7 @@ from core.check_evidence import NearCopyMatch
 from core.decoding import decode_image
 from core.enums import CheckStatus
 from core.errors import FakewatchError
+from core.scope import out_of_scope_reason
 from worker.detectors import batcher, detector_for
 from worker.fetching import fetch_into_checks
 from worker.leases import holding_leases
@@ -119,8 +121,10 @@ def _score_with_model(checks: list[Check], version: ModelVersion, settings: Sett
         assert stored is not None
         try:
             decoded = fetched.get(stored.id)
-            images.append(decoded if decoded is not None
-                          else decode_image(read_stored(stored.storage_key, image_store(settings)), settings.image_limits))
+            if decoded is None:
+                decoded = decode_image(read_stored(stored.storage_key, image_store(settings)), settings.image_limits)
+            stored.scope = out_of_scope_reason(np.asarray(decoded))
+            images.append(decoded)
             groups.append(group)
         except (FakewatchError, OSError) as error:
             code = error.code if isinstance(error, FakewatchError) else "invalid_image"

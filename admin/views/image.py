@@ -181,7 +181,7 @@ def render_summary(history: ImageHistory) -> None:
         return
     newest = done[0]
     decision = _decision(history, newest)
-    st.text(verdict_line(decision.verdict, newest.score, decision.confidence, decision.source))
+    st.text(verdict_line(decision.verdict, newest.score, decision.confidence, decision.source, decision.reason))
     summary = provenance_summary(history.image.provenance)
     if summary:
         st.text(f"Provenance: {summary}")

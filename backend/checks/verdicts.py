@@ -37,7 +37,7 @@ def gather_evidence(score: float | None, threshold: float, band: float, image: I
     provenance = Provenance.from_dict(provenance_of(image))
     return Evidence(score=score, threshold=threshold, band=band, review=review,
                     match_labels=list(match.labels) if match is not None else [],
-                    **provenance.policy_facts())
+                    out_of_scope=image.scope if image is not None else None, **provenance.policy_facts())
 
 
 def decide_at_scoring(check: Check, score: float, threshold: float, band: float,

@@ -105,10 +105,13 @@ class Image(Base):
     pdq_hex: Mapped[str | None] = mapped_column(String(64))
     pdq_quality: Mapped[int | None] = mapped_column(Integer)
     # "image" or "video" (a clip, or an animation of more than one frame), its length, and the PDQ hashes of its
-    # frames at one a second ([{"time_s", "pdq_hex", "quality"}]) for vPDQ matching (migration 0010).
+    # frames at one a second ([{"time_s", "pdq_hex", "quality"}]) for vPDQ matching (migration 0011_video).
     media: Mapped[str] = mapped_column(String(8), default="image", server_default="image")
     duration_s: Mapped[float | None] = mapped_column(Float)
     frame_hashes: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Why the detector should not judge this image ("out of scope: ..."; core/scope.py), read from its pixels when
+    # it is scored; None for an image in scope or not scored yet.
+    scope: Mapped[str | None] = mapped_column(String(160))
     # Deleted on request or by retention (backend/delivery/retention.py): the bytes and derived files are gone; the row stays
     # for the checks' audit trail (and, unless purged, its PDQ hash and labels for near-duplicate matching).
     deleted_at: Mapped[datetime | None]

@@ -10,6 +10,9 @@ const AUTOSCAN_SCRIPT_ID = "fakewatch-autoscan";
 // Images checked at once during a page scan: enough to keep a worker busy, few enough not to flood the server.
 const SCAN_CONCURRENCY = 3;
 const VERDICT_LABELS = { real: "Real", fake: "Fake", uncertain: "Uncertain" };
+// When the model decides, it finds generator traces or does not: a low score reads "No AI traces", never "Real"
+// (docs/detector.md). Other evidence (a review, provenance) keeps the verdict's own word.
+const MODEL_LABELS = { real: "No AI traces", fake: "AI traces", uncertain: "Uncertain" };
 // What decided a verdict when the model did not: the badge names it instead of a confidence.
 const SOURCE_LABELS = { provenance: "provenance", match: "Near-duplicate", review: "Moderator" };
 
@@ -115,11 +118,14 @@ function evidenceName(check) {
   return summary.includes("Content Credentials") ? "Content Credentials" : SOURCE_LABELS.provenance;
 }
 
-/** The badge's words: "Fake 83%" when the model decides, "Reviewed: real" when a moderator's label of these bytes
- * does (the label is the verdict), "Fake · Content Credentials" for other evidence (whose confidence is null). */
+/** The badge's words: "AI traces 83%" or "No AI traces 83%" when the model decides, "Uncertain · out of scope" for
+ * images the model is not for, "Reviewed: real" when a moderator's label of these bytes does (the label is the
+ * verdict), "Fake · Content Credentials" for other evidence (whose confidence is null). */
 function badgeText(check, label, byModel) {
   if (check.verdict_source === "review") return `Reviewed: ${check.verdict}`;
-  return byModel ? `${label} ${Math.round(Number(check.confidence) * 100)}%` : `${label} · ${evidenceName(check)}`;
+  if (check.reason) return "Uncertain · out of scope"; // the reason itself is in the details
+  const words = MODEL_LABELS[check.verdict] || label;
+  return byModel ? `${words} ${Math.round(Number(check.confidence) * 100)}%` : `${label} · ${evidenceName(check)}`;
 }
 
 function verdictBadge(check, settings, notes) {
@@ -128,6 +134,7 @@ function verdictBadge(check, settings, notes) {
   const details = [];
   const summary = check.provenance?.summary;
   if (summary) details.push(summary); // "AI: Content Credentials, OpenAI"
+  if (check.reason) details.push(check.reason); // "out of scope: flat or near-empty image"
   if (!byModel && check.verdict_source) details.push(`Decided by ${check.verdict_source} evidence, not by the model.`);
   details.push(`Model: ${check.model_version}`, `Probability of fake: ${Number(check.score).toFixed(2)}`);
   details.push(check.review ? `Moderator label: ${check.review.label} (by ${check.review.by})` : "Not reviewed by a moderator yet.");
@@ -158,11 +165,13 @@ async function readCachedResult(settings, url) {
 }
 
 async function writeCachedResult(settings, url, check) {
-  const { id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, regions } = check;
+  const { id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, regions,
+    reason, verdict_text } = check;
   // Of the provenance, only what a badge shows: session storage is small.
   const provenance = { summary: check.provenance?.summary || "" };
   await ext.storage.session.set({ [await resultKey(settings, url)]: {
-    id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, provenance, regions } });
+    id, status, verdict, score, confidence, flagged, model_version, image, review, verdict_source, provenance, regions,
+    reason, verdict_text } });
 }
 
 // --- "Scan this page" ---------------------------------------------------------------------------------------------
