@@ -168,6 +168,7 @@ def version_copy_of(model: Path, folder: Path, name: str) -> Path:
     shutil.copy(model, folder / "model.keras")
     metadata = json.loads(model.with_suffix(".json").read_text())
     metadata.update(name=name)
-    metadata.pop("sha256", None)
+    for key in ("sha256", "files", "runtime"):  # the copy is the .keras alone, without the exported file
+        metadata.pop(key, None)
     (folder / "model.json").write_text(json.dumps(metadata))
     return folder / "model.keras"

@@ -92,7 +92,7 @@ NO_TENSORFLOW = textwrap.dedent("""
     from backend.storage.db import session_scope
     from backend.training.versions import active_version
     with session_scope(worker.app.celery_app.settings) as session:
-        detector = detector_for(active_version(session))
+        detector = detector_for(active_version(session), worker.app.celery_app.settings)
     from PIL import Image
     score = detector.score([Image.new("RGB", (320, 240), (90, 60, 30))])[0]
     loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"))

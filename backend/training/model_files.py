@@ -36,7 +36,10 @@ def version_file_paths(model_path: Path) -> list[Path]:
     """The files that make the version saved at ``model_path``, the model first: the model, its metadata JSON, and
     the files its metadata lists under ``"files"`` (names, or objects with a ``"name"`` or ``"path"``), all in the same folder."""
     listed: list[Any] = read_metadata(model_path).get("files") or []
-    names = [str(item.get("name") or item["path"]) if isinstance(item, dict) else str(item) for item in listed]
+    # The exported files' entries (models/export.py) name a path and a role; the "keras" one is the model itself,
+    # whatever name it was saved under.
+    names = [str(item.get("name") or item["path"]) if isinstance(item, dict) else str(item) for item in listed
+             if not (isinstance(item, dict) and item.get("role") == "keras")]
     paths = [model_path, metadata_path(model_path)]
     paths += [model_path.parent / Path(name).name for name in names if Path(name).name not in {p.name for p in paths}]
     missing = [path.name for path in paths if not path.is_file()]
