@@ -38,6 +38,7 @@ from core.policy import decide_verdict
 from models.cli import configure_tensorflow
 from models.data import OTHER_GROUP, REVIEWED_SHARE, Item, list_items
 from models.generalisation import base_datasets, describe_scores, score_items
+from testbed.report import emit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_BEFORE = Path(__file__).resolve().parents[1] / "var" / "models" / "stage5" / "default.keras"
@@ -153,10 +154,7 @@ def main() -> None:
             folder = Path(scratch) / str(index)
             output["domains"].append(adapt(args.data / name, args.before, base_dirs, args, folder))
     output["wall_seconds"] = round(time.monotonic() - started, 1)
-    text = json.dumps(output, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(output, args.out)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ share of each image the crops cover (the heat map); speed from file to score.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ from models.evaluate import count_verdicts, ordinary_photos
 from models.metrics import compute_metrics
 from models.preprocessing import coverage, crop_boxes, decode_image_file
 from models.serving import Detector
+from testbed.report import emit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Datasets whose pooled test reals must stay at most 5% flagged; faces-photoshop's reals are judged on their own.
@@ -189,10 +189,7 @@ def main() -> None:
     result["false_alarms"] = {name: false_alarms(d) for name, d in detectors.items()}
     files = speed_files(args.data)
     result["speed"] = {name: measure_speed(d, files) for name, d in detectors.items()}
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from models.cli import configure_tensorflow
 from models.generalisation import Fold, FoldData, left_out_datasets, run_fold, standard_folds
 from models.pairs import load_pairs
 from models.train import TrainConfig
+from testbed.report import emit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # The shipped recipe under a fixed budget: as many 150-step epochs as fit in the budget (early stopping keeps
@@ -164,10 +165,7 @@ def main() -> None:
         folds = sorted((fold for fold in folds if fold.name in wanted), key=lambda fold: wanted.index(fold.name))
     if args.candidates:
         output = run_candidates(args, folds)
-        text = json.dumps(output, indent=2)
-        if args.out:
-            args.out.write_text(text + "\n")
-        print(text)
+        emit(output, args.out)
         return
     cache: dict[Path, Any] = {}
     result: dict[str, Any] = {"data": str(args.data), "budget_s": args.budget_s, "recipe": RECIPE,
@@ -191,10 +189,7 @@ def main() -> None:
     result["summary"] = [summary(fold) for fold in result["folds"]]
     result["seed_cnn_summary"] = [summary(fold) for fold in result["seed_cnn"]]
     result["wall_seconds"] = round(time.monotonic() - started, 1)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import random
 import signal
@@ -45,6 +44,7 @@ from backend.storage.schema import Check
 from backend.training.versions import register_model
 from core.model_metadata import SHIPPED_MODEL
 from testbed.images import distinct_photos
+from testbed.report import emit
 from testbed.stack import OwnRedis, Stack, backend_env, create_postgres_database
 
 FINAL = ("done", "failed", "cancelled")
@@ -453,10 +453,7 @@ def main() -> None:
         if "embedded" in args.only:
             embedded(args, Path(tmp), results)
     results["wall_s"] = round(time.monotonic() - started, 1)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

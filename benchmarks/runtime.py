@@ -27,6 +27,7 @@ from models.data import list_items, load_items
 from models.metrics import compute_metrics
 from models.preprocessing import input_size
 from models.serving import Detector
+from testbed.report import emit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # The shipped model's eight training sets: their test splits are the ones the AUC bound is checked on.
@@ -174,10 +175,7 @@ def main() -> None:
                                default=0.0) for name in variants if name.startswith("litert")}
             result["largest_auc_change_vs_tensorflow"] = {name: round(value, 4) for name, value in worst.items()}
             result["within_bound"] = {name: value <= AUC_BOUND for name, value in worst.items()}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from backend.storage.store import MODELS, open_store
 from backend.training.versions import promote_version, register_model
 from core.model_metadata import SHIPPED_MODEL
 from testbed.images import distinct_photos
+from testbed.report import emit
 from testbed.s3server import SeaweedServer, start_seaweed
 from testbed.stack import OwnRedis, Stack, backend_env, create_postgres_database, drop_postgres_database
 
@@ -173,10 +174,7 @@ def main() -> None:
         redis.stop()
         seaweed.stop()
         shutil.rmtree(root, ignore_errors=True)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

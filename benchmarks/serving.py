@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from testbed.report import emit
+
 HERE = Path(__file__).resolve().parents[1]
 
 INNER = r"""
@@ -222,10 +224,7 @@ def main() -> None:
     limit = new.get("in_process_limit_images_per_s")
     rate = new.get("batch_2_workers", {}).get("images_per_s")
     result["this_tree_batch_rate_over_its_in_process_limit"] = ratio(rate, limit)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

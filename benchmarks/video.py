@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import statistics
 import sys
@@ -36,6 +35,7 @@ from core.policy import clip_score, decide_verdict
 from core.video import Sampling, VideoLimits, iter_frames, sample_video
 from models.cli import configure_tensorflow
 from models.serving import Detector
+from testbed.report import emit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLIPS = "faces-faceswap-clips"
@@ -180,10 +180,7 @@ def main() -> None:
               "sampling": {"every_s": Sampling().every_s, "max_frames": Sampling().max_frames},
               "codecs": {codec: score_clips(paths, detector, codec) for codec in CODECS},
               "long_clip": time_long_clip(args.model)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
