@@ -18,7 +18,7 @@ from typing import Any
 SOURCE_DIR = Path(__file__).resolve().parent / "src"
 DIST_DIR = Path(__file__).resolve().parent / "dist"
 # Background scripts in load order: Firefox has no importScripts in an event page, so it loads them all.
-BACKGROUND_SCRIPTS = ["settings.js", "api.js", "images.js", "background.js"]
+BACKGROUND_SCRIPTS = ["settings.js", "api.js", "images.js", "videos.js", "background.js"]
 GECKO_ID = "fakewatch@fakewatch.invalid"
 # The ESR that understands data_collection_permissions (140); Firefox for Android did in 142.
 FIREFOX_MIN_VERSION = "140.0"

@@ -35,6 +35,7 @@ from testbed.provenance_files import make_authority, signed_jpeg
 from testbed.stack import Stack, free_port
 from tests.actors import as_user
 from tests.fixtures_models import upsample_trace
+from tests.fixtures_videos import make_clip
 
 REPO = Path(__file__).resolve().parents[1]
 EXTENSION_DIR = REPO / "extension"
@@ -77,12 +78,13 @@ class Browser:
             "async (url) => (await chrome.tabs.query({})).find((tab) => tab.url === url).id", url)
         return tab_id
 
-    def click_menu(self, page: Page, src_url: str) -> dict[str, Any]:
-        """What choosing "Check image with fakewatch" on the image at src_url runs."""
+    def click_menu(self, page: Page, src_url: str, menu: str = "MENU_ID") -> dict[str, Any]:
+        """What choosing "Check image with fakewatch" (menu="VIDEO_MENU_ID": "Check video with fakewatch") on the
+        element at src_url runs."""
         tab_id = self.tab_id(page.url)
         result: dict[str, Any] = self.worker.evaluate(
-            """([tabId, srcUrl, pageUrl]) => handleMenuClick(
-                   {menuItemId: MENU_ID, srcUrl, pageUrl, frameId: 0}, {id: tabId, url: pageUrl})""",
+            f"""([tabId, srcUrl, pageUrl]) => handleMenuClick(
+                   {{menuItemId: {menu}, srcUrl, pageUrl, frameId: 0}}, {{id: tabId, url: pageUrl}})""",
             [tab_id, src_url, page.url])
         return result
 
@@ -543,3 +545,120 @@ def test_a_moderators_label_is_the_badge_and_a_relabel_or_undo_changes_it(
     after_undo = configured.click_menu(page, src)["check"]
     assert after_undo["verdict_source"] == "model" and VERDICT_TEXT.match(badge_for(page, src)["text"])
     page.close()
+
+
+# --- videos: the clip's address as a URL check, a stream's frame on screen ----------------------------------------
+
+VIDEO_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>fakewatch video test</title></head><body>
+<h1>Videos</h1>
+<video id="direct" muted preload="auto" width="320" height="240"><source src="{prefix}/clip.webm" type="video/webm"></video>
+<video id="stream" muted preload="auto" width="320" height="240"></video>
+<video id="foreign" src="{foreign}" muted preload="auto" width="320" height="240"></video>
+<script>
+const waiting = new Set(["direct", "stream", "foreign"]);
+function shown(id) {{ waiting.delete(id); if (waiting.size === 0) document.body.dataset.ready = "1"; }}
+function seekOnLoad(video, seconds) {{
+  video.addEventListener("loadeddata", () => {{
+    video.addEventListener("seeked", () => shown(video.id), {{once: true}});
+    video.currentTime = seconds;
+  }}, {{once: true}});
+}}
+seekOnLoad(document.getElementById("direct"), 0.5);
+seekOnLoad(document.getElementById("foreign"), 0.5);
+const stream = document.getElementById("stream");
+seekOnLoad(stream, 1.2);
+fetch("{prefix}/clip.webm").then((r) => r.blob()).then((blob) => {{ stream.src = URL.createObjectURL(blob); }});
+</script></body></html>"""
+VIDEO_VERDICT = r"(No AI traces|AI traces|Uncertain) \d{1,3}%|Uncertain · out of scope"
+
+
+@dataclass
+class VideoPage:
+    page: Page
+    clip_url: str
+    foreign_url: str
+
+    def blob_url(self) -> str:
+        url: str = self.page.evaluate("document.getElementById('stream').currentSrc")
+        assert url.startswith("blob:"), url
+        return url
+
+    def badge_over(self, video_id: str, src: str) -> dict[str, str]:
+        """The video's finished badge, asserted to sit over the video itself."""
+        badge = badge_for(self.page, src)
+        inside: bool = self.page.evaluate(
+            """([id, src]) => {
+                const host = Array.from(document.querySelectorAll('[data-fakewatch-badge]'))
+                    .find((candidate) => candidate.dataset.src === src).getBoundingClientRect();
+                const video = document.getElementById(id).getBoundingClientRect();
+                return host.left >= video.left && host.top >= video.top && host.left < video.right
+                    && host.top < video.bottom; }""", [video_id, src])
+        assert inside, f"the badge for {video_id} is not over the video"
+        return badge
+
+
+def open_video_page(browser: Browser, server: LocalServer, name: str) -> VideoPage:
+    prefix = f"/ext-video-{name}"
+    # VP9 in WebM: every Chromium build plays it, and the server decodes it with PyAV.
+    clip = make_clip("vp9-webm", seconds=3.0, fps=10, width=320, height=240)
+    server.routes[prefix + "/clip.webm"] = (200, {"Content-Type": "video/webm"}, clip)
+    # The same clip from another origin (localhost is not 127.0.0.1 to the browser) without CORS headers.
+    foreign = f"http://localhost:{server.port}{prefix}/clip.webm"
+    server.routes[prefix + "/page.html"] = (200, {"Content-Type": "text/html; charset=utf-8"},
+                                            VIDEO_PAGE.format(prefix=prefix, foreign=foreign).encode())
+    page = browser.context.new_page()
+    page.goto(server.url(prefix + "/page.html"))
+    page.wait_for_function("document.body.dataset.ready === '1'", timeout=20_000)
+    return VideoPage(page, server.url(prefix + "/clip.webm"), foreign)
+
+
+def test_a_videos_address_is_checked_as_a_clip_and_a_streams_frame_on_screen(
+        configured: Browser, embedded_stack: Stack, image_server: LocalServer) -> None:
+    video = open_video_page(configured, image_server, "menu")
+
+    direct = configured.click_menu(video.page, video.clip_url, menu="VIDEO_MENU_ID")
+
+    assert "check" in direct, direct
+    check = direct["check"]
+    assert check["media"] == "video" and check["duration_s"] == pytest.approx(3.0, abs=0.2)
+    frames = len(check["frames"])
+    assert frames >= 3
+    badge = video.badge_over("direct", video.clip_url)
+    assert badge["state"] == check["verdict"], badge
+    assert re.fullmatch(rf"({VIDEO_VERDICT}) · {frames} frames", badge["text"]), badge
+    assert f"{frames} sampled frames scored" in badge["tip"]
+    stored = embedded_stack.get_check(check["id"])
+    assert stored["media"] == "video" and stored["page_url"] == video.page.url
+
+    blob_url = video.blob_url()
+    streamed = configured.click_menu(video.page, blob_url, menu="VIDEO_MENU_ID")
+
+    assert "check" in streamed, streamed
+    assert streamed["frame"]["time_s"] == pytest.approx(1.2, abs=0.15)
+    assert streamed["check"]["media"] == "image"
+    assert (streamed["check"]["image"]["width"], streamed["check"]["image"]["height"]) == (320, 240)
+    badge = video.badge_over("stream", blob_url)
+    assert badge["state"] == streamed["check"]["verdict"], badge
+    assert re.fullmatch(rf"({VIDEO_VERDICT}) · frame at 0:01 checked", badge["text"]), badge
+    assert "blob: or MediaSource" in badge["tip"] and "Only the frame on screen at 0:01" in badge["tip"]
+    video.page.close()
+
+
+def test_a_cross_origin_videos_frame_cannot_be_read_and_the_badge_says_so(
+        configured: Browser, embedded_stack: Stack, image_server: LocalServer) -> None:
+    video = open_video_page(configured, image_server, "foreign")
+    tab_id = configured.tab_id(video.page.url)
+
+    # What a video the server could not download falls back to: the frame on screen, here a tainted canvas.
+    result = configured.worker.evaluate(
+        """async ([tabId, srcUrl, pageUrl]) => {
+               await injectContentScript(tabId, 0);
+               return checkVideoFrame({tabId, frameId: 0, srcUrl, pageUrl}, await loadSettings(), []); }""",
+        [tab_id, video.foreign_url, video.page.url])
+
+    assert result["error"]["code"] == "tainted_frame", result
+    badge = video.badge_over("foreign", video.foreign_url)
+    assert (badge["state"], badge["text"]) == ("error", "Frame not readable: cross-origin video"), badge
+    assert "another site" in badge["tip"]
+    assert checks_for_page(embedded_stack, video.page.url) == []
+    video.page.close()

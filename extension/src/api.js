@@ -35,6 +35,18 @@ const ERROR_WORDS = {
   fetch_failed: "Image could not be downloaded",
   timeout: "No verdict yet: retry later",
   not_fakewatch: "Not a fakewatch server",
+  // A <video>'s frame on screen (extension/src/videos.js).
+  tainted_frame: "Frame not readable: cross-origin video",
+  no_frame: "No frame to check yet",
+  video_not_found: "Video not found on the page",
+  // The server's video refusals (docs/video.md).
+  video_too_long: "Video too long",
+  frame_too_large: "Video frames too large",
+  too_many_frames: "Video has too many frames",
+  decode_timeout: "Video took too long to decode",
+  invalid_video: "Not a playable video",
+  no_video_stream: "No video stream",
+  unsupported_codec: "Video codec not supported",
 };
 
 function errorFromCode(code, detail) {

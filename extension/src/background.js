@@ -3,9 +3,10 @@
  * so settings and scan progress live in extension storage. Firefox loads the same files as background scripts. */
 "use strict";
 
-if (typeof importScripts === "function") importScripts("settings.js", "api.js", "images.js");
+if (typeof importScripts === "function") importScripts("settings.js", "api.js", "images.js", "videos.js");
 
 const MENU_ID = "fakewatch-check-image";
+const VIDEO_MENU_ID = "fakewatch-check-video";
 const AUTOSCAN_SCRIPT_ID = "fakewatch-autoscan";
 // Images checked at once during a page scan: enough to keep a worker busy, few enough not to flood the server.
 const SCAN_CONCURRENCY = 3;
@@ -23,14 +24,16 @@ ext.storage.onChanged.addListener(handleStorageChange);
 
 function createMenus() {
   ext.contextMenus.create({ id: MENU_ID, title: "Check image with fakewatch", contexts: ["image"] });
+  ext.contextMenus.create({ id: VIDEO_MENU_ID, title: "Check video with fakewatch", contexts: ["video"] });
   loadSettings().then((settings) => syncAutoScan(settings.autoScan));
 }
 
-/** The context menu's handler (also what tests call): check the clicked image and badge it. */
+/** The context menu's handler (also what tests call): check the clicked image or video and badge it. */
 async function handleMenuClick(info, tab) {
-  if (info.menuItemId !== MENU_ID || !tab || !info.srcUrl) return null;
+  if (![MENU_ID, VIDEO_MENU_ID].includes(info.menuItemId) || !tab || !info.srcUrl) return null;
   const target = { tabId: tab.id, frameId: info.frameId || 0, srcUrl: info.srcUrl, pageUrl: info.frameUrl || info.pageUrl || tab.url };
   await injectContentScript(target.tabId, target.frameId);
+  if (info.menuItemId === VIDEO_MENU_ID) return checkVideo(target, await loadSettings());
   return checkImage(target, await loadSettings(), { reuse: false });
 }
 

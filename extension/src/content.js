@@ -40,6 +40,8 @@
       sendResponse({ shown: showBadges(message.srcUrl, message.badge) });
     } else if (message?.type === "fakewatch:collect") {
       sendResponse(collectImages(message.minSize));
+    } else if (message?.type === "fakewatch:frame") {
+      sendResponse(captureFrame(message.url));
     } else if (message?.type === "fakewatch:read") {
       readInPage(message.url).then(sendResponse, (error) => sendResponse({ error: String(error.message || error) }));
       return true;
@@ -225,8 +227,41 @@
     return svg;
   }
 
+  /** The address a <video> plays: the one chosen, its src, or its first <source>. */
+  function videoUrl(video) {
+    return video.currentSrc || video.src || absoluteUrl(video.querySelector("source[src]")?.getAttribute("src") || "");
+  }
+
+  function matchingVideos(url) {
+    return Array.from(document.querySelectorAll("video")).filter((video) => video.currentSrc === url || video.src === url
+      || videoUrl(video) === url || Array.from(video.querySelectorAll("source[src]")).some((source) => source.src === url));
+  }
+
+  /** The frame a <video> shows now, as a PNG data: URL and its time. A cross-origin video taints the canvas: then
+   * the page may show the frame but nobody may read it, and the answer says so. */
+  function captureFrame(url) {
+    const videos = matchingVideos(url);
+    const video = videos.find((candidate) => candidate.readyState >= 2 && candidate.videoWidth > 0);
+    if (!video) {
+      return videos.length === 0
+        ? { code: "video_not_found", error: "No video on the page plays this address any more." }
+        : { code: "no_frame", error: "The video has no frame on screen yet: play it a moment, then check again." };
+    }
+    const canvas = document.createElement("canvas");
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    try {
+      return { dataUrl: canvas.toDataURL("image/png"), time_s: video.currentTime };
+    } catch (error) {
+      if (error?.name !== "SecurityError") return { code: "no_frame", error: String(error.message || error) };
+      return { code: "tainted_frame",
+        error: "The video comes from another site that does not let this page read its pixels (no CORS), so the frame on screen cannot be checked." };
+    }
+  }
+
   function showBadges(url, badge) {
-    const images = matchingImages(url);
+    const images = [...matchingImages(url), ...matchingVideos(url)];
     for (const image of images) {
       const host = badgeHost(image);
       host.dataset.src = url.startsWith("data:") ? "data:" : url;
