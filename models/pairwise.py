@@ -154,7 +154,7 @@ def train_pairwise(config: PairwiseConfig) -> Path:
         out_of_time = (config.time_budget_s is not None
                        and time.monotonic() - training_started > config.time_budget_s)
         if index % config.eval_every == 0 or index == config.steps or out_of_time:
-            auc = _auc(np.asarray(Detector(model, detector_meta).raw_logits(sample_images)),
+            auc = _auc(np.asarray(Detector.from_keras(model, detector_meta).raw_logits(sample_images)),
                        sample_labels) if sample_images else 0.5
             history["loss"].append(float(np.mean(losses)))
             history["val_auc"].append(auc)

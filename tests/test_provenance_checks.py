@@ -165,8 +165,9 @@ def test_batch_exports_carry_the_verdict_source_and_the_evidence(stack: Stack, i
     assert rows[photo]["confidence"] == pytest.approx(verdict_confidence(rows[photo]["score"], rows[photo]["verdict"]))
     table = list(csv.DictReader(io.StringIO(read_results(stack, batch["id"], fmt="csv").text)))
     by_url = {row["url"]: row for row in table}
-    columns = list(table[0])  # the match columns (issue 15) and the review column (issue 16) follow these two
-    assert columns[columns.index("verdict_source") + 1] == "provenance" and columns[-1] == "review"
+    columns = list(table[0])  # the match columns (issue 15) and the review column (issue 16) follow these two,
+    # then the video columns (issue 26)
+    assert columns[columns.index("verdict_source") + 1] == "provenance" and columns[columns.index("row") - 1] == "review"
     assert (by_url[made]["verdict_source"], by_url[made]["provenance"], by_url[made]["confidence"]) == (
         "provenance", "AI: Content Credentials, OpenAI", "")
 
