@@ -241,7 +241,7 @@ def test_score_jsonl_scores_odd_formats_and_reports_corrupt_files(tiny_model_pat
         if expected[Path(row["path"]).name]:
             # The fixed fields, and beside them what decided the verdict and the file's provenance.
             assert set(row) == {"path", "score", "verdict", "model_version", "verdict_source", "confidence",
-                                "provenance"}
+                                "provenance", "reason", "verdict_text"}
             assert 0 <= row["score"] <= 1 and row["verdict"] in {"real", "fake", "uncertain"}
             assert row["model_version"] == version
         else:

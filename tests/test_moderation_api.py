@@ -34,6 +34,7 @@ from core.enums import AuditAction, CheckStatus, Role, Source, Verdict
 from core.model_metadata import SHIPPED_MODEL, metadata_path
 from fakewatch import client_commands
 from testbed.images import distinct_photos
+from testbed.models import copy_exported_files
 from worker.sweeper import start_sweeper
 
 
@@ -43,6 +44,7 @@ def _version_copy(tmp_path: Path, name: str) -> Path:
     folder.mkdir()
     model = folder / "model.keras"
     shutil.copyfile(SHIPPED_MODEL, model)
+    copy_exported_files(SHIPPED_MODEL, folder)
     meta = json.loads(metadata_path(SHIPPED_MODEL).read_text())
     meta["name"] = name
     metadata_path(model).write_text(json.dumps(meta))

@@ -44,6 +44,7 @@ from backend.training.versions import promote_version, register_model
 from core.enums import Role
 from core.errors import FakewatchError
 from testbed.images import distinct_photos
+from testbed.models import copy_exported_files
 from testbed.s3server import ACCESS_KEY, BUCKET, SECRET_KEY, wait_for_bucket, weed_command
 from testbed.stack import isolated_settings
 from tests.actors import OPERATOR
@@ -151,6 +152,7 @@ def version_copy(model: Path, folder: Path, name: str) -> Path:
     """The tiny model under another version name (a second version to promote)."""
     folder.mkdir(parents=True)
     shutil.copy(model, folder / "model.keras")
+    copy_exported_files(model, folder)
     metadata = json.loads(model.with_suffix(".json").read_text())
     metadata.update(name=name)
     metadata.pop("sha256", None)

@@ -5,6 +5,7 @@ screenshot at 1366x768."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from backend.settings import Settings
 from backend.storage.db import get_engine, session_scope
 from backend.storage.migrate import upgrade_database
 from backend.storage.schema import Image, ModelVersion, Review
+from core.check_evidence import regions_from_json
 from core.policy import clip_score, decide_verdict
 from core.video import sample_video
 from testbed.stack import isolated_settings
@@ -53,8 +55,8 @@ def seed_video_check(settings: Settings) -> str:
                    "regions": [{"box": [x, y, x + 96, y + 72], "score": round(min(1.0, score * (0.7 + 0.1 * i)), 3)}
                                for i, (x, y) in enumerate([(0, 0), (96, 0), (0, 72), (96, 72)])]}
                   for frame, score in zip(frames_sampled, scores, strict=True)]
-        record_score(check, version, clip_score(scores), regions=frames[scores.index(max(scores))]["regions"],
-                     frames=frames)
+        record_score(check, version, clip_score(scores),
+                     regions=regions_from_json(frames[scores.index(max(scores))]["regions"]), frames=frames)
         assert check.image is not None
         return check.image.sha256
 
@@ -89,7 +91,11 @@ def test_a_videos_page_shows_its_timeline_frames_and_heat_map(video_console: tup
         log_in(page, console.url)
         settle(page, "Review queue")
         expect(page.get_by_text("image(s) waiting")).to_contain_text("1 image(s) waiting")  # the video, queued
-        page.wait_for_function("() => document.cookie.includes('fakewatch_console=')")  # the login survives a load
+        # The login survives a load: the server sets its (HttpOnly) cookie, which page scripts cannot read.
+        deadline = time.monotonic() + 30
+        while not any(c["name"] == "fakewatch_console" for c in page.context.cookies()):
+            assert time.monotonic() < deadline, "the console never set its login cookie"
+            page.wait_for_timeout(250)
         page.goto(f"{console.url}/image?sha256={sha256}")
         expect(page.get_by_role("heading", name="Timeline")).to_be_visible(timeout=60_000)  # a loaded machine
         settle(page, "Image")
