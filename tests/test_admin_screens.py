@@ -517,6 +517,7 @@ def test_no_python_none_on_the_console_and_logins_record_the_address(console: Co
     try:
         log_in(page, console.url, ADMIN)
         settle(page, "Review queue")
+        wait_for_cookie(context)  # set by the server once the page loads its ticket: the next address needs it
         sha256 = hashlib.sha256(provenance_fixture("C.jpg")).hexdigest()
         page.goto(f"{console.url}/image?sha256={sha256}")
         settle(page, "Image")

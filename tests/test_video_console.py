@@ -5,7 +5,6 @@ screenshot at 1366x768."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +32,7 @@ from tests.test_admin_screens import (
     log_in,
     running_console,
     settle,
+    wait_for_cookie,
 )
 
 # The worker's scores for the clip's frames, as seeded: low, then a stretch the model doubts, then fake.
@@ -91,11 +91,7 @@ def test_a_videos_page_shows_its_timeline_frames_and_heat_map(video_console: tup
         log_in(page, console.url)
         settle(page, "Review queue")
         expect(page.get_by_text("image(s) waiting")).to_contain_text("1 image(s) waiting")  # the video, queued
-        # The login survives a load: the server sets its (HttpOnly) cookie, which page scripts cannot read.
-        deadline = time.monotonic() + 30
-        while not any(c["name"] == "fakewatch_console" for c in page.context.cookies()):
-            assert time.monotonic() < deadline, "the console never set its login cookie"
-            page.wait_for_timeout(250)
+        wait_for_cookie(page.context)  # the login survives a load: the server sets its HttpOnly cookie
         page.goto(f"{console.url}/image?sha256={sha256}")
         expect(page.get_by_role("heading", name="Timeline")).to_be_visible(timeout=60_000)  # a loaded machine
         settle(page, "Image")
