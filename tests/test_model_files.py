@@ -3,6 +3,7 @@ SHA-256; a host with an empty folder fetches and verifies them; a file that does
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import uuid
@@ -33,7 +34,8 @@ def saved_version(folder: Path, name: str, extra: bool = False) -> Path:
     metadata: dict[str, object] = {"name": name, "threshold": 0.5, "band": 0.1}
     if extra:
         (folder / "model.onnx").write_bytes(b"exported graph")
-        metadata["files"] = [{"name": "model.onnx"}]
+        metadata["files"] = [{"path": "model.keras", "role": "keras", "sha256": ""},  # as models/export.py lists them
+                             {"path": "model.onnx", "role": "onnx", "sha256": hashlib.sha256(b"exported graph").hexdigest()}]
     (folder / "model.json").write_text(json.dumps(metadata))
     return folder / "model.keras"
 

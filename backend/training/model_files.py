@@ -1,8 +1,9 @@
 """A model version's files travel through the object store and the database, never through a shared disk.
 
 A version is a list of files, each a (name, SHA-256) pair recorded in its row (``details["version_files"]``), the
-model file first: the ``.keras``, its metadata JSON, and any further file its metadata names under ``"files"``
-(an exported inference file, for one), each beside the model. Registering a version publishes every file to the
+model file first: the ``.keras``, its metadata JSON, and any further file its metadata lists under ``"files"``
+(an exported inference file, for one: core.model_metadata.model_files reads that list), each beside the model.
+Registering a version publishes every file to the
 models area of the store under ``<version name>/<file name>``; a worker fetches them into its own cache, checks each
 SHA-256 against the row, and loads the model only from files that matched. A file that is missing or does not match
 is an error: a worker never scores with a model it cannot verify."""
@@ -12,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
 
 from backend.settings import Settings
 from backend.storage.schema import ModelVersion
 from backend.storage.store import MODELS, FolderStore, ObjectStore, open_store, write_atomically
 from core.errors import FakewatchError, NotFound
-from core.model_metadata import file_sha256, metadata_path, read_metadata
+from core.model_metadata import file_sha256, metadata_path, model_files
 
 log = logging.getLogger("fakewatch.models")
 
@@ -34,14 +34,10 @@ class ModelUnverified(FakewatchError):
 
 def version_file_paths(model_path: Path) -> list[Path]:
     """The files that make the version saved at ``model_path``, the model first: the model, its metadata JSON, and
-    the files its metadata lists under ``"files"`` (names, or objects with a ``"name"`` or ``"path"``), all in the same folder."""
-    listed: list[Any] = read_metadata(model_path).get("files") or []
-    # The exported files' entries (models/export.py) name a path and a role; the "keras" one is the model itself,
-    # whatever name it was saved under.
-    names = [str(item.get("name") or item["path"]) if isinstance(item, dict) else str(item) for item in listed
-             if not (isinstance(item, dict) and item.get("role") == "keras")]
+    the further files its metadata lists (core.model_metadata.model_files: an exported inference file), all beside it.
+    The list's "keras" entry is the model itself, whatever name the version was saved under."""
     paths = [model_path, metadata_path(model_path)]
-    paths += [model_path.parent / Path(name).name for name in names if Path(name).name not in {p.name for p in paths}]
+    paths += [entry.path for entry in model_files(model_path) if entry.role != "keras" and entry.path not in paths]
     missing = [path.name for path in paths if not path.is_file()]
     if missing:
         raise FakewatchError("invalid_model", f"{model_path.name} lacks the file(s) beside it: {', '.join(missing)}.")
