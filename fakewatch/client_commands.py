@@ -18,7 +18,8 @@ from tqdm import tqdm
 from backend.batches.results import RESULT_FILTERS
 from backend.settings import Settings
 from backend.training.comparison import comparison_rows
-from core.enums import BatchStatus, CheckStatus, Label, RunStatus
+from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Verdict
+from core.policy import VERDICT_WORDS
 from core.retraining import Comparison
 from fakewatch.api_client import ApiClient, ClientError
 from fakewatch.video_timeline import describe_timeline
@@ -77,7 +78,9 @@ def describe_check(target: str, result: dict[str, Any]) -> str:
     else:  # other evidence than the model decided: show it instead of a confidence (docs/architecture.md)
         decided = f"by {source}" + (f": {evidence}" if source == "provenance" and evidence else "")
     shown = f"; provenance: {evidence}" if evidence and not decided.endswith(evidence) else ""
-    return (f"{target}: {result['verdict']} ({decided}, score {result['score']:.3f}, "
+    # The verdict in the words every client shows (core.policy.VERDICT_WORDS): the model finds or misses traces.
+    words = f"uncertain: {result['reason']}" if result.get("reason") else VERDICT_WORDS[Verdict(result["verdict"])]
+    return (f"{target}: {words} ({decided}, score {result['score']:.3f}, "
             f"model {result['model_version']}{review}{shown})")
 
 

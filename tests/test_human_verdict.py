@@ -15,6 +15,8 @@ import requests
 
 from backend.moderation.reviews import label_image, undo_last_decision
 from backend.storage.schema import Check
+from core.enums import Verdict
+from core.policy import VERDICT_WORDS
 from testbed.images import LocalServer, distinct_photos
 from testbed.stack import Stack
 from tests.actors import as_user
@@ -62,7 +64,7 @@ def test_a_label_relabel_and_undo_decide_every_later_read(stack: Stack, image_se
     assert first["verdict_source"] == "model" and first["review"] is None
     path = tmp_path / "photo.jpg"
     path.write_bytes(photos[0])
-    assert f"{path}: {first['verdict']} (confidence" in _cli_check(stack, path)
+    assert f"{path}: {VERDICT_WORDS[Verdict(first['verdict'])]} (confidence" in _cli_check(stack, path)
 
     image_id = _image_id(stack, first["id"])
     for label in ("real", "fake"):  # a label, then a relabel: the newest one decides

@@ -129,7 +129,7 @@ def test_a_labelled_fakes_half_size_copy_comes_back_fake_by_match(stack: Stack) 
                              env={**os.environ, **stack.env, "FAKEWATCH_API_URL": stack.api_url,
                                   "FAKEWATCH_API_KEY": stack.api_key}, capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stderr
-    assert f"fake (by match: near-copy (distance {match['distance']}) of image {first['image']['sha256'][:12]}" \
+    assert f"AI traces found (by match: near-copy (distance {match['distance']}) of image {first['image']['sha256'][:12]}" \
         in checked.stdout and f"labelled fake by {MODERATOR} at {match['at']}" in checked.stdout, checked.stdout
 
 

@@ -144,7 +144,7 @@ def test_cli_check_shows_the_evidence_and_what_decided(stack: Stack, tmp_path: P
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.strip().splitlines()
-    assert first.startswith(f"{made}: fake (by provenance: AI: Content Credentials, score "), first
+    assert first.startswith(f"{made}: AI traces found (by provenance: AI: Content Credentials, score "), first
     assert second.startswith(f"{plain}: ") and "(confidence " in second, second
     assert second.endswith("; provenance: Edited: Adobe Lightroom; Capture: Canon EOS REBEL T3 (unsigned EXIF))")
 

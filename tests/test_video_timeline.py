@@ -15,7 +15,7 @@ def test_a_video_check_prints_its_timeline_under_the_verdict() -> None:
               "model_version": "m1", "media": "video", "duration_s": 6.0, "frames": FRAMES}
     text = describe_check("clip.mp4", result) + describe_timeline(result)
     lines = text.splitlines()
-    assert lines[0].startswith("clip.mp4: fake (confidence 0.95")
+    assert lines[0].startswith("clip.mp4: AI traces found (confidence 0.95")
     assert "6.0 s: 6 frames scored" in lines[1]
     assert lines[2] == "  timeline 0 s |▁██▅▁█| 6.0 s"
     assert lines[3] == "  fake frames at 1.0-2.0 s, 5.0 s" and lines[4] == "  uncertain frames at 3.0 s"
