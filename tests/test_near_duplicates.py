@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import itertools
+import threading
 
+import faiss
 import numpy as np
 import pdqhash
 import pytest
@@ -169,6 +171,24 @@ def test_query_returns_ids_nearest_first_within_the_distance() -> None:
     assert [m.id for m in index.query(query, max_distance=40)][-1] == 13
     assert index.query(PdqHash(flipped(base, 128), 90)) == []
     assert NearDuplicateIndex(max_distance=0).query(query) == []
+
+
+def test_a_lookup_from_another_thread_scans_with_one_openmp_thread() -> None:
+    """OpenMP's thread count is per thread: an API's request threads must not scan with faiss's default (every
+    core, spinning), whichever thread built the index."""
+    index = NearDuplicateIndex()
+    index.add(1, PdqHash(flipped(ZERO, 4), 90))
+    seen: list[tuple[int, list[Match]]] = []
+
+    def lookup() -> None:
+        faiss.omp_set_num_threads(4)  # what a fresh thread may start with
+        found = index.query(PdqHash(ZERO, 90))
+        seen.append((faiss.omp_get_max_threads(), found))
+
+    thread = threading.Thread(target=lookup)
+    thread.start()
+    thread.join()
+    assert seen == [(1, [Match(4, 1)])]
 
 
 def test_an_id_added_twice_is_one_match_at_its_nearest() -> None:

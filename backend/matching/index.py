@@ -46,9 +46,12 @@ class NearDuplicateIndex:
     unrelated ones. Safe to share between threads: one lock serialises lookups and changes (a lookup at a million
     hashes takes milliseconds).
 
-    ``threads`` sets faiss's OpenMP threads for the whole process (faiss has no per-index setting). One lookup is a
+    ``threads`` sets faiss's OpenMP threads for every lookup (faiss has no per-index setting). One lookup is a
     memory-bound scan, and on two shared cores two OpenMP threads made it ten times slower than one (p50 56 ms
-    against 2.5 ms), so the default is 1; None leaves faiss's setting alone.
+    against 2.5 ms), so the default is 1; None leaves faiss's setting alone. It is set again on each lookup, in the
+    calling thread: OpenMP's thread count is per thread, so a setting made in the thread that built the index does
+    not reach an API's request threads, which then scanned with two spinning threads (a cached re-check spent a
+    third of its time there).
     """
 
     def __init__(self, *, max_distance: int = MATCH_DISTANCE, min_quality: int = MIN_QUALITY,
@@ -57,8 +60,8 @@ class NearDuplicateIndex:
             raise ValueError(f"max_distance must be between 0 and {HASH_BITS}, not {max_distance}")
         self.max_distance = max_distance
         self.min_quality = min_quality
-        if threads is not None:
-            faiss.omp_set_num_threads(threads)
+        self.threads = threads
+        self._use_threads()
         self._lock = threading.Lock()
         self._index = _empty_index()
 
@@ -68,6 +71,10 @@ class NearDuplicateIndex:
         index = cls(max_distance=max_distance, min_quality=min_quality, threads=threads)
         index.rebuild(rows)
         return index
+
+    def _use_threads(self) -> None:
+        if self.threads is not None and faiss.omp_get_max_threads() != self.threads:
+            faiss.omp_set_num_threads(self.threads)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -124,6 +131,7 @@ class NearDuplicateIndex:
             return answers
         codes = np.frombuffer(b"".join(hex_to_bytes(hashes[i].hex) for i in asked), dtype=np.uint8)
         with self._lock:
+            self._use_threads()
             # faiss keeps distances strictly below the radius.
             limits, distances, ids = self._index.range_search(codes.reshape(-1, HASH_BYTES), limit + 1)
         for row, i in enumerate(asked):
