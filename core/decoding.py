@@ -208,10 +208,15 @@ def _unreadable_error(data: bytes) -> FakewatchError:
             "Send the original file again.",
             422,
         )
+    return FakewatchError("unsupported_format", f"{refused_as(data)} a supported image: send a {ALLOWED_LIST} file.",
+                          415)
+
+
+def refused_as(data: bytes) -> str:
+    """The start of a refusal naming what the bytes are, where their magic says ("This is an HTML page, not")."""
     head = data[:512].lstrip().lower()
     kind = next((name for magic, name in REFUSED_MAGIC if head.startswith(magic.lower())), None)
-    what = f"This is {kind}, not" if kind else "This is not"
-    return FakewatchError("unsupported_format", f"{what} a supported image: send a {ALLOWED_LIST} file.", 415)
+    return f"This is {kind}, not" if kind else "This is not"
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:

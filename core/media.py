@@ -3,7 +3,12 @@ Content-Type). Clips and animations go to core/video.py, everything else to core
 
 from __future__ import annotations
 
-from core.decoding import ImageInfo, ImageLimits, inspect_image
+from PIL import Image
+
+from core.decoding import ALLOWED_LIST as IMAGE_LIST
+from core.decoding import ImageInfo, ImageLimits, decode_checked, inspect_image, refused_as
+from core.errors import FakewatchError
+from core.video import ALLOWED_LIST as VIDEO_LIST
 from core.video import VideoInfo, VideoLimits, inspect_video, media_kind, sniff_container
 
 MediaInfo = ImageInfo | VideoInfo
@@ -19,6 +24,23 @@ def inspect_media(data: bytes, image_limits: ImageLimits, video_limits: VideoLim
     if is_video(data):
         return inspect_video(data, video_limits)
     return inspect_image(data, image_limits)
+
+
+def decode_media(data: bytes, image_limits: ImageLimits,
+                 video_limits: VideoLimits) -> tuple[MediaInfo, Image.Image | None]:
+    """What intake needs of bytes that may be a still or a clip, in one pass: a clip's info (its frames are decoded
+    by the worker), or a still's info and upright pixels. Bytes that are neither are refused naming both kinds,
+    since whoever sent them may send either."""
+    if is_video(data):
+        return inspect_video(data, video_limits), None
+    try:
+        decoded = decode_checked(data, image_limits)
+    except FakewatchError as exc:
+        if exc.code != "unsupported_format":
+            raise
+        raise FakewatchError("unsupported_format", f"{refused_as(data)} a supported image or video: send a "
+                             f"{IMAGE_LIST} image, or an {VIDEO_LIST}.", 415) from exc
+    return decoded.info, decoded.pixels
 
 
 def may_be_video(head: bytes) -> bool:

@@ -32,9 +32,9 @@ from backend.storage.schema import Check, Image, ModelVersion, utcnow
 from backend.storage.store import image_store, put_image
 from backend.training.versions import require_active_version
 from core.check_evidence import NearCopyMatch, Region, regions_from_json, regions_to_json
-from core.decoding import decode_checked, decode_image
+from core.decoding import decode_image
 from core.enums import CheckStatus, Source
-from core.media import MediaInfo, inspect_media, is_video
+from core.media import MediaInfo, decode_media
 from core.video import VideoInfo
 
 
@@ -57,11 +57,7 @@ def store_image(session: Session, data: bytes, settings: Settings, info: MediaIn
             known.provenance = read_image_provenance(data, settings)
         return known
     if info is None:
-        if is_video(data):
-            info = inspect_media(data, settings.image_limits, settings.video_limits)
-        else:
-            decoded = decode_checked(data, settings.image_limits)
-            info, pixels = decoded.info, decoded.pixels
+        info, pixels = decode_media(data, settings.image_limits, settings.video_limits)
     key = put_image(data, info.sha256, image_store(settings))
     image = Image(sha256=info.sha256, byte_size=info.byte_size, format=info.format,
                   width=info.width, height=info.height, storage_key=key)

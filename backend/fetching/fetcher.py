@@ -52,9 +52,9 @@ from urllib3.exceptions import (
 
 from backend.fetching.allowlist import AllowEntry, parse_allowlist
 from backend.settings import Settings
-from core.decoding import decode_checked, mebibytes
+from core.decoding import mebibytes
 from core.errors import FakewatchError
-from core.media import MediaInfo, byte_cap, inspect_media, is_video
+from core.media import MediaInfo, byte_cap, decode_media
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -374,12 +374,7 @@ def _image_from(response: BaseHTTPResponse, url: str, settings: Settings, deadli
     _raise_for_status(response, url)
     data = _read_capped(response, url, settings, deadline)
     try:
-        if is_video(data):
-            info: MediaInfo = inspect_media(data, settings.image_limits, settings.video_limits)
-            pixels = None
-        else:
-            decoded = decode_checked(data, settings.image_limits)
-            info, pixels = decoded.info, decoded.pixels
+        info, pixels = decode_media(data, settings.image_limits, settings.video_limits)
     except FakewatchError as exc:
         raise FetchError(exc.code, f"{url} is not a usable image: {exc.message}", exc.status) from exc
     return FetchedImage(data=data, final_url=url, content_type=response.headers.get("Content-Type"),
