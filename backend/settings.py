@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     batch_budget_ms: float = 20.0
     # The niceness a scoring process takes when it starts (0 leaves it as started; never lowered): where the API
     # shares the cores, a client's read runs before a batch's next image (docs/serving.md, "Reads under load").
-    scoring_nice: int = Field(default=10, ge=0, le=19)
+    scoring_nice: int = Field(default=5, ge=0, le=19)
     task_soft_time_limit_s: int = 300
     task_time_limit_s: int = 360
     # Sweeper: checks left queued longer than this are sent again (a lost message).
