@@ -10,6 +10,7 @@ Tests build their own ``Settings(...)`` and hand it to the same entry points."""
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
@@ -110,6 +111,9 @@ class Settings(BaseSettings):
     score_batch_size: int = 32
     # How long a scoring process's batcher waits for the images of other tasks in flight (worker/batching.py).
     batch_budget_ms: float = 20.0
+    # The niceness a scoring process takes when it starts (0 leaves it as started; never lowered): where the API
+    # shares the cores, a client's read runs before a batch's next image (docs/serving.md, "Reads under load").
+    scoring_nice: int = Field(default=5, ge=0, le=19)
     task_soft_time_limit_s: int = 300
     task_time_limit_s: int = 360
     # Sweeper: checks left queued longer than this are sent again (a lost message).
@@ -210,8 +214,10 @@ class Settings(BaseSettings):
         """The largest body worth reading: a still's cap or a clip's, whichever is larger."""
         return max(self.max_image_bytes, self.video_max_bytes)
 
-    @property
+    @cached_property
     def data_path(self) -> Path:
+        # Resolved once per settings value: every database session asks for the URL below, and a realpath on each
+        # was 2% of an API read's CPU.
         return self.data_dir.resolve()
 
     @property
@@ -226,7 +232,7 @@ class Settings(BaseSettings):
     def logs_dir(self) -> Path:
         return self.data_path / "logs"
 
-    @property
+    @cached_property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_path / 'fakewatch.db'}"
 

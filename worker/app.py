@@ -7,7 +7,9 @@ fork, in ``worker_process_init``, never in the parent."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from pathlib import Path
 from typing import Any, cast
 
 from celery import current_app
@@ -66,6 +68,7 @@ def _init_process(**_kwargs: object) -> None:
     global _heartbeat_started
     reset_engines()
     if _serves_scoring:
+        lower_priority(_settings())
         start_metrics(_settings())
         load_match_index(_settings())
         # Last: once the model is warm the process announces it can score (fakewatch up waits for that).
@@ -79,6 +82,43 @@ def _end_process(**_kwargs: object) -> None:
     if _serves_scoring:
         _heartbeat_stop.set()
         leave(_settings())
+
+
+AUTOGROUP = Path("/proc/self/autogroup")
+AUTOGROUP_ENABLED = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+def lower_priority(settings: Settings) -> None:
+    """Take the niceness FAKEWATCH_SCORING_NICE, so that where the API shares this machine's cores its reads run
+    before a batch's next image: a batch only takes the CPU the API leaves. Set to the value, never lowered (an
+    unprivileged process could not take it back).
+
+    Linux's autogroup scheduling (on by default in most distributions' kernels) shares the CPU between sessions
+    first, and by niceness only inside each: a worker in a session of its own (``fakewatch up`` and the test stack
+    start each part so, as a service manager does) would weigh its niceness only against itself. So when this
+    worker leads its session (this process or its pool's parent), the session's group takes the same niceness."""
+    target = settings.scoring_nice
+    current = os.nice(0)
+    if target > current:
+        os.nice(target - current)
+    group = None
+    if target and os.getsid(0) in (os.getpid(), os.getppid()) and _autogroup_enabled():
+        try:
+            group = int(AUTOGROUP.read_text().split()[-1])
+            if target > group:
+                AUTOGROUP.write_text(str(target))
+                group = target
+        except (OSError, ValueError) as error:
+            log.warning("the scoring worker's session could not take niceness %d: %s", target, error)
+    log.info("scoring process %d runs at niceness %d (its session's scheduling group: %s)", os.getpid(), os.nice(0),
+             "left as it is" if group is None else f"niceness {group}")
+
+
+def _autogroup_enabled() -> bool:
+    try:
+        return AUTOGROUP_ENABLED.read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 def start_metrics(settings: Settings) -> None:

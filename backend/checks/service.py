@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from PIL.Image import Image as PILImage
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -87,17 +88,23 @@ class CachedScore:
     frames: list[Any] | None = None
 
 
+@cache
+def _cached_scores_query() -> Select[int | None, float | None, Any, Any]:
+    """Built once, the images and the version bound at each call: every upload, cached re-checks included, runs it."""
+    return (select(Check.image_id, Check.score, Check.regions, Check.frames)
+            .where(Check.image_id.in_(bindparam("image_ids", expanding=True)),
+                   Check.model_version_id == bindparam("model_version_id"),
+                   Check.status == CheckStatus.DONE, Check.score.is_not(None), Check.cached.is_(False))
+            .order_by(Check.finished_at.desc()))
+
+
 def find_cached_scores(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, CachedScore]:
     """Earlier scores of the same bytes by the same model version, by image id (one query for all of them).
 
     Only scorings by the model count (``cached`` false): each cached answer repeats one of them, and an image
     re-checked thousands of times would otherwise make every re-check read thousands of rows."""
-    rows = session.execute(
-        select(Check.image_id, Check.score, Check.regions, Check.frames)
-        .where(Check.image_id.in_(set(image_ids)), Check.model_version_id == model_version_id,
-               Check.status == CheckStatus.DONE, Check.score.is_not(None), Check.cached.is_(False))
-        .order_by(Check.finished_at.desc())
-    )
+    rows = session.execute(_cached_scores_query(),
+                           {"image_ids": sorted(set(image_ids)), "model_version_id": model_version_id})
     # Newest first, so the oldest score of each image is written last and wins (the one first reported).
     return {image_id: CachedScore(score, regions_from_json(regions), frames) for image_id, score, regions, frames in rows
             if image_id is not None and score is not None}

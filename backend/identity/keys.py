@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from functools import cache
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from backend.identity.access import Actor, require
@@ -47,8 +48,14 @@ def create_key(session: Session, name: str, role: Role | str = Role.SUBMITTER, *
     return row, key
 
 
+@cache
+def _key_by_hash() -> Select[ApiKey]:
+    # Built once, the hash bound at each call: every API request runs it.
+    return select(ApiKey).where(ApiKey.key_hash == bindparam("key_hash"))
+
+
 def authenticate(session: Session, key: str) -> ApiKey:
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+    row = session.scalar(_key_by_hash(), {"key_hash": hash_key(key)})
     if row is None or row.revoked_at is not None:
         raise FakewatchError("unauthorized", "This API key is not recognised or was revoked. Create one with "
                                              "`fakewatch keys create NAME`.", 401)

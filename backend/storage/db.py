@@ -18,6 +18,9 @@ from backend.settings import Settings
 from core.errors import NotFound
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Connections a process keeps open to a SQLite file: the API's threads (gunicorn's 16) each hold one during a request.
+# Past the pool a connection is opened, its pragmas set, and closed again after one request.
+SQLITE_POOL_SIZE = 20
 Row = TypeVar("Row")
 
 
@@ -37,7 +40,9 @@ def get_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+        pooled = {"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_POOL_SIZE} if path and path != ":memory:" else {}
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+                               **pooled)
         event.listen(engine, "connect", enable_sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
