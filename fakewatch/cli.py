@@ -23,7 +23,6 @@ from backend.identity.keys import create_key, has_keys, list_keys, revoke_key, r
 from backend.identity.users import first_run_lines
 from backend.settings import Settings
 from backend.storage.db import session_scope
-from backend.storage.migrate import upgrade_database, wait_for_head
 from backend.storage.store import MODELS, open_store
 from backend.training.versions import active_version, ensure_shipped_model
 from core.enums import Role
@@ -62,6 +61,8 @@ def db() -> None:
 
 def prepare_database(settings: Settings) -> str | None:
     """Migrate to the latest schema and register the shipped model on a fresh database; returns its version name."""
+    from backend.storage.migrate import upgrade_database  # noqa: PLC0415 - alembic, only where the schema changes
+
     upgrade_database(settings.database)
     with session_scope(settings) as session:
         version = ensure_shipped_model(session, open_store(settings, MODELS))
@@ -74,6 +75,8 @@ def prepare_database(settings: Settings) -> str | None:
 def db_wait(settings: Settings, timeout: float) -> None:
     """Wait until another process (the Kubernetes migration Job) has migrated the database to this version's
     schema: what the API's init container runs, so a new API never serves an old schema."""
+    from backend.storage.migrate import wait_for_head  # noqa: PLC0415 - alembic, only for this command
+
     if not wait_for_head(settings.database, timeout):
         raise click.ClickException(f"The database schema is not at this version's head after {timeout:.0f} s: "
                                    "has the migration Job run (`fakewatch db upgrade`)?")
@@ -228,11 +231,9 @@ def api(settings: Settings, host: str | None, port: int | None, workers: int, th
 def worker(settings: Settings, queues: str, concurrency: int | None, pool: str, loglevel: str) -> None:
     """Run a Celery worker: scoring (loads the active model when each process starts) or training."""
     # The worker's start-up (worker/app.py) reads the same environment; it imports the task modules.
-    from worker.app import celery_app  # noqa: PLC0415 - Celery's worker machinery, only for this command
+    from worker.app import start_worker  # noqa: PLC0415 - Celery's worker machinery, only for this command
 
-    name = f"{queues.replace(',', '+')}@%h-{os.getpid()}"
-    celery_app.worker_main(["worker", "--queues", queues, "--loglevel", loglevel, "--hostname", name,
-                            "--concurrency", str(concurrency or settings.worker_concurrency), "--pool", pool])
+    sys.exit(start_worker(queues, concurrency or settings.worker_concurrency, pool, loglevel))
 
 
 def _a_worker_can_score(settings: Settings) -> bool:

@@ -87,7 +87,7 @@ def test_a_model_file_whose_checksum_does_not_match_is_refused(tiny_model_path: 
 NO_TENSORFLOW = textwrap.dedent("""
     import json, sys, time
     started = time.monotonic()
-    import worker.app  # the scoring worker's start-up: its tasks, signal handlers and everything they import
+    import fakewatch.cli, worker.app  # `fakewatch worker`'s start-up: its tasks, signal handlers and all they import
     from worker.detectors import detector_for
     from backend.storage.db import session_scope
     from backend.training.versions import active_version
@@ -96,7 +96,10 @@ NO_TENSORFLOW = textwrap.dedent("""
     from PIL import Image
     score = detector.score([Image.new("RGB", (320, 240), (90, 60, 30))])[0]
     loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
-    print(json.dumps({"score": score, "runtime": detector.runtime.name, "loaded": loaded,
+    # Nor the API's, the console's or training's libraries: seconds of a cold start, memory in every process.
+    web = sorted({name.split(".")[0] for name in sys.modules
+                  if name.split(".")[0] in ("flask", "apiflask", "streamlit", "matplotlib", "sklearn", "alembic")})
+    print(json.dumps({"score": score, "runtime": detector.runtime.name, "loaded": loaded, "web": web,
                       "seconds": time.monotonic() - started}))
 """)
 
@@ -112,6 +115,7 @@ def test_a_scoring_worker_process_never_imports_tensorflow(tiny_model_path: Path
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["runtime"] == "litert" and 0.0 <= report["score"] <= 1.0
     assert report["loaded"] == [], f"the scoring worker imported {report['loaded'][:5]}"
+    assert report["web"] == [], f"the scoring worker imported {report['web']}"
 
 
 def test_readyz_shows_a_keyed_caller_the_workers_that_can_score(embedded_stack: Stack) -> None:

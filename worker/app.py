@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from celery import current_app
+from celery.concurrency import get_implementation
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
@@ -23,6 +24,7 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
+from celery.utils.nodenames import default_nodename, host_format
 from prometheus_client import start_http_server
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -43,6 +45,23 @@ _sweeper_stop = threading.Event()
 _heartbeat_stop = threading.Event()
 _heartbeat_started = False
 _serves_scoring = True
+
+
+def start_worker(queues: str, concurrency: int, pool: str, loglevel: str) -> int:
+    """Run this app's worker until it stops; returns its exit code.
+
+    Started as ``celery worker`` would start it, without going through Celery's command line (its parser imports
+    every ``celery`` subcommand, prompt_toolkit included: about 0.4 s of a cold start). Without mingle, gossip and
+    event heartbeats: mingle asks the other workers for revoked task ids and waits a second for their answers at
+    every start (on Redis), gossip makes every worker follow every other worker's events, and heartbeat events feed
+    monitors such as Flower. fakewatch revokes no task (a cancelled check is a database state), elects nothing, and
+    tells a live scoring process by its row in ``scoring_workers``: none of the three does anything for it."""
+    worker = celery_app.Worker(
+        hostname=host_format(default_nodename(f"{queues.replace(',', '+')}@%h-{os.getpid()}")),
+        queues=queues.split(","), concurrency=concurrency, pool_cls=get_implementation(pool), loglevel=loglevel,
+        without_mingle=True, without_gossip=True, without_heartbeat=True)
+    worker.start()
+    return int(worker.exitcode or 0)
 
 
 def _settings() -> Settings:

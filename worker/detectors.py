@@ -71,8 +71,9 @@ def detector_for(version: ModelVersion, settings: Settings) -> Detector:
     return detector
 
 
-def process_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"[:100]
+def process_name(pid: int | None = None) -> str:
+    """A scoring process as it signs its readiness row and its claims: ``host:pid`` (this process by default)."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"[:100]
 
 
 def warm_up(settings: Settings) -> None:

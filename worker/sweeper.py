@@ -9,24 +9,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from backend.checks.handoff import resend_unsent, send_checks
 from backend.checks.idempotency import forget_old_keys
-from backend.checks.service import lost_repeatedly, sweep_stuck_checks
+from backend.checks.service import end_leases, lost_repeatedly, sweep_stuck_checks
 from backend.delivery import callbacks
 from backend.delivery.retention import apply_retention
 from backend.settings import Settings
 from backend.storage.db import session_scope
+from worker.leases import PoolWatch
 
 log = logging.getLogger("fakewatch.sweeper")
 
 
-def sweep_once(settings: Settings) -> int:
+def sweep_once(settings: Settings, pool: PoolWatch | None = None) -> int:
     """One pass: send the checks the broker refused when they were accepted, then re-queue those whose worker died
-    (a lapsed lease) or whose message was lost (after a second loss, each in a message of its own), and forget
-    day-old Idempotency-Keys. Returns how many were sent."""
+    (a lapsed lease, or a pool process of this worker seen to exit: ``pool``) or whose message was lost (after a
+    second loss, each in a message of its own), and forget day-old Idempotency-Keys. Returns how many were sent."""
     with session_scope(settings) as session:
         resent = resend_unsent(session, settings)
+        exited = pool.exited() if pool is not None else []
+        if exited and (ended := end_leases(session, exited)):
+            log.warning("pool process %s exited holding %d checks: re-queued now, not when their lease runs out",
+                        ", ".join(exited), ended)
         ids = sweep_stuck_checks(session, settings)
         alone = lost_repeatedly(session, ids)
         send_checks(session, settings, [check_id for check_id in ids if check_id not in alone])
@@ -50,10 +56,14 @@ def sweep_callbacks(settings: Settings) -> int:
 
 def _loop(stop: threading.Event, settings: Settings) -> None:
     next_retention = time.monotonic()
+    pool = PoolWatch()  # the sweeper runs in the worker's main process: its children are the pool processes
+    pool.exited()
+    steps: list[tuple[str, Callable[[], int]]] = [("sweep", lambda: sweep_once(settings, pool)),
+                                                  ("callbacks", lambda: sweep_callbacks(settings))]
     while not stop.wait(settings.sweep_interval_s):
-        for name, step in (("sweep", sweep_once), ("callbacks", sweep_callbacks)):
+        for name, step in steps:
             try:
-                step(settings)
+                step()
             except Exception:  # a database hiccup must not kill the sweeper
                 log.exception("%s failed; retrying in %.0f s", name, settings.sweep_interval_s)
         if settings.retention_days is not None and time.monotonic() >= next_retention:

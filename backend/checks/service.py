@@ -248,6 +248,20 @@ def renew_leases(session: Session, check_ids: Sequence[str], lease_s: float) -> 
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def end_leases(session: Session, claimants: Sequence[str]) -> int:
+    """End now the leases of the running checks these processes hold, processes known to have exited (a pool
+    process killed under its live worker): the sweep re-queues them at once, as if their leases had run out, with
+    the same count of attempts. Commits; returns how many."""
+    if not claimants:
+        return 0
+    result = session.execute(
+        update(Check).where(Check.status == CheckStatus.RUNNING, Check.claimed_by.in_(list(claimants)))
+        .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        .execution_options(synchronize_session=False))
+    session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def _finish(check: Check, version: ModelVersion, score: float, cached: bool, regions: Sequence[Region] | None,
             match: NearCopyMatch | None, frames: list[Any] | None = None) -> None:
     decision = decide_at_scoring(check, score, version.threshold, version.band, match)

@@ -39,7 +39,6 @@ from backend.checks.dispatch import enqueue_deliveries
 from backend.checks.served import deliveries_of_checks, served_check
 from backend.fetching.fetcher import check_address, post_json, validate_url
 from backend.settings import Settings
-from backend.shapes import BatchOut, CheckOut
 from backend.storage.schema import ApiKey, Batch, CallbackDelivery, Check, utcnow
 from core.enums import FINAL_CHECK_STATUSES, BatchStatus, DeliveryStatus
 from core.errors import FakewatchError
@@ -198,6 +197,9 @@ def send_due(session: Session, settings: Settings) -> list[int]:
 
 def payload(session: Session, delivery: CallbackDelivery) -> tuple[str, bytes]:
     """The event name and the raw body: the check or batch object as the API returns it now."""
+    # The API's schemas (apiflask, flask, marshmallow: a third of a second to import) only where a body is made, in
+    # the callbacks worker: the scoring worker, which only schedules deliveries, starts without them.
+    from backend.shapes import BatchOut, CheckOut  # noqa: PLC0415
     if delivery.check_id is not None:
         check = session.get(Check, delivery.check_id)
         assert check is not None
