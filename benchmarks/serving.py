@@ -153,10 +153,11 @@ try:
     result["batch_2_workers"] = run_batch(stack, batch)
     result["worker_rss_mb_2_processes"] = rss_mb(worker.pid)
     print("RESULT " + json.dumps(result), flush=True)
-    result["batch_2_workers_with_kills"] = run_batch(stack, images(count, 3), kill_pid=worker.pid)
-    result["kill_run_time_ratio"] = round(result["batch_2_workers_with_kills"]["seconds"]
-                                          / result["batch_2_workers"]["seconds"], 2)
-    print("RESULT " + json.dumps(result), flush=True)
+    if kill_every > 0:  # --kill-every 0 (or --no-kills) leaves the kill run out
+        result["batch_2_workers_with_kills"] = run_batch(stack, images(count, 3), kill_pid=worker.pid)
+        result["kill_run_time_ratio"] = round(result["batch_2_workers_with_kills"]["seconds"]
+                                              / result["batch_2_workers"]["seconds"], 2)
+        print("RESULT " + json.dumps(result), flush=True)
 finally:
     stack.stop()
 
@@ -203,10 +204,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--latency-images", type=int, default=20)
     parser.add_argument("--kill-every", type=float, default=15.0)
+    parser.add_argument("--no-kills", action="store_true", help="leave out the run with pool processes killed")
     parser.add_argument("--timeout", type=float, default=3000,
                         help="seconds per tree at most (a last resort: each batch gives up after 600 s)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.no_kills:
+        args.kill_every = 0.0
     result: dict[str, Any] = {"command": " ".join(sys.argv), "images": args.images}
     for name, tree in (("landed", args.base.resolve()), ("this_tree", HERE)):
         result[name] = measure(tree, args.images, args.latency_images, args.kill_every, args.timeout)
