@@ -185,19 +185,28 @@ def image_visible(session: Session, image: Image, actor: Actor | None) -> bool:
         is not None
 
 
+# Polls of a waiting request: every few milliseconds at first, at most every WAIT_POLL_FAST_S during the first
+# second (a lone image is scored in tens of milliseconds, and a 50 ms poll added a quarter of that to its answer), then
+# every WAIT_POLL_SLOW_S (a check queued behind a batch). Each poll reads only the status; the row is read once, when
+# it is final or the wait is up. FAKEWATCH_WAIT_SLOTS bounds how many requests poll at once.
+WAIT_POLL_FAST_S = 0.01
+WAIT_POLL_SLOW_S = 0.05
+
+
 def wait_for_final(session: Session, check_id: str, timeout_s: float) -> Check:
     """Poll the database until the check is final or the time is up; short sleeps first, since most
     verdicts take tens of milliseconds."""
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     delay = 0.003
     while True:
-        check = get_check(session, check_id)
-        if check.status.is_final or time.monotonic() >= deadline:
-            return check
-        session.expire_all()
+        status = session.scalar(select(Check.status).where(Check.id == check_id))
+        if status is None or status.is_final or time.monotonic() >= deadline:
+            session.expire_all()  # the row as committed now, not as this session last loaded it
+            return get_check(session, check_id)
         session.rollback()  # end the read transaction so the next poll sees new commits
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 1.5, 0.05)
+        delay = min(delay * 1.5, WAIT_POLL_FAST_S if time.monotonic() - started < 1.0 else WAIT_POLL_SLOW_S)
 
 
 # --- state changes made by the workers --------------------------------------------------------------------
