@@ -41,6 +41,13 @@ from core.video import VideoInfo
 def store_image(session: Session, data: bytes, settings: Settings, info: MediaInfo | None = None,
                 pixels: PILImage | None = None) -> Image:
     """Validate untrusted bytes, store them content-addressed, and return their (possibly existing) row.
+    See :func:`_stored`."""
+    return _stored(session, data, settings, info, pixels)[0]
+
+
+def _stored(session: Session, data: bytes, settings: Settings, info: MediaInfo | None = None,
+            pixels: PILImage | None = None) -> tuple[Image, bool]:
+    """The image row of these bytes (validated and stored when new), and whether this call inserted it.
 
     ``info`` and ``pixels``: what ``inspect_media`` / ``decode_checked`` found of these bytes when the caller already
     has it (the fetcher does). New still bytes are decoded at most once here: validation, size and the perceptual
@@ -55,7 +62,7 @@ def store_image(session: Session, data: bytes, settings: Settings, info: MediaIn
             known.deleted_at = None
         if known.provenance is None:  # stored before provenance was read (or purged): read it now, once
             known.provenance = read_image_provenance(data, settings)
-        return known
+        return known, False
     if info is None:
         if is_video(data):
             info = inspect_media(data, settings.image_limits, settings.video_limits)
@@ -78,8 +85,8 @@ def store_image(session: Session, data: bytes, settings: Settings, info: MediaIn
             session.add(image)
     except IntegrityError:
         # Another request stored the same bytes a moment ago.
-        image = session.scalars(select(Image).where(Image.sha256 == info.sha256)).one()
-    return image
+        return session.scalars(select(Image).where(Image.sha256 == info.sha256)).one(), False
+    return image, True
 
 
 @dataclass(frozen=True)
@@ -137,13 +144,14 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
     (with the labelled near-copies known now as its match).
 
     The caller commits, then enqueues when ``needs_scoring`` (so a worker never sees an uncommitted row)."""
-    image = store_image(session, data, settings, info)
+    image, inserted = _stored(session, data, settings, info)
     version = require_active_version(session)
     check = Check(image_id=image.id, image=image, source=Source(source), source_url=source_url, page_url=page_url,
                   api_key_id=api_key_id, callback_url=callback_url)
     session.add(check)
-    needs_scoring = bool(apply_cached_scores(session, [check], version,
-                                             lambda stored: match_for_image(session, settings, stored)))
+    # Bytes this request stored first have no earlier score to reuse: no query for one.
+    needs_scoring = inserted or bool(apply_cached_scores(session, [check], version,
+                                                         lambda stored: match_for_image(session, settings, stored)))
     session.flush()
     CHECKS_ACCEPTED.labels(Source(source).value).inc()
     return Submission(check=check, needs_scoring=needs_scoring)
