@@ -10,7 +10,8 @@ For each tree, on the embedded default (SQLite database and broker), with a real
 - images a second, file to stored verdict: ``--images`` distinct uploads on 2 worker processes, from the first POST
   to the last stored verdict, and the same batch again while a pool process is killed every ``--kill-every`` s
   (the reliability benchmark's kill, at most 3 kills, scaled down): total time with kills over total time without;
-- the tree's in-process limit: decode + score of the same images in one process, batches of 32.
+- the tree's in-process limit: decode + score of the same images in one process, batches of 32; and the model's own
+  time for one image (decode + score of one image alone, p50), which one image end to end is held against.
 
     python benchmarks/serving.py --base /tmp/base [--images 256] [--latency-images 20] [--kill-every 15]
                                  [--out benchmarks/serving-results.json]
@@ -134,6 +135,7 @@ try:
     result["worker_start_to_first_verdict_s"] = round(time.monotonic() - began, 2)
     assert check["status"] == "done", check
     stack.start_process("callbacks-worker", "worker", "--queues", "callbacks", "--concurrency", "1")
+    stack.wait_for_log("callbacks-worker", "ready.", timeout=300)  # its start-up is not measured as latency
     latencies = []
     for data in images(latency_count, 1):
         t = time.monotonic(); body = post(stack, data, wait=10); latencies.append(1000 * (time.monotonic() - t))
@@ -153,10 +155,11 @@ try:
     result["batch_2_workers"] = run_batch(stack, batch)
     result["worker_rss_mb_2_processes"] = rss_mb(worker.pid)
     print("RESULT " + json.dumps(result), flush=True)
-    result["batch_2_workers_with_kills"] = run_batch(stack, images(count, 3), kill_pid=worker.pid)
-    result["kill_run_time_ratio"] = round(result["batch_2_workers_with_kills"]["seconds"]
-                                          / result["batch_2_workers"]["seconds"], 2)
-    print("RESULT " + json.dumps(result), flush=True)
+    if kill_every > 0:  # --kill-every 0 (or --no-kills) leaves the kill run out
+        result["batch_2_workers_with_kills"] = run_batch(stack, images(count, 3), kill_pid=worker.pid)
+        result["kill_run_time_ratio"] = round(result["batch_2_workers_with_kills"]["seconds"]
+                                              / result["batch_2_workers"]["seconds"], 2)
+        print("RESULT " + json.dumps(result), flush=True)
 finally:
     stack.stop()
 
@@ -169,6 +172,10 @@ t = time.monotonic()
 for s in range(0, len(batch), 32):
     detector.score([decode_image(d, limits) for d in batch[s:s + 32]])
 result["in_process_limit_images_per_s"] = round(len(batch) / (time.monotonic() - t), 2)
+one = []  # the model's own time for one image (decode + score, alone): what one_image_ms is held against
+for data in images(max(latency_count, 5), 1):
+    t = time.monotonic(); detector.score([decode_image(data, limits)]); one.append(1000 * (time.monotonic() - t))
+result["model_one_image_ms_p50"] = round(statistics.median(one), 1)
 result["model"] = detector.version
 print("RESULT " + json.dumps(result))
 """
@@ -203,10 +210,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--latency-images", type=int, default=20)
     parser.add_argument("--kill-every", type=float, default=15.0)
+    parser.add_argument("--no-kills", action="store_true", help="leave out the run with pool processes killed")
     parser.add_argument("--timeout", type=float, default=3000,
                         help="seconds per tree at most (a last resort: each batch gives up after 600 s)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.no_kills:
+        args.kill_every = 0.0
     result: dict[str, Any] = {"command": " ".join(sys.argv), "images": args.images}
     for name, tree in (("landed", args.base.resolve()), ("this_tree", HERE)):
         result[name] = measure(tree, args.images, args.latency_images, args.kill_every, args.timeout)
@@ -224,6 +234,8 @@ def main() -> None:
     limit = new.get("in_process_limit_images_per_s")
     rate = new.get("batch_2_workers", {}).get("images_per_s")
     result["this_tree_batch_rate_over_its_in_process_limit"] = ratio(rate, limit)
+    one, own = new.get("one_image_ms", {}).get("p50"), new.get("model_one_image_ms_p50")
+    result["this_tree_one_image_p50_over_model_ms"] = round(one - own, 1) if one and own else None
     emit(result, args.out)
 
 

@@ -5,6 +5,7 @@ wheels are not, whatever the model says."""
 from __future__ import annotations
 
 import io
+from itertools import groupby
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from sklearn.datasets import load_sample_images
 
 from core.enums import Verdict, VerdictSource
 from core.policy import Evidence, decide, verdict_wording
-from core.scope import out_of_scope_reason
+from core.scope import RUN, flat_share, out_of_scope_reason
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"]
@@ -107,3 +108,16 @@ def test_a_low_score_reads_no_ai_traces_found_with_its_confidence() -> None:
     assert verdict_wording(decide(Evidence(score=0.17, threshold=0.5, band=0.1))) == "no AI traces found (83%)"
     assert verdict_wording(decide(Evidence(score=0.9, threshold=0.5, band=0.1))) == "AI traces found (90%)"
     assert verdict_wording(decide(Evidence(score=0.5, threshold=0.5, band=0.1))) == "uncertain (50%)"
+
+
+def test_flat_share_counts_the_pixels_of_long_one_colour_runs_within_each_row() -> None:
+    """Against the rule said plainly: each row's maximal runs of one exact colour, counted when ``RUN`` or longer
+    (on few colours, stripes of repeats and runs touching both row ends, so runs of every length occur)."""
+    rng = np.random.default_rng(24)
+    for _ in range(60):
+        height, width = int(rng.integers(1, 12)), int(rng.integers(RUN, 90))
+        pixels = rng.integers(0, int(rng.integers(1, 4)), (height, width, 3), dtype=np.uint8)
+        pixels = np.repeat(pixels, int(rng.integers(1, 20)), axis=1)[:, :width]
+        expected = sum(length for row in pixels.tolist()
+                       for length in (len(list(run)) for _, run in groupby(map(tuple, row))) if length >= RUN)
+        assert flat_share(pixels) == pytest.approx(expected / (height * width), abs=1e-12)

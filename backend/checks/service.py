@@ -42,6 +42,13 @@ from core.video import VideoInfo
 def store_image(session: Session, data: bytes, settings: Settings, info: MediaInfo | None = None,
                 pixels: PILImage | None = None) -> Image:
     """Validate untrusted bytes, store them content-addressed, and return their (possibly existing) row.
+    See :func:`_stored`."""
+    return _stored(session, data, settings, info, pixels)[0]
+
+
+def _stored(session: Session, data: bytes, settings: Settings, info: MediaInfo | None = None,
+            pixels: PILImage | None = None) -> tuple[Image, bool]:
+    """The image row of these bytes (validated and stored when new), and whether this call inserted it.
 
     ``info`` and ``pixels``: what ``inspect_media`` / ``decode_checked`` found of these bytes when the caller already
     has it (the fetcher does). New still bytes are decoded at most once here: validation, size and the perceptual
@@ -56,7 +63,7 @@ def store_image(session: Session, data: bytes, settings: Settings, info: MediaIn
             known.deleted_at = None
         if known.provenance is None:  # stored before provenance was read (or purged): read it now, once
             known.provenance = read_image_provenance(data, settings)
-        return known
+        return known, False
     if info is None:
         info, pixels = decode_media(data, settings.image_limits, settings.video_limits)
     key = put_image(data, info.sha256, image_store(settings))
@@ -75,8 +82,8 @@ def store_image(session: Session, data: bytes, settings: Settings, info: MediaIn
             session.add(image)
     except IntegrityError:
         # Another request stored the same bytes a moment ago.
-        image = session.scalars(select(Image).where(Image.sha256 == info.sha256)).one()
-    return image
+        return session.scalars(select(Image).where(Image.sha256 == info.sha256)).one(), False
+    return image, True
 
 
 @dataclass(frozen=True)
@@ -140,13 +147,14 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
     (with the labelled near-copies known now as its match).
 
     The caller commits, then enqueues when ``needs_scoring`` (so a worker never sees an uncommitted row)."""
-    image = store_image(session, data, settings, info)
+    image, inserted = _stored(session, data, settings, info)
     version = require_active_version(session)
     check = Check(image_id=image.id, image=image, source=Source(source), source_url=source_url, page_url=page_url,
                   api_key_id=api_key_id, callback_url=callback_url)
     session.add(check)
-    needs_scoring = bool(apply_cached_scores(session, [check], version,
-                                             lambda stored: match_for_image(session, settings, stored)))
+    # Bytes this request stored first have no earlier score to reuse: no query for one.
+    needs_scoring = inserted or bool(apply_cached_scores(session, [check], version,
+                                                         lambda stored: match_for_image(session, settings, stored)))
     session.flush()
     CHECKS_ACCEPTED.labels(Source(source).value).inc()
     return Submission(check=check, needs_scoring=needs_scoring)
@@ -188,19 +196,28 @@ def image_visible(session: Session, image: Image, actor: Actor | None) -> bool:
         is not None
 
 
+# Polls of a waiting request: every few milliseconds at first, at most every WAIT_POLL_FAST_S during the first
+# second (a lone image is scored in tens of milliseconds, and a 50 ms poll added a quarter of that to its answer), then
+# every WAIT_POLL_SLOW_S (a check queued behind a batch). Each poll reads only the status; the row is read once, when
+# it is final or the wait is up. FAKEWATCH_WAIT_SLOTS bounds how many requests poll at once.
+WAIT_POLL_FAST_S = 0.01
+WAIT_POLL_SLOW_S = 0.05
+
+
 def wait_for_final(session: Session, check_id: str, timeout_s: float) -> Check:
     """Poll the database until the check is final or the time is up; short sleeps first, since most
     verdicts take tens of milliseconds."""
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     delay = 0.003
     while True:
-        check = get_check(session, check_id)
-        if check.status.is_final or time.monotonic() >= deadline:
-            return check
-        session.expire_all()
+        status = session.scalar(select(Check.status).where(Check.id == check_id))
+        if status is None or status.is_final or time.monotonic() >= deadline:
+            session.expire_all()  # the row as committed now, not as this session last loaded it
+            return get_check(session, check_id)
         session.rollback()  # end the read transaction so the next poll sees new commits
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 1.5, 0.05)
+        delay = min(delay * 1.5, WAIT_POLL_FAST_S if time.monotonic() - started < 1.0 else WAIT_POLL_SLOW_S)
 
 
 # --- state changes made by the workers --------------------------------------------------------------------
