@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,7 +32,7 @@ from core.decoding import decode_image
 from core.enums import CheckStatus
 from core.errors import FakewatchError
 from core.scope import out_of_scope_reason
-from worker.detectors import batcher, detector_for
+from worker.detectors import batcher, detector_for, process_name
 from worker.fetching import fetch_into_checks
 from worker.leases import holding_leases
 from worker.video import score_video_checks
@@ -46,7 +44,7 @@ def score_checks(check_ids: Sequence[str], settings: Settings) -> dict[str, int]
     """Score the given checks; returns counts by outcome. Safe to run twice on the same ids."""
     with session_scope(settings) as session:
         checks = claim_checks(session, list(check_ids), stale_after_s=settings.stuck_after_s, lease_s=settings.lease_s,
-                              claimed_by=f"{socket.gethostname()}:{os.getpid()}"[:100])
+                              claimed_by=process_name())
         if not checks:
             return {"claimed": 0}
         if len(checks) > 1 and any(check.attempts > ALONE_AFTER_LOSSES for check in checks):
