@@ -10,7 +10,6 @@ Tests build their own ``Settings(...)`` and hand it to the same entry points."""
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
@@ -214,10 +213,10 @@ class Settings(BaseSettings):
         """The largest body worth reading: a still's cap or a clip's, whichever is larger."""
         return max(self.max_image_bytes, self.video_max_bytes)
 
-    @cached_property
+    @property
     def data_path(self) -> Path:
-        # Resolved once per settings value: every database session asks for the URL below, and a realpath on each
-        # was 2% of an API read's CPU.
+        # Not a cached_property: pydantic's model_copy(update=...) copies a cached value along with the fields, so
+        # a copy with another data_dir or database_url would keep answering with the original's.
         return self.data_dir.resolve()
 
     @property
@@ -232,7 +231,7 @@ class Settings(BaseSettings):
     def logs_dir(self) -> Path:
         return self.data_path / "logs"
 
-    @cached_property
+    @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_path / 'fakewatch.db'}"
 
