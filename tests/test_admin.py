@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -307,8 +308,14 @@ def test_dashboard_aggregates_count_what_was_seeded(both_dialects: Settings) -> 
     assert data.total_checks == data.done_checks == 5
     assert data.flagged_rate == pytest.approx(4 / 5)
     assert data.verdict_mix == {"real": 1, "uncertain": 1, "fake": 3}
-    assert [day.checks for day in data.per_day][-2:] == [1, 4] and len(data.per_day) == 7
-    assert [day.flagged for day in data.per_day][-2:] == [1, 3]
+    # The seeded checks are 3 hours old and one is a day old: which UTC days they fall on depends on the hour the
+    # test runs (before 03:00 UTC all five are yesterday's), so the days are counted here from the rows themselves.
+    with session_scope(both_dialects) as session:
+        created = [(check.created_at.astimezone(UTC).date(), check.flagged) for check in session.scalars(select(Check))]
+    assert len(data.per_day) == 7 and data.per_day[-1].day == datetime.now(UTC).date()
+    assert {day.day: day.checks for day in data.per_day if day.checks} == Counter(day for day, _ in created)
+    assert {day.day: day.flagged for day in data.per_day if day.flagged} == Counter(day for day, f in created if f)
+    assert sum(day.checks for day in data.per_day) == 5 and sum(day.flagged for day in data.per_day) == 4
     assert [count for _, _, count in data.histogram] == [0, 1, 0, 0, 0, 1, 0, 1, 0, 2]
     assert data.queue.size == 1 and data.queue.age_s is not None and 80_000 < data.queue.age_s < 90_000
     [agreement] = data.agreement
