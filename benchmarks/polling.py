@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -45,6 +44,7 @@ sys.path.insert(0, str(HERE))
 
 from testbed.images import LocalServer, distinct_photos
 from testbed.report import emit
+from testbed.trees import run_in_tree
 
 # Run inside each tree's own interpreter (PYTHONPATH = that tree), so each tree's stack code starts each tree's API
 # and worker. It uses the test stack of the tree (testbed/stack.py, or tests/stack.py in older trees) and nothing
@@ -62,7 +62,7 @@ from backend.storage.schema import Check
 from backend.training.versions import register_model
 from core.model_metadata import SHIPPED_MODEL
 
-config = json.loads(sys.argv[1])
+config = {**json.loads(sys.argv[1]), "root": sys.argv[2]}
 root = Path(config["root"])
 images_url, clients, hz = config["images_url"], config["clients"], config["hz"]
 
@@ -274,21 +274,7 @@ finally:
 
 
 def measure(tree: Path, config: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="polling-") as scratch:
-        env = {**os.environ, "PYTHONPATH": str(tree)}
-        try:
-            done = subprocess.run([sys.executable, "-c", INNER, json.dumps({**config, "root": scratch})], cwd=tree,
-                                  env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired as expired:  # keep the stages that finished
-            out = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
-            done = subprocess.CompletedProcess(expired.cmd, 124, out, f"timed out after {timeout_s} s")
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines:
-        return {"error": done.stderr[-3000:]}
-    parsed: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
-    if done.returncode != 0:
-        parsed["error"] = done.stderr.strip()[-1500:] or str(done.returncode)
-    return parsed
+    return run_in_tree(tree, INNER, [json.dumps(config)], timeout_s)
 
 
 def ratio(new: Any, old: Any) -> float | None:

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from testbed.report import emit
+from testbed.trees import run_in_tree
 
 HERE = Path(__file__).resolve().parents[1]
 
@@ -182,22 +180,8 @@ print("RESULT " + json.dumps(result))
 
 
 def measure(tree: Path, count: int, latency_count: int, kill_every: float, timeout_s: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as scratch:
-        env = {**os.environ, "PYTHONPATH": str(tree), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        try:
-            done = subprocess.run([sys.executable, "-c", INNER, str(count), str(latency_count), str(kill_every),
-                                   scratch], cwd=tree, env=env, capture_output=True, text=True, timeout=timeout_s,
-                                  check=False)
-        except subprocess.TimeoutExpired as expired:  # keep the stages that finished
-            out = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
-            done = subprocess.CompletedProcess(expired.cmd, 124, out, f"timed out after {timeout_s} s")
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines:
-        return {"error": done.stderr[-3000:]}
-    parsed: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))  # the stages it finished
-    if done.returncode != 0:
-        parsed["error"] = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else str(done.returncode)
-    return parsed
+    return run_in_tree(tree, INNER, [str(count), str(latency_count), str(kill_every)], timeout_s,
+                       env={"TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 def ratio(new: Any, old: Any) -> float | None:
