@@ -60,7 +60,8 @@ CANDIDATES: dict[str, tuple[str, float, bool]] = {
 DEFAULT_PAIRS = Path("var/pairs/taef2")
 
 
-def pairwise_trainer(candidate: str, fold: Fold, pairs_dir: Path, budget_s: float, cache: dict[Path, Any]) -> Any:
+def pairwise_trainer(candidate: str, fold: Fold, pairs_dirs: list[Path], budget_s: float,
+                     cache: dict[Path, Any]) -> Any:
     """The fold's training function for a pairwise candidate (see ``models.generalisation.run_fold``)."""
     from models.pairwise import PairwiseConfig, train_pairwise
 
@@ -68,13 +69,23 @@ def pairwise_trainer(candidate: str, fold: Fold, pairs_dir: Path, budget_s: floa
 
     def trainer(data: FoldData, out: Path) -> Path:
         excluded = left_out_datasets(fold, data)
-        pairs = load_pairs(pairs_dir, exclude=sorted(excluded)) if share > 0 else []
+        pairs = [pair for folder in pairs_dirs for pair in load_pairs(folder, exclude=sorted(excluded))
+                 if share > 0]
         config = PairwiseConfig(arch=arch, pairs=pairs, items=data.train if use_items else (),
                                 valid_items=data.valid, out=out, steps=100_000, eval_every=40,
                                 pair_share=share, time_budget_s=budget_s, image_cache=cache)
         return train_pairwise(config)
 
     return trainer
+
+
+def pair_folders(value: str) -> list[Path]:
+    """``--pairs``: comma-separated folders, each holding a ``pairs.csv`` written by ``models.pairs``."""
+    folders = [Path(part) for part in value.split(",") if part]
+    missing = [str(folder) for folder in folders if not (folder / "pairs.csv").exists()]
+    if missing:
+        raise argparse.ArgumentTypeError(f"no pairs.csv in {', '.join(missing)} (make them with python -m models.pairs)")
+    return folders
 
 
 def speed_and_size(model_path: Path, images: list[Path], repeats: int = 1) -> dict[str, Any]:
@@ -102,7 +113,7 @@ def run_candidates(args: argparse.Namespace, folds: list[Fold]) -> dict[str, Any
     from models.data import list_items
 
     cache: dict[Path, Any] = {}
-    result: dict[str, Any] = {"data": str(args.data), "budget_s": args.budget_s, "pairs": str(args.pairs),
+    result: dict[str, Any] = {"data": str(args.data), "budget_s": args.budget_s, "pairs": [str(p) for p in args.pairs],
                               "cpu_threads": args.threads, "candidates": {}}
     probe = [path for path, _ in list_items(args.data / "realorai_alkemist", "test")[:10]]
     names = args.candidates.split(",")
@@ -154,7 +165,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
     parser.add_argument("--candidates", default="",
                         help=f"Compare the aligned-pairs recipe across these candidates ({', '.join(CANDIDATES)}).")
-    parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS, help="Cached aligned pairs (models.pairs).")
+    parser.add_argument("--pairs", type=pair_folders, default=[DEFAULT_PAIRS],
+                        help="Cached aligned pairs (models.pairs): one folder, or several separated by commas "
+                             "(e.g. var/pairs/taef2 and every zoo member's folder); a fold draws from all of them.")
     parser.add_argument("--cache", type=Path, default=Path("var/generalisation"),
                         help="Finished folds of --candidates runs, reused on the next run.")
     args = parser.parse_args()

@@ -22,7 +22,14 @@ from models.backbones.efficientnet_lite import (
 )
 from models.backbones.torch_legacy import read_state_dict
 from models.generators.taesd import Reconstructor, psnr
-from models.generators.zoo import build_member, member_by_name, random_patches, train_member, zoo_members
+from models.generators.zoo import (
+    build_member,
+    member_by_name,
+    random_patches,
+    reconstruct,
+    train_member,
+    zoo_members,
+)
 from models.pairs import PROCESSING, process
 from models.pairwise import PairwiseConfig, pair_crops, train_pairwise
 from models.serving import Detector
@@ -88,8 +95,11 @@ def test_a_zoo_member_trained_a_few_steps_lowers_its_loss() -> None:
     yy, xx = np.mgrid[0:128, 0:128] / 128.0
     images = [np.stack([np.sin(3 * xx + k), np.cos(2 * yy - k), xx * yy], -1) * 100 + 120 for k in range(4)]
     images = [np.clip(image, 0, 255).astype(np.uint8) for image in images]
-    _, losses = train_member(member, images, steps=60, patch=32, batch=8, learning_rate=3e-3)
+    model, losses = train_member(member, images, steps=60, patch=32, batch=8, learning_rate=3e-3)
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5]), (losses[:5], losses[-10:])
+    # In inference mode (batch norm on its re-estimated statistics) it reconstructs about as well as it trained.
+    error = np.mean(np.abs(reconstruct(model, images[0]).astype(np.float32) - images[0]) / 255.0)
+    assert error < 1.5 * np.mean(losses[-10:]), (error, losses[-10:])
     out = build_member(member)(random_patches(images, 32, 2, np.random.default_rng(0)))
     assert tuple(out.shape) == (2, 32, 32, 3)
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 UPSAMPLERS = ("tconv", "nearest", "bilinear", "shuffle")
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,26 @@ def train_member(member: Member, images: Sequence[np.ndarray], steps: int, patch
         return loss
 
     losses = [float(step(tf.constant(random_patches(images, patch, batch, rng)))) for _ in range(steps)]
+    precise_norm(model, images, patch, rng)
     return model, losses
+
+
+def precise_norm(model: Any, images: Sequence[np.ndarray], patch: int, rng: np.random.Generator,
+                 batches: int = 30, batch: int = 16) -> None:
+    """Re-estimate batch-norm statistics with the trained weights ("precise BN", Wu & Johnson 2021). The moving
+    averages lag weights that moved fast: after 300 steps a member with batch norm reconstructed photos at 10-13 dB
+    PSNR in inference mode against 16-28 dB once re-estimated."""
+    import keras
+
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    for layer in norms:
+        layer.momentum = 0.8
+    for _ in range(batches):
+        model(random_patches(images, patch, batch, rng), training=True)
+    for layer in norms:
+        layer.momentum = 0.99
 
 
 def reconstruct(model: Any, image: np.ndarray, multiple: int = 8) -> np.ndarray:
@@ -194,7 +214,7 @@ def main() -> None:
     parser.add_argument("--members", default="", help="Comma-separated names (default: all).")
     parser.add_argument("--gallery", type=Path, default=None, help="Write the gallery image here instead.")
     parser.add_argument("--photos", type=Path, default=None,
-                        help="A folder of real photos to train on (default: the wheel photos).")
+                        help="A folder of real photos (JPEG or PNG, symlinks fine) to train on (default: the wheel photos).")
     args = parser.parse_args()
     from PIL import Image
 
@@ -202,7 +222,8 @@ def main() -> None:
         chosen = [m for m in zoo_members() if not args.members or m.name in args.members.split(",")]
         print(gallery(chosen, args.steps, args.gallery))
         return
-    photos = ([np.asarray(Image.open(p).convert("RGB")) for p in sorted(args.photos.glob("*.jpg"))]
+    photos = ([np.asarray(Image.open(p).convert("RGB")) for p in sorted(args.photos.iterdir())
+               if p.suffix.lower() in PHOTO_SUFFIXES]
               if args.photos else wheel_photos())
     wanted = set(args.members.split(",")) if args.members else None
     for member in zoo_members():
