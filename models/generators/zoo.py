@@ -5,11 +5,11 @@ where generators differ: the upsampler (transposed convolution, nearest or bilin
 pixel shuffle), normalisation, depth, latent size and loss. Code and seeds are here; trained members live under
 ``var/zoo/`` (never in the repo).
 
-    python -m models.generators.zoo --train var/zoo --steps 1000 --photos var/zoo-photos [--members NAME,...]
+    python -m models.generators.zoo --train var/zoo --steps 1000 \
+        --from-sets real-extra,cameras_polyu_realonly,faces-faceswap,faces-photoshop --per-set 40 [--members NAME,...]
     python -m models.generators.zoo --gallery docs/images/zoo-gallery.png --trained var/zoo   # draws wheel photos only
 
-Trained on 160 real photos (40 train-split reals each of real-extra, cameras_polyu_realonly, faces-faceswap and
-faces-photoshop, linked into ``var/zoo-photos``), 1,000 steps take 1-2 minutes a member on 2 CPU cores.
+On those 160 train-split reals, 1,000 steps take 1-2 minutes a member on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -220,23 +220,33 @@ def gallery(members: Sequence[Member], steps: int, out: Path, trained: Path | No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=Path, default=Path("var/zoo"), help="Where trained members go.")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1000, help="Training steps per member (batches of 8 64 px patches).")
     parser.add_argument("--members", default="", help="Comma-separated names (default: all).")
     parser.add_argument("--gallery", type=Path, default=None, help="Write the gallery image here instead.")
     parser.add_argument("--trained", type=Path, default=None,
                         help="With --gallery: draw members already trained in this folder instead of training them.")
     parser.add_argument("--photos", type=Path, default=None,
                         help="A folder of real photos (JPEG or PNG, symlinks fine) to train on (default: the wheel photos).")
+    parser.add_argument("--from-sets", default="",
+                        help="Train instead on train-split reals of these shared sets (comma-separated), --per-set each, "
+                             "e.g. real-extra,cameras_polyu_realonly,faces-faceswap,faces-photoshop.")
+    parser.add_argument("--per-set", type=int, default=40)
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
     args = parser.parse_args()
     from PIL import Image
 
+    paths: list[Path] = []
     if args.gallery:
         chosen = [m for m in zoo_members() if not args.members or m.name in args.members.split(",")]
         print(gallery(chosen, args.steps, args.gallery, trained=args.trained))
         return
-    photos = ([np.asarray(Image.open(p).convert("RGB")) for p in sorted(args.photos.iterdir())
-               if p.suffix.lower() in PHOTO_SUFFIXES]
-              if args.photos else wheel_photos())
+    if args.from_sets:
+        from models.pairs import choose_sources
+
+        paths = [path for _, path in choose_sources(args.data, args.from_sets.split(","), args.per_set, seed=7)]
+    elif args.photos:
+        paths = [path for path in sorted(args.photos.iterdir()) if path.suffix.lower() in PHOTO_SUFFIXES]
+    photos = [np.asarray(Image.open(path).convert("RGB")) for path in paths] if paths else wheel_photos()
     wanted = set(args.members.split(",")) if args.members else None
     for member in zoo_members():
         if wanted and member.name not in wanted:
