@@ -108,8 +108,9 @@ def _cached_scores_query() -> Select[int | None, float | None, Any, Any]:
 def find_cached_scores(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, CachedScore]:
     """Earlier scores of the same bytes by the same model version, by image id (one query for all of them).
 
-    Only scorings by the model count (``cached`` false): each cached answer repeats one of them, and an image
-    re-checked thousands of times would otherwise make every re-check read thousands of rows."""
+    Only scorings by the model count (``cached`` false): each cached answer repeats one of them. The index
+    ``ix_checks_image_model_cached`` (migration 0013) leads to those rows alone, so an image re-checked thousands of
+    times costs a re-check no more than one checked once."""
     rows = session.execute(_cached_scores_query(),
                            {"image_ids": sorted(set(image_ids)), "model_version_id": model_version_id})
     # Newest first, so the oldest score of each image is written last and wins (the one first reported).
@@ -149,12 +150,15 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
     The caller commits, then enqueues when ``needs_scoring`` (so a worker never sees an uncommitted row)."""
     image, inserted = _stored(session, data, settings, info)
     version = require_active_version(session)
+    now = utcnow()
     check = Check(image_id=image.id, image=image, source=Source(source), source_url=source_url, page_url=page_url,
-                  api_key_id=api_key_id, callback_url=callback_url)
-    session.add(check)
-    # Bytes this request stored first have no earlier score to reuse: no query for one.
+                  api_key_id=api_key_id, callback_url=callback_url, status=CheckStatus.QUEUED, created_at=now,
+                  queued_at=now)
+    # Bytes this request stored first have no earlier score to reuse: no query for one. The check joins the session
+    # only afterwards, so a cached answer is one INSERT of the finished row rather than an INSERT and an UPDATE.
     needs_scoring = inserted or bool(apply_cached_scores(session, [check], version,
                                                          lambda stored: match_for_image(session, settings, stored)))
+    session.add(check)
     session.flush()
     CHECKS_ACCEPTED.labels(Source(source).value).inc()
     return Submission(check=check, needs_scoring=needs_scoring)
