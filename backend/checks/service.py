@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from backend.batches.lifecycle import mark_batches_running, settle_batches
 from backend.checks.metrics import CHECKS_ACCEPTED, note_finished
 from backend.checks.verdicts import decide_at_scoring
+from backend.checks.wakeups import Bell
 from backend.fetching.fetcher import check_address, validate_url
 from backend.identity.access import Actor, owner_key_id, visible_or_not_found
 from backend.matching.lookups import hash_fields, match_for_image
@@ -208,19 +209,25 @@ WAIT_POLL_FAST_S = 0.01
 WAIT_POLL_SLOW_S = 0.05
 
 
-def wait_for_final(session: Session, check_id: str, timeout_s: float) -> Check:
+def wait_for_final(session: Session, check_id: str, timeout_s: float, bell: Bell | None = None) -> Check:
     """Poll the database until the check is final or the time is up; short sleeps first, since most
-    verdicts take tens of milliseconds."""
+    verdicts take tens of milliseconds. With a ``bell`` (the embedded default: backend/checks/broker.py,
+    ``verdict_bell``), a worker committing verdicts ends a sleep early, so the answer follows the verdict at once."""
     started = time.monotonic()
     deadline = started + timeout_s
     delay = 0.003
+    rung = bell.rung if bell is not None else 0
     while True:
         status = session.scalar(select(Check.status).where(Check.id == check_id))
         if status is None or status.is_final or time.monotonic() >= deadline:
             session.expire_all()  # the row as committed now, not as this session last loaded it
             return get_check(session, check_id)
         session.rollback()  # end the read transaction so the next poll sees new commits
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        pause = min(delay, max(0.0, deadline - time.monotonic()))
+        if bell is not None:
+            rung = bell.wait(rung, pause)  # at once when a verdict was committed since the last look
+        else:
+            time.sleep(pause)
         delay = min(delay * 1.5, WAIT_POLL_FAST_S if time.monotonic() - started < 1.0 else WAIT_POLL_SLOW_S)
 
 
