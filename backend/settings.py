@@ -122,8 +122,11 @@ class Settings(BaseSettings):
     lease_s: float = 10.0
     sweep_interval_s: float = 5.0
     max_attempts: int = 3
-    # How often the embedded broker (SQLite) is polled when idle.
+    # How often a worker polls the embedded broker (SQLite) while it has work, and the longest it waits between polls
+    # of an idle queue: producers on the same machine wake it at once (backend/checks/broker.py), so polls are
+    # only a fallback.
     broker_poll_interval_s: float = 0.02
+    broker_idle_poll_interval_s: float = 1.0
 
     # Callbacks (backend/delivery/callbacks.py): the waits before each retry of a failed delivery (the default's sum is 84
     # minutes, so a receiver may be down for over an hour). A delivery has the fetcher's timeouts and address guard.

@@ -150,7 +150,7 @@ def test_wait_is_capped_by_the_server_setting(client: FlaskClient, api_key: str,
     waits: list[float] = []
     real_wait = backend.api.checks.wait_for_final
 
-    def recording_wait(session: Any, check_id: str, timeout_s: float) -> Check:
+    def recording_wait(session: Any, check_id: str, timeout_s: float, bell: Any = None) -> Check:
         waits.append(timeout_s)
         return real_wait(session, check_id, 0)
 

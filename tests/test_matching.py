@@ -23,6 +23,7 @@ from sqlalchemy import select
 from backend.batches.results import format_results, iter_results
 from backend.checks.served import served_check
 from backend.checks.service import claim_checks, get_check, record_score, store_image, submit_image
+from backend.matching import lookups
 from backend.matching.lookups import match_for_image, match_index
 from backend.matching.pdq import PdqHash
 from backend.moderation.reviews import QueueFilters, label_image, queue_size, review_queue, undo_last_decision
@@ -328,6 +329,26 @@ def test_the_index_catches_up_with_rows_committed_out_of_order(database: Setting
         index.sync(session)
         index.sync(session)
         assert len(index.index) == 3
+        assert [m.id for m in index.index.query(PdqHash(late.pdq_hex or "", late.pdq_quality))] == [late.id]
+
+
+def test_the_look_back_is_read_at_most_every_interval(database: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup reads only rows above the highest id seen; the recent rows under it (late commits) are read again
+    at most every LOOKBACK_EVERY_S, since after a batch they are hundreds of rows on every lookup."""
+    index = match_index(database.model_copy(update={"match_reload_s": 3600.0}))
+    originals = [photo("retina"), photo("hubble_deep_field")]
+    with session_scope(database) as session:
+        store_image(session, encoded(originals[0]), database)
+        index.sync(session)
+        index.sync(session)  # the first catch-up reads the look-back
+        late = store_image(session, encoded(originals[1]), database)
+        later = store_image(session, half_size(originals[0]), database)
+        index._marks["image"] = later.id  # as if `later` had been seen before `late` committed
+        index._recent["image"].add(later.id)
+        index.sync(session)
+        assert late.id not in {m.id for m in index.index.query(PdqHash(late.pdq_hex or "", late.pdq_quality))}
+        monkeypatch.setattr(lookups, "LOOKBACK_EVERY_S", 0.0)  # as if the interval had passed
+        index.sync(session)
         assert [m.id for m in index.index.query(PdqHash(late.pdq_hex or "", late.pdq_quality))] == [late.id]
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from PIL.Image import Image as PILImage
 from sqlalchemy.orm import Session
 
+from backend.checks.broker import ring_verdicts
 from backend.checks.handoff import send_checks
 from backend.checks.metrics import FETCH_FAILURES
 from backend.checks.service import (
@@ -92,6 +93,7 @@ def _finish_chunk(session: Session, checks: list[Check], settings: Settings) -> 
     """Commit the chunk's outcomes, then owe the callbacks of the checks and batches it finished: rows written
     here, posted by the callbacks worker (never from this task, so no receiver slows scoring down)."""
     finished_batches = commit_finished(session, checks)
+    ring_verdicts(settings)  # an API request waiting for one of these verdicts answers now
     final = [check.id for check in checks if check.status.is_final and check.callback_url]
     if final or finished_batches:
         schedule_callbacks(session, settings, check_ids=final, batch_ids=finished_batches)

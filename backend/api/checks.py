@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from backend.api.auth import auth, current_actor, current_key
 from backend.api.context import app_settings, db, set_retry_after
 from backend.api.idempotent import IdempotentRequest, idempotent_request, wait_slot
+from backend.checks.broker import verdict_bell
 from backend.checks.handoff import send_checks
 from backend.checks.served import ServedCheck, served_check
 from backend.checks.service import get_check, submit_image, submit_url, wait_for_final
@@ -162,7 +163,7 @@ def create_check(query: dict[str, Any]) -> tuple[ServedCheck, int, dict[str, str
     if sent and not check.status.is_final and wait > 0:
         with wait_slot() as waiting:
             if waiting:
-                check = wait_for_final(session, check.id, wait)
+                check = wait_for_final(session, check.id, wait, verdict_bell(app_settings()))
     return _answer(check)
 
 

@@ -54,8 +54,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if transport:
         config["broker_transport"] = transport
-        # kombu polls an idle virtual queue once a second; a single check must not wait that long for a worker.
-        config["broker_transport_options"] = {"polling_interval": settings.broker_poll_interval_s}
+        # kombu polls an idle virtual queue once a second; a single check must not wait that long for a worker (a
+        # worker on this machine is woken by each message, and polls as a fallback: backend/checks/broker.py).
+        config["broker_transport_options"] = {"polling_interval": settings.broker_poll_interval_s,
+                                              "idle_polling_interval": settings.broker_idle_poll_interval_s}
     if settings.broker_is_redis:
         # Unacknowledged messages come back after this long; the sweeper usually acts first.
         config["broker_transport_options"] = {"visibility_timeout": 3600}

@@ -8,7 +8,8 @@ counts from the next lookup on, in every process, with nothing to invalidate.
 
 Each process (an API worker, a scoring worker) holds one index per settings value, loaded in full on first use
 (the worker does it at start, see worker/app.py) and brought up to date before every lookup by reading the rows
-added since (ids above the highest it has seen, with a look-back for rows whose transactions committed late).
+added since (ids above the highest it has seen, and at most every LOOKBACK_EVERY_S a look-back for rows whose
+transactions committed late).
 Hashes written to old rows (``fakewatch hashes backfill``) arrive through the full reload every
 ``FAKEWATCH_MATCH_RELOAD_S``.
 
@@ -42,6 +43,9 @@ from core.errors import NotFound
 # attaching a chunk's fetched images, up to about a minute) can appear behind a later one.
 LOOKBACK_IDS = 1000
 LOOKBACK_S = 300.0
+# The look-back is read at most this often: it returns every recent row again (hundreds after a batch), which made
+# it most of a cached re-check's lookup, while the rows it exists for committed seconds to a minute late anyway.
+LOOKBACK_EVERY_S = 1.0
 
 
 def hash_fields(image: PILImage.Image) -> tuple[str, int]:
@@ -68,6 +72,7 @@ class MatchIndex:
         self._loaded_at: float | None = None
         self._marks = {"image": 0, "listed": 0}
         self._recent: dict[str, set[int]] = {"image": set(), "listed": set()}
+        self._looked_back_at = 0.0
 
     def sync(self, session: Session) -> None:
         """Bring the index up to date with the database: in full when never loaded or past the reload interval,
@@ -87,9 +92,12 @@ class MatchIndex:
         self._loaded_at = time.monotonic()
 
     def _catch_up(self, session: Session) -> None:
+        look_back = time.monotonic() - self._looked_back_at >= LOOKBACK_EVERY_S
+        if look_back:
+            self._looked_back_at = time.monotonic()
         for kind, rows in (("image", _image_rows), ("listed", _listed_rows)):
             seen = self._recent[kind]
-            fresh = [row for row in rows(session, self._marks[kind]) if abs(row[0]) not in seen]
+            fresh = [row for row in rows(session, self._marks[kind], look_back) if abs(row[0]) not in seen]
             self.index.add_many(self._track(kind, fresh))
             floor = self._marks[kind] - LOOKBACK_IDS
             self._recent[kind] = {row_id for row_id in self._recent[kind] if row_id > floor}
@@ -125,20 +133,23 @@ def warm_index(session: Session, settings: Settings) -> int:
     return len(index.index)
 
 
-def _image_rows(session: Session, mark: int) -> Iterator[HashRow]:
-    """Rows above the mark, and the recent ones just under it (LOOKBACK_IDS); every row when the mark is 0."""
+def _image_rows(session: Session, mark: int, look_back: bool = True) -> Iterator[HashRow]:
+    """Rows above the mark, and (``look_back``) the recent ones just under it (LOOKBACK_IDS); every row when the
+    mark is 0."""
     late = and_(Image.id > mark - LOOKBACK_IDS, Image.first_seen >= utcnow() - timedelta(seconds=LOOKBACK_S))
     query = (select(Image.id, Image.pdq_hex, Image.pdq_quality)
-             .where(or_(Image.id > mark, late), Image.pdq_hex.is_not(None)).order_by(Image.id))
+             .where(or_(Image.id > mark, late) if look_back else Image.id > mark, Image.pdq_hex.is_not(None))
+             .order_by(Image.id))
     for image_id, pdq_hex, quality in session.execute(query.execution_options(yield_per=10_000)):
         if pdq_hex is not None:  # the query's filter; said again for the type
             yield image_id, pdq_hex, quality
 
 
-def _listed_rows(session: Session, mark: int) -> Iterator[HashRow]:
+def _listed_rows(session: Session, mark: int, look_back: bool = True) -> Iterator[HashRow]:
     late = and_(ListedHash.id > mark - LOOKBACK_IDS,
                 ListedHash.created_at >= utcnow() - timedelta(seconds=LOOKBACK_S))
-    query = select(ListedHash.id, ListedHash.pdq_hex).where(or_(ListedHash.id > mark, late)).order_by(ListedHash.id)
+    query = (select(ListedHash.id, ListedHash.pdq_hex)
+             .where(or_(ListedHash.id > mark, late) if look_back else ListedHash.id > mark).order_by(ListedHash.id))
     for listed_id, pdq_hex in session.execute(query):
         yield -listed_id, pdq_hex, None
 

@@ -171,7 +171,8 @@ class Check(Base):
     __tablename__ = "checks"
     __table_args__ = (
         Index("ix_checks_status_queued_at", "status", "queued_at"),
-        Index("ix_checks_image_model", "image_id", "model_version_id"),
+        # The cached-score lookup (backend/checks/service.py) seeks the model's own scorings, skipping cached answers.
+        Index("ix_checks_image_model_cached", "image_id", "model_version_id", "cached"),
         Index("ix_checks_batch_status", "batch_id", "status"),
         Index("ix_checks_created_at", "created_at"),
     )
