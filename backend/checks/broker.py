@@ -16,12 +16,14 @@ of the loop is how kombu's SQS transport does it; the queries are the same as th
 
 from __future__ import annotations
 
+from json import dumps
 from queue import Empty
 from typing import Any
 
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
 from kombu.transport.virtual import Transport as VirtualTransport
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, insert
+from sqlalchemy.exc import OperationalError
 
 from backend.storage.db import enable_sqlite_pragmas
 
@@ -39,6 +41,27 @@ class WALChannel(kombu_sqlalchemy.Channel):
         if engine.url.get_backend_name() == "sqlite":
             event.listen(engine, "connect", enable_sqlite_pragmas)
         return engine
+
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
+        self._queue_ids: dict[str, int] = {}  # a queue's row is never deleted: its id is read once per channel
+        super().__init__(connection, **kwargs)
+
+    # kombu's two base classes name the second argument differently (message, payload); callers pass it by position.
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
+        """Store one message: one INSERT and its commit. kombu's own first looks the queue's row up by name and
+        loads it again after the commit that expired it, three statements where one does, for every check the API
+        accepts (about half of a publish's CPU)."""
+        if queue not in self._queue_ids:
+            self._queue_ids[queue] = self._get_or_create(queue).id
+        try:
+            self.session.execute(insert(self.message_cls.__table__).values(payload=dumps(payload),
+                                                                           queue_id=self._queue_ids[queue]))
+            self.session.commit()
+        except OperationalError:
+            # As kombu's own: the publish fails (and is retried, or the checks are flagged unsent) rather than
+            # reporting a message that was never stored.
+            self.session.rollback()
+            raise
 
 
 class EmbeddedTransport(kombu_sqlalchemy.Transport):
