@@ -139,7 +139,8 @@ def test_the_embedded_broker_stores_a_message_per_publish_and_hands_it_back(data
             with connection.SimpleQueue(queue) as simple:
                 simple.put(body)
         with broker.connect() as rows:
-            queues = dict(rows.execute(text("SELECT name, id FROM kombu_queue")).all())
+            named = rows.execute(text("SELECT name, id FROM kombu_queue"))
+            queues: dict[str, int] = {name: queue_id for name, queue_id in named}
             stored = rows.execute(text("SELECT queue_id FROM kombu_message ORDER BY id")).scalars().all()
         assert stored == [queues["scoring"], queues["callbacks"], queues["scoring"]]
         with connection.SimpleQueue("scoring") as scoring:
