@@ -90,6 +90,9 @@ class Settings(BaseSettings):
 
     # Most distinct URLs one batch may hold.
     batch_max_urls: int = 10_000
+    # Most files one upload batch (a multipart POST /api/v1/batches) may carry: each is decoded, hashed and stored
+    # while the request waits, so this bounds the request's time as MAX_CONTENT_LENGTH bounds its bytes.
+    batch_max_files: int = 100
 
     # Longest ?wait= a client may ask for, and how many requests of one API process may wait at once: past that a
     # POST answers 202 at once with Retry-After, so waiting clients never hold the threads reads need.

@@ -242,6 +242,11 @@ def batch_over_cap(world: World) -> TestResponse:
     return world.client(batch_max_urls=2).post("/api/v1/batches", headers=bearer(world.admin), json={"urls": urls})
 
 
+def upload_batch_over_cap(world: World) -> TestResponse:
+    files = [(io.BytesIO(photo_bytes("astronaut", size=64)), f"{n}.jpg") for n in range(3)]
+    return world.client(batch_max_files=2).post("/api/v1/batches", headers=bearer(world.admin), data={"files": files})
+
+
 def too_many_pixels(world: World) -> TestResponse:
     return upload(world.client(max_image_pixels=10_000), world.admin, photo_bytes("camera", size=160))
 
@@ -328,6 +333,7 @@ CASES: dict[str, Callable[[World], TestResponse]] = {
     "an image over FAKEWATCH_MAX_IMAGE_BYTES": image_over_byte_cap,
     "a request body over the server's cap": body_over_cap,
     "a batch over FAKEWATCH_BATCH_MAX_URLS distinct URLs": batch_over_cap,
+    "an upload batch of more than FAKEWATCH_BATCH_MAX_FILES files": upload_batch_over_cap,
     "an image over FAKEWATCH_MAX_IMAGE_PIXELS": too_many_pixels,
     "a text file uploaded as the image": text_upload,
     "an SVG uploaded as the image": svg_upload,

@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data as skimage_data
 from sklearn.datasets import load_sample_images
 
-from core.decoding import LOCAL_FILES, ImageLimits, decode_image, inspect_image, mebibytes
+from core.decoding import LOCAL_FILES, ImageLimits, decode_checked, decode_image, inspect_image, mebibytes
 from core.errors import FakewatchError
 from testbed.stack import isolated_settings
 
@@ -252,3 +252,20 @@ def test_local_files_are_decoded_without_the_upload_caps(limits: ImageLimits) ->
     assert decode_image(big, LOCAL_FILES).size == (7_000, 6_000)
     assert inspect_image(big, ImageLimits(max_bytes=len(big), max_pixels=None)).width == 7_000
     assert refusal(png_declaring(50_000, 50_000), LOCAL_FILES).code == "too_many_pixels"
+
+
+def test_decoded_pixels_are_a_copy_that_outlives_the_decoder(limits: ImageLimits) -> None:
+    """Intake hands the decoded pixels on (hash, worker) after the decoder is closed: an RGB image is not copied a
+    second time, yet what comes back is its own image, upright, whatever the file's orientation."""
+    photo = Image.fromarray(np.arange(40 * 30 * 3, dtype=np.uint8).reshape(30, 40, 3))
+    for orientation in (1, 6):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        photo.save(buffer, "PNG", exif=exif)
+        decoded = decode_checked(buffer.getvalue(), limits)
+        assert decoded.pixels is not None and decoded.pixels.mode == "RGB"
+        assert decoded.pixels.size == ((40, 30) if orientation == 1 else (30, 40))
+        expected = photo if orientation == 1 else photo.transpose(Image.Transpose.ROTATE_270)
+        assert decoded.pixels.tobytes() == expected.tobytes()
+        assert decode_image(buffer.getvalue(), limits).tobytes() == expected.tobytes()

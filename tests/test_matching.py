@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from PIL import Image as PILImage
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from backend.batches.results import format_results, iter_results
 from backend.checks.served import served_check
@@ -36,6 +37,7 @@ from fakewatch.cli import cli
 from testbed.stack import Stack
 from tests.actors import as_user
 from tests.test_admin import add_moderator, logged_in, register_test_model, texts
+from worker.scoring import _labelled_matches
 
 MODERATOR = "mona"
 
@@ -397,3 +399,32 @@ def test_console_folds_copies_into_one_card_and_lists_them_on_the_image_page(dat
     [copies] = [frame.value for frame in at.dataframe if "distance" in frame.value.columns]
     assert copies["distance"].tolist()[0] <= 31 and copies["checks"].tolist() == [1]
     assert copies["sha256"].tolist() == [shown(database, copy)["image"]["sha256"]]
+
+
+def test_a_chunk_catches_the_index_up_once_and_finds_what_each_lookup_would(database: Settings,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """worker/scoring.py looks up a chunk's images after one catch-up of the index, not one per image (each re-reads
+    the last LOOKBACK_IDS rows), and finds the same labelled copies as image-by-image lookups."""
+    register_test_model(database)
+    original = photo("immunohistochemistry")
+    labelled = scored_as_the_worker_does(database, encoded(original), 0.9)
+    with session_scope(database) as session:
+        label_image(session, image_of(database, labelled), "fake", as_user(MODERATOR))
+        copies = [submit_image(session, data, database).check for data in
+                  (half_size(original), jpeg_60(original), encoded(photo("coffee")))]
+        session.commit()
+        one_by_one = {check.image_id: match_for_image(session, database, check.image) for check in copies}
+        syncs: list[int] = []
+        index = match_index(database)
+        real_sync = index.sync
+
+        def counted_sync(session: Session) -> None:
+            syncs.append(1)
+            real_sync(session)
+
+        monkeypatch.setattr(index, "sync", counted_sync)
+        chunked = _labelled_matches(session, copies, database)
+    assert len(syncs) == 1
+    assert chunked == one_by_one
+    found = [match for match in chunked.values() if match is not None]
+    assert len(found) == 2 and all(match.label == "fake" for match in found), "both copies; the coffee photo none"

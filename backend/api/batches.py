@@ -1,8 +1,9 @@
-"""Batches of URLs: POST /api/v1/batches, GET /api/v1/batches[/<id>[/results]], POST /api/v1/batches/<id>/cancel."""
+"""Batches of URLs or uploaded files: POST /api/v1/batches, GET /api/v1/batches[/<id>[/results]],
+POST /api/v1/batches/<id>/cancel."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,11 +12,12 @@ from apiflask.fields import Integer, String
 from apiflask.validators import OneOf, Range
 from flask import Response, request, stream_with_context, url_for
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from backend.api.auth import auth, current_actor, current_key
 from backend.api.context import app_settings, db
 from backend.api.idempotent import idempotent_request
-from backend.batches.lifecycle import cancel_batch, get_batch, submit_list
+from backend.batches.lifecycle import CreatedBatch, cancel_batch, get_batch, submit_list
 from backend.batches.lists import Entry, entries_from_file, entries_from_json
 from backend.batches.progress import BatchSummary, list_batches, summarize
 from backend.batches.results import (
@@ -26,6 +28,7 @@ from backend.batches.results import (
     format_results,
     iter_results,
 )
+from backend.batches.uploads import UploadedFile, submit_files
 from backend.delivery.callbacks import callback_url_for
 from backend.delivery.callbacks import schedule as schedule_callbacks
 from backend.settings import Settings
@@ -51,9 +54,12 @@ BATCH_BODY_DOC = {
                 "callback_url": {"type": "string", "description": CALLBACK_DOC}}}},
             "text/plain": {"schema": {"type": "string", "description": "One URL per line; # starts a comment."}},
             "text/csv": {"schema": {"type": "string", "description": "A CSV with a header row and a `url` column."}},
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
                 "file": {"type": "string", "format": "binary",
                          "description": "A .csv with a `url` column, or text with one URL per line."},
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "maxItems": 100,
+                          "description": "Instead of `file`: the images (or clips) themselves, one `files` field "
+                                         "each, up to FAKEWATCH_BATCH_MAX_FILES (100): an upload batch."},
                 "name": {"type": "string"},
                 "callback_url": {"type": "string", "description": CALLBACK_DOC}}}},
         },
@@ -109,11 +115,28 @@ def _read_entries() -> tuple[list[Entry], str, str]:
                                                "with a `url` column, or a multipart upload named `file`.", 415)
 
 
+def _submit(session: Session, query: dict[str, Any], api_key_id: int | None,
+            remember: Callable[[CreatedBatch], None] | None) -> CreatedBatch:
+    """An upload batch for multipart ``files``, else a batch of the URLs the body lists."""
+    settings = app_settings()
+    if request.mimetype == "multipart/form-data" and "files" in request.files:
+        files = [UploadedFile(upload.filename or "", upload.read) for upload in request.files.getlist("files")]
+        callback_url = callback_url_for(current_key(), request.form.get("callback_url") or query.get("callback_url")
+                                        or None, settings)
+        return submit_files(session, files, settings, name=request.form.get("name") or query.get("name") or "",
+                            api_key_id=api_key_id, callback_url=callback_url, before_commit=remember)
+    entries, name, callback = _read_entries()
+    callback_url = callback_url_for(current_key(), callback or query.get("callback_url") or None, settings)
+    return submit_list(session, entries, settings, name=name or query.get("name") or "", api_key_id=api_key_id,
+                       callback_url=callback_url, before_commit=remember)
+
+
 @bp.post("")
 @bp.auth_required(auth)
 @bp.input(NameQuery, location="query", arg_name="query")
 @bp.output(CreatedBatchOut, status_code=202, description="Accepted: the items are queued")
-@bp.doc(summary="Check a list of image URLs", responses=error_doc(400, 403, 413, 415))
+@bp.doc(summary="Check a list of image URLs, or many uploaded files at once",
+        responses=error_doc(400, 403, 413, 415, 422))
 def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
     """A retried request with the same ``Idempotency-Key`` answers with the batch the first one created."""
     actor = current_actor(Permission.SUBMIT)
@@ -121,12 +144,9 @@ def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
     session = db()
     earlier = idempotent.earlier_resource(session) if idempotent is not None else None
     if earlier is None:
-        entries, name, callback = _read_entries()
-        callback_url = callback_url_for(current_key(), callback or query.get("callback_url") or None, app_settings())
         remember = (lambda created: idempotent.remember(session, created.batch.id)) if idempotent else None
         try:
-            created = submit_list(session, entries, app_settings(), name=name or query.get("name") or "",
-                                  api_key_id=actor.id, callback_url=callback_url, before_commit=remember)
+            created = _submit(session, query, actor.id, remember)
         except IntegrityError:
             # A copy of this request (same key) committed first: answer with its batch.
             session.rollback()
@@ -137,6 +157,8 @@ def submit_batch(query: dict[str, Any]) -> tuple[Created, int, dict[str, str]]:
         summary = summarize(session, get_batch(session, earlier, actor))
         return (Created(batch=summary.batch, progress=summary.progress, delivery=summary.delivery), 202,
                 {"Location": url_for("batches.read_batch", batch_id=earlier), "Idempotent-Replayed": "true"})
+    if created.batch.status.is_final:  # an upload batch whose every file was scored before: its callback is owed
+        schedule_callbacks(session, app_settings(), batch_ids=[created.batch.id])
     summary = summarize(session, created.batch)
     body = Created(batch=summary.batch, progress=summary.progress, delivery=summary.delivery,
                    duplicates=created.duplicates)

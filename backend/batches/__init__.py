@@ -1,7 +1,9 @@
-"""Batches: a list of image URLs submitted at once, each URL becoming a check linked to the batch.
+"""Batches: a list of image URLs, or many uploaded files, submitted at once, each becoming a check linked to the
+batch.
 
 - ``lists``: reading a submitted list (JSON, plain text, CSV or an uploaded file) and validating its lines;
 - ``lifecycle``: creating a batch with its items, cancelling it, and settling its status as its items move;
+- ``uploads``: an upload batch: each file through a single upload's intake, the lot in one transaction and one send;
 - ``progress``: counting its items per status, its rate and time left: what a batch's summary shows;
 - ``results``: one row per URL, streamed as CSV or JSON lines.
 

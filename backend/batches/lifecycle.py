@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, exists, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -27,6 +27,24 @@ from core.errors import FakewatchError
 MAX_NAME_CHARS = 200
 
 
+def new_batch(session: Session, total: int, invalid: list[dict[str, Any]], *, name: str, api_key_id: int | None,
+              callback_url: str | None) -> Batch:
+    """The queued batch row of ``total`` items, flushed (no commit), its items still to add."""
+    if len(name) > MAX_NAME_CHARS:
+        raise FakewatchError("invalid_request", f"name must be at most {MAX_NAME_CHARS} characters.")
+    batch = Batch(id=new_id(), name=name, status=BatchStatus.QUEUED, total=total, invalid=invalid,
+                  api_key_id=api_key_id, callback_url=callback_url, created_at=utcnow())
+    session.add(batch)
+    session.flush()
+    return batch
+
+
+def item_ids(count: int) -> list[str]:
+    """The check ids of a batch's ``count`` items: a random prefix and the position, so id order is input order."""
+    prefix = new_id()[:24]
+    return [f"{prefix}{position:08x}" for position in range(count)]
+
+
 @dataclass
 class CreatedBatch:
     batch: Batch
@@ -37,15 +55,10 @@ class CreatedBatch:
 def create_batch(session: Session, parsed: ParsedList, *, name: str = "", api_key_id: int | None = None,
                  callback_url: str | None = None) -> CreatedBatch:
     """Insert the batch and one queued check per URL in bulk (no commit: :func:`submit_list` commits and sends)."""
-    if len(name) > MAX_NAME_CHARS:
-        raise FakewatchError("invalid_request", f"name must be at most {MAX_NAME_CHARS} characters.")
-    now = utcnow()
-    batch = Batch(id=new_id(), name=name, status=BatchStatus.QUEUED, total=len(parsed.urls), invalid=parsed.invalid,
-                  api_key_id=api_key_id, callback_url=callback_url, created_at=now)
-    session.add(batch)
-    session.flush()
-    prefix = new_id()[:24]
-    ids = [f"{prefix}{position:08x}" for position in range(len(parsed.urls))]
+    batch = new_batch(session, len(parsed.urls), parsed.invalid, name=name, api_key_id=api_key_id,
+                      callback_url=callback_url)
+    now = batch.created_at
+    ids = item_ids(len(parsed.urls))
     rows = [{"id": check_id, "source": Source.BATCH, "source_url": url, "batch_id": batch.id,
              "status": CheckStatus.QUEUED, "attempts": 0, "flagged": False, "cached": False, "api_key_id": api_key_id,
              "created_at": now, "queued_at": now}

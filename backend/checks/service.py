@@ -43,12 +43,12 @@ from core.video import VideoInfo
 def store_image(session: Session, data: bytes, settings: Settings, info: MediaInfo | None = None,
                 pixels: PILImage | None = None) -> Image:
     """Validate untrusted bytes, store them content-addressed, and return their (possibly existing) row.
-    See :func:`_stored`."""
-    return _stored(session, data, settings, info, pixels)[0]
+    See :func:`stored_image`."""
+    return stored_image(session, data, settings, info, pixels)[0]
 
 
-def _stored(session: Session, data: bytes, settings: Settings, info: MediaInfo | None = None,
-            pixels: PILImage | None = None) -> tuple[Image, bool]:
+def stored_image(session: Session, data: bytes, settings: Settings, info: MediaInfo | None = None,
+                 pixels: PILImage | None = None) -> tuple[Image, bool]:
     """The image row of these bytes (validated and stored when new), and whether this call inserted it.
 
     ``info`` and ``pixels``: what ``inspect_media`` / ``decode_checked`` found of these bytes when the caller already
@@ -136,6 +136,14 @@ def apply_cached_scores(session: Session, checks: Sequence[Check], version: Mode
     return remaining
 
 
+def finish_cached(session: Session, settings: Settings, checks: Sequence[Check],
+                  version: ModelVersion | None = None) -> list[Check]:
+    """:func:`apply_cached_scores` at intake, by the active model (``version``, or read here; refuses when there is
+    none) with the labelled near-copies known now; returns the checks still to score."""
+    version = version if version is not None else require_active_version(session)
+    return apply_cached_scores(session, checks, version, lambda image: match_for_image(session, settings, image))
+
+
 @dataclass
 class Submission:
     check: Check
@@ -149,7 +157,7 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
     (with the labelled near-copies known now as its match).
 
     The caller commits, then enqueues when ``needs_scoring`` (so a worker never sees an uncommitted row)."""
-    image, inserted = _stored(session, data, settings, info)
+    image, inserted = stored_image(session, data, settings, info)
     version = require_active_version(session)
     now = utcnow()
     check = Check(image_id=image.id, image=image, source=Source(source), source_url=source_url, page_url=page_url,
@@ -157,8 +165,7 @@ def submit_image(session: Session, data: bytes, settings: Settings, *, source: S
                   queued_at=now)
     # Bytes this request stored first have no earlier score to reuse: no query for one. The check joins the session
     # only afterwards, so a cached answer is one INSERT of the finished row rather than an INSERT and an UPDATE.
-    needs_scoring = inserted or bool(apply_cached_scores(session, [check], version,
-                                                         lambda stored: match_for_image(session, settings, stored)))
+    needs_scoring = inserted or bool(finish_cached(session, settings, [check], version))
     session.add(check)
     session.flush()
     CHECKS_ACCEPTED.labels(Source(source).value).inc()
