@@ -345,6 +345,8 @@ class InvalidLine(Schema):
     line = fields.Integer()
     value = fields.String()
     reason = fields.String()
+    code = fields.String(metadata={"description": "An upload batch's refused file: the code a single upload of it "
+                                                  "gets (`unsupported_format`, `too_many_pixels`, ...)."})
 
 
 class BatchOut(Schema):

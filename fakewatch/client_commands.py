@@ -1,5 +1,5 @@
 """The client commands, which work through the API (FAKEWATCH_API_URL with FAKEWATCH_API_KEY) rather than on the
-database: ``fakewatch check`` (images or URLs, one by one), ``fakewatch scan`` (a file of URLs as a batch, with a
+database: ``fakewatch check`` (files and folders in upload batches, URLs one by one), ``fakewatch scan`` (a file of URLs as a batch, with a
 live progress bar and the results written out), ``fakewatch retrain`` (a training run, followed epoch by epoch),
 ``fakewatch review`` (label an image), ``fakewatch models list|promote|rollback`` (choose the active version) and
 ``fakewatch images delete`` (remove stored images)."""
@@ -22,6 +22,8 @@ from core.enums import BatchStatus, CheckStatus, Label, RunStatus, Verdict
 from core.policy import VERDICT_WORDS
 from core.retraining import Comparison
 from fakewatch.api_client import ApiClient, ClientError
+from fakewatch.check_batches import DEFAULT_BATCH_SIZE, check_files
+from fakewatch.file_walk import walk_files
 from fakewatch.video_timeline import describe_timeline
 
 RESULT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -36,22 +38,43 @@ CANCEL_POLL_S = 0.5
 @click.command()
 @click.argument("targets", nargs=-1, required=True)
 @click.option("--jsonl", is_flag=True, help="Print one JSON check object per line.")
-@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True, help="Seconds to wait for each verdict.")
+@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for each verdict (in batches: for the next file to finish).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Files per upload batch request (at most the server's FAKEWATCH_BATCH_MAX_FILES); 1 sends each "
+                   "file in a request of its own.")
 @click.pass_obj
-def check(settings: Settings, targets: tuple[str, ...], jsonl: bool, wait_s: float) -> None:
-    """Submit image or video files or URLs to the API (FAKEWATCH_API_URL, FAKEWATCH_API_KEY) and print verdicts;
-    a video's verdict comes with its timeline: a sparkline of its frames' scores and where the fake ones are."""
+def check(settings: Settings, targets: tuple[str, ...], jsonl: bool, wait_s: float, batch_size: int) -> None:
+    """Submit image or video files, folders of them, or URLs to the API (FAKEWATCH_API_URL, FAKEWATCH_API_KEY)
+    and print verdicts; a video's verdict comes with its timeline: a sparkline of its frames' scores and where the
+    fake ones are.
+
+    Two or more files (every file under a folder counts) go in upload batches of up to --batch-size files a
+    request, with a progress bar on stderr while they are scored; a single file and URLs go one at a time. Every
+    file's verdict is then printed in the order given, a file the server refuses with its reason. Exits 1 if any
+    file or URL could not be checked."""
     client = ApiClient.from_settings(settings)
+    expanded = [(str(path) if Path(target).is_dir() else target, path)
+                for target in targets for path in walk_files([target])]
+    files = [path for target, path in expanded if not is_url(target) and path.is_file()]
+    batched = (check_files(client, files, batch_size, settings.max_upload_bytes, wait_s, sys.stderr)
+               if batch_size > 1 and len(set(files)) > 1 else {})  # one file: one request either way
     failures = 0
-    for target in targets:
-        try:
-            result = client.check(target, wait_s=wait_s)
-        except ClientError as error:
-            failures += 1
-            result = {"target": target, "error": {"code": error.code, "message": error.message}}
+    for target, path in expanded:
+        result = batched.get(path) if not is_url(target) else None
+        if result is None:
+            try:
+                result = client.check(target, wait_s=wait_s)
+            except ClientError as error:
+                result = {"error": {"code": error.code, "message": error.message}}
+        failures += "id" not in result  # refused before it became a check, as one at a time counts failures
         click.echo(json.dumps({"target": target, **result}) if jsonl
                    else describe_check(target, result) + describe_timeline(result))
     sys.exit(1 if failures else 0)
+
+
+def is_url(target: str) -> bool:
+    return target.startswith(("http://", "https://"))
 
 
 def describe_check(target: str, result: dict[str, Any]) -> str:

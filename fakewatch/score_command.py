@@ -24,6 +24,7 @@ from core.errors import FakewatchError
 from core.model_metadata import SHIPPED_MODEL
 from core.policy import Evidence, decide, verdict_wording
 from core.scope import out_of_scope_reason
+from fakewatch.file_walk import walk_files
 from models.preprocessing import decode_image_file
 from models.serving import Detector
 
@@ -49,7 +50,7 @@ def score_command(paths: tuple[str, ...], model: str | None, jsonl: bool, thread
     settings = Settings()  # FAKEWATCH_TRUST_ANCHORS and the size cap, as the server reads provenance
     load_trust_anchors(settings)
     failed = 0
-    for batch in _batches(_walk(paths), SCORE_BATCH):
+    for batch in _batches(walk_files(paths), SCORE_BATCH):
         decoded, results = _decode_batch(batch)
         scores = iter(detector.score([image for _, image in decoded]))
         by_path = {path: next(scores) for path, _ in decoded}
@@ -75,16 +76,6 @@ def score_command(paths: tuple[str, ...], model: str | None, jsonl: bool, thread
     if failed:
         log.warning("%d file(s) could not be scored", failed)
         sys.exit(1)
-
-
-def _walk(paths: tuple[str, ...]) -> Iterator[Path]:
-    """Files as given, and every file under given folders in a stable order."""
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file())
-        else:
-            yield path
 
 
 def _batches(paths: Iterator[Path], size: int) -> Iterator[list[Path]]:

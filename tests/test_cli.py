@@ -1,4 +1,5 @@
-"""The `fakewatch` command as a user meets it: help, keys, the database, `up` on a fresh data dir, `check`."""
+"""The `fakewatch` command as a user meets it: help, keys, the database, `up` on a fresh data dir, `check` (one file,
+and a folder in upload batches)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from backend.settings import Settings
 from fakewatch.api_client import ApiClient, ClientError
 from fakewatch.cli import cli
 from fakewatch.client_commands import draw, scan_bar
-from testbed.images import photo_bytes
-from testbed.stack import free_port, wait_for_url
+from testbed.images import distinct_photos, photo_bytes
+from testbed.stack import Stack, free_port, wait_for_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -292,3 +293,37 @@ def test_scan_bar_draws_each_poll_as_one_consistent_line() -> None:
             draw(bar, batch)
     assert_frames_agree(stream.getvalue())
     assert "202/202 finished" in stream.getvalue() and "198 checked" in stream.getvalue()
+
+
+def test_check_sends_a_folder_as_one_upload_batch_and_prints_each_file_as_one_at_a_time(
+        embedded_stack: Stack, tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    for name, data in zip(names, distinct_photos(3, size=96), strict=True):
+        (folder / name).write_bytes(data)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg after all")
+    env = {**embedded_stack.env, "FAKEWATCH_API_URL": embedded_stack.api_url,
+           "FAKEWATCH_API_KEY": embedded_stack.api_key}
+
+    batched = run(["check", "--jsonl", str(folder)], env)
+    assert batched.returncode == 1, "a refused file fails the command"
+    rows = [json.loads(line) for line in batched.stdout.splitlines()]
+    order = ["a.jpg", "b.jpg", "broken.jpg", "c.jpg"]  # the folder walked as `fakewatch score` walks it
+    assert [row["target"] for row in rows] == [str(folder / name) for name in order]
+    broken = rows[2]
+    assert broken["error"]["code"] == "invalid_image" and "id" not in broken, broken
+    checks = [row for row in rows if "id" in row]
+    assert all(row["status"] == "done" and row["verdict"] in ("real", "fake", "uncertain") for row in checks), checks
+    batch_ids = {row["batch_id"] for row in checks}
+    assert len(batch_ids) == 1 and None not in batch_ids, "the files went as one upload batch"
+    batch = requests.get(f"{embedded_stack.api_url}/api/v1/batches/{batch_ids.pop()}",
+                         headers=embedded_stack.headers(), timeout=30).json()
+    assert batch["total"] == 3 and [(item["line"], item["value"]) for item in batch["invalid"]] == [(3, "broken.jpg")]
+    assert "files finished" in batched.stderr, "a progress bar on stderr while the batch runs"
+
+    # The same lines as sending each file in a request of its own (the answers are cached by now, the words not).
+    as_batch = run(["check", str(folder)], env)
+    one_by_one = run(["check", "--batch-size", "1", *(str(folder / name) for name in order)], env)
+    assert as_batch.returncode == one_by_one.returncode == 1
+    assert as_batch.stdout == one_by_one.stdout and len(as_batch.stdout.splitlines()) == 4, as_batch.stdout

@@ -60,6 +60,8 @@ def test_files_become_one_batch_and_refused_files_are_reported_not_stored(
     assert refused[3]["value"] == "doc.pdf" and "PDF" in refused[3]["reason"]
     assert refused[5]["value"] == "bomb.png" and "MP" in refused[5]["reason"]
     assert refused[6]["value"] == "empty.jpg"
+    # Each with the code a single upload of it gets, which `fakewatch check` prints for it.
+    assert [refused[line]["code"] for line in (3, 5, 6)] == ["unsupported_format", "too_many_pixels", "invalid_image"]
     # One send for the whole batch, its items in the order of the files.
     with session_scope(database) as session:
         items = list(session.scalars(select(Check).where(Check.batch_id == body["id"]).order_by(Check.id)))

@@ -89,7 +89,7 @@ def _accept(session: Session, files: Sequence[UploadedFile], settings: Settings)
             refusals.append(refusal)
             if len(accepted.invalid) < MAX_INVALID_REPORTED:
                 accepted.invalid.append({"line": position, "value": upload.filename[:MAX_FILENAME_CHARS],
-                                         "reason": refusal.message})
+                                         "reason": refusal.message, "code": refusal.code})
             continue
         if image.id in seen:  # the same bytes twice: one item, as a repeated URL is
             accepted.duplicates += 1
