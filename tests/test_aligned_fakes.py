@@ -31,7 +31,7 @@ from models.generators.zoo import (
     zoo_members,
 )
 from models.pairs import PROCESSING, process
-from models.pairwise import PairwiseConfig, pair_crops, train_pairwise
+from models.pairwise import PairwiseConfig, pair_crops, split_selection_pairs, train_pairwise
 from models.serving import Detector
 from tests.fixtures_models import CROP, GENTLE, source_photos, upsample_trace
 
@@ -119,14 +119,14 @@ def test_the_pairwise_recipe_learns_a_trace_from_aligned_pairs(tmp_path: Path) -
     photos = source_photos()
     pairs: list[tuple[str, Path, Path]] = []
     valid: list[tuple[str, Path, Path]] = []
-    for index in range(40):
+    for index in range(52):
         photo = photos[index % len(photos)]
         top, left = int(rng.integers(0, photo.shape[0] - CROP)), int(rng.integers(0, photo.shape[1] - CROP))
         crop = photo[top:top + CROP, left:left + CROP]
         real, fake = tmp_path / f"r{index}.png", tmp_path / f"f{index}.png"
         Image.fromarray(crop).save(real)
         Image.fromarray(upsample_trace(crop)).save(fake)
-        (pairs if index < 28 else valid).append(("tiny", real, fake))
+        (pairs if index < 40 else valid).append(("tiny", real, fake))
     valid_items = [(r, 0) for _, r, _ in valid] + [(f, 1) for _, _, f in valid]
     out = train_pairwise(PairwiseConfig(pairs=pairs, valid_items=valid_items, out=tmp_path / "m.keras", steps=160,
                                         eval_every=80, batch_size=16, pair_share=1.0, recipe=GENTLE))
@@ -134,3 +134,15 @@ def test_the_pairwise_recipe_learns_a_trace_from_aligned_pairs(tmp_path: Path) -
     scores = detector.score([Image.open(path).convert("RGB") for path, _ in valid_items])
     assert roc_auc_score([label for _, label in valid_items], scores) >= 0.8
     assert detector.metadata["training"]["recipe"] == "pairwise"
+    # Pairs alone: checkpoints are chosen on 16 held-out pairs, not on the labelled validation images.
+    assert detector.metadata["training"]["selection"] == "16 held-out pairs"
+    assert detector.metadata["training"]["pairs"] == 24
+
+
+def test_selection_pairs_are_held_out_deterministically() -> None:
+    pairs = [(Image.new("RGB", (4, 4), (i, 0, 0)), Image.new("RGB", (4, 4), (0, i, 0))) for i in range(200)]
+    train, held = split_selection_pairs(pairs, seed=3)
+    assert len(held) == 20 and len(train) == 180
+    assert {id(p) for p in train}.isdisjoint({id(p) for p in held})
+    assert [id(p) for p in held] == [id(p) for p in split_selection_pairs(pairs, seed=3)[1]]
+    assert len(split_selection_pairs(pairs[:40], seed=3)[1]) == 16  # never fewer than 16
