@@ -10,6 +10,7 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -401,10 +402,10 @@ def test_console_folds_copies_into_one_card_and_lists_them_on_the_image_page(dat
     assert copies["sha256"].tolist() == [shown(database, copy)["image"]["sha256"]]
 
 
-def test_a_chunk_catches_the_index_up_once_and_finds_what_each_lookup_would(database: Settings,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """worker/scoring.py looks up a chunk's images after one catch-up of the index, not one per image (each re-reads
-    the last LOOKBACK_IDS rows), and finds the same labelled copies as image-by-image lookups."""
+def test_a_chunk_reads_the_look_back_at_most_once_and_finds_what_each_lookup_would(
+        database: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """worker/scoring.py looks up a chunk's images one by one; the recent rows under the index's mark (hundreds after
+    a batch) are re-read at most once for the chunk, and the labelled copies found are those of single lookups."""
     register_test_model(database)
     original = photo("immunohistochemistry")
     labelled = scored_as_the_worker_does(database, encoded(original), 0.9)
@@ -414,17 +415,16 @@ def test_a_chunk_catches_the_index_up_once_and_finds_what_each_lookup_would(data
                   (half_size(original), jpeg_60(original), encoded(photo("coffee")))]
         session.commit()
         one_by_one = {check.image_id: match_for_image(session, database, check.image) for check in copies}
-        syncs: list[int] = []
-        index = match_index(database)
-        real_sync = index.sync
+        look_backs: list[bool] = []
+        real_rows = lookups._image_rows
 
-        def counted_sync(session: Session) -> None:
-            syncs.append(1)
-            real_sync(session)
+        def counted_rows(session: Session, mark: int, look_back: bool = True) -> Iterator[lookups.HashRow]:
+            look_backs.append(look_back)
+            return real_rows(session, mark, look_back)
 
-        monkeypatch.setattr(index, "sync", counted_sync)
+        monkeypatch.setattr(lookups, "_image_rows", counted_rows)
         chunked = _labelled_matches(session, copies, database)
-    assert len(syncs) == 1
+    assert len(look_backs) == 3 and sum(look_backs) <= 1, look_backs
     assert chunked == one_by_one
     found = [match for match in chunked.values() if match is not None]
     assert len(found) == 2 and all(match.label == "fake" for match in found), "both copies; the coffee photo none"

@@ -22,7 +22,7 @@ from backend.checks.service import (
     release_for_tries_alone,
 )
 from backend.delivery.callbacks import schedule as schedule_callbacks
-from backend.matching.lookups import matches_for_images
+from backend.matching.lookups import match_for_image
 from backend.settings import Settings
 from backend.storage.db import session_scope
 from backend.storage.schema import Check, ModelVersion
@@ -100,10 +100,14 @@ def _finish_chunk(session: Session, checks: list[Check], settings: Settings) -> 
 
 
 def _labelled_matches(session: Session, checks: list[Check], settings: Settings) -> dict[int, NearCopyMatch | None]:
-    """Each image's labelled near-copies (rule 3's evidence), looked up once per image of the chunk, the index
-    brought up to date once for the chunk."""
-    images = {check.image_id: check.image for check in checks if check.image_id is not None and check.image is not None}
-    return matches_for_images(session, settings, images.values())
+    """Each image's labelled near-copies (rule 3's evidence), looked up once per image of the chunk. Each lookup's
+    catch-up reads only rows above the highest id seen; the look-back for late commits is read at most every
+    LOOKBACK_EVERY_S (backend/matching/lookups.py), so a chunk does not re-read it per image."""
+    matches: dict[int, NearCopyMatch | None] = {}
+    for check in checks:
+        if check.image_id is not None and check.image_id not in matches:
+            matches[check.image_id] = match_for_image(session, settings, check.image)
+    return matches
 
 
 def _score_with_model(checks: list[Check], version: ModelVersion, settings: Settings,

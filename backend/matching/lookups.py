@@ -115,10 +115,8 @@ class MatchIndex:
                 self._recent[kind] = {kept for kept in recent if kept > floor}
             yield row
 
-    def lookup(self, session: Session, pdq: PdqHash, *, synced: bool = False) -> list[Match]:
-        """The matches of a hash, the index first brought up to date (``synced``: the caller just did)."""
-        if not synced:
-            self.sync(session)
+    def lookup(self, session: Session, pdq: PdqHash) -> list[Match]:
+        self.sync(session)
         return self.index.query(pdq)
 
 
@@ -174,12 +172,12 @@ class LabelledCopy:
 
 
 def labelled_copies(session: Session, settings: Settings, pdq: PdqHash | None,
-                    exclude_image_id: int | None = None, *, synced: bool = False) -> list[LabelledCopy]:
+                    exclude_image_id: int | None = None) -> list[LabelledCopy]:
     """The labelled near-copies of a hash, nearest first (none for a missing or low-quality hash). A stored
     image's own label is not among them: a review of the same bytes is rule 1, not a match."""
     if pdq is None:
         return []
-    found = [m for m in match_index(settings).lookup(session, pdq, synced=synced) if m.id != exclude_image_id]
+    found = [m for m in match_index(settings).lookup(session, pdq) if m.id != exclude_image_id]
     return labelled_among(session, found)
 
 
@@ -217,25 +215,14 @@ def match_evidence(copies: Sequence[LabelledCopy]) -> NearCopyMatch | None:
                          pdq_hex=nearest.pdq_hex, count=len(copies))
 
 
-def match_for_image(session: Session, settings: Settings, image: Image | None, *,
-                    synced: bool = False) -> NearCopyMatch | None:
+def match_for_image(session: Session, settings: Settings, image: Image | None) -> NearCopyMatch | None:
     """What scoring records as a check's ``match``: its image's labelled near-copies, or None (a video's by vPDQ:
-    backend/matching/video.py). ``synced``: the index was just brought up to date (:func:`matches_for_images`)."""
+    backend/matching/video.py)."""
     if image is None:
         return None
     if image.media == "video":
         return video_match(session, image)
-    return match_evidence(labelled_copies(session, settings, stored_hash(image), exclude_image_id=image.id,
-                                          synced=synced))
-
-
-def matches_for_images(session: Session, settings: Settings,
-                       images: Iterable[Image]) -> dict[int, NearCopyMatch | None]:
-    """:func:`match_for_image` of each image, by id, with the index brought up to date once for them all: each
-    catch-up re-reads the image rows of the last LOOKBACK_IDS ids, and once per image of a scoring chunk that was
-    5-7% of a pool process's time in a burst of uploads."""
-    match_index(settings).sync(session)
-    return {image.id: match_for_image(session, settings, image, synced=True) for image in images}
+    return match_evidence(labelled_copies(session, settings, stored_hash(image), exclude_image_id=image.id))
 
 
 @dataclass(frozen=True)
